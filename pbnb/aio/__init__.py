@@ -1,0 +1,1 @@
+"""asyncio glue: connections, clients, servers."""

@@ -1,0 +1,108 @@
+"""Connecting to a broker: ``await pbnb.connect(host, port)``."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as _ssl
+from typing import Any
+
+from ..core.reference import RemoteReference
+from ..errors import PBConnectionLost
+from ._options import split_options
+from .connection import Connection
+
+
+class Client:
+    """A connection to a PB server, seen from the side that opened it.
+
+    ``getRootObject()`` and ``login()`` give the first references; everything
+    else comes from calls on them. Use ``async with`` to close it reliably.
+    """
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    @property
+    def broker(self) -> Any:
+        return self.connection.broker
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is still up."""
+        return not self.connection.closed.done()
+
+    async def getRootObject(self) -> RemoteReference:
+        """Return a reference to the server's root object."""
+        return await self.connection.get_root()
+
+    async def login(self, credentials: Any, mind: Any = None) -> RemoteReference:
+        """Log in through the server's Portal; return a reference to your avatar.
+
+        ``mind`` is any Referenceable of yours; the server's realm receives a
+        reference to it and can call you back through it.
+        """
+        from ..cred.client import login
+
+        return await login(await self.getRootObject(), credentials, mind)
+
+    async def close(self) -> None:
+        """Close the connection; pending calls fail with PBConnectionLost."""
+        await self.connection.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is down, for whatever reason."""
+        await asyncio.shield(self.connection.closed)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "closed"
+        return f"<pbnb.Client {self.connection.peer} {state}>"
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    root: Any = None,
+    timeout: float | None = 30.0,
+    **options: Any,
+) -> Client:
+    """Connect to a PB server and finish the handshake.
+
+    ``root`` is an object this side offers to the server (the protocol is
+    symmetric). Keywords are limits (``max_frame=...``; see ``Limits``) or
+    connection options (``send_tracebacks``, ``keepalive``,
+    ``dead_peer_timeout``, ``registry``). Raises ``ConnectionRefusedError``
+    (an ``OSError``) when nothing listens, ``ProtocolError`` when the peer is
+    not a compatible pbnb server.
+    """
+    connection_options, limits = split_options(options)
+    loop = asyncio.get_running_loop()
+
+    def make() -> Connection:
+        return Connection(root, limits=limits, **connection_options)
+
+    kwargs: dict[str, Any] = {"ssl": ssl}
+    if ssl is not None and server_hostname is not None:
+        kwargs["server_hostname"] = server_hostname
+    try:
+        _, connection = await asyncio.wait_for(loop.create_connection(make, host, port, **kwargs), timeout)
+    except ConnectionRefusedError as exc:
+        raise ConnectionRefusedError(
+            exc.errno, f"no pbnb server at {host}:{port} (connection refused)"
+        ) from None
+    try:
+        await asyncio.wait_for(asyncio.shield(connection.ready), timeout)
+    except BaseException as exc:
+        connection.abort()
+        if isinstance(exc, TimeoutError):
+            raise PBConnectionLost(f"{host}:{port} did not complete the pbnb handshake in {timeout}s") from None
+        raise
+    return Client(connection)

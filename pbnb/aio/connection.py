@@ -1,0 +1,349 @@
+"""The asyncio glue: pump bytes through a Broker and run what its events ask for.
+
+There is no protocol logic here. A ``Connection`` feeds the transport's bytes
+to the broker, writes what the broker queues, runs remote methods (plain or
+``async def``) and settles the futures of calls made through RemoteReferences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..core import events as ev
+from ..core.broker import Broker
+from ..core.flavors import CopyRegistry, Referenceable
+from ..core.reference import RemoteReference
+from ..core.wire import Limits
+from ..errors import CallCancelled, Error, NoSuchMethod, PBConnectionLost
+
+log = logging.getLogger("pbnb")
+
+#: The perspective (avatar) the current remote call runs under, if any.
+current_perspective: contextvars.ContextVar[Any] = contextvars.ContextVar("pbnb_perspective", default=None)
+
+
+class CallFuture(asyncio.Future):
+    """The awaitable a ``callRemote`` returns; cancelling it tells the peer."""
+
+    _pb_connection: Connection | None = None
+    _pb_request_id = 0
+    _pb_description = ""
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg=msg):
+            return False
+        if self._pb_connection is not None and self._pb_request_id:
+            self._pb_connection._cancel_call(self._pb_request_id)
+        return True
+
+
+class Connection(asyncio.Protocol):
+    """One PB connection over an asyncio transport (client or server side)."""
+
+    def __init__(
+        self,
+        root: Any = None,
+        *,
+        limits: Limits | None = None,
+        registry: CopyRegistry | None = None,
+        send_tracebacks: bool = False,
+        keepalive: float | None = None,
+        dead_peer_timeout: float | None = None,
+        on_close: Callable[[Connection], Any] | None = None,
+    ):
+        self._root_source = root
+        self._limits = limits
+        self._registry = registry
+        self._send_tracebacks = send_tracebacks
+        self._keepalive = keepalive
+        self._dead_peer_timeout = dead_peer_timeout or (3 * keepalive if keepalive else None)
+        self._on_close = on_close
+        self._loop = asyncio.get_running_loop()
+        self.broker: Broker | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer: str = "?"
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.close_reason: BaseException | None = None
+        self._flush_scheduled = False
+        self._collect_scheduled = False
+        self._tasks: dict[int, asyncio.Task] = {}
+        self._release_hooks: dict[int, list[Callable[[], Any]]] = {}
+        self._last_heard = self._loop.time()
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._ping_token = 0
+
+    # ---------------------------------------------------------------- asyncio
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        root = self._root_source
+        if hasattr(root, "_pb_root_for"):  # a Portal: each connection gets its own login root
+            root = root._pb_root_for(self)
+        elif callable(root) and not isinstance(root, Referenceable):
+            root = root()  # a factory: one root per connection
+        self.broker = Broker(
+            root,
+            limits=self._limits,
+            registry=self._registry,
+            send_tracebacks=self._send_tracebacks,
+            peer_name=self.peer,
+        )
+        self.broker.invoker = self
+        self.broker.on_collected = self._collected_soon
+        if self._keepalive:
+            self._keepalive_timer = self._loop.call_later(self._keepalive, self._keepalive_tick)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_heard = self._loop.time()
+        broker = self.broker
+        self._dispatch(broker.receive_data(data))  # type: ignore[union-attr]
+        if not self.ready.done() and broker._hello_seen and not broker._closing:  # type: ignore[union-attr]
+            self.ready.set_result(None)
+        self._flush()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        reason = self.close_reason or exc
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+        if self.broker is not None:
+            self._dispatch(self.broker.connection_lost(reason))
+        if not self.ready.done():
+            self.ready.set_exception(reason or PBConnectionLost("connection closed during the handshake"))
+            self.ready.exception()  # the opener reports it; don't warn about it twice
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._on_close is not None:
+            self._on_close(self)
+        self._release_hooks.clear()
+
+    def pause_writing(self) -> None:
+        # The peer is not reading our answers: stop reading its requests.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # ---------------------------------------------------------------- output
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.broker is not None and self.transport is not None and self.broker.has_data_to_send():
+            self.transport.write(self.broker.data_to_send())
+
+    def _flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _collected_soon(self) -> None:
+        # Called from weakref callbacks: maybe in the garbage collector, maybe
+        # on another thread. Only schedule; never send from here.
+        if not self._collect_scheduled:
+            self._collect_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._flush_collected)
+            except RuntimeError:  # loop closed: the connection is gone anyway
+                pass
+
+    def _flush_collected(self) -> None:
+        self._collect_scheduled = False
+        if self.broker is not None:
+            self.broker.flush_collected()
+            self._flush()
+
+    # --------------------------------------------------------------- events
+
+    def _dispatch(self, events: list[Any]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is ev.CallReceived:
+                self._run_call(event)
+            elif kind is ev.AnswerReceived:
+                if not event.token.done():
+                    event.token.set_result(event.value)
+            elif kind is ev.CallFailed:
+                if not event.token.done():
+                    event.token.set_exception(event.error)
+            else:
+                self._dispatch_rare(event)
+
+    def _dispatch_rare(self, event: Any) -> None:
+        if isinstance(event, ev.CancelRequested):
+            task = self._tasks.get(event.request_id)
+            if task is not None:
+                task.cancel(msg="cancelled by the caller")
+        elif isinstance(event, ev.ObjectReleased):
+            for hook in self._release_hooks.pop(id(event.obj), ()):
+                self._run_hook(hook)
+        elif isinstance(event, ev.CacheReleased):
+            self._run_hook(lambda: event.cacheable.stoppedObserving(event.perspective, event.observer))
+        elif isinstance(event, ev.MessageRefused):
+            level = logging.INFO if isinstance(event.error, NoSuchMethod) else logging.WARNING
+            log.log(level, "refused %s from %s: %s", event.description, self.peer, event.error)
+        elif isinstance(event, ev.CallbackFailed):
+            log.error("disconnect callback %r failed", event.callback, exc_info=event.error)
+        elif isinstance(event, ev.PongReceived):
+            pass  # data_received already noted that the peer is alive
+        elif isinstance(event, ev.ConnectionFailed):
+            self.close_reason = event.error
+            if event.by_peer:
+                log.warning("%s closed the connection: %s", self.peer, event.error)
+            else:
+                log.warning("closing connection to %s: %s", self.peer, event.error)
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
+
+    def _run_hook(self, hook: Callable[[], Any]) -> None:
+        try:
+            result = hook()
+            if inspect.isawaitable(result):
+                self._loop.create_task(self._await_hook(result))
+        except Exception:
+            log.exception("release hook failed on connection to %s", self.peer)
+
+    @staticmethod
+    async def _await_hook(awaitable: Any) -> None:
+        try:
+            await awaitable
+        except Exception:
+            log.exception("release hook failed")
+
+    def on_release(self, obj: Any, hook: Callable[[], Any]) -> None:
+        """Run ``hook()`` once when the peer releases ``obj`` or the connection closes."""
+        self._release_hooks.setdefault(id(obj), []).append(hook)
+
+    def _run_call(self, event: ev.CallReceived) -> None:
+        reset = current_perspective.set(event.perspective)
+        try:
+            result = event.method(*event.args, **event.kwargs)
+        except Exception as exc:
+            self._report_failure(event, exc)
+            return
+        finally:
+            current_perspective.reset(reset)
+        if inspect.isawaitable(result):
+            task = self._loop.create_task(self._finish_call(event, result))
+            if event.request_id:
+                self._tasks[event.request_id] = task
+        elif event.request_id:
+            self.broker.answer(event.request_id, result, event.perspective)  # type: ignore[union-attr]
+
+    async def _finish_call(self, event: ev.CallReceived, awaitable: Any) -> None:
+        current_perspective.set(event.perspective)
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            self.broker.fail(event.request_id, CallCancelled("cancelled"), event.perspective)  # type: ignore[union-attr]
+        except Exception as exc:
+            self._report_failure(event, exc)
+        else:
+            if event.request_id:
+                self.broker.answer(event.request_id, result, event.perspective)  # type: ignore[union-attr]
+        finally:
+            self._tasks.pop(event.request_id, None)
+            self._flush_soon()
+
+    def _report_failure(self, event: ev.CallReceived, exc: Exception) -> None:
+        where = f"{type(event.target).__qualname__}.{event.name} called by {self.peer}"
+        if isinstance(exc, Error):
+            log.debug("%s raised %r", where, exc)
+        else:
+            log.error("unhandled error in %s", where, exc_info=exc)
+        if event.request_id:
+            self.broker.fail(event.request_id, exc, event.perspective)  # type: ignore[union-attr]
+
+    # ---------------------------------------------------- invoker interface
+
+    def call(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> CallFuture:
+        """Start a remote call; the returned future settles with its answer."""
+        future = CallFuture(loop=self._loop)
+        try:
+            future._pb_request_id = self.broker.call(  # type: ignore[union-attr]
+                ref, name, args, kwargs, future, perspective=current_perspective.get()
+            )
+        except Exception as exc:
+            future.set_exception(exc)
+            return future
+        future._pb_connection = self
+        future._pb_description = f"{name}() on {ref!r}"
+        self._flush_soon()
+        return future
+
+    def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:
+        self.broker.call(  # type: ignore[union-attr]
+            ref, name, args, kwargs, None, answer=False, perspective=current_perspective.get()
+        )
+        self._flush_soon()
+
+    def describe(self, ref: RemoteReference) -> asyncio.Future:
+        future = self._request(lambda token: self.broker.request_description(ref, token))  # type: ignore
+
+        def remember(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                names = [method["name"] for method in done.result()["methods"]]
+                self.broker.described[ref._id] = names  # type: ignore[union-attr]
+
+        future.add_done_callback(remember)
+        return future
+
+    def get_root(self) -> asyncio.Future:
+        """Ask the peer for its root object."""
+        return self._request(self.broker.request_root)  # type: ignore[union-attr]
+
+    def _request(self, send: Callable[[Any], int]) -> CallFuture:
+        future = CallFuture(loop=self._loop)
+        try:
+            future._pb_request_id = send(future)
+        except Exception as exc:
+            future.set_exception(exc)
+            return future
+        future._pb_connection = self
+        self._flush_soon()
+        return future
+
+    def _cancel_call(self, request_id: int) -> None:
+        if self.broker is not None and not self.broker.disconnected:
+            self.broker.cancel(request_id)
+            self._flush_soon()
+
+    # ------------------------------------------------------------ keepalive
+
+    def _keepalive_tick(self) -> None:
+        silent_for = self._loop.time() - self._last_heard
+        if self._dead_peer_timeout and silent_for > self._dead_peer_timeout:
+            self.close_reason = PBConnectionLost(f"peer {self.peer} silent for {silent_for:.1f}s (keepalive)")
+            log.warning("%s", self.close_reason)
+            self.transport.abort()  # type: ignore[union-attr]
+            return
+        self._ping_token += 1
+        self.broker.ping(self._ping_token)  # type: ignore[union-attr]
+        self._flush()
+        self._keepalive_timer = self._loop.call_later(self._keepalive, self._keepalive_tick)  # type: ignore
+
+    # ----------------------------------------------------------------- close
+
+    async def close(self) -> None:
+        """Close the connection and wait until it is down."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._flush()
+            self.transport.close()
+        await asyncio.shield(self.closed)
+
+    def abort(self) -> None:
+        """Drop the connection at once, without flushing."""
+        if self.transport is not None:
+            self.transport.abort()

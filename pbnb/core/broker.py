@@ -1,0 +1,945 @@
+"""One connection's protocol state, without I/O.
+
+Feed bytes from the peer to ``receive_data()`` and act on the events it
+returns; send whatever ``data_to_send()`` returns. Calls, answers and
+decrefs queue outgoing bytes the same way. Nothing here touches a socket, a
+clock or an event loop, so two brokers joined by passing bytes are a complete
+test bench.
+
+State rules, all of them:
+
+* Each side numbers the objects it exports; the peer only ever echoes those
+  numbers back. Export ids, cache ids and request ids are never reused.
+* An export is counted once per send. The peer counts what it received and,
+  when its RemoteReference is collected, returns that count in a DECREF. The
+  export is released when the count reaches zero, so a reference sent while a
+  DECREF was in flight keeps the object alive.
+* Caches follow the same counting with DECACHE. A cache's state cannot be
+  rebuilt from an id alone, so if CACHED refs were in flight when the peer
+  dropped its copy, the owner answers the DECACHE with CACHE_STATE and the
+  peer holds back every event from the moment it met the orphan ref until the
+  state arrives; otherwise the owner answers UNCACHED.
+* Encoding and decoding a message is a transaction: export, import and cache
+  counts change only if the whole message goes through. A message the
+  receiver refuses is scanned for the references it carried, which go
+  straight back as DECREF/DECACHE, so refusals leak nothing.
+* After ``connection_lost()`` every pending call fails with PBConnectionLost,
+  every export and cache is released, and every later call raises
+  DeadReferenceError.
+"""
+
+from __future__ import annotations
+
+import traceback
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from ..errors import (
+    TRANSPORTED,
+    DeadReferenceError,
+    InsecureJelly,
+    LimitExceeded,
+    NoSuchMethod,
+    PBConnectionLost,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+)
+from . import events as ev
+from . import serialize
+from .flavors import Copyable, CopyRegistry, Referenceable, RemoteCache, Viewable, default_registry, describe_methods
+from .reference import CacheObserver, RemoteReference
+from .serialize import Decoder, Encoder
+from .wire import (
+    FRAME_PREFIX_SIZE,
+    NO_ANSWER,
+    PREAMBLE,
+    PREAMBLE_SIZE,
+    Kind,
+    Limits,
+    check_preamble,
+    encode_frame,
+    frame_length,
+    split_frame,
+)
+
+_NIL = msgpack.packb(None)
+_NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
+
+
+class _Export:
+    __slots__ = ("obj", "count")
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+        self.count = 0
+
+
+class _Import:
+    """Our handle on one peer object: the handle itself is weak, the count is ours."""
+
+    __slots__ = ("remote_id", "weak", "count")
+
+    def __init__(self, remote_id: int):
+        self.remote_id = remote_id
+        self.weak: weakref.ref | None = None
+        self.count = 0
+
+
+class _WeakEntry(weakref.ref):
+    __slots__ = ("entry",)
+
+
+class _CacheExport:
+    __slots__ = ("cacheable", "perspective", "observer", "count")
+
+    def __init__(self, cacheable: Any, perspective: Any, observer: CacheObserver):
+        self.cacheable = cacheable
+        self.perspective = perspective
+        self.observer = observer
+        self.count = 0
+
+
+class _CacheImport(_Import):
+    __slots__ = ("cls", "obj_id", "awaiting_state")
+
+    def __init__(self, remote_id: int, cls: type, obj_id: int):
+        super().__init__(remote_id)
+        self.cls = cls
+        self.obj_id = obj_id
+        self.awaiting_state = False
+
+
+def qualified_type(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Broker:
+    """The protocol state machine of one PB connection (either end: it is symmetric)."""
+
+    def __init__(
+        self,
+        root: Any = None,
+        *,
+        limits: Limits | None = None,
+        registry: CopyRegistry | None = None,
+        send_tracebacks: bool = False,
+        peer_name: str = "peer",
+    ):
+        self.root = root
+        self.limits = limits or Limits()
+        self.registry = registry or default_registry
+        self.send_tracebacks = send_tracebacks
+        self.peer_name = peer_name
+        # The perspective for calls and sends not tied to an avatar or view
+        # point: the latest avatar logged in on this connection, else None.
+        self.perspective: Any = None
+        # Set by the I/O layer: makes RemoteReference.callRemote work.
+        self.invoker: Any = None
+        # Set by the I/O layer: called (from any thread, maybe inside the garbage
+        # collector) when a RemoteReference or RemoteCache dies; it must only
+        # schedule a later call to flush_collected().
+        self.on_collected: Callable[[], None] | None = None
+        self.disconnected = False
+        # Method names learned by describe(), by the peer's export id (tab completion).
+        self.described: dict[int, list[str]] = {}
+        # The stream is broken or the peer said goodbye: ignore further input.
+        self._closing = False
+
+        self._encoder = Encoder(self, self.limits.max_depth)
+        self._decoder = Decoder(self, self.registry, self.limits.max_depth, self.limits.max_container_len)
+        self._out: list[bytes] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": self.limits.max_frame}])]
+        self._events: list[Any] = []
+        # Receive side: bytes waiting for a whole frame, and how many we need.
+        self._pending_in: list[bytes] = []
+        self._pending_size = 0
+        self._needed = PREAMBLE_SIZE
+        self._handshaken = False
+        self._hello_seen = False
+        self._peer_max_frame = Limits().max_frame
+
+        # --- Id tables. Ours: numbered by us. Theirs: numbered by the peer. ---
+        # export id -> object we sent the peer as a reference, with its send count
+        self._exports: dict[int, _Export] = {}
+        # id(exported object) -> export id; the _Export keeps the object alive
+        self._export_ids: dict[int, int] = {}
+        # (id(viewable), id(perspective)) -> its exported ViewPoint
+        self._viewpoints: dict[tuple[int, int], Any] = {}
+        self._next_export_id = 1
+        # peer's export id -> our RemoteReference (weak) and how many times we got it
+        self._imports: dict[int, _Import] = {}
+        # imports whose handle died; their counts go back in the next DECREF/DECACHE
+        self._collected: list[_Import] = []
+        # cache id -> Cacheable we sent, with the perspective and observer it was sent for
+        self._cache_exports: dict[int, _CacheExport] = {}
+        # id(cacheable) -> cache id
+        self._cache_export_ids: dict[int, int] = {}
+        self._next_cache_id = 1
+        # peer's cache id -> our RemoteCache (weak) and how many times we got it
+        self._cache_imports: dict[int, _CacheImport] = {}
+        # id(RemoteCache) -> peer's cache id, to send a RemoteCache home
+        self._cache_import_ids: dict[int, int] = {}
+        # peer's cache id -> RemoteCache class, for caches we dropped whose
+        # DECACHE the owner has not answered yet
+        self._cache_tombstones: dict[int, type] = {}
+        # cache ids whose CACHE_STATE we wait for; events are held meanwhile
+        self._awaited_states: set[int] = set()
+        self._held_events: list[Any] | None = None
+        # our request id -> the caller's token, until ANSWER or ERROR arrives
+        self._calls: dict[int, Any] = {}
+        # request ids we cancelled: their late answers are decoded and dropped
+        self._cancelled: set[int] = set()
+        self._next_request_id = 1
+        # peer's request ids we are running and still owe an answer
+        self._inbound: set[int] = set()
+        # undo log of the message being encoded or decoded, None outside one
+        self._journal: list[tuple[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ output
+
+    def data_to_send(self) -> bytes:
+        """Return and clear the bytes queued for the peer."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        return data
+
+    def has_data_to_send(self) -> bool:
+        return bool(self._out)
+
+    def drain_events(self) -> list[Any]:
+        """Return and clear events produced outside receive_data()."""
+        events, self._events = self._events, []
+        return events
+
+    def _send(self, header: list, payload: bytes = b"") -> None:
+        if not self.disconnected:
+            self._out.append(encode_frame(header, payload))
+
+    def _emit(self, event: Any) -> None:
+        if self._held_events is not None and not isinstance(event, ev.ConnectionFailed):
+            self._held_events.append(event)
+        else:
+            self._events.append(event)
+
+    # ------------------------------------------------------------- transactions
+
+    def _encode(self, value: Any, perspective: Any, kind: str) -> tuple[int, bytes]:
+        """Encode inside a transaction that the caller commits with _commit()."""
+        self._journal = []
+        try:
+            mode, payload = self._encoder.encode(value, perspective)
+        except BaseException:
+            self._rollback()
+            raise
+        if len(payload) + 64 > self._peer_max_frame:
+            self._rollback()
+            raise LimitExceeded(
+                f"{kind} of {len(payload)} bytes exceeds the peer's frame limit of {self._peer_max_frame} bytes"
+            )
+        return mode, payload
+
+    def _commit(self) -> None:
+        self._journal = None
+
+    def _rollback(self) -> None:
+        journal, self._journal = self._journal or [], None
+        for action, item in reversed(journal):
+            if action == "export":
+                item.count -= 1
+                if item.count == 0:
+                    self._drop_export(item, notify=False)
+            elif action == "import":
+                item.count -= 1
+            elif action == "cache-export":
+                item.count -= 1
+                if item.count == 0:
+                    self._drop_cache_export(item)
+            elif action == "cache-import":
+                item.count -= 1
+                if item.count == 0 and self._cache_imports.get(item.remote_id) is item:
+                    del self._cache_imports[item.remote_id]
+                    self._cache_import_ids.pop(item.obj_id, None)
+                    self._awaited_states.discard(item.remote_id)
+
+    def _decode(self, mode: Any, payload: memoryview) -> Any:
+        if not payload:
+            raise ProtocolError("message has no payload")
+        self._journal = []
+        try:
+            value = self._decoder.decode(mode, payload)
+        except BaseException:
+            self._rollback()
+            self._return_references(payload)
+            raise
+        self._commit()
+        return value
+
+    def _return_references(self, payload: memoryview) -> None:
+        """Give back the references a refused message carried (see module docstring)."""
+        counts: dict[tuple[int, int], int] = {}
+
+        def note(code: int, data: bytes) -> Any:
+            if code in (serialize.EXT_REMOTE, serialize.EXT_CACHED) and len(data) == 8:
+                key = (code, int.from_bytes(data, "big"))
+                counts[key] = counts.get(key, 0) + 1
+            return msgpack.ExtType(code, data)
+
+        try:
+            raw = msgpack.unpackb(payload, ext_hook=note, use_list=False, strict_map_key=False)
+        except Exception:
+            return  # not even msgpack: nothing we could have counted
+        stack = [raw]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, tuple):
+                head = item[0] if item else None
+                if isinstance(head, msgpack.ExtType) and head.code == serialize.TAG_CACHE and len(item) > 1:
+                    key = (serialize.EXT_CACHED, item[1])
+                    counts[key] = counts.get(key, 0) + 1
+                stack.extend(item)
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+        for (code, remote_id), count in counts.items():
+            kind = Kind.DECREF if code == serialize.EXT_REMOTE else Kind.DECACHE
+            self._send([kind, remote_id, count])
+
+    # ---------------------------------------------------- tables: sending side
+
+    def export(self, obj: Referenceable, perspective: Any) -> int:
+        """Count one send of ``obj`` and return its export id (called by the encoder)."""
+        if isinstance(obj, Viewable):
+            key = (id(obj), id(perspective))
+            target = self._viewpoints.get(key)
+            if target is None:
+                target = self._viewpoints[key] = obj._pb_exported_for(perspective)
+        else:
+            target = obj
+        export_id = self._export_ids.get(id(target))
+        if export_id is None:
+            if len(self._exports) >= self.limits.max_references:
+                raise LimitExceeded(
+                    f"this connection already holds {len(self._exports)} references (max_references)"
+                )
+            export_id = self._next_export_id
+            self._next_export_id += 1
+            entry = self._exports[export_id] = _Export(target)
+            self._export_ids[id(target)] = export_id
+        else:
+            entry = self._exports[export_id]
+        entry.count += 1
+        self._journal.append(("export", entry))  # type: ignore[union-attr]
+        return export_id
+
+    def _drop_export(self, entry: _Export, *, notify: bool) -> None:
+        export_id = self._export_ids.pop(id(entry.obj), None)
+        if export_id is not None:
+            del self._exports[export_id]
+        view = getattr(entry.obj, "viewable", None)
+        if view is not None:
+            self._viewpoints.pop((id(view), id(entry.obj.perspective)), None)
+        if notify:
+            self._emit(ev.ObjectReleased(entry.obj))
+
+    def send_home(self, ref: RemoteReference) -> msgpack.ExtType:
+        """Encode a RemoteReference (or observer) that names one of the peer's objects."""
+        if ref._broker is not self:
+            raise SerializationError(
+                f"{ref!r} belongs to another connection; pbnb does not forward references between peers"
+            )
+        if self.disconnected:
+            raise DeadReferenceError(f"{ref!r} is dead: its connection is gone")
+        if isinstance(ref, CacheObserver):
+            entry = self._cache_exports.get(ref._id)
+            if entry is None:
+                raise DeadReferenceError(f"the peer no longer holds cache {ref._id}")
+            return self._count_cache_send(ref._id, entry)
+        return msgpack.ExtType(serialize.EXT_YOURS, ref._id.to_bytes(8, "big"))
+
+    def send_cacheable(self, cacheable: Any, perspective: Any) -> tuple[int, Any]:
+        """Count one send of ``cacheable``; return (cache id, state on first send else None)."""
+        cache_id = self._cache_export_ids.get(id(cacheable))
+        if cache_id is not None:
+            entry = self._cache_exports[cache_id]
+            entry.count += 1
+            self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
+            return cache_id, None
+        if len(self._cache_exports) >= self.limits.max_caches:
+            raise LimitExceeded(f"this connection already holds {len(self._cache_exports)} caches (max_caches)")
+        cache_id = self._next_cache_id
+        self._next_cache_id += 1
+        entry = _CacheExport(cacheable, perspective, CacheObserver(self, cache_id))
+        self._cache_exports[cache_id] = entry
+        self._cache_export_ids[id(cacheable)] = cache_id
+        entry.count = 1
+        self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
+        state = cacheable.getStateToCacheAndObserveFor(perspective, entry.observer)
+        return cache_id, state
+
+    def _count_cache_send(self, cache_id: int, entry: _CacheExport) -> msgpack.ExtType:
+        entry.count += 1
+        self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
+        return msgpack.ExtType(serialize.EXT_CACHED, cache_id.to_bytes(8, "big"))
+
+    def send_cache_home(self, cache: RemoteCache) -> msgpack.ExtType:
+        """Encode a RemoteCache we hold: it arrives as the peer's own Cacheable."""
+        cache_id = self._cache_import_ids.get(id(cache))
+        entry = self._cache_imports.get(cache_id) if cache_id is not None else None
+        if entry is None or entry.weak is None or entry.weak() is not cache:
+            raise SerializationError(f"{cache!r} is not a cache held over this connection")
+        return msgpack.ExtType(serialize.EXT_YOUR_CACHEABLE, cache_id.to_bytes(8, "big"))
+
+    def _drop_cache_export(self, entry: _CacheExport) -> None:
+        cache_id = self._cache_export_ids.pop(id(entry.cacheable), None)
+        if cache_id is not None:
+            del self._cache_exports[cache_id]
+        self._emit(ev.CacheReleased(entry.cacheable, entry.perspective, entry.observer))
+
+    # -------------------------------------------------- tables: receiving side
+
+    def receive_reference(self, remote_id: int) -> RemoteReference:
+        """Count one arrival of the peer's object ``remote_id``; return its handle."""
+        entry = self._imports.get(remote_id)
+        ref = entry.weak() if entry is not None and entry.weak is not None else None
+        if ref is None:
+            entry = self._imports[remote_id] = _Import(remote_id)
+            ref = RemoteReference(self, remote_id)
+            entry.weak = self._watch(ref, entry)
+        entry.count += 1  # type: ignore[union-attr]
+        self._journal.append(("import", entry))  # type: ignore[union-attr]
+        return ref
+
+    def _watch(self, handle: Any, entry: _Import) -> weakref.ref:
+        weak = _WeakEntry(handle, self._handle_died)
+        weak.entry = entry
+        return weak
+
+    def _handle_died(self, weak: _WeakEntry) -> None:
+        # Runs inside the garbage collector, maybe on another thread: record only.
+        self._collected.append(weak.entry)
+        if self.on_collected is not None:
+            self.on_collected()
+
+    def receive_home(self, export_id: int) -> Any:
+        """Resolve one of our own exports that the peer sent back."""
+        entry = self._exports.get(export_id)
+        if entry is None:
+            raise ProtocolError(f"peer sent back object {export_id}, which this side does not export")
+        return entry.obj._pb_original()
+
+    def receive_cache(self, cache_id: int, cls: type) -> tuple[Any, bool]:
+        """First arrival of a cache: make its RemoteCache (without __init__)."""
+        entry = self._cache_imports.get(cache_id)
+        obj = entry.weak() if entry is not None and entry.weak is not None else None
+        if obj is not None:
+            raise ProtocolError(f"peer defined cache {cache_id} twice")
+        if len(self._cache_imports) >= self.limits.max_caches:
+            raise LimitExceeded(f"this connection already holds {len(self._cache_imports)} caches (max_caches)")
+        return self._new_cache_import(cache_id, cls), True
+
+    def _new_cache_import(self, cache_id: int, cls: type) -> Any:
+        obj = cls.__new__(cls)
+        entry = self._cache_imports[cache_id] = _CacheImport(cache_id, cls, id(obj))
+        entry.weak = self._watch(obj, entry)
+        entry.count = 1
+        self._cache_import_ids[id(obj)] = cache_id
+        self._journal.append(("cache-import", entry))  # type: ignore[union-attr]
+        return obj
+
+    def receive_cached(self, cache_id: int) -> Any:
+        """A later arrival of a cache; see the module docstring for the orphan case."""
+        entry = self._cache_imports.get(cache_id)
+        obj = entry.weak() if entry is not None and entry.weak is not None else None
+        if obj is not None:
+            entry.count += 1  # type: ignore[union-attr]
+            self._journal.append(("cache-import", entry))  # type: ignore[union-attr]
+            return obj
+        cls = self._cache_tombstones.get(cache_id) or (entry.cls if entry is not None else None)
+        if cls is None:
+            raise ProtocolError(f"peer referred to cache {cache_id}, which this side never received")
+        obj = self._new_cache_import(cache_id, cls)
+        self._cache_imports[cache_id].awaiting_state = True
+        self._awaited_states.add(cache_id)
+        if self._held_events is None:
+            self._held_events = []
+        return obj
+
+    def receive_home_cacheable(self, cache_id: int) -> Any:
+        """Resolve a RemoteCache the peer sent back: our own Cacheable."""
+        entry = self._cache_exports.get(cache_id)
+        if entry is None:
+            raise ProtocolError(f"peer sent back cache {cache_id}, which this side does not have")
+        return entry.cacheable
+
+    def flush_collected(self) -> None:
+        """Send DECREF/DECACHE for handles that died; call from the event loop."""
+        while self._collected:
+            entry = self._collected.pop()
+            is_cache = isinstance(entry, _CacheImport)
+            table = self._cache_imports if is_cache else self._imports
+            if table.get(entry.remote_id) is entry:
+                del table[entry.remote_id]
+                if is_cache:
+                    self._cache_tombstones[entry.remote_id] = entry.cls  # type: ignore[attr-defined]
+                    if self._cache_import_ids.get(entry.obj_id) == entry.remote_id:  # type: ignore[attr-defined]
+                        del self._cache_import_ids[entry.obj_id]  # type: ignore[attr-defined]
+            if entry.count > 0 and not self.disconnected:
+                self._send([Kind.DECACHE if is_cache else Kind.DECREF, entry.remote_id, entry.count])
+                entry.count = 0
+
+    # -------------------------------------------------------------- our calls
+
+    def call(
+        self,
+        ref: RemoteReference,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        token: Any,
+        *,
+        answer: bool = True,
+        perspective: Any = None,
+    ) -> int:
+        """Queue a call of ``method`` on ``ref``; return its request id (0 if no answer).
+
+        Raises DeadReferenceError after disconnect, SerializationError or
+        LimitExceeded if the arguments cannot be sent; nothing is queued then.
+        """
+        if self.disconnected:
+            raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: its connection is gone")
+        if ref._broker is not self:
+            raise SerializationError(f"{ref!r} does not belong to this connection")
+        if not isinstance(method, str) or not method.isidentifier():
+            raise ValueError(f"remote method name must be an identifier, got {method!r}")
+        mode, payload = self._encode([list(args), kwargs], perspective, "call")
+        request_id = NO_ANSWER
+        if answer:
+            request_id = self._next_request_id
+            self._next_request_id += 1
+            self._calls[request_id] = token
+        self._commit()
+        self._send([ref._kind, request_id, ref._id, method, mode], payload)
+        return request_id
+
+    def request_root(self, token: Any) -> int:
+        """Ask the peer for its root object; the answer arrives as AnswerReceived."""
+        return self._simple_request(Kind.ROOT, token)
+
+    def request_description(self, ref: RemoteReference, token: Any) -> int:
+        """Ask the peer to describe the methods of ``ref``'s object."""
+        return self._simple_request(Kind.DESCRIBE, token, ref._id)
+
+    def _simple_request(self, kind: Kind, token: Any, *extra: Any) -> int:
+        if self.disconnected:
+            raise DeadReferenceError("the connection is gone")
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._calls[request_id] = token
+        self._send([kind, request_id, *extra])
+        return request_id
+
+    def cancel(self, request_id: int) -> None:
+        """Stop waiting for ``request_id`` and tell the peer."""
+        if self._calls.pop(request_id, None) is not None:
+            self._cancelled.add(request_id)
+            self._send([Kind.CANCEL, request_id])
+
+    def ping(self, token: int) -> None:
+        self._send([Kind.PING, token])
+
+    @property
+    def pending_calls(self) -> int:
+        return len(self._calls)
+
+    # ----------------------------------------------------------- their calls
+
+    def answer(self, request_id: int, value: Any, perspective: Any = None) -> None:
+        """Send the result of the peer's call ``request_id``."""
+        if request_id not in self._inbound:
+            return  # cancelled by the peer, asked for no answer, or connection gone
+        try:
+            mode, payload = self._encode(value, perspective, "answer")
+        except Exception as exc:
+            self.fail(request_id, exc, perspective)
+            return
+        self._inbound.discard(request_id)
+        self._commit()
+        self._send([Kind.ANSWER, request_id, mode], payload)
+
+    def fail(self, request_id: int, error: BaseException, perspective: Any = None) -> None:
+        """Send an exception as the result of the peer's call ``request_id``."""
+        if request_id not in self._inbound:
+            return
+        self._inbound.discard(request_id)
+        self._send_error(request_id, error, perspective)
+
+    def _send_error(self, request_id: int, error: BaseException, perspective: Any) -> None:
+        if isinstance(error, RemoteError):
+            remote_type, message = error.remote_type, error.message
+        else:
+            remote_type, message = qualified_type(error), str(error)
+        tb = None
+        if self.send_tracebacks and error.__traceback__ is not None:
+            tb = "".join(traceback.format_exception(error))
+        mode, payload = serialize.PLAIN, _NIL
+        if isinstance(error, Copyable):
+            try:
+                mode, payload = self._encode(error, perspective, "error")
+                self._commit()
+            except Exception as exc:
+                message = f"{message} (its copy could not be sent: {exc})"
+        self._send([Kind.ERROR, request_id, remote_type, message[:65536], tb, mode], payload)
+
+    def _refuse(self, request_id: int, error: BaseException, description: str) -> None:
+        self._emit(ev.MessageRefused(error, description))
+        if request_id != NO_ANSWER:
+            self._send_error(request_id, error, None)
+
+    # ----------------------------------------------------------------- input
+
+    def receive_data(self, data: bytes) -> list[Any]:
+        """Take bytes from the peer; return the events they complete."""
+        if self.disconnected or self._closing or not data:
+            return self.drain_events()
+        if self._pending_size:
+            self._pending_in.append(data)
+            self._pending_size += len(data)
+            if self._pending_size < self._needed:
+                return self.drain_events()
+            data = b"".join(self._pending_in)
+            self._pending_in.clear()
+            self._pending_size = 0
+        try:
+            self._parse(data)
+        except ProtocolError as exc:
+            self._fail_connection(exc)
+        return self.drain_events()
+
+    def _parse(self, data: bytes) -> None:
+        view = memoryview(data)
+        pos = 0
+        if not self._handshaken:
+            if len(data) < PREAMBLE_SIZE:
+                if not PREAMBLE.startswith(data[:4]):
+                    check_preamble(data)  # garbage: say so now rather than wait for 8 bytes
+                self._keep(data, PREAMBLE_SIZE)
+                return
+            check_preamble(data[:PREAMBLE_SIZE])
+            self._handshaken = True
+            pos = PREAMBLE_SIZE
+        max_frame = self.limits.max_frame
+        end = len(data)
+        while pos < end and not self._closing:
+            body = frame_length(data, pos, max_frame)
+            if body is None:
+                self._keep(view[pos:], FRAME_PREFIX_SIZE)
+                return
+            if end - pos - 4 < body:
+                self._keep(view[pos:], 4 + body)
+                return
+            self._handle_frame(view[pos + 4 : pos + 4 + body])
+            pos += 4 + body
+        self._needed = FRAME_PREFIX_SIZE
+
+    def _keep(self, rest: bytes | memoryview, needed: int) -> None:
+        chunk = bytes(rest)
+        self._pending_in.append(chunk)
+        self._pending_size = len(chunk)
+        self._needed = needed
+
+    def _handle_frame(self, body: memoryview) -> None:
+        header, payload = split_frame(body)
+        kind = header[0]
+        if not self._hello_seen:
+            if kind != Kind.HELLO:
+                raise ProtocolError(f"peer sent message kind {kind} before HELLO")
+            self._on_hello(header)
+            return
+        handler = self._handlers.get(kind)
+        if handler is None:
+            raise ProtocolError(f"unknown message kind {kind}")
+        try:
+            handler(self, header, payload)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ProtocolError(f"malformed {Kind(kind).name} message: {exc}") from None
+
+    def _on_hello(self, header: list) -> None:
+        settings = header[1] if len(header) > 1 else None
+        if not isinstance(settings, dict):
+            raise ProtocolError("HELLO must carry a settings map")
+        peer_max = settings.get("max_frame")
+        if isinstance(peer_max, int) and peer_max > 0:
+            self._peer_max_frame = peer_max
+        self._hello_seen = True
+
+    def _on_call(self, header: list, payload: memoryview) -> None:
+        kind, request_id, target_id, name, mode = header
+        _check_ints(request_id, target_id)
+        if request_id != NO_ANSWER and (request_id in self._inbound):
+            raise ProtocolError(f"peer reused request id {request_id}")
+        if kind == Kind.CALL:
+            entry = self._exports.get(target_id)
+            target = entry.obj if entry is not None else None
+        else:
+            target = self._live_cache(target_id)
+            if target is None and (target_id in self._cache_tombstones or target_id in self._cache_imports):
+                self._return_references(payload)  # an update racing our drop: harmless
+                if request_id != NO_ANSWER:
+                    self._send([Kind.ANSWER, request_id, serialize.PLAIN], _NIL)
+                return
+        if target is None:
+            self._return_references(payload)
+            what = "object" if kind == Kind.CALL else "cache"
+            return self._refuse(request_id, ProtocolError(f"no {what} {target_id} on this side"), "call")
+        if len(self._inbound) >= self.limits.max_inbound_calls:
+            self._return_references(payload)
+            error = LimitExceeded(f"peer has {len(self._inbound)} calls running here (max_inbound_calls)")
+            return self._refuse(request_id, error, "call")
+        method = target._pb_method(name, None) if isinstance(name, str) and name.isidentifier() else None
+        if method is None:
+            self._return_references(payload)
+            error = NoSuchMethod(_NO_SUCH_METHOD, f"{type(target).__qualname__} has no remote method {name!r}")
+            return self._refuse(request_id, error, "call")
+        try:
+            arguments = self._decode(mode, payload)
+            args, kwargs = arguments
+            if not isinstance(args, list) or not isinstance(kwargs, dict) or not all(
+                isinstance(key, str) for key in kwargs
+            ):
+                raise ProtocolError("call arguments must be [list, dict with str keys]")
+        except (ProtocolError, InsecureJelly) as exc:
+            return self._refuse(request_id, exc, f"arguments of {name!r}")
+        except (ValueError, TypeError) as exc:
+            return self._refuse(request_id, ProtocolError(f"call arguments must be [list, dict]: {exc}"), name)
+        if request_id != NO_ANSWER:
+            self._inbound.add(request_id)
+        perspective = target._pb_perspective(self.perspective) if isinstance(target, Referenceable) else None
+        self._emit(ev.CallReceived(request_id, method, args, kwargs, perspective, target, name))
+
+    def _live_cache(self, cache_id: int) -> Any:
+        entry = self._cache_imports.get(cache_id)
+        if entry is None or entry.awaiting_state or entry.weak is None:
+            return None
+        return entry.weak()
+
+    def _on_answer(self, header: list, payload: memoryview) -> None:
+        _, request_id, mode = header
+        token = self._take_call(request_id)
+        try:
+            value = self._decode(mode, payload)
+        except (ProtocolError, InsecureJelly) as exc:
+            if token is not None:
+                self._emit(ev.CallFailed(token, exc))
+            return
+        if token is not None:
+            self._emit(ev.AnswerReceived(token, value))
+
+    def _take_call(self, request_id: int) -> Any:
+        token = self._calls.pop(request_id, None)
+        if token is None and request_id not in self._cancelled:
+            raise ProtocolError(f"peer answered request {request_id}, which is not pending")
+        self._cancelled.discard(request_id)
+        return token
+
+    def _on_error(self, header: list, payload: memoryview) -> None:
+        _, request_id, remote_type, message, tb, mode = header
+        if not isinstance(remote_type, str) or not isinstance(message, str):
+            raise ProtocolError("ERROR type and message must be strings")
+        token = self._take_call(request_id)
+        error: BaseException | None = None
+        if payload and bytes(payload[:1]) != _NIL:
+            try:
+                copy = self._decode(mode, payload)
+                if isinstance(copy, BaseException):
+                    error = copy
+            except (ProtocolError, InsecureJelly) as exc:
+                message = f"{message} (its copy was refused: {exc})"
+        if error is None:
+            error = _rebuild_error(remote_type, message, tb if isinstance(tb, str) else None)
+        if token is not None:
+            self._emit(ev.CallFailed(token, error))
+
+    def _on_decref(self, header: list, payload: memoryview) -> None:
+        kind, remote_id, count = header
+        _check_ints(remote_id, count)
+        if kind == Kind.DECREF:
+            entry = self._exports.get(remote_id)
+            if entry is None or count > entry.count:
+                raise ProtocolError(f"peer released object {remote_id} more times than it was sent")
+            entry.count -= count
+            if entry.count == 0:
+                self._drop_export(entry, notify=True)
+            return
+        cache = self._cache_exports.get(remote_id)
+        if cache is None or count > cache.count:
+            raise ProtocolError(f"peer released cache {remote_id} more times than it was sent")
+        cache.count -= count
+        if cache.count == 0:
+            self._drop_cache_export(cache)
+            self._send([Kind.UNCACHED, remote_id])
+            return
+        # CACHED refs were in flight: the peer will need the state again.
+        try:
+            state = cache.cacheable.getStateToCacheAndObserveFor(cache.perspective, cache.observer)
+            mode, state_payload = self._encode(state, cache.perspective, "cache state")
+        except Exception as exc:
+            self._rollback()
+            self._emit(ev.MessageRefused(exc, f"state of cache {remote_id}"))
+            mode, state_payload = serialize.PLAIN, _NIL
+        self._commit()
+        self._send([Kind.CACHE_STATE, remote_id, mode], state_payload)
+
+    def _on_cache_state(self, header: list, payload: memoryview) -> None:
+        _, cache_id, mode = header
+        entry = self._cache_imports.get(cache_id)
+        self._cache_tombstones.pop(cache_id, None)
+        obj = entry.weak() if entry is not None and entry.weak is not None else None
+        try:
+            state = self._decode(mode, payload)
+        except (ProtocolError, InsecureJelly) as exc:
+            self._emit(ev.MessageRefused(exc, f"state of cache {cache_id}"))
+            state = None
+        if obj is not None and entry.awaiting_state:  # type: ignore[union-attr]
+            entry.awaiting_state = False  # type: ignore[union-attr]
+            if state is not None:
+                obj.setCopyableState(state)
+        self._awaited_states.discard(cache_id)
+        if not self._awaited_states and self._held_events is not None:
+            held, self._held_events = self._held_events, None
+            self._events.extend(held)
+
+    def _on_uncached(self, header: list, payload: memoryview) -> None:
+        self._cache_tombstones.pop(header[1], None)
+
+    def _on_root(self, header: list, payload: memoryview) -> None:
+        _, request_id = header
+        _check_ints(request_id)
+        self._inbound.add(request_id)
+        if self.root is None:
+            return self.fail(request_id, ProtocolError("this side serves no root object"))
+        self.answer(request_id, self.root, self.perspective)
+
+    def _on_describe(self, header: list, payload: memoryview) -> None:
+        _, request_id, target_id = header
+        _check_ints(request_id, target_id)
+        self._inbound.add(request_id)
+        entry = self._exports.get(target_id)
+        if entry is None:
+            return self.fail(request_id, ProtocolError(f"no object {target_id} on this side"))
+        self.answer(request_id, {"type": type(entry.obj._pb_original()).__qualname__,
+                                 "methods": describe_methods(entry.obj)})
+
+    def _on_cancel(self, header: list, payload: memoryview) -> None:
+        request_id = header[1]
+        if request_id in self._inbound:
+            self._inbound.discard(request_id)
+            self._emit(ev.CancelRequested(request_id))
+
+    def _on_ping(self, header: list, payload: memoryview) -> None:
+        self._send([Kind.PONG, header[1]])
+
+    def _on_pong(self, header: list, payload: memoryview) -> None:
+        self._emit(ev.PongReceived(header[1]))
+
+    def _on_goodbye(self, header: list, payload: memoryview) -> None:
+        _, error_type, message = header
+        self._emit(ev.ConnectionFailed(ProtocolError(f"peer closed the connection: {error_type}: {message}"),
+                                       by_peer=True))
+        self._closing = True
+
+    _handlers: dict[int, Callable[[Broker, list, memoryview], None]] = {
+        Kind.CALL: _on_call,
+        Kind.OBSERVE: _on_call,
+        Kind.ANSWER: _on_answer,
+        Kind.ERROR: _on_error,
+        Kind.DECREF: _on_decref,
+        Kind.DECACHE: _on_decref,
+        Kind.CACHE_STATE: _on_cache_state,
+        Kind.UNCACHED: _on_uncached,
+        Kind.ROOT: _on_root,
+        Kind.DESCRIBE: _on_describe,
+        Kind.CANCEL: _on_cancel,
+        Kind.PING: _on_ping,
+        Kind.PONG: _on_pong,
+        Kind.GOODBYE: _on_goodbye,
+    }
+
+    # --------------------------------------------------------------- closing
+
+    def _fail_connection(self, error: ProtocolError) -> None:
+        """The stream is broken: tell the peer why, then report it."""
+        self._closing = True
+        self._out.append(encode_frame([Kind.GOODBYE, qualified_type(error), str(error)[:4096]]))
+        self._events.append(ev.ConnectionFailed(error))
+
+    def connection_lost(self, reason: BaseException | None = None) -> list[Any]:
+        """The transport closed: fail pending calls, release everything; return events."""
+        if self.disconnected:
+            return self.drain_events()
+        self.disconnected = True
+        if self._held_events:
+            self._events.extend(self._held_events)
+        self._held_events = None
+        message = "connection lost" if reason is None else f"connection lost: {reason}"
+        calls, self._calls = self._calls, {}
+        for token in calls.values():
+            error = PBConnectionLost(message)
+            error.__cause__ = reason
+            self._events.append(ev.CallFailed(token, error))
+        self._inbound.clear()
+        for entry in list(self._imports.values()):
+            ref = entry.weak() if entry.weak is not None else None
+            if ref is not None:
+                for callback, exc in ref._fire_disconnect():
+                    self._events.append(ev.CallbackFailed(callback, exc))
+        for entry in list(self._exports.values()):
+            self._drop_export(entry, notify=True)
+        for cache in list(self._cache_exports.values()):
+            self._drop_cache_export(cache)
+        self._imports.clear()
+        self._cache_imports.clear()
+        self._cache_import_ids.clear()
+        self._cache_tombstones.clear()
+        self._collected.clear()
+        self._viewpoints.clear()
+        self._out.clear()
+        return self.drain_events()
+
+    def table_sizes(self) -> dict[str, int]:
+        """How many entries each id table holds (for status displays and leak tests)."""
+        return {
+            "exports": len(self._exports),
+            "imports": len(self._imports),
+            "cache_exports": len(self._cache_exports),
+            "cache_imports": len(self._cache_imports),
+            "pending_calls": len(self._calls),
+            "inbound_calls": len(self._inbound),
+        }
+
+    def known_methods(self, ref: RemoteReference) -> list[str]:
+        """Method names learned from a describe() of ``ref``, for tab completion."""
+        return self.described.get(ref._id, [])
+
+
+def _check_ints(*values: Any) -> None:
+    for value in values:
+        if not isinstance(value, int) or value < 0:
+            raise ProtocolError(f"expected a non-negative integer id, got {value!r:.40}")
+
+
+def _rebuild_error(remote_type: str, message: str, tb: str | None) -> BaseException:
+    cls = TRANSPORTED.get(remote_type)
+    if cls is None:
+        return RemoteError(remote_type, message, tb)
+    if issubclass(cls, RemoteError):
+        return cls(remote_type, message, tb)
+    error = cls(message)
+    error.remote_type = remote_type  # type: ignore[attr-defined]
+    error.remote_traceback = tb  # type: ignore[attr-defined]
+    return error

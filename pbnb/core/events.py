@@ -1,0 +1,113 @@
+"""What a Broker reports to the layer that drives it.
+
+``Broker.receive_data()`` and ``Broker.drain_events()`` return these; the
+asyncio layer turns each into an action (run a method, settle a future, call
+``stoppedObserving``, close the transport). They carry no behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class CallReceived:
+    """The peer asked to run ``method``; answer with Broker.answer/fail unless request_id is 0."""
+
+    request_id: int
+    method: Callable[..., Any]
+    args: list
+    kwargs: dict
+    perspective: Any
+    target: Any
+    name: str
+
+
+@dataclass(slots=True)
+class AnswerReceived:
+    """A call we made succeeded; ``token`` is what we passed to Broker.call."""
+
+    token: Any
+    value: Any
+
+
+@dataclass(slots=True)
+class CallFailed:
+    """A call we made failed (remote error, undecodable answer, lost connection)."""
+
+    token: Any
+    error: BaseException
+
+
+@dataclass(slots=True)
+class CancelRequested:
+    """The peer no longer wants the answer to ``request_id``."""
+
+    request_id: int
+
+
+@dataclass(slots=True)
+class ObjectReleased:
+    """The peer dropped its last reference to ``obj`` (or the connection closed)."""
+
+    obj: Any
+
+
+@dataclass(slots=True)
+class CacheReleased:
+    """The peer's copy of ``cacheable`` is gone: call ``stoppedObserving``."""
+
+    cacheable: Any
+    perspective: Any
+    observer: Any
+
+
+@dataclass(slots=True)
+class MessageRefused:
+    """A message from the peer was refused; the peer was told. For logging."""
+
+    error: BaseException
+    description: str
+
+
+@dataclass(slots=True)
+class CallbackFailed:
+    """A notifyOnDisconnect callback raised. For logging."""
+
+    callback: Any
+    error: BaseException
+
+
+@dataclass(slots=True)
+class PongReceived:
+    """The peer answered a keepalive ping."""
+
+    token: int
+
+
+@dataclass(slots=True)
+class ConnectionFailed:
+    """The byte stream can no longer be trusted; close the transport.
+
+    ``error`` says why; a GOODBYE explaining it has been queued for the peer
+    unless the peer was the one saying goodbye (``by_peer``).
+    """
+
+    error: BaseException
+    by_peer: bool = False
+
+
+Event = (
+    CallReceived
+    | AnswerReceived
+    | CallFailed
+    | CancelRequested
+    | ObjectReleased
+    | CacheReleased
+    | MessageRefused
+    | CallbackFailed
+    | PongReceived
+    | ConnectionFailed
+)

@@ -1,0 +1,246 @@
+"""The flavors: how a local object behaves when it is sent to a peer.
+
+* ``Referenceable`` (and ``Root``): sent as a reference; the peer calls its
+  ``remote_`` methods.
+* ``Viewable``: sent as a reference bound to the receiving perspective; its
+  ``view_`` methods get that perspective first.
+* ``Avatar``: what a login hands out; its ``perspective_`` methods run on behalf
+  of the logged-in user.
+* ``Copyable``: sent by value; the receiver rebuilds it as the ``RemoteCopy``
+  class registered for it.
+* ``Cacheable``: sent by value once per connection, then kept up to date through
+  an observer; the receiver holds a ``RemoteCache`` whose ``observe_`` methods
+  the owner calls.
+
+This module never imports the broker: it only states what each flavor offers,
+through a few ``_pb_`` hooks the broker calls.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Referenceable:
+    """An object the peer can call through a RemoteReference (``remote_`` methods)."""
+
+    remote_prefix: ClassVar[str] = "remote_"
+
+    def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
+        return getattr(self, self.remote_prefix + name, None)
+
+    def _pb_perspective(self, default: Any) -> Any:
+        """The perspective that calls on this object run under."""
+        return default
+
+    def _pb_exported_for(self, perspective: Any) -> Referenceable:
+        """The object actually entered in the export table for this perspective."""
+        return self
+
+    def _pb_original(self) -> Any:
+        """What a reference to this export resolves to when it comes back."""
+        return self
+
+
+class Root(Referenceable):
+    """The object a server hands to every client that asks for its root."""
+
+
+class Avatar(Referenceable):
+    """A user's perspective: the object a login returns (``perspective_`` methods).
+
+    Calls on an avatar, and everything sent in their answers, run under that
+    avatar's perspective.
+    """
+
+    remote_prefix: ClassVar[str] = "perspective_"
+
+    def _pb_perspective(self, default: Any) -> Any:
+        return self
+
+
+class Viewable(Referenceable):
+    """A Referenceable whose ``view_`` methods receive the caller's perspective first.
+
+    The perspective is the one the reference was sent under, fixed by the side
+    that owns the object, so a peer cannot forge it.
+    """
+
+    remote_prefix: ClassVar[str] = "view_"
+
+    def _pb_exported_for(self, perspective: Any) -> Referenceable:
+        return ViewPoint(self, perspective)
+
+
+class ViewPoint(Referenceable):
+    """A Viewable seen from one perspective; made by the broker, one per pair."""
+
+    __slots__ = ("viewable", "perspective")
+
+    def __init__(self, viewable: Viewable, perspective: Any):
+        self.viewable = viewable
+        self.perspective = perspective
+
+    def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
+        method = getattr(self.viewable, "view_" + name, None)
+        if method is None:
+            return None
+        bound_perspective = self.perspective
+
+        def call_with_perspective(*args: Any, **kwargs: Any) -> Any:
+            return method(bound_perspective, *args, **kwargs)
+
+        call_with_perspective.__wrapped__ = method  # type: ignore[attr-defined]
+        return call_with_perspective
+
+    def _pb_perspective(self, default: Any) -> Any:
+        return self.perspective
+
+    def _pb_original(self) -> Any:
+        return self.viewable
+
+    def _pb_describe_target(self) -> Any:
+        return self.viewable
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ViewPoint)
+            and other.viewable is self.viewable
+            and other.perspective is self.perspective
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.viewable), id(self.perspective)))
+
+
+class Copyable:
+    """An object sent by value: the receiver gets the RemoteCopy registered for it."""
+
+    def getTypeToCopyFor(self, perspective: Any) -> str:
+        """The type name the receiver looks up in its registry."""
+        return _qualified_name(type(self))
+
+    def getStateToCopyFor(self, perspective: Any) -> Any:
+        """The state to send to ``perspective``; by default ``getStateToCopy()``."""
+        return self.getStateToCopy()
+
+    def getStateToCopy(self) -> Any:
+        """The state to send; by default a copy of ``__dict__`` (and ``args`` for exceptions)."""
+        state = dict(self.__dict__)
+        if isinstance(self, BaseException):
+            state["__args__"] = self.args
+        return state
+
+
+class RemoteCopy:
+    """The receiving side of a Copyable: built without ``__init__``, then given its state."""
+
+    def setCopyableState(self, state: Any) -> None:
+        """Take the state the owner sent; by default it becomes ``__dict__``."""
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"{type(self).__qualname__} got a {type(state).__name__} state; "
+                "override setCopyableState to accept it"
+            )
+        state = dict(state)
+        if isinstance(self, BaseException) and "__args__" in state:
+            self.args = tuple(state.pop("__args__"))
+        self.__dict__.update(state)
+
+
+class Cacheable(Copyable):
+    """An object copied to each peer once, then updated through observers.
+
+    Override ``getStateToCacheAndObserveFor`` to record the observer and return
+    the state, and ``stoppedObserving`` to forget it; ``pbnb.ObservedCacheable``
+    does that bookkeeping for you.
+    """
+
+    def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> Any:
+        """Record ``observer`` and return the state for ``perspective``."""
+        return self.getStateToCopyFor(perspective)
+
+    def stoppedObserving(self, perspective: Any, observer: Any) -> None:
+        """The peer let go of its copy (or disconnected): forget ``observer``."""
+
+
+class RemoteCache(RemoteCopy):
+    """The receiving side of a Cacheable; the owner calls its ``observe_`` methods."""
+
+    def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
+        return getattr(self, "observe_" + name, None)
+
+
+class CopyRegistry:
+    """Which type names a side accepts as copies, and the class each becomes.
+
+    This is the security allow-list: a copy of a type that is not registered is
+    refused with ``InsecureJelly``.
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type] = {}
+
+    def register(self, class_or_name: type | str, remote_class: type) -> None:
+        """Accept copies of ``class_or_name`` and rebuild them as ``remote_class``."""
+        if not (isinstance(remote_class, type) and issubclass(remote_class, RemoteCopy)):
+            raise TypeError(f"{remote_class!r} must be a RemoteCopy or RemoteCache subclass")
+        name = class_or_name if isinstance(class_or_name, str) else _qualified_name(class_or_name)
+        self._classes[name] = remote_class
+
+    def unregister(self, class_or_name: type | str) -> None:
+        """Stop accepting copies of ``class_or_name``."""
+        name = class_or_name if isinstance(class_or_name, str) else _qualified_name(class_or_name)
+        self._classes.pop(name, None)
+
+    def lookup(self, name: str) -> type | None:
+        return self._classes.get(name)
+
+
+default_registry = CopyRegistry()
+
+
+def setUnjellyableForClass(class_or_name: type | str, remote_class: type) -> None:
+    """Allow copies of ``class_or_name`` to arrive, rebuilt as ``remote_class``."""
+    default_registry.register(class_or_name, remote_class)
+
+
+def describe_methods(obj: Any) -> list[dict[str, str]]:
+    """Describe the remotely callable methods of an exported object.
+
+    Only names with the object's own dispatch prefix are listed, so nothing
+    private leaks; signatures drop the perspective argument of ``view_`` methods.
+    """
+    target = obj._pb_describe_target() if isinstance(obj, ViewPoint) else obj
+    prefix = "view_" if isinstance(obj, ViewPoint) else getattr(obj, "remote_prefix", "remote_")
+    described = []
+    for attr in sorted(dir(type(target))):
+        if not attr.startswith(prefix) or len(attr) == len(prefix):
+            continue
+        method = getattr(target, attr, None)
+        if not callable(method):
+            continue
+        try:
+            signature = inspect.signature(method)
+            params = list(signature.parameters.values())
+            if prefix == "view_" and params:
+                params = params[1:]
+            text = str(signature.replace(parameters=params))
+        except (TypeError, ValueError):
+            text = "(...)"
+        doc = inspect.getdoc(method) or ""
+        described.append(
+            {
+                "name": attr[len(prefix) :],
+                "signature": text,
+                "doc": doc.strip().splitlines()[0] if doc.strip() else "",
+                "is_async": inspect.iscoroutinefunction(method),
+            }
+        )
+    return described

@@ -1,0 +1,110 @@
+"""RemoteReference: the local handle for an object that lives on the peer.
+
+A RemoteReference belongs to one broker and names one export id there. The
+broker hands out at most one live RemoteReference per remote object, so two
+handles for the same object are the same handle; equality and hashing go by
+(broker, id) all the same. Calls go through ``broker.invoker``, which the
+asyncio layer provides, so this module stays free of I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .wire import Kind
+
+
+class RemoteReference:
+    """A reference to an object on the other side of a connection."""
+
+    __slots__ = ("_broker", "_id", "_disconnect_callbacks", "__weakref__")
+    _kind = Kind.CALL
+
+    def __init__(self, broker: Any, export_id: int):
+        self._broker = broker
+        self._id = export_id
+        self._disconnect_callbacks: list[Callable[[RemoteReference], Any]] | None = None
+
+    def callRemote(self, _name: str, /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """Call ``remote_<name>`` (or the flavor's prefix) on the remote object."""
+        return self._broker.invoker.call(self, _name, args, kwargs)
+
+    def callRemoteNoAnswer(self, _name: str, /, *args: Any, **kwargs: Any) -> None:
+        """Call a remote method without asking for an answer (fire and forget)."""
+        self._broker.invoker.call_no_answer(self, _name, args, kwargs)
+
+    @property
+    def remote(self) -> _MethodProxy:
+        """Attribute-style calls: ``await ref.remote.hello("ada")``."""
+        return _MethodProxy(self)
+
+    def describe(self) -> Awaitable[list[dict[str, Any]]]:
+        """Ask the peer which methods this object offers (name, signature, doc)."""
+        return self._broker.invoker.describe(self)
+
+    def notifyOnDisconnect(self, callback: Callable[[RemoteReference], Any]) -> None:
+        """Call ``callback(self)`` once when this reference's connection is lost."""
+        if self._disconnect_callbacks is None:
+            self._disconnect_callbacks = []
+        self._disconnect_callbacks.append(callback)
+
+    def dontNotifyOnDisconnect(self, callback: Callable[[RemoteReference], Any]) -> None:
+        """Remove a callback added with notifyOnDisconnect (no error if absent)."""
+        if self._disconnect_callbacks and callback in self._disconnect_callbacks:
+            self._disconnect_callbacks.remove(callback)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection this reference travels over is still up."""
+        return not self._broker.disconnected
+
+    def _fire_disconnect(self) -> list[tuple[Callable[..., Any], BaseException]]:
+        callbacks, self._disconnect_callbacks = self._disconnect_callbacks or [], None
+        failures = []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception as exc:  # one bad callback must not stop the others
+                failures.append((callback, exc))
+        return failures
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return other._broker is self._broker and other._id == self._id  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((id(self._broker), self._id, self._kind))
+
+    def __repr__(self) -> str:
+        state = "" if self.connected else " disconnected"
+        return f"<{type(self).__name__} {self._id} at {self._broker.peer_name}{state}>"
+
+
+class CacheObserver(RemoteReference):
+    """The owner's handle on one peer's RemoteCache: ``callRemote`` runs ``observe_`` methods."""
+
+    __slots__ = ()
+    _kind = Kind.OBSERVE
+
+
+class _MethodProxy:
+    __slots__ = ("_ref",)
+
+    def __init__(self, ref: RemoteReference):
+        self._ref = ref
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        ref = self._ref
+
+        def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+            return ref.callRemote(name, *args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    def __dir__(self) -> list[str]:
+        return list(self._ref._broker.known_methods(self._ref))

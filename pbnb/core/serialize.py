@@ -1,0 +1,410 @@
+"""Object graph <-> msgpack, keeping identity only when a message needs it.
+
+Two modes, chosen per message by the sender and named in the frame header:
+
+``PLAIN``
+    The value is a tree of builtins (no object reachable twice, no cycles, no
+    copies or caches). msgpack packs it in C; tuples, sets, frozensets and big
+    ints go through ``default`` as tagged arrays or ext types, and the receiver
+    rebuilds them in ``list_hook``/``ext_hook``. References may appear: the
+    broker's tables already give them identity.
+``GRAPH``
+    Anything else. A Python walk numbers every container in the order a reader
+    will meet it (mutable ones when they start, immutable ones when they end,
+    as pickle does) and writes ``SHARED(n)`` for repeats, so shared objects and
+    cycles, including cycles through tuples and copies, arrive intact.
+
+Deciding costs a breadth-first scan done with C-level helpers
+(``gc.get_referents``, ``map``): containers the garbage collector does not
+track hold only atoms, so a list of flat dicts is cleared in a few microseconds.
+"""
+
+from __future__ import annotations
+
+import gc
+import struct
+from itertools import compress, repeat
+from typing import Any
+
+import msgpack
+from msgpack import ExtType
+
+from ..errors import InsecureJelly, LimitExceeded, ProtocolError, SerializationError
+from .flavors import Cacheable, Copyable, CopyRegistry, Referenceable, RemoteCache, RemoteCopy
+from .reference import CacheObserver, RemoteReference
+
+PLAIN = 0
+GRAPH = 1
+
+# Tag codes: an empty ext as the first item of an array says what the array is.
+TAG_TUPLE = 1
+TAG_SET = 2
+TAG_FROZENSET = 3
+TAG_COPY = 4  # [COPY, type_name, state]
+TAG_CACHE = 5  # [CACHE, cache_id, type_name, state]: first send on a connection
+TAG_TUPLE_SEEN = 6  # [TUPLE_SEEN, index, *items]: tuple defined inside its own items
+TAG_FROZENSET_SEEN = 7
+# Ext codes with a payload.
+EXT_BIGINT = 16  # signed big-endian bytes, for ints outside msgpack's 64-bit range
+EXT_REMOTE = 17  # an object the sender exports: the receiver makes a RemoteReference
+EXT_YOURS = 18  # an object the receiver exported, coming home
+EXT_CACHED = 19  # a Cacheable of the sender the receiver already holds a RemoteCache for
+EXT_YOUR_CACHEABLE = 20  # a RemoteCache the sender holds, coming home to its Cacheable
+EXT_SHARED = 21  # GRAPH mode: the n-th container of this message again
+
+_ID = struct.Struct(">Q")
+_ATOMS = frozenset({type(None), bool, int, float, str, bytes})
+_NOT_ATOM = {t: False for t in _ATOMS}
+_PLAIN_CONTAINERS = frozenset({list, dict, tuple, set, frozenset})
+_MSGPACK_INT = (-(2**63), 2**64 - 1)
+
+
+class _Tag:
+    """Decoded form of an empty tag ext; one instance per code."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int):
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"<tag {self.code}>"
+
+
+_TAGS = {code: _Tag(code) for code in range(1, 8)}
+_TAG_EXT = {code: ExtType(code, b"") for code in _TAGS}
+_TUPLE, _SET, _FROZENSET = _TAG_EXT[TAG_TUPLE], _TAG_EXT[TAG_SET], _TAG_EXT[TAG_FROZENSET]
+_PLAIN_BUILDERS = {TAG_TUPLE: tuple, TAG_SET: set, TAG_FROZENSET: frozenset}
+
+
+def _bigint(value: int) -> ExtType:
+    return ExtType(EXT_BIGINT, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
+
+
+def _is_leaf_flavor(kind: type) -> bool:
+    return issubclass(kind, (Referenceable, RemoteReference)) and not issubclass(kind, CacheObserver)
+
+
+def needs_graph(root: Any) -> bool:
+    """True when ``root`` shares an object, has a cycle, or holds copies/caches/unknowns."""
+    if type(root) in _ATOMS:
+        return False
+    level = [root]
+    seen: set[int] = set()
+    while True:
+        before = len(seen)
+        seen.update(map(id, level))
+        if len(seen) - before != len(level):
+            return True
+        kinds = set(map(type, level))
+        if not kinds <= _PLAIN_CONTAINERS:
+            if not all(map(_is_leaf_flavor, kinds - _PLAIN_CONTAINERS)):
+                return True
+            level = list(compress(level, map(_PLAIN_CONTAINERS.__contains__, map(type, level))))
+        tracked = list(filter(gc.is_tracked, level))
+        if not tracked:
+            return False
+        referents = gc.get_referents(*tracked)
+        level = list(compress(referents, map(_NOT_ATOM.get, map(type, referents), repeat(True))))
+
+
+def tree_depth_exceeds(root: Any, max_depth: int) -> bool:
+    """True when a decoded PLAIN tree nests deeper than ``max_depth`` containers."""
+    level = [root]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            return True
+        tracked = list(filter(gc.is_tracked, level))
+        if not tracked:
+            # Untracked containers hold only atoms or untracked tuples; tuples are
+            # rebuilt by list_hook and so always tracked when they hold containers.
+            return False
+        referents = gc.get_referents(*tracked)
+        level = list(compress(referents, map(_NOT_ATOM.get, map(type, referents), repeat(True))))
+    return False
+
+
+class Encoder:
+    """Turns values into payload bytes for one broker.
+
+    ``tables`` is the broker: it assigns export and cache ids and journals them
+    so a failed encode leaves no trace (see ``Broker._begin``).
+    """
+
+    def __init__(self, tables: Any, max_depth: int):
+        self._tables = tables
+        self._max_depth = max_depth
+        self._perspective: Any = None
+        self._packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+        self._raw_packer = msgpack.Packer(strict_types=False, use_bin_type=True)
+
+    def encode(self, value: Any, perspective: Any) -> tuple[int, bytes]:
+        """Return (mode, payload) for ``value`` as seen by ``perspective``."""
+        self._perspective = perspective
+        try:
+            if not needs_graph(value):
+                try:
+                    return PLAIN, self._packer.pack(value)
+                except ValueError as exc:
+                    raise SerializationError(f"value nests too deeply to send: {exc}") from None
+            tree = _GraphWriter(self._tables, perspective, self._max_depth).write(value, 0)
+            return GRAPH, self._raw_packer.pack(tree)
+        finally:
+            self._perspective = None
+
+    def _default(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is tuple:
+            return [_TUPLE, *obj]
+        if kind is int:
+            return _bigint(obj)
+        if kind is set:
+            return [_SET, *obj]
+        if kind is frozenset:
+            return [_FROZENSET, *obj]
+        if isinstance(obj, Referenceable):
+            return ExtType(EXT_REMOTE, _ID.pack(self._tables.export(obj, self._perspective)))
+        if isinstance(obj, RemoteReference):
+            return self._tables.send_home(obj)
+        raise SerializationError(f"cannot send a {kind.__module__}.{kind.__qualname__}: {obj!r:.60}")
+
+
+class _GraphWriter:
+    """One GRAPH-mode message: numbers containers so repeats become SHARED refs."""
+
+    def __init__(self, tables: Any, perspective: Any, max_depth: int):
+        self._tables = tables
+        self._perspective = perspective
+        self._max_depth = max_depth
+        self._index: dict[int, int] = {}
+        # Objects made during the walk (copy states) must outlive it, or their
+        # id() could be reused by a later object and wrongly match.
+        self._alive: list[Any] = []
+
+    def _number(self, obj: Any) -> None:
+        self._index[id(obj)] = len(self._alive)
+        self._alive.append(obj)
+
+    def write(self, obj: Any, depth: int) -> Any:
+        kind = type(obj)
+        if kind in _ATOMS:
+            if kind is int and not (_MSGPACK_INT[0] <= obj <= _MSGPACK_INT[1]):
+                return _bigint(obj)
+            return obj
+        seen = self._index.get(id(obj))
+        if seen is not None:
+            return ExtType(EXT_SHARED, _ID.pack(seen))
+        if depth >= self._max_depth:
+            raise SerializationError(f"value nests deeper than {self._max_depth} containers")
+        depth += 1
+        write = self.write
+        if kind is list:
+            self._number(obj)
+            return [write(item, depth) for item in obj]
+        if kind is dict:
+            self._number(obj)
+            return {write(k, depth): write(v, depth) for k, v in obj.items()}
+        if kind is set:
+            self._number(obj)
+            return [_SET, *(write(item, depth) for item in obj)]
+        if kind is tuple or kind is frozenset:
+            items = [write(item, depth) for item in obj]
+            seen = self._index.get(id(obj))
+            if seen is not None:  # defined by a cycle inside its own items
+                code = TAG_TUPLE_SEEN if kind is tuple else TAG_FROZENSET_SEEN
+                return [_TAG_EXT[code], seen, *items]
+            self._number(obj)
+            return [_TUPLE if kind is tuple else _FROZENSET, *items]
+        if isinstance(obj, Referenceable):
+            return ExtType(EXT_REMOTE, _ID.pack(self._tables.export(obj, self._perspective)))
+        if isinstance(obj, RemoteReference):
+            return self._tables.send_home(obj)
+        if isinstance(obj, RemoteCache):
+            return self._tables.send_cache_home(obj)
+        if isinstance(obj, Cacheable):
+            cache_id, state = self._tables.send_cacheable(obj, self._perspective)
+            if state is None:
+                return ExtType(EXT_CACHED, _ID.pack(cache_id))
+            self._alive.append(state)
+            type_name = obj.getTypeToCopyFor(self._perspective)
+            return [_TAG_EXT[TAG_CACHE], cache_id, type_name, write(state, depth)]
+        if isinstance(obj, Copyable):
+            self._number(obj)
+            type_name = obj.getTypeToCopyFor(self._perspective)
+            state = obj.getStateToCopyFor(self._perspective)
+            self._alive.append(state)
+            return [_TAG_EXT[TAG_COPY], type_name, write(state, depth)]
+        raise SerializationError(f"cannot send a {kind.__module__}.{kind.__qualname__}: {obj!r:.60}")
+
+
+class Decoder:
+    """Turns payload bytes back into values for one broker."""
+
+    def __init__(self, tables: Any, registry: CopyRegistry, max_depth: int, max_len: int):
+        self._tables = tables
+        self._registry = registry
+        self._max_depth = max_depth
+        self._limits = {
+            "max_str_len": 2**31 - 1,
+            "max_bin_len": 2**31 - 1,
+            "max_array_len": max_len,
+            "max_map_len": max_len,
+            "max_ext_len": 64,
+        }
+
+    def decode(self, mode: int, payload: memoryview) -> Any:
+        """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly."""
+        if mode == PLAIN:
+            value = self._unpack(payload, ext_hook=self._plain_ext, list_hook=self._plain_list)
+            if len(payload) > self._max_depth and tree_depth_exceeds(value, self._max_depth):
+                raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")
+            return value
+        if mode == GRAPH:
+            raw = self._unpack(payload, use_list=False)
+            return _GraphReader(self, self._tables, self._registry).read(raw, 0)
+        raise ProtocolError(f"unknown payload mode {mode!r}")
+
+    def _unpack(self, payload: memoryview, **hooks: Any) -> Any:
+        try:
+            return msgpack.unpackb(payload, strict_map_key=False, **self._limits, **hooks)
+        except (InsecureJelly, LimitExceeded, ProtocolError):
+            raise
+        except ValueError as exc:
+            if "exceeds max" in str(exc):
+                raise LimitExceeded(str(exc)) from None
+            raise ProtocolError(f"malformed payload: {exc}") from None
+        except Exception as exc:
+            raise ProtocolError(f"malformed payload: {type(exc).__name__}: {exc}") from None
+
+    def _plain_ext(self, code: int, data: bytes) -> Any:
+        tag = _TAGS.get(code)
+        if tag is not None:
+            return tag
+        return self.resolve_ext(code, data)
+
+    def resolve_ext(self, code: int, data: bytes) -> Any:
+        """Resolve the ext types that mean the same in both modes."""
+        if code == EXT_BIGINT:
+            return int.from_bytes(data, "big", signed=True)
+        if code == EXT_REMOTE:
+            return self._tables.receive_reference(_unpack_id(data))
+        if code == EXT_YOURS:
+            return self._tables.receive_home(_unpack_id(data))
+        if code == EXT_CACHED:
+            return self._tables.receive_cached(_unpack_id(data))
+        if code == EXT_YOUR_CACHEABLE:
+            return self._tables.receive_home_cacheable(_unpack_id(data))
+        raise ProtocolError(f"unexpected ext type {code} in this payload")
+
+    @staticmethod
+    def _plain_list(items: list) -> Any:
+        if items and type(items[0]) is _Tag:
+            builder = _PLAIN_BUILDERS.get(items[0].code)
+            if builder is None:
+                raise ProtocolError(f"tag {items[0].code} is only valid in GRAPH payloads")
+            try:
+                return builder(items[1:])
+            except TypeError as exc:
+                raise ProtocolError(f"bad set member: {exc}") from None
+        return items
+
+    def copy_class(self, type_name: Any, base: type) -> type:
+        if not isinstance(type_name, str):
+            raise ProtocolError(f"copy type name must be a string, got {type_name!r:.60}")
+        cls = self._registry.lookup(type_name)
+        if cls is None or not issubclass(cls, base):
+            raise InsecureJelly(
+                f"refused a copy of {type_name!r}: no {base.__name__} class is registered for it "
+                "on this side (see setUnjellyableForClass)"
+            )
+        return cls
+
+
+def _unpack_id(data: bytes) -> int:
+    if len(data) != 8:
+        raise ProtocolError(f"object id must be 8 bytes, got {len(data)}")
+    return _ID.unpack(data)[0]
+
+
+class _GraphReader:
+    """Reads one GRAPH-mode message, numbering containers as the writer did."""
+
+    def __init__(self, decoder: Decoder, tables: Any, registry: CopyRegistry):
+        self._decoder = decoder
+        self._tables = tables
+        self._objects: list[Any] = []
+        self._max_depth = decoder._max_depth
+
+    def read(self, raw: Any, depth: int) -> Any:
+        kind = type(raw)
+        if kind in _ATOMS:
+            return raw
+        if depth >= self._max_depth:
+            raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")
+        depth += 1
+        read = self.read
+        if kind is dict:
+            result: dict = {}
+            self._objects.append(result)
+            try:
+                for key, value in raw.items():
+                    result[read(key, depth)] = read(value, depth)
+            except TypeError as exc:
+                raise ProtocolError(f"unhashable dict key: {exc}") from None
+            return result
+        if kind is ExtType:
+            if raw.code == EXT_SHARED:
+                index = _unpack_id(raw.data)
+                if index >= len(self._objects):
+                    raise ProtocolError(f"shared reference {index} points forward")
+                return self._objects[index]
+            return self._decoder.resolve_ext(raw.code, raw.data)
+        if kind is not tuple:
+            raise ProtocolError(f"unexpected {kind.__name__} in payload")
+        head = raw[0] if raw else None
+        if type(head) is not ExtType or head.code not in _TAGS:
+            result_list: list = []
+            self._objects.append(result_list)
+            result_list.extend(read(item, depth) for item in raw)
+            return result_list
+        return self._read_tagged(head.code, raw, depth)
+
+    def _read_tagged(self, code: int, raw: tuple, depth: int) -> Any:
+        read = self.read
+        try:
+            if code == TAG_SET:
+                result: set = set()
+                self._objects.append(result)
+                result.update(read(item, depth) for item in raw[1:])
+                return result
+            if code in (TAG_TUPLE, TAG_FROZENSET):
+                built = (tuple if code == TAG_TUPLE else frozenset)(read(item, depth) for item in raw[1:])
+                self._objects.append(built)
+                return built
+            if code in (TAG_TUPLE_SEEN, TAG_FROZENSET_SEEN):
+                index = raw[1]
+                for item in raw[2:]:
+                    read(item, depth)
+                if not isinstance(index, int) or not 0 <= index < len(self._objects):
+                    raise ProtocolError(f"bad seen-index {index!r}")
+                return self._objects[index]
+        except TypeError as exc:
+            raise ProtocolError(f"bad set member: {exc}") from None
+        if code == TAG_COPY and len(raw) == 3:
+            cls = self._decoder.copy_class(raw[1], RemoteCopy)
+            obj = cls.__new__(cls)
+            self._objects.append(obj)
+            obj.setCopyableState(read(raw[2], depth))
+            return obj
+        if code == TAG_CACHE and len(raw) == 4:
+            cls = self._decoder.copy_class(raw[2], RemoteCache)
+            if not isinstance(raw[1], int):
+                raise ProtocolError(f"bad cache id {raw[1]!r}")
+            obj, fresh = self._tables.receive_cache(raw[1], cls)
+            state = read(raw[3], depth)
+            if fresh:
+                obj.setCopyableState(state)
+            return obj
+        raise ProtocolError(f"malformed tagged array (tag {code}, {len(raw)} items)")

@@ -1,0 +1,132 @@
+"""Framing, message kinds and limits: the one place the wire format is defined.
+
+A connection starts with an 8-byte preamble from each side, ``b"PBNB"``, a
+big-endian ``u16`` protocol version and two reserved zero bytes. Every later
+unit is a frame::
+
+    u32 body_length | u16 header_length | header | payload
+
+``header`` is a msgpack array whose first item is the message kind (below);
+``payload``, possibly empty, is one msgpack value produced by
+:mod:`pbnb.core.serialize`. Keeping the header apart lets a receiver fail the
+one call whose payload it could not decode and carry on. ``docs/protocol.md``
+describes every message.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+import msgpack
+
+from ..errors import LimitExceeded, ProtocolError
+
+MAGIC = b"PBNB"
+VERSION = 1
+PREAMBLE = MAGIC + struct.pack(">HH", VERSION, 0)
+PREAMBLE_SIZE = len(PREAMBLE)
+
+_FRAME_PREFIX = struct.Struct(">IH")
+FRAME_PREFIX_SIZE = _FRAME_PREFIX.size
+MAX_HEADER = 0xFFFF
+
+
+class Kind(IntEnum):
+    """Message kinds; the first item of every frame header."""
+
+    HELLO = 0  # [HELLO, settings]
+    CALL = 1  # [CALL, request_id, export_id, method, mode] + [args, kwargs]
+    OBSERVE = 2  # [OBSERVE, request_id, cache_id, method, mode] + [args, kwargs]
+    ANSWER = 3  # [ANSWER, request_id, mode] + value
+    ERROR = 4  # [ERROR, request_id, type, message, traceback, mode] + copy or nil
+    DECREF = 5  # [DECREF, export_id, count]
+    DECACHE = 6  # [DECACHE, cache_id, count]
+    ROOT = 7  # [ROOT, request_id]
+    DESCRIBE = 8  # [DESCRIBE, request_id, export_id]
+    CANCEL = 9  # [CANCEL, request_id]
+    PING = 10  # [PING, token]
+    PONG = 11  # [PONG, token]
+    GOODBYE = 12  # [GOODBYE, error_type, message]
+    CACHE_STATE = 13  # [CACHE_STATE, cache_id, mode] + state
+    UNCACHED = 14  # [UNCACHED, cache_id]
+
+
+# request_id 0 in CALL/OBSERVE asks for no answer.
+NO_ANSWER = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits, enforced as data arrives.
+
+    Each side announces ``max_frame`` in its HELLO so that a sender can refuse
+    an oversized message locally instead of getting its connection dropped.
+    """
+
+    max_frame: int = 256 * 1024 * 1024
+    max_depth: int = 200
+    max_container_len: int = 10_000_000
+    max_inbound_calls: int = 10_000
+    max_references: int = 1_000_000
+    max_caches: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"limit {name} must be a positive int, got {value!r}")
+        if self.max_frame > 0xFFFFFFFF:
+            raise ValueError("max_frame cannot exceed 4 GiB - 1 (u32 length prefix)")
+
+    @classmethod
+    def from_options(cls, **options: int) -> Limits:
+        """Build limits from keyword options, rejecting unknown names clearly."""
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown limit option(s): {', '.join(sorted(unknown))}")
+        return cls(**options)
+
+
+def encode_frame(header: list, payload: bytes = b"") -> bytes:
+    """Return one framed message."""
+    head = msgpack.packb(header, use_bin_type=True)
+    if len(head) > MAX_HEADER:
+        raise LimitExceeded(f"frame header is {len(head)} bytes; the wire allows {MAX_HEADER}")
+    return b"".join((_FRAME_PREFIX.pack(2 + len(head) + len(payload), len(head)), head, payload))
+
+
+def frame_length(buffer: bytearray | bytes, offset: int, max_frame: int) -> int | None:
+    """Return the body length of the frame starting at ``offset``, or None if incomplete.
+
+    Raises LimitExceeded as soon as the prefix announces a frame over ``max_frame``.
+    """
+    if len(buffer) - offset < FRAME_PREFIX_SIZE:
+        return None
+    body, head_len = _FRAME_PREFIX.unpack_from(buffer, offset)
+    if body > max_frame:
+        raise LimitExceeded(f"peer announced a {body}-byte frame; the limit is {max_frame} bytes")
+    if head_len + 2 > body or head_len == 0:
+        raise ProtocolError(f"frame header length {head_len} does not fit a {body}-byte frame")
+    return body
+
+
+def split_frame(frame: memoryview) -> tuple[list, memoryview]:
+    """Decode a frame body (without its u32 length) into (header, payload view)."""
+    head_len = int.from_bytes(frame[:2], "big")
+    try:
+        header = msgpack.unpackb(frame[2 : 2 + head_len], use_list=True, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable frame header: {exc}") from None
+    if not isinstance(header, list) or not header or not isinstance(header[0], int):
+        raise ProtocolError(f"frame header must be a list starting with a kind, got {header!r:.80}")
+    return header, frame[2 + head_len :]
+
+
+def check_preamble(data: bytes) -> None:
+    """Validate the peer's 8-byte preamble; raise ProtocolError with what was wrong."""
+    if data[:4] != MAGIC:
+        raise ProtocolError(f"peer does not speak pbnb: it opened with {bytes(data)!r}")
+    version = int.from_bytes(data[4:6], "big")
+    if version != VERSION:
+        raise ProtocolError(f"peer speaks pbnb protocol version {version}; this side speaks {VERSION}")
