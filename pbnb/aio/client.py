@@ -103,6 +103,8 @@ async def connect(
     except BaseException as exc:
         connection.abort()
         if isinstance(exc, TimeoutError):
-            raise PBConnectionLost(f"{host}:{port} did not complete the pbnb handshake in {timeout}s") from None
+            raise PBConnectionLost(
+                f"{host}:{port} did not complete the pbnb handshake in {timeout}s"
+            ) from None
         raise
     return Client(connection)

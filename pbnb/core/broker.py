@@ -50,7 +50,15 @@ from ..errors import (
 )
 from . import events as ev
 from . import serialize
-from .flavors import Copyable, CopyRegistry, Referenceable, RemoteCache, Viewable, default_registry, describe_methods
+from .flavors import (
+    Copyable,
+    CopyRegistry,
+    Referenceable,
+    RemoteCache,
+    Viewable,
+    default_registry,
+    describe_methods,
+)
 from .reference import CacheObserver, RemoteReference
 from .serialize import Decoder, Encoder
 from .wire import (
@@ -71,7 +79,7 @@ _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
 
 
 class _Export:
-    __slots__ = ("obj", "count")
+    __slots__ = ("count", "obj")
 
     def __init__(self, obj: Any):
         self.obj = obj
@@ -81,7 +89,7 @@ class _Export:
 class _Import:
     """Our handle on one peer object: the handle itself is weak, the count is ours."""
 
-    __slots__ = ("remote_id", "weak", "count")
+    __slots__ = ("count", "remote_id", "weak")
 
     def __init__(self, remote_id: int):
         self.remote_id = remote_id
@@ -94,7 +102,7 @@ class _WeakEntry(weakref.ref):
 
 
 class _CacheExport:
-    __slots__ = ("cacheable", "perspective", "observer", "count")
+    __slots__ = ("cacheable", "count", "observer", "perspective")
 
     def __init__(self, cacheable: Any, perspective: Any, observer: CacheObserver):
         self.cacheable = cacheable
@@ -104,7 +112,7 @@ class _CacheExport:
 
 
 class _CacheImport(_Import):
-    __slots__ = ("cls", "obj_id", "awaiting_state")
+    __slots__ = ("awaiting_state", "cls", "obj_id")
 
     def __init__(self, remote_id: int, cls: type, obj_id: int):
         super().__init__(remote_id)
@@ -240,7 +248,8 @@ class Broker:
         if len(payload) + 64 > self._peer_max_frame:
             self._rollback()
             raise LimitExceeded(
-                f"{kind} of {len(payload)} bytes exceeds the peer's frame limit of {self._peer_max_frame} bytes"
+                f"{kind} of {len(payload)} bytes exceeds the peer's frame limit "
+                f"of {self._peer_max_frame} bytes"
             )
         return mode, payload
 
@@ -371,7 +380,9 @@ class Broker:
             self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
             return cache_id, None
         if len(self._cache_exports) >= self.limits.max_caches:
-            raise LimitExceeded(f"this connection already holds {len(self._cache_exports)} caches (max_caches)")
+            raise LimitExceeded(
+                f"this connection already holds {len(self._cache_exports)} caches (max_caches)"
+            )
         cache_id = self._next_cache_id
         self._next_cache_id += 1
         entry = _CacheExport(cacheable, perspective, CacheObserver(self, cache_id))
@@ -440,7 +451,9 @@ class Broker:
         if obj is not None:
             raise ProtocolError(f"peer defined cache {cache_id} twice")
         if len(self._cache_imports) >= self.limits.max_caches:
-            raise LimitExceeded(f"this connection already holds {len(self._cache_imports)} caches (max_caches)")
+            raise LimitExceeded(
+                f"this connection already holds {len(self._cache_imports)} caches (max_caches)"
+            )
         return self._new_cache_import(cache_id, cls), True
 
     def _new_cache_import(self, cache_id: int, cls: type) -> Any:
@@ -704,19 +717,25 @@ class Broker:
         method = target._pb_method(name, None) if isinstance(name, str) and name.isidentifier() else None
         if method is None:
             self._return_references(payload)
-            error = NoSuchMethod(_NO_SUCH_METHOD, f"{type(target).__qualname__} has no remote method {name!r}")
+            error = NoSuchMethod(
+                _NO_SUCH_METHOD, f"{type(target).__qualname__} has no remote method {name!r}"
+            )
             return self._refuse(request_id, error, "call")
         try:
             arguments = self._decode(mode, payload)
             args, kwargs = arguments
-            if not isinstance(args, list) or not isinstance(kwargs, dict) or not all(
-                isinstance(key, str) for key in kwargs
+            if (
+                not isinstance(args, list)
+                or not isinstance(kwargs, dict)
+                or not all(isinstance(key, str) for key in kwargs)
             ):
                 raise ProtocolError("call arguments must be [list, dict with str keys]")
         except (ProtocolError, InsecureJelly) as exc:
             return self._refuse(request_id, exc, f"arguments of {name!r}")
         except (ValueError, TypeError) as exc:
-            return self._refuse(request_id, ProtocolError(f"call arguments must be [list, dict]: {exc}"), name)
+            return self._refuse(
+                request_id, ProtocolError(f"call arguments must be [list, dict]: {exc}"), name
+            )
         if request_id != NO_ANSWER:
             self._inbound.add(request_id)
         perspective = target._pb_perspective(self.perspective) if isinstance(target, Referenceable) else None
@@ -832,8 +851,10 @@ class Broker:
         entry = self._exports.get(target_id)
         if entry is None:
             return self.fail(request_id, ProtocolError(f"no object {target_id} on this side"))
-        self.answer(request_id, {"type": type(entry.obj._pb_original()).__qualname__,
-                                 "methods": describe_methods(entry.obj)})
+        self.answer(
+            request_id,
+            {"type": type(entry.obj._pb_original()).__qualname__, "methods": describe_methods(entry.obj)},
+        )
 
     def _on_cancel(self, header: list, payload: memoryview) -> None:
         request_id = header[1]
@@ -849,8 +870,11 @@ class Broker:
 
     def _on_goodbye(self, header: list, payload: memoryview) -> None:
         _, error_type, message = header
-        self._emit(ev.ConnectionFailed(ProtocolError(f"peer closed the connection: {error_type}: {message}"),
-                                       by_peer=True))
+        self._emit(
+            ev.ConnectionFailed(
+                ProtocolError(f"peer closed the connection: {error_type}: {message}"), by_peer=True
+            )
+        )
         self._closing = True
 
     _handlers: dict[int, Callable[[Broker, list, memoryview], None]] = {

@@ -81,7 +81,7 @@ class Viewable(Referenceable):
 class ViewPoint(Referenceable):
     """A Viewable seen from one perspective; made by the broker, one per pair."""
 
-    __slots__ = ("viewable", "perspective")
+    __slots__ = ("perspective", "viewable")
 
     def __init__(self, viewable: Viewable, perspective: Any):
         self.viewable = viewable

@@ -18,7 +18,7 @@ from .wire import Kind
 class RemoteReference:
     """A reference to an object on the other side of a connection."""
 
-    __slots__ = ("_broker", "_id", "_disconnect_callbacks", "__weakref__")
+    __slots__ = ("__weakref__", "_broker", "_disconnect_callbacks", "_id")
     _kind = Kind.CALL
 
     def __init__(self, broker: Any, export_id: int):
