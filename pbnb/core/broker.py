@@ -56,6 +56,7 @@ from .flavors import (
     Referenceable,
     RemoteCache,
     Viewable,
+    ViewPoint,
     default_registry,
     describe_methods,
 )
@@ -350,9 +351,8 @@ class Broker:
         export_id = self._export_ids.pop(id(entry.obj), None)
         if export_id is not None:
             del self._exports[export_id]
-        view = getattr(entry.obj, "viewable", None)
-        if view is not None:
-            self._viewpoints.pop((id(view), id(entry.obj.perspective)), None)
+        if isinstance(entry.obj, ViewPoint):
+            self._viewpoints.pop((id(entry.obj.viewable), id(entry.obj.perspective)), None)
         if notify:
             self._emit(ev.ObjectReleased(entry.obj))
 
