@@ -1,0 +1,99 @@
+"""``python -m pbnb``: serve an object, run the demo broker, manage a password file.
+
+* ``serve MODULE:ATTR``: serve a Root, a Portal, or a factory called per connection.
+* ``demo``: the demo broker the notebooks and Binder use (``pbnb.demo``).
+* ``passwd``: edit a password file for ``FilePasswordChecker`` (``pbnb.cred.passwd``).
+
+Servers print ``pbnb: serving ... on HOST:PORT`` on stdout once they listen (so
+``--port 0`` is usable from scripts), log connections on stderr, and stop
+cleanly, exiting 0, on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pbnb as pb
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["passwd"]:
+        # Its options belong to pbnb.cred.passwd, which may not parse like ours.
+        from pbnb.cred.passwd import main as passwd_main
+
+        return passwd_main(argv[1:]) or 0
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if args.command == "demo":
+        from pbnb.demo import make_demo_service
+
+        return _run(make_demo_service(), "the pbnb demo", args)
+    try:
+        target = load_target(args.target)
+    except (ValueError, ImportError, AttributeError) as exc:
+        print(f"pbnb serve: {exc}", file=sys.stderr)
+        return 2
+    return _run(target, args.target, args)
+
+
+def load_target(spec: str) -> Any:
+    """Import ``MODULE:ATTR`` (ATTR may be dotted) and return the attribute."""
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise ValueError(f"expected MODULE:ATTR, like myapp.server:root, got {spec!r}")
+    target: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        target = getattr(target, attr)
+    return target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pbnb", description="pbnb: Perspective Broker tools")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="serve MODULE:ATTR (a Root, a Portal or a factory)")
+    serve.add_argument("target", metavar="MODULE:ATTR")
+    demo = commands.add_parser("demo", help="run the demo broker used by the notebooks")
+    for command in (serve, demo):
+        command.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
+        command.add_argument("--port", type=int, default=8787, help="port, 0 picks a free one (8787)")
+    commands.add_parser("passwd", help="edit a password file (see: passwd --help)")
+    return parser
+
+
+def _run(root: Any, label: str, args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(_serve_until_stopped(root, label, args.host, args.port))
+    except OSError as exc:
+        print(f"pbnb: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve_until_stopped(root: Any, label: str, host: str, port: int) -> None:
+    server = await pb.serve(root, host=host, port=port)
+    print(f"pbnb: serving {label} on {server.host}:{server.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await server.close()
+    print("pbnb: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

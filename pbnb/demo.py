@@ -1,0 +1,280 @@
+"""The objects the demo broker serves (``python -m pbnb demo``, also started by Binder).
+
+Both sides import this module: the server for the objects, the client for the
+``RemoteCopy`` and ``RemoteCache`` classes it registers, which is how PB
+programs share their copy allow-list. What is on offer:
+
+* ``DemoRoot``: plain and ``async`` methods, callbacks into the caller
+  (``countdown``), copies (``records``) and a copy nobody allowed (``gadget``).
+* ``Record``: a copyable record, arriving as ``RemoteRecord``.
+* ``Ticker``: a live Cacheable that changes by itself while someone watches.
+* ``Counter``: a Cacheable shared by every client; ``increment`` changes it and
+  every copy follows.
+
+``demo_address()`` finds a demo broker for a notebook: the one named by the
+``PBNB_DEMO`` environment variable (``host:port``, set by Binder), or a fresh one
+started in a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pbnb as pb
+
+__all__ = [
+    "Counter",
+    "DemoRoot",
+    "Gadget",
+    "Record",
+    "RemoteCounter",
+    "RemoteRecord",
+    "RemoteTicker",
+    "Ticker",
+    "demo_address",
+    "make_demo_service",
+]
+
+
+class Record(pb.Copyable):
+    """A small record sent by value: a name, a score and some tags."""
+
+    def __init__(self, name: str, score: float, tags: tuple[str, ...] = ()):
+        self.name = name
+        self.score = score
+        self.tags = tags
+
+
+class RemoteRecord(pb.RemoteCopy):
+    """What a ``Record`` becomes on arrival (built without ``__init__``)."""
+
+    name: str
+    score: float
+    tags: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"RemoteRecord({self.name!r}, score={self.score}, tags={self.tags!r})"
+
+
+pb.setUnjellyableForClass(Record, RemoteRecord)
+
+
+class Gadget(pb.Copyable):
+    """A copyable that no one registered: receiving it raises ``InsecureJelly``."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+
+class _Observed(pb.Cacheable):
+    """Cacheable bookkeeping shared by the demo's live objects: who watches, tell them all."""
+
+    def __init__(self) -> None:
+        self.observers: list[pb.CacheObserver] = []
+
+    def getStateToCacheAndObserveFor(self, perspective: Any, observer: pb.CacheObserver) -> Any:
+        self.observers.append(observer)
+        return self.getStateToCopyFor(perspective)
+
+    def stoppedObserving(self, perspective: Any, observer: pb.CacheObserver) -> None:
+        if observer in self.observers:
+            self.observers.remove(observer)
+
+    def _tell(self, method: str, *args: Any) -> None:
+        for observer in list(self.observers):
+            observer.callRemoteNoAnswer(method, *args)
+
+
+class _LiveCopy(pb.RemoteCache):
+    """Receiving side of the demo's live objects: callbacks run after every change."""
+
+    def setCopyableState(self, state: Any) -> None:
+        super().setCopyableState(state)
+        self._listeners: list[Callable[[Any], Any]] = []
+
+    def on_change(self, callback: Callable[[Any], Any]) -> None:
+        """Call ``callback(self)`` after each change pushed by the owner."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for callback in list(self._listeners):
+            callback(self)
+
+
+class Ticker(_Observed):
+    """A value that moves by itself every ``interval`` seconds while anyone watches."""
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__()
+        self.interval = interval
+        self.count = 0
+        self.value = 100.0
+        self._task: asyncio.Task | None = None
+
+    def getStateToCopyFor(self, perspective: Any) -> Any:
+        return {"count": self.count, "value": self.value, "interval": self.interval}
+
+    def getStateToCacheAndObserveFor(self, perspective: Any, observer: pb.CacheObserver) -> Any:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return super().getStateToCacheAndObserveFor(perspective, observer)
+
+    def step(self) -> None:
+        """Move once: a deterministic wobble, so runs are reproducible."""
+        self.count += 1
+        self.value = round(self.value + ((self.count * 37) % 11 - 5) * 0.25, 2)
+        self._tell("tick", self.count, self.value)
+
+    async def _run(self) -> None:
+        while self.observers:
+            await asyncio.sleep(self.interval)
+            self.step()
+
+
+class RemoteTicker(_LiveCopy):
+    """A watcher's copy of the ``Ticker``: ``count`` and ``value`` follow the owner."""
+
+    count: int
+    value: float
+
+    def observe_tick(self, count: int, value: float) -> None:
+        """The owner moved: take the new count and value."""
+        self.count, self.value = count, value
+        self._changed()
+
+    def __repr__(self) -> str:
+        return f"<RemoteTicker #{self.count} value={self.value}>"
+
+
+pb.setUnjellyableForClass(Ticker, RemoteTicker)
+
+
+class Counter(_Observed):
+    """A number every client shares; each change reaches every copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = 0
+        self.last_by = ""
+
+    def getStateToCopyFor(self, perspective: Any) -> Any:
+        return {"value": self.value, "last_by": self.last_by}
+
+    def add(self, amount: int, by: str) -> int:
+        """Add ``amount``, tell every copy, return the new value."""
+        self.value += amount
+        self.last_by = by
+        self._tell("changed", self.value, by)
+        return self.value
+
+
+class RemoteCounter(_LiveCopy):
+    """A client's copy of the shared ``Counter``."""
+
+    value: int
+    last_by: str
+
+    def observe_changed(self, value: int, by: str) -> None:
+        """Someone changed the counter."""
+        self.value, self.last_by = value, by
+        self._changed()
+
+    def __repr__(self) -> str:
+        return f"<RemoteCounter {self.value} (last by {self.last_by or 'nobody'})>"
+
+
+pb.setUnjellyableForClass(Counter, RemoteCounter)
+
+
+class DemoRoot(pb.Root):
+    """The demo broker's root: one instance shared by every connection."""
+
+    def __init__(self, tick_interval: float = 0.5):
+        self.ticker = Ticker(tick_interval)
+        self.counter = Counter()
+
+    def remote_echo(self, value: Any) -> Any:
+        """Send ``value`` straight back (references come back as the originals)."""
+        return value
+
+    def remote_add(self, a: Any, b: Any) -> Any:
+        """Return ``a + b``."""
+        return a + b
+
+    async def remote_countdown(self, listener: pb.RemoteReference, start: int = 3) -> str:
+        """Call ``listener.remote_count(n)`` for n = start..1, then answer."""
+        for n in range(start, 0, -1):
+            await listener.callRemote("count", n)
+        return "liftoff"
+
+    def remote_records(self) -> list[Record]:
+        """A few copyable records."""
+        return [
+            Record("ada", 9.5, ("math", "engines")),
+            Record("grace", 9.8, ("compilers",)),
+            Record("alan", 9.7, ("logic", "machines")),
+        ]
+
+    def remote_gadget(self) -> Gadget:
+        """A copy of a class nobody registered: the caller gets ``InsecureJelly``."""
+        return Gadget("not on any allow-list")
+
+    def remote_ticker(self) -> Ticker:
+        """The live ticker (a Cacheable)."""
+        return self.ticker
+
+    def remote_counter(self) -> Counter:
+        """The shared counter (a Cacheable)."""
+        return self.counter
+
+    def remote_increment(self, amount: int = 1, by: str = "someone") -> int:
+        """Add to the shared counter; every copy is told."""
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise TypeError(f"amount must be an int, not {type(amount).__name__}")
+        return self.counter.add(amount, by)
+
+
+def make_demo_service() -> Any:
+    """What ``python -m pbnb demo`` serves."""
+    return DemoRoot()
+
+
+_ADDRESS = re.compile(r"on (\S+):(\d+)")
+_started: list[subprocess.Popen] = []
+
+
+def demo_address() -> tuple[str, int]:
+    """Where a demo broker listens: ``$PBNB_DEMO`` if set, else a subprocess started now.
+
+    The subprocess is stopped when this Python process exits.
+    """
+    configured = os.environ.get("PBNB_DEMO")
+    if configured:
+        host, _, port = configured.rpartition(":")
+        return host or "127.0.0.1", int(port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pbnb", "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    _started.append(process)
+    line = process.stdout.readline()  # type: ignore[union-attr]
+    match = _ADDRESS.search(line)
+    if match is None:
+        process.kill()
+        raise RuntimeError(f"the demo broker did not start: {line!r}")
+    return match[1], int(match[2])
+
+
+@atexit.register
+def _stop_started() -> None:
+    for process in _started:
+        process.terminate()
+        process.wait(timeout=10)

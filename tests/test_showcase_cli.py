@@ -1,0 +1,151 @@
+"""``python -m pbnb serve`` and ``python -m pbnb demo`` in real subprocesses over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from showcase_helpers import REPO, PbnbProcess
+
+import pbnb as pb
+from pbnb.demo import RemoteCounter, RemoteRecord, RemoteTicker
+
+SERVED_MODULE = textwrap.dedent(
+    """
+    import pbnb as pb
+
+    class Greeter(pb.Root):
+        def __init__(self):
+            self.calls = 0
+
+        def remote_hello(self, name):
+            self.calls += 1
+            return f"hello {name} ({self.calls})"
+
+        def remote_call_me(self, callback):
+            return callback.callRemote("ping", 21)
+
+    greeter = Greeter()
+    """
+)
+
+
+@pytest.fixture
+def served_module(tmp_path):
+    (tmp_path / "greetings.py").write_text(SERVED_MODULE)
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+class Doubler(pb.Referenceable):
+    def remote_ping(self, x):
+        return x * 2
+
+
+async def hello_twice(port: int) -> list[str]:
+    answers = []
+    for _ in range(2):
+        async with await pb.connect("127.0.0.1", port) as client:
+            root = await client.getRootObject()
+            answers.append(await root.callRemote("hello", "ada"))
+    return answers
+
+
+async def test_serve_an_instance_then_ctrl_c_exits_cleanly(served_module):
+    server = await PbnbProcess.start("serve", "greetings:greeter", "--port", "0", env=served_module)
+    try:
+        async with await pb.connect(server.host, server.port) as client:
+            root = await client.getRootObject()
+            assert await root.callRemote("hello", "ada") == "hello ada (1)"
+            assert await root.callRemote("call_me", Doubler()) == 42
+        # One instance serves everyone: its state carries over to the next client.
+        assert await hello_twice(server.port) == ["hello ada (2)", "hello ada (3)"]
+        status, out, err = await server.stop(signal.SIGINT)
+    finally:
+        await server.kill()
+    assert status == 0, err
+    assert "pbnb: stopped" in out
+    assert "connection from 127.0.0.1" in err
+    assert "Traceback" not in err
+
+
+async def test_serve_a_factory_gives_each_connection_its_own_root(served_module):
+    server = await PbnbProcess.start("serve", "greetings:Greeter", "--port", "0", env=served_module)
+    try:
+        assert await hello_twice(server.port) == ["hello ada (1)", "hello ada (1)"]
+        status, _, err = await server.stop(signal.SIGTERM)
+    finally:
+        await server.kill()
+    assert status == 0, err
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("greetings", "expected MODULE:ATTR"),
+        ("no_such_module:x", "No module named"),
+        ("greetings:nope", "nope"),
+    ],
+)
+def test_serve_rejects_a_bad_target_with_a_useful_message(served_module, target, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "pbnb", "serve", target, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **served_module},
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+class Listener(pb.Referenceable):
+    def __init__(self):
+        self.counts = []
+
+    def remote_count(self, n):
+        self.counts.append(n)
+
+
+async def test_demo_broker_serves_callbacks_copies_and_live_caches():
+    server = await PbnbProcess.start("demo", "--port", "0")
+    try:
+        async with (
+            await pb.connect(server.host, server.port) as alice,
+            await pb.connect(server.host, server.port) as bob,
+        ):
+            root_a = await alice.getRootObject()
+            root_b = await bob.getRootObject()
+            listener = Listener()
+            assert await root_a.callRemote("countdown", listener, 3) == "liftoff"
+            assert listener.counts == [3, 2, 1]
+
+            records = await root_a.callRemote("records")
+            assert all(isinstance(r, RemoteRecord) for r in records)
+            assert records[0].name == "ada"
+            with pytest.raises(pb.InsecureJelly):
+                await root_a.callRemote("gadget")
+
+            ticker = await root_a.callRemote("ticker")
+            assert isinstance(ticker, RemoteTicker)
+            moved = asyncio.get_running_loop().create_future()
+            ticker.on_change(lambda t: moved.done() or moved.set_result(t.count))
+            assert await asyncio.wait_for(moved, 10) >= 1
+
+            counter_b = await root_b.callRemote("counter")
+            assert isinstance(counter_b, RemoteCounter)
+            seen = asyncio.get_running_loop().create_future()
+            counter_b.on_change(lambda c: seen.done() or seen.set_result((c.value, c.last_by)))
+            start = counter_b.value
+            assert await root_a.callRemote("increment", 5, by="alice") == start + 5
+            assert await asyncio.wait_for(seen, 10) == (start + 5, "alice")
+        status, _, err = await server.stop(signal.SIGINT)
+    finally:
+        await server.kill()
+    assert status == 0, err
