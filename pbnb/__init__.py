@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .aio.client import Client, connect
 from .aio.connection import CallFuture, current_perspective
+from .aio.reconnect import ReconnectingClient, ReconnectStatus
 from .aio.server import Server, serve
 from .core.flavors import (
     Avatar,
@@ -58,6 +59,8 @@ __all__ = [
     "PBConnectionLost",
     "PBError",
     "ProtocolError",
+    "ReconnectStatus",
+    "ReconnectingClient",
     "Referenceable",
     "RemoteCache",
     "RemoteCopy",
