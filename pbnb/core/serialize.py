@@ -171,6 +171,16 @@ class Encoder:
         raise SerializationError(f"cannot send a {kind.__module__}.{kind.__qualname__}: {obj!r:.60}")
 
 
+def _hashable(written: Any) -> Any:
+    """A written dict key as something a dict accepts: tagged arrays become tuples."""
+    kind = type(written)
+    if kind is list:
+        return tuple(map(_hashable, written))
+    if kind is dict:
+        raise SerializationError("a dict key whose state is a dict cannot be sent")
+    return written
+
+
 class _GraphWriter:
     """One GRAPH-mode message: numbers containers so repeats become SHARED refs."""
 
@@ -184,7 +194,9 @@ class _GraphWriter:
         self._alive: list[Any] = []
 
     def _number(self, obj: Any) -> None:
-        self._index[id(obj)] = len(self._alive)
+        # Count numbered objects only: _alive also holds copy states, which the
+        # reader does not number.
+        self._index[id(obj)] = len(self._index)
         self._alive.append(obj)
 
     def write(self, obj: Any, depth: int) -> Any:
@@ -205,7 +217,7 @@ class _GraphWriter:
             return [write(item, depth) for item in obj]
         if kind is dict:
             self._number(obj)
-            return {write(k, depth): write(v, depth) for k, v in obj.items()}
+            return {_hashable(write(k, depth)): write(v, depth) for k, v in obj.items()}
         if kind is set:
             self._number(obj)
             return [_SET, *(write(item, depth) for item in obj)]
@@ -251,7 +263,7 @@ class Decoder:
             "max_bin_len": 2**31 - 1,
             "max_array_len": max_len,
             "max_map_len": max_len,
-            "max_ext_len": 64,
+            "max_ext_len": 2**31 - 1,  # big ints; the frame limit bounds them
         }
 
     def decode(self, mode: int, payload: memoryview) -> Any:
@@ -349,8 +361,9 @@ class _GraphReader:
             result: dict = {}
             self._objects.append(result)
             try:
-                for key, value in raw.items():
-                    result[read(key, depth)] = read(value, depth)
+                for raw_key, value in raw.items():
+                    key = read(raw_key, depth)  # before the value, in the writer's order
+                    result[key] = read(value, depth)
             except TypeError as exc:
                 raise ProtocolError(f"unhashable dict key: {exc}") from None
             return result
