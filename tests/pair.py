@@ -15,6 +15,7 @@ from pbnb.core.broker import Broker
 from pbnb.core.reference import RemoteReference
 
 _PENDING = object()
+_SETTLING = (ev.CallReceived, ev.AnswerReceived, ev.CallFailed)
 
 
 class Outcome:
@@ -74,8 +75,9 @@ class SyncInvoker:
 class ConnectionPair:
     """A client broker and a server broker joined by an in-memory wire.
 
-    ``events`` records every event each side reported, keyed by side, so tests
-    can assert on refusals, releases and failures.
+    ``events`` records the events each side reported, keyed by side, so tests
+    can assert on refusals, releases and failures; the outcome of a call is in
+    the ``Outcome`` it returned.
     """
 
     def __init__(
@@ -152,7 +154,9 @@ class ConnectionPair:
     # ---------------------------------------------------------------- events
 
     def handle(self, broker: Broker, events: list[Any]) -> None:
-        self.events[self.side(broker)].extend(events)
+        # Calls and answers are not recorded: they hold values, and a recorded
+        # RemoteReference would never be collected.
+        self.events[self.side(broker)].extend(e for e in events if not isinstance(e, _SETTLING))
         for event in events:
             if isinstance(event, ev.CallReceived):
                 if self.defer_calls:
