@@ -262,6 +262,7 @@ def demo_address() -> tuple[str, int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "pbnb", "demo", "--port", "0"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # its connection log would land in the notebook's terminal
         text=True,
     )
     _started.append(process)
