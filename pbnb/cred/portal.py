@@ -1,0 +1,137 @@
+"""The Portal: checkers decide who you are, the realm gives you an avatar.
+
+``pbnb.serve(portal)`` gives every connection its own login root (see
+``login_root``), so failed attempts are counted and avatars are logged out
+per connection.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from ..core.flavors import Referenceable
+from .checkers import REFUSED
+from .credentials import ICredentials, IUsernamePassword
+from .errors import UnauthorizedLogin, UnhandledCredentials
+from .login_root import LoginRoot
+from .scram import ScramSecret, decoy_secret
+
+#: What a realm's requestAvatar returns: (interface, avatar, logout).
+LoginResult = tuple[type, Any, Callable[[], Any]]
+
+
+class IPerspective:
+    """The interface a PB login asks the realm for: an avatar the client may call.
+
+    The avatar must be a ``pbnb.Referenceable``, normally a ``pbnb.Avatar``
+    whose ``perspective_`` methods the user calls.
+    """
+
+
+class IRealm(Protocol):
+    """What a realm provides (any object with this method will do)."""
+
+    def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: type) -> Any:
+        """Return (or return an awaitable of) ``(interface, avatar, logout)``.
+
+        ``mind`` is the client's reference (or None) for calling it back;
+        ``logout()`` runs exactly once when the avatar is no longer used.
+        """
+
+
+class Portal:
+    """Log users in: ``Portal(realm, [checker, ...])``, then ``pbnb.serve(portal)``.
+
+    ``max_failures`` failed logins on one connection make the server drop it.
+    """
+
+    def __init__(self, realm: IRealm, checkers: Iterable[Any] = (), *, max_failures: int = 5):
+        if max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
+        self.realm = realm
+        self.max_failures = max_failures
+        self._checkers: dict[type, list[Any]] = {}
+        # Salts of unknown users are derived from this, so they look stable.
+        self._decoy_key = os.urandom(32)
+        for checker in checkers:
+            self.registerChecker(checker)
+
+    def registerChecker(self, checker: Any, *interfaces: type) -> None:
+        """Use ``checker`` for ``interfaces`` (default: its ``credentialInterfaces``)."""
+        for interface in interfaces or checker.credentialInterfaces:
+            self._checkers.setdefault(interface, []).append(checker)
+
+    def listCredentialsInterfaces(self) -> list[type]:
+        """The credential interfaces some checker handles."""
+        return list(self._checkers)
+
+    def _checkers_for(self, interface: type) -> list[Any]:
+        checkers = self._checkers.get(interface)
+        if not checkers:
+            raise UnhandledCredentials(f"this server does not accept {interface.__name__.lstrip('I')} logins")
+        return checkers
+
+    async def check(self, credentials: ICredentials) -> Any:
+        """Return the avatar id the checkers give ``credentials``; raise UnauthorizedLogin if none."""
+        interfaces = [i for i in self._checkers if isinstance(credentials, i)]
+        if not interfaces:
+            raise UnhandledCredentials(f"no checker handles {type(credentials).__name__} credentials")
+        for interface in interfaces:
+            for checker in self._checkers[interface]:
+                try:
+                    avatar_id = checker.requestAvatarId(credentials)
+                    return await avatar_id if inspect.isawaitable(avatar_id) else avatar_id
+                except UnauthorizedLogin:
+                    continue
+        raise UnauthorizedLogin(REFUSED)
+
+    def scram_secret(self, username: str) -> ScramSecret:
+        """The stored secret of ``username``, or a decoy if no checker knows the user.
+
+        Raises UnhandledCredentials if no checker can take a login over the wire.
+        """
+        checkers = [c for c in self._checkers_for(IUsernamePassword) if hasattr(c, "secret_for")]
+        if not checkers:
+            raise UnhandledCredentials("no checker of this server can verify a password over the wire")
+        for checker in checkers:
+            secret = checker.secret_for(username)
+            if secret is not None:
+                return secret
+        return decoy_secret(self._decoy_key, username)
+
+    async def request_avatar(self, avatar_id: Any, mind: Any, *interfaces: type) -> LoginResult:
+        """Ask the realm for an avatar; check what it returns."""
+        result = self.realm.requestAvatar(avatar_id, mind, *interfaces)
+        if inspect.isawaitable(result):
+            result = await result
+        if not (isinstance(result, tuple) and len(result) == 3):
+            raise TypeError(f"requestAvatar must return (interface, avatar, logout), got {result!r:.100}")
+        interface, avatar, logout = result
+        if interface not in interfaces:
+            raise TypeError(f"requestAvatar returned interface {interface!r}, not one of {interfaces}")
+        if interface is IPerspective and not isinstance(avatar, Referenceable):
+            raise TypeError(f"an IPerspective avatar must be a pbnb.Avatar, got {type(avatar).__qualname__}")
+        return interface, avatar, logout or _no_logout
+
+    async def login(self, credentials: ICredentials, mind: Any, *interfaces: type) -> LoginResult:
+        """Check ``credentials`` in this process and return ``(interface, avatar, logout)``."""
+        avatar_id = await self.check(credentials)
+        return await self.request_avatar(avatar_id, mind, *interfaces)
+
+    async def request_perspective(self, avatar_id: Any, mind: Any) -> LoginResult:
+        """``request_avatar`` for a PB login: the realm is asked for an ``IPerspective``."""
+        return await self.request_avatar(avatar_id, mind, IPerspective)
+
+    def _pb_root_for(self, connection: Any) -> Referenceable:
+        return LoginRoot(self, connection)
+
+    def __repr__(self) -> str:
+        names = ", ".join(i.__name__ for i in self._checkers)
+        return f"<pbnb.cred.Portal for {type(self.realm).__qualname__} accepting {names or 'nothing'}>"
+
+
+def _no_logout() -> None:
+    pass
