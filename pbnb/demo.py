@@ -10,6 +10,9 @@ programs share their copy allow-list. What is on offer:
 * ``Ticker``: a live Cacheable that changes by itself while someone watches.
 * ``Counter``: a Cacheable shared by every client; ``increment`` changes it and
   every copy follows.
+* A chat behind a login: ``client.login(UsernamePassword("alice", "wonderland"),
+  mind)`` gives a ``Chatter`` avatar; every mind gets ``remote_message(sender,
+  text)`` pushed to it. The users are in ``DEMO_USERS``.
 
 ``demo_address()`` finds a demo broker for a notebook: the one named by the
 ``PBNB_DEMO`` environment variable (``host:port``, set by Binder), or a fresh one
@@ -28,10 +31,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pbnb as pb
+from pbnb.cred import InMemoryPasswordChecker, IPerspective, LoginRoot, Portal
 
 __all__ = [
+    "DEMO_USERS",
+    "ChatRoom",
+    "Chatter",
     "Counter",
     "DemoRoot",
+    "DemoWorld",
     "Gadget",
     "Record",
     "RemoteCounter",
@@ -193,12 +201,90 @@ class RemoteCounter(_LiveCopy):
 pb.setUnjellyableForClass(Counter, RemoteCounter)
 
 
-class DemoRoot(pb.Root):
-    """The demo broker's root: one instance shared by every connection."""
+class Chatter(pb.Avatar):
+    """A logged-in chat user: ``perspective_`` methods run as this user."""
+
+    def __init__(self, name: str, room: ChatRoom, mind: pb.RemoteReference | None):
+        self.name = name
+        self.room = room
+        self.mind = mind
+
+    def perspective_say(self, text: str) -> int:
+        """Send ``text`` to everyone in the room; return how many received it."""
+        if not isinstance(text, str) or not text.strip():
+            raise pb.Error("say something: the message must be a non-empty str")
+        return self.room.broadcast(self.name, text[:1000])
+
+    def perspective_who(self) -> list[str]:
+        """The names of everyone logged in, in the order they arrived."""
+        return self.room.names()
+
+    def perspective_whoami(self) -> str:
+        """Your user name, as the server knows it (a client cannot claim another)."""
+        return self.name
+
+
+class ChatRoom:
+    """The realm of the demo chat: each login gets a ``Chatter``; minds get every message."""
+
+    def __init__(self) -> None:
+        self.members: list[Chatter] = []
+
+    def requestAvatar(self, avatar_id: str, mind: Any, *interfaces: type) -> tuple:
+        """Make the avatar for ``avatar_id``; its mind, if any, receives ``remote_message``."""
+        if IPerspective not in interfaces:
+            raise NotImplementedError("the demo chat only hands out PB perspectives")
+        chatter = Chatter(avatar_id, self, mind)
+        self.members.append(chatter)
+        self.broadcast("server", f"{avatar_id} joined")
+        return IPerspective, chatter, lambda: self._leave(chatter)
+
+    def broadcast(self, sender: str, text: str) -> int:
+        """Push ``(sender, text)`` to every member's mind; return how many have one."""
+        minds = [member.mind for member in self.members if member.mind is not None]
+        for mind in minds:
+            mind.callRemoteNoAnswer("message", sender, text)
+        return len(minds)
+
+    def names(self) -> list[str]:
+        """Who is logged in."""
+        return [member.name for member in self.members]
+
+    def _leave(self, chatter: Chatter) -> None:
+        self.members.remove(chatter)
+        self.broadcast("server", f"{chatter.name} left")
+
+
+#: The demo's users and their passwords. Demo only: real servers keep salted keys in a file.
+DEMO_USERS = {"alice": "wonderland", "bob": "builder", "carol": "singer"}
+
+
+class DemoWorld:
+    """Everything the demo broker shares between connections; ``pbnb.serve`` it.
+
+    Each connection gets its own ``DemoRoot``, which is also the login root of
+    the chat portal, so one port offers both the demo calls and ``client.login``.
+    """
 
     def __init__(self, tick_interval: float = 0.5):
         self.ticker = Ticker(tick_interval)
         self.counter = Counter()
+        self.chat = ChatRoom()
+        checker = InMemoryPasswordChecker()
+        for user, password in DEMO_USERS.items():
+            checker.addUser(user, password)
+        self.portal = Portal(self.chat, [checker])
+
+    def _pb_root_for(self, connection: Any) -> DemoRoot:
+        return DemoRoot(self, connection)
+
+
+class DemoRoot(LoginRoot):
+    """The root each demo connection gets: demo calls plus the chat's login."""
+
+    def __init__(self, world: DemoWorld, connection: Any):
+        super().__init__(world.portal, connection)
+        self.world = world
 
     def remote_echo(self, value: Any) -> Any:
         """Send ``value`` straight back (references come back as the originals)."""
@@ -228,22 +314,22 @@ class DemoRoot(pb.Root):
 
     def remote_ticker(self) -> Ticker:
         """The live ticker (a Cacheable)."""
-        return self.ticker
+        return self.world.ticker
 
     def remote_counter(self) -> Counter:
         """The shared counter (a Cacheable)."""
-        return self.counter
+        return self.world.counter
 
     def remote_increment(self, amount: int = 1, by: str = "someone") -> int:
         """Add to the shared counter; every copy is told."""
         if not isinstance(amount, int) or isinstance(amount, bool):
             raise TypeError(f"amount must be an int, not {type(amount).__name__}")
-        return self.counter.add(amount, by)
+        return self.world.counter.add(amount, str(by)[:100])
 
 
-def make_demo_service() -> Any:
+def make_demo_service() -> DemoWorld:
     """What ``python -m pbnb demo`` serves."""
-    return DemoRoot()
+    return DemoWorld()
 
 
 _ADDRESS = re.compile(r"on (\S+):(\d+)")

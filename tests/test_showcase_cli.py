@@ -13,7 +13,8 @@ import pytest
 from showcase_helpers import REPO, PbnbProcess
 
 import pbnb as pb
-from pbnb.demo import RemoteCounter, RemoteRecord, RemoteTicker
+from pbnb.cred import UnauthorizedLogin, UsernamePassword
+from pbnb.demo import DEMO_USERS, RemoteCounter, RemoteRecord, RemoteTicker
 
 SERVED_MODULE = textwrap.dedent(
     """
@@ -145,6 +146,44 @@ async def test_demo_broker_serves_callbacks_copies_and_live_caches():
             start = counter_b.value
             assert await root_a.callRemote("increment", 5, by="alice") == start + 5
             assert await asyncio.wait_for(seen, 10) == (start + 5, "alice")
+        status, _, err = await server.stop(signal.SIGINT)
+    finally:
+        await server.kill()
+    assert status == 0, err
+
+
+class Mind(pb.Referenceable):
+    def __init__(self):
+        self.inbox = asyncio.Queue()
+
+    def remote_message(self, sender, text):
+        self.inbox.put_nowait((sender, text))
+
+
+async def next_message_from(mind: Mind, sender: str) -> tuple[str, str]:
+    while True:
+        message = await asyncio.wait_for(mind.inbox.get(), 10)
+        if message[0] == sender:
+            return message
+
+
+async def test_demo_broker_chat_pushes_messages_to_every_logged_in_mind():
+    server = await PbnbProcess.start("demo", "--port", "0")
+    try:
+        async with (
+            await pb.connect(server.host, server.port) as a,
+            await pb.connect(server.host, server.port) as b,
+        ):
+            alice_mind, bob_mind = Mind(), Mind()
+            alice = await a.login(UsernamePassword("alice", DEMO_USERS["alice"]), alice_mind)
+            bob = await b.login(UsernamePassword("bob", DEMO_USERS["bob"]), bob_mind)
+            assert await bob.callRemote("who") == ["alice", "bob"]
+            assert await alice.callRemote("say", "hi bob") == 2
+            assert await next_message_from(bob_mind, "alice") == ("alice", "hi bob")
+            with pytest.raises(UnauthorizedLogin):
+                await a.login(UsernamePassword("bob", "not bob's password"))
+            # The demo calls still work on the same port as the login.
+            assert await (await a.getRootObject()).callRemote("add", 2, 3) == 5
         status, _, err = await server.stop(signal.SIGINT)
     finally:
         await server.kill()
