@@ -24,22 +24,9 @@ from .scram import DEFAULT_ITERATIONS, ScramSecret, decoy_secret
 log = logging.getLogger("pbnb.cred")
 
 
-class _AnonymousId:
-    """The avatar id of an anonymous login."""
-
-    _instance: ClassVar[_AnonymousId | None] = None
-
-    def __new__(cls) -> _AnonymousId:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "ANONYMOUS"
-
-
-#: The avatar id ``AllowAnonymousAccess`` gives.
-ANONYMOUS = _AnonymousId()
+#: The avatar id ``AllowAnonymousAccess`` gives: an empty tuple, as in Twisted,
+#: so it never equals a user name.
+ANONYMOUS: tuple = ()
 
 #: The message of every refused password, whatever was wrong.
 REFUSED = "wrong user name or password"

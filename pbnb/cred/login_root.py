@@ -95,7 +95,7 @@ class LoginRoot(Root):
 
     def remote_scram_first(self, client_first: str) -> tuple[str, Referenceable]:
         """Start a SCRAM-SHA-256 login; return the server-first message and the challenge."""
-        exchange = ServerExchange(self._portal.scram_secret)
+        exchange = ServerExchange(self._portal.scram_lookup())
         try:
             if not isinstance(client_first, str):
                 raise ValueError("the SCRAM first message must be a str")

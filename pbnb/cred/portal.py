@@ -71,14 +71,15 @@ class Portal:
     def _checkers_for(self, interface: type) -> list[Any]:
         checkers = self._checkers.get(interface)
         if not checkers:
-            raise UnhandledCredentials(f"this server does not accept {interface.__name__.lstrip('I')} logins")
+            name = interface.__name__.removeprefix("I")
+            raise UnhandledCredentials(f"this server does not accept {name} logins")
         return checkers
 
     async def check(self, credentials: ICredentials) -> Any:
         """Return the avatar id the checkers give ``credentials``; raise UnauthorizedLogin if none."""
         interfaces = [i for i in self._checkers if isinstance(credentials, i)]
         if not interfaces:
-            raise UnhandledCredentials(f"no checker handles {type(credentials).__name__} credentials")
+            raise UnhandledCredentials(f"this server does not accept {type(credentials).__name__} logins")
         for interface in interfaces:
             for checker in self._checkers[interface]:
                 try:
@@ -88,19 +89,23 @@ class Portal:
                     continue
         raise UnauthorizedLogin(REFUSED)
 
-    def scram_secret(self, username: str) -> ScramSecret:
-        """The stored secret of ``username``, or a decoy if no checker knows the user.
+    def scram_lookup(self) -> Callable[[str], ScramSecret]:
+        """A function giving a user's stored secret, or a decoy if no checker knows the user.
 
-        Raises UnhandledCredentials if no checker can take a login over the wire.
+        Raises UnhandledCredentials if no checker can take a password login over the wire.
         """
         checkers = [c for c in self._checkers_for(IUsernamePassword) if hasattr(c, "secret_for")]
         if not checkers:
             raise UnhandledCredentials("no checker of this server can verify a password over the wire")
-        for checker in checkers:
-            secret = checker.secret_for(username)
-            if secret is not None:
-                return secret
-        return decoy_secret(self._decoy_key, username)
+
+        def lookup(username: str) -> ScramSecret:
+            for checker in checkers:
+                secret = checker.secret_for(username)
+                if secret is not None:
+                    return secret
+            return decoy_secret(self._decoy_key, username)
+
+        return lookup
 
     async def request_avatar(self, avatar_id: Any, mind: Any, *interfaces: type) -> LoginResult:
         """Ask the realm for an avatar; check what it returns."""

@@ -22,6 +22,9 @@ from scramp import ScramClient, ScramException, ScramMechanism
 MECHANISM = "SCRAM-SHA-256"
 #: RFC 7677's minimum, and scramp's; raise it for stored secrets if you can afford it.
 DEFAULT_ITERATIONS = 4096
+#: Salts we make (real and decoy) are this long, so the two look alike.
+SALT_BYTES = 32
+_MIN_SALT_BYTES = 12
 _MECHANISM = ScramMechanism(MECHANISM)
 
 
@@ -50,7 +53,7 @@ class ScramSecret:
         if iterations < DEFAULT_ITERATIONS:
             raise ValueError(f"{MECHANISM} needs at least {DEFAULT_ITERATIONS} iterations, got {iterations}")
         salt, stored_key, server_key, iterations = _MECHANISM.make_auth_info(
-            password, iteration_count=iterations, salt=salt
+            password, iteration_count=iterations, salt=salt or secrets.token_bytes(SALT_BYTES)
         )
         return cls(salt, stored_key, server_key, iterations)
 
@@ -73,8 +76,8 @@ class ScramSecret:
         digest = hashlib.sha256().digest_size
         if iterations < DEFAULT_ITERATIONS or len(stored_key) != digest or len(server_key) != digest:
             raise ValueError(f"{MECHANISM} secret with bad iterations or key lengths")
-        if not salt:
-            raise ValueError(f"{MECHANISM} secret with an empty salt")
+        if len(salt) < _MIN_SALT_BYTES:
+            raise ValueError(f"{MECHANISM} secret with a salt shorter than {_MIN_SALT_BYTES} bytes")
         return cls(salt, stored_key, server_key, iterations)
 
     def format(self) -> str:
@@ -105,7 +108,7 @@ def decoy_secret(key: bytes, username: str, iterations: int = DEFAULT_ITERATIONS
     twice for the same unknown user shows the same salt, as a real user would;
     its keys are random, so no password matches.
     """
-    salt = hmac.new(key, username.encode("utf-8"), hashlib.sha256).digest()[:16]
+    salt = hmac.new(key, username.encode("utf-8"), hashlib.sha256).digest()[:SALT_BYTES]
     return ScramSecret(salt, secrets.token_bytes(32), secrets.token_bytes(32), iterations)
 
 
