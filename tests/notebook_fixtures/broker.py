@@ -1,0 +1,47 @@
+"""A broker in its own process for the notebook tests.
+
+Prints ``PORT <n>`` when listening, then obeys lines on stdin:
+``set N`` assigns the counter (broadcast to every copy) and answers ``ok N``;
+``get`` answers ``value N writes W``. A peer's write prints ``wrote value N``. ``--port`` picks the port (default: any).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+
+import pbnb as pb
+from counter_fixture import Counter, Demo
+
+
+async def main(port: int) -> None:
+    counter = Counter(on_write=lambda name, value: print(f"wrote {name} {value}", flush=True))
+    server = await pb.serve(Demo(counter), host="127.0.0.1", port=port)
+    print(f"PORT {server.port}", flush=True)
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def obey(line: str) -> None:
+        words = line.split()
+        if words[:1] == ["set"]:
+            counter.value = int(words[1])
+            print(f"ok {counter.value}", flush=True)
+        elif words[:1] == ["get"]:
+            print(f"value {counter.value} writes {counter.writes}", flush=True)
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(obey, line)
+        loop.call_soon_threadsafe(done.set_result, None)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    await done  # stdin closed: the test is over
+    await server.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    asyncio.run(main(parser.parse_args().port))

@@ -1,0 +1,68 @@
+"""Shared by the broker process and the kernel: a writable counter and its trait copy."""
+
+from __future__ import annotations
+
+import traitlets
+
+import pbnb as pb
+from pbnb.notebook import TraitCache, WritableCacheable
+
+
+class Counter(WritableCacheable):
+    """Owner side: ``value`` may be set by peers, ``label`` only by the owner."""
+
+    observed_fields = ("value", "label")
+    writable_fields = ("value",)
+
+    def __init__(self, value: int = 0, label: str = "clicks", on_write=None):
+        self.value = value
+        self.label = label
+        self.writes = 0
+        self.on_write = on_write
+
+    def accept_write(self, name, value):
+        self.writes += 1
+        if not isinstance(value, int):
+            raise pb.Error(f"value must be an int, got {value!r}")
+        if self.on_write is not None:
+            self.on_write(name, value)
+        return value
+
+
+class CounterCache(TraitCache):
+    """Kernel side: the counter's fields as traits."""
+
+    value = traitlets.Int().tag(to_owner=True)
+    label = traitlets.Unicode()
+
+
+pb.setUnjellyableForClass(Counter, CounterCache)
+
+
+class Child(pb.Referenceable):
+    def remote_name(self):
+        """The child's name."""
+        return "child"
+
+
+class Demo(pb.Root):
+    """What the notebook tests connect to."""
+
+    def __init__(self, counter: Counter):
+        self.counter = counter
+
+    def remote_hello(self, name: str, punctuation: str = "!") -> str:
+        """Greet someone."""
+        return f"hello {name}{punctuation}"
+
+    def remote_counter(self) -> Counter:
+        """The live counter."""
+        return self.counter
+
+    def remote_child(self) -> Child:
+        """A reference to another object."""
+        return Child()
+
+    def remote_boom(self) -> None:
+        """Always fails."""
+        raise pb.Error("kaboom")

@@ -1,0 +1,124 @@
+"""A real kernel, driven with jupyter_client, talking to a broker in another process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from notebook_fixtures.harness import BrokerProcess, Kernel
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path
+
+
+@pytest.fixture
+def broker(home):
+    process = BrokerProcess(home)
+    yield process
+    process.close()
+
+
+@pytest.fixture
+def kernel(home):
+    k = Kernel(home)
+    yield k
+    k.close()
+
+
+def assert_clean(results: list[dict[str, Any]]) -> None:
+    for number, result in enumerate(results, 1):
+        assert result["errors"] == [], f"cell {number}: {result['errors']}"
+
+
+def field_comm(seen: list[dict[str, Any]], name: str) -> str:
+    """The comm id of the widget generated for a cache field."""
+    for msg in seen:
+        if msg["msg_type"] in ("comm_open", "comm_msg"):
+            state = msg["content"]["data"].get("state", {})
+            if f"pbnb-field-{name}" in state.get("_dom_classes", ()):
+                return msg["content"]["comm_id"]
+    raise AssertionError(f"no widget for field {name!r} was opened")
+
+
+def is_update(comm_id: str, key: str, value: Any):
+    def check(msg: dict[str, Any]) -> bool:
+        content = msg["content"]
+        return (
+            msg["msg_type"] == "comm_msg"
+            and content["comm_id"] == comm_id
+            and content["data"].get("method") == "update"
+            and content["data"]["state"].get(key) == value
+        )
+
+    return check
+
+
+def show_counter(kernel: Kernel, port: int) -> str:
+    results = kernel.run_all(
+        [
+            "%load_ext pbnb",
+            f"import counter_fixture\nroot = %pb_connect 127.0.0.1:{port}\n"
+            "cache = await root.remote.counter()\ndisplay(cache)",
+        ]
+    )
+    assert_clean(results)
+    return field_comm(kernel.seen, "value")
+
+
+def test_owner_change_reaches_the_widget_while_no_cell_runs(kernel, broker):
+    comm_id = show_counter(kernel, broker.port)
+    assert broker.command("set 42") == "ok 42"
+    update, before = kernel.wait_for(is_update(comm_id, "value", 42))
+    # No cell ran: the kernel never went busy between the change and the message.
+    assert not [m for m in before if m["msg_type"] == "status"]
+    assert not [m for m in before if m["msg_type"] == "execute_input"]
+    [result] = kernel.run_all(["print(cache.value, cache.label)"])
+    assert result["text"] == "42 clicks\n"
+    # The change came from the owner: the kernel did not send it back.
+    assert broker.command("get") == "value 42 writes 0"
+    assert kernel.manager.is_alive()
+
+
+def test_widget_edit_is_sent_to_the_owner_once(kernel, broker):
+    comm_id = show_counter(kernel, broker.port)
+    kernel.send_comm_update(comm_id, {"value": 7})
+    assert broker.reply() == "wrote value 7"
+    [result] = kernel.run_all(["print(cache.value)"])
+    assert result["text"] == "7\n"
+    assert broker.command("get") == "value 7 writes 1"
+    # A change by the owner after that still arrives, and is still not echoed.
+    assert broker.command("set 8") == "ok 8"
+    kernel.wait_for(is_update(comm_id, "value", 8))
+    assert broker.command("get") == "value 8 writes 1"
+
+
+def run_all_round(port: int) -> list[str]:
+    return [
+        "%load_ext pbnb",
+        f"root = %pb_connect 127.0.0.1:{port}\nprint(await root.remote.hello('ada'))",
+        "print(await root.callRemote('hello', 'bob', punctuation='?'))",
+        "from counter_fixture import Counter, Demo\n"
+        "srv = %pb_serve Demo(Counter())\n"
+        "mine = %pb_connect 127.0.0.1:{srv.port}\n"
+        "print(await mine.remote.hello('kernel'))",
+        "%pb_status",
+        "%pb_disconnect --all\n%pb_serve --stop\nprint('closed', root.connected, mine.connected)",
+        "print('last')",
+    ]
+
+
+def test_queued_run_all_keeps_the_kernel_alive(kernel, broker):
+    for _ in range(3):
+        results = kernel.run_all(run_all_round(broker.port))
+        assert_clean(results)
+        texts = [r["text"] for r in results]
+        assert texts[1:4] == ["hello ada!\n", "hello bob?\n", "hello kernel!\n"]
+        status = results[4]["data"][0]
+        assert "application/vnd.jupyter.widget-view+json" in status
+        assert "connections:" in status["text/plain"]
+        assert texts[5:] == ["closed False False\n", "last\n"]
+        assert kernel.manager.is_alive()
