@@ -72,7 +72,7 @@ def show_counter(kernel: Kernel, port: int) -> str:
 def test_owner_change_reaches_the_widget_while_no_cell_runs(kernel, broker):
     comm_id = show_counter(kernel, broker.port)
     assert broker.command("set 42") == "ok 42"
-    update, before = kernel.wait_for(is_update(comm_id, "value", 42))
+    _update, before = kernel.wait_for(is_update(comm_id, "value", 42))
     # No cell ran: the kernel never went busy between the change and the message.
     assert not [m for m in before if m["msg_type"] == "status"]
     assert not [m for m in before if m["msg_type"] == "execute_input"]

@@ -2,7 +2,8 @@
 
 Prints ``PORT <n>`` when listening, then obeys lines on stdin:
 ``set N`` assigns the counter (broadcast to every copy) and answers ``ok N``;
-``get`` answers ``value N writes W``. A peer's write prints ``wrote value N``. ``--port`` picks the port (default: any).
+``get`` answers ``value N writes W``; a peer's write prints ``wrote value N``.
+``--port`` picks the port (default: any).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import asyncio
 import sys
 import threading
 
-import pbnb as pb
 from counter_fixture import Counter, Demo
+
+import pbnb as pb
 
 
 async def main(port: int) -> None:
