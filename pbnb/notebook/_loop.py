@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 #: The magics whose work is asynchronous; the transformer awaits their calls.
@@ -113,10 +113,18 @@ def start(work: Coroutine[Any, Any, Any], what: str) -> Any:
         from IPython.core.async_helpers import get_asyncio_loop
 
         return get_asyncio_loop().run_until_complete(work)
-    task = loop.create_task(work)
+    return Pending(_keep(loop.create_task(work)), what)
+
+
+def _keep(task: asyncio.Task) -> asyncio.Task:
     _running.add(task)
     task.add_done_callback(_running.discard)
-    return Pending(task, what)
+    return task
+
+
+def spawn(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """From any thread, start ``make()`` as a task on ``loop`` and keep it until it ends."""
+    call_on_loop(loop, lambda: _keep(loop.create_task(make())))
 
 
 def loop_of(ref: Any) -> asyncio.AbstractEventLoop:

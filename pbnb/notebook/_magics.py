@@ -21,6 +21,7 @@ from ..aio.server import Server, serve
 from ..core.flavors import Referenceable
 from ..core.reference import RemoteReference
 from . import _widgets
+from ._complete import RemoteMethodMatcher
 from ._loop import AwaitMagics, start
 from ._status import StatusReport
 
@@ -232,6 +233,7 @@ def load_ipython_extension(shell: Any) -> None:
         return
     shell.register_magics(PBMagics)
     shell.input_transformers_post.append(AwaitMagics(shell))
+    shell.Completer.custom_matchers.append(RemoteMethodMatcher(shell))
     _widgets.register_formatters(shell)
 
 
@@ -241,6 +243,8 @@ def unload_ipython_extension(shell: Any) -> None:
     shell.input_transformers_post[:] = [
         t for t in shell.input_transformers_post if not isinstance(t, AwaitMagics)
     ]
+    matchers = shell.Completer.custom_matchers
+    matchers[:] = [m for m in matchers if not isinstance(m, RemoteMethodMatcher)]
     _widgets.unregister_formatters(shell)
     for kind in ("line", "cell"):
         for name in ("pb_serve", "pb_connect", "pb_disconnect", "pb_status"):

@@ -19,7 +19,7 @@ import ipywidgets as widgets
 
 from ..aio.connection import CallFuture
 from ..core.reference import RemoteReference
-from ._loop import call_on_loop, loop_of
+from ._loop import call_on_loop, loop_of, spawn
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _MAX_REPR = 2000
@@ -228,7 +228,7 @@ class ReferenceWidget(widgets.VBox):
         self._show_status()
         if ref.connected:
             ref.notifyOnDisconnect(self._disconnected)
-            call_on_loop(loop_of(ref), self._start_describe)
+            spawn(loop_of(ref), self._describe)
         else:
             self.methods.children = []
 
@@ -252,9 +252,6 @@ class ReferenceWidget(widgets.VBox):
         for form in self.methods.children:
             if isinstance(form, MethodForm):
                 form.button.disabled = True
-
-    def _start_describe(self) -> None:
-        loop_of(self.ref).create_task(self._describe())
 
     async def _describe(self) -> None:
         try:
