@@ -419,6 +419,10 @@ class Broker:
         entry = self._imports.get(remote_id)
         ref = entry.weak() if entry is not None and entry.weak is not None else None
         if ref is None:
+            if len(self._imports) >= self.limits.max_references:
+                raise LimitExceeded(
+                    f"peer sent more than {self.limits.max_references} live references (max_references)"
+                )
             entry = self._imports[remote_id] = _Import(remote_id)
             ref = RemoteReference(self, remote_id)
             entry.weak = self._watch(ref, entry)

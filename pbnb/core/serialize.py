@@ -122,7 +122,9 @@ def tree_depth_exceeds(root: Any, max_depth: int) -> bool:
             # rebuilt by list_hook and so always tracked when they hold containers.
             return False
         referents = gc.get_referents(*tracked)
-        level = list(compress(referents, map(_NOT_ATOM.get, map(type, referents), repeat(True))))
+        # Only containers nest: a RemoteReference's referents lead into the broker and
+        # the rest of the heap, which must never be walked.
+        level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
     return False
 
 
