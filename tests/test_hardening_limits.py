@@ -143,7 +143,7 @@ async def test_oversized_argument_is_refused_locally_from_the_peers_hello(servic
 async def test_oversized_answer_fails_the_call_not_the_connection(service):
     server, _, _ = service
     client, root = await client_of(server, max_frame=32 * 1024)
-    with pytest.raises(pb.LimitExceeded, match="answer of .* exceeds the peer's frame limit"):
+    with pytest.raises(pb.LimitExceeded, match=r"answer of .* exceeds the peer's frame limit"):
         await root.callRemote("echo", "y" * 40_000)
     assert await root.callRemote("echo", "small") == "small"
     await client.close()
