@@ -1,0 +1,121 @@
+"""Blocking helpers for code that cannot await (scripts, REPLs, other threads).
+
+The broker still runs on an asyncio loop: a private one in a daemon thread.
+Every blocking call submits a coroutine to that loop and waits for its result,
+so a blocking client behaves exactly like an async one, including callbacks
+from the server, which run on the loop thread.
+
+    from pbnb.aio import blocking
+
+    with blocking.connect("127.0.0.1", 8787) as client:
+        root = client.getRootObject()
+        print(root.callRemote("hello", "ada"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from ..core.reference import RemoteReference
+from .client import Client
+from .client import connect as _connect
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="pbnb-blocking", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("a blocking pbnb call cannot run on its own loop thread; await instead")
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class BlockingReference:
+    """A RemoteReference whose ``callRemote`` waits for the answer."""
+
+    def __init__(self, ref: RemoteReference, runner: _LoopThread, timeout: float | None):
+        self.ref = ref
+        self._runner = runner
+        self._timeout = timeout
+
+    def callRemote(self, _name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call a remote method and return its answer (references come back wrapped)."""
+
+        async def call() -> Any:
+            return await self.ref.callRemote(_name, *args, **kwargs)
+
+        return self._wrap(self._runner.run(call(), self._timeout))
+
+    def _wrap(self, value: Any) -> Any:
+        if isinstance(value, RemoteReference):
+            return BlockingReference(value, self._runner, self._timeout)
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BlockingReference) and other.ref == self.ref
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+    def __repr__(self) -> str:
+        return f"<Blocking {self.ref!r}>"
+
+
+class BlockingClient:
+    """A connected client whose methods block; close it (or use ``with``)."""
+
+    def __init__(self, client: Client, runner: _LoopThread, timeout: float | None):
+        self.client = client
+        self._runner = runner
+        self._timeout = timeout
+
+    def getRootObject(self) -> BlockingReference:
+        """Return the server's root object."""
+        ref = self._runner.run(self.client.getRootObject(), self._timeout)
+        return BlockingReference(ref, self._runner, self._timeout)
+
+    def login(self, credentials: Any, mind: Any = None) -> BlockingReference:
+        """Log in through the server's Portal; return your avatar."""
+        ref = self._runner.run(self.client.login(credentials, mind), self._timeout)
+        return BlockingReference(ref, self._runner, self._timeout)
+
+    def close(self) -> None:
+        """Close the connection and stop the loop thread."""
+        try:
+            self._runner.run(self.client.close(), self._timeout)
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def connect(host: str, port: int, *, timeout: float | None = 30.0, **options: Any) -> BlockingClient:
+    """Connect like ``pbnb.connect`` and return a client whose calls block.
+
+    ``timeout`` bounds every blocking call; other keywords go to ``pbnb.connect``.
+    """
+    runner = _LoopThread()
+    try:
+        client = runner.run(_connect(host, port, timeout=timeout, **options), timeout)
+    except BaseException:
+        runner.stop()
+        raise
+    return BlockingClient(client, runner, timeout)
