@@ -24,6 +24,7 @@ class Client:
 
     @property
     def broker(self) -> Any:
+        """The connection's sans-IO protocol state (tables, limits)."""
         return self.connection.broker
 
     @property

@@ -19,12 +19,21 @@ from ..core.broker import Broker
 from ..core.flavors import CopyRegistry, Referenceable
 from ..core.reference import RemoteReference
 from ..core.wire import Limits
-from ..errors import CallCancelled, Error, NoSuchMethod, PBConnectionLost
+from ..errors import CallCancelled, Error, NoSuchMethod, PBConnectionLost, PBError
 
 log = logging.getLogger("pbnb")
 
 #: The perspective (avatar) the current remote call runs under, if any.
 current_perspective: contextvars.ContextVar[Any] = contextvars.ContextVar("pbnb_perspective", default=None)
+
+
+def _handshake_failure(reason: BaseException | None) -> BaseException:
+    # A reset and a clean close before the handshake mean the same to the opener.
+    if isinstance(reason, PBError):
+        return reason
+    error = PBConnectionLost(f"connection closed during the handshake{f': {reason}' if reason else ''}")
+    error.__cause__ = reason
+    return error
 
 
 class CallFuture(asyncio.Future):
@@ -117,7 +126,7 @@ class Connection(asyncio.Protocol):
         if self.broker is not None:
             self._dispatch(self.broker.connection_lost(reason))
         if not self.ready.done():
-            self.ready.set_exception(reason or PBConnectionLost("connection closed during the handshake"))
+            self.ready.set_exception(_handshake_failure(reason))
             self.ready.exception()  # the opener reports it; don't warn about it twice
         for task in list(self._tasks.values()):
             task.cancel()

@@ -23,14 +23,17 @@ class Server:
 
     @property
     def sockets(self) -> tuple:
+        """The listening sockets."""
         return tuple(self._server.sockets)
 
     @property
     def port(self) -> int:
+        """The port the server is bound to (useful after ``port=0``)."""
         return self._server.sockets[0].getsockname()[1]
 
     @property
     def host(self) -> str:
+        """The address the server is bound to."""
         return self._server.sockets[0].getsockname()[0]
 
     async def close(self) -> None:
@@ -77,9 +80,13 @@ async def serve(
         log.info("connection from %s closed", connection.peer)
 
     def make() -> Connection:
-        connection = _ServerConnection(root, limits=limits, on_close=closed, **connection_options)
-        server.connections.add(connection)  # type: ignore[union-attr]
-        return connection
+        return _ServerConnection(
+            server.connections,  # type: ignore[union-attr]
+            root,
+            limits=limits,
+            on_close=closed,
+            **connection_options,
+        )
 
     listener = await loop.create_server(make, host, port, ssl=ssl)
     server = Server(listener, root)
@@ -88,6 +95,13 @@ async def serve(
 
 
 class _ServerConnection(Connection):
+    def __init__(self, live: set[Connection], *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._live = live
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        # Counted only once made: a connection whose TLS handshake fails is never
+        # made nor lost, and Server.close() would wait for it forever.
+        self._live.add(self)
         log.info("connection from %s", self.peer)

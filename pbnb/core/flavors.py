@@ -200,6 +200,7 @@ class CopyRegistry:
         self._classes.pop(name, None)
 
     def lookup(self, name: str) -> type | None:
+        """The class registered for ``name``, or None if copies of it are refused."""
         return self._classes.get(name)
 
 
