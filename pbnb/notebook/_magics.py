@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -133,7 +134,7 @@ class PBMagics(Magics):
         line. With ``--user ada`` the password is asked for without echo, or read
         from the variable named by ``--password-env``; never give it on the line.
         """
-        args = parse_argstring(self.pb_connect, line)
+        args = _parse_connect(self.pb_connect, line)
         host, port = parse_address(args.address)
         password = self._password(args) if args.user else None
         name = self._connection_name(args.name or (f"{args.user}@" if args.user else "") + f"{host}:{port}")
@@ -225,6 +226,24 @@ class PBMagics(Magics):
         await self._disconnect(list(self.connections))
         for name in list(self.servers):
             await self._stop_server(name)
+
+
+def _parse_connect(magic: Any, line: str) -> Any:
+    # A stray password must not be echoed back in an error message.
+    if re.search(r"(^|\s)--password(=|\s|$)", line):
+        raise UsageError("never put a password on the line: use the prompt or --password-env VAR")
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        if "unrecognized arguments" not in str(exc):
+            raise
+        options = " ".join(word for word in line.split() if word.startswith("-"))
+        raise UsageError(f"unrecognized option among: {options} (see %pb_connect?)") from None
+
+
+# "--password" must not pass for an abbreviation of "--password-env", nor any other prefix.
+for _magic in (PBMagics.pb_serve, PBMagics.pb_connect, PBMagics.pb_disconnect):
+    _magic.parser.allow_abbrev = False  # type: ignore[attr-defined]
 
 
 def load_ipython_extension(shell: Any) -> None:
