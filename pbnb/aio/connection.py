@@ -25,6 +25,8 @@ log = logging.getLogger("pbnb")
 
 #: The perspective (avatar) the current remote call runs under, if any.
 current_perspective: contextvars.ContextVar[Any] = contextvars.ContextVar("pbnb_perspective", default=None)
+# The connection whose peer the current remote call serves; current_perspective belongs to it.
+_serving: contextvars.ContextVar[Any] = contextvars.ContextVar("pbnb_serving", default=None)
 
 
 def _handshake_failure(reason: BaseException | None) -> BaseException:
@@ -237,6 +239,7 @@ class Connection(asyncio.Protocol):
 
     def _run_call(self, event: ev.CallReceived) -> None:
         reset = current_perspective.set(event.perspective)
+        reset_serving = _serving.set(self)
         try:
             result = event.method(*event.args, **event.kwargs)
         except Exception as exc:
@@ -244,6 +247,7 @@ class Connection(asyncio.Protocol):
             return
         finally:
             current_perspective.reset(reset)
+            _serving.reset(reset_serving)
         if inspect.isawaitable(result):
             task = self._loop.create_task(self._finish_call(event, result))
             if event.request_id:
@@ -253,6 +257,7 @@ class Connection(asyncio.Protocol):
 
     async def _finish_call(self, event: ev.CallReceived, awaitable: Any) -> None:
         current_perspective.set(event.perspective)
+        _serving.set(self)
         try:
             result = await awaitable
         except asyncio.CancelledError:
@@ -282,7 +287,7 @@ class Connection(asyncio.Protocol):
         future = CallFuture(loop=self._loop)
         try:
             future._pb_request_id = self.broker.call(  # type: ignore[union-attr]
-                ref, name, args, kwargs, future, perspective=current_perspective.get()
+                ref, name, args, kwargs, future, perspective=self._sending_perspective()
             )
         except Exception as exc:
             future.set_exception(exc)
@@ -294,9 +299,16 @@ class Connection(asyncio.Protocol):
 
     def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:
         self.broker.call(  # type: ignore[union-attr]
-            ref, name, args, kwargs, None, answer=False, perspective=current_perspective.get()
+            ref, name, args, kwargs, None, answer=False, perspective=self._sending_perspective()
         )
         self._flush_soon()
+
+    def _sending_perspective(self) -> Any:
+        # A call made while serving another connection's user must not go out
+        # under that user's perspective: it would bind Viewables to the wrong avatar.
+        if _serving.get() is self:
+            return current_perspective.get()
+        return self.broker.perspective  # type: ignore[union-attr]
 
     def describe(self, ref: RemoteReference) -> asyncio.Future:
         future = self._request(lambda token: self.broker.request_description(ref, token))  # type: ignore
