@@ -1,0 +1,154 @@
+"""Perspectives: pb-behaviour 35, getStateToCopyFor per user, and what a client cannot forge."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from cred_helpers import USERS, client_of, serving, within
+
+import pbnb as pb
+from pbnb.core.reference import RemoteReference
+from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal, UsernamePassword
+
+ALICE = UsernamePassword("alice", USERS["alice"])
+BOB = UsernamePassword("bob", USERS["bob"])
+
+
+class Board(pb.Viewable):
+    """A shared notice board: each post is signed with the poster's avatar."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str]] = []
+
+    def view_post(self, perspective: Any, text: str) -> str:
+        self.posts.append((perspective.name, text))
+        return perspective.name
+
+
+class Badge(pb.Copyable):
+    """A copy whose content depends on who receives it."""
+
+    def getStateToCopyFor(self, perspective: Any) -> dict:
+        return {"viewer": getattr(perspective, "name", None)}
+
+
+class RemoteBadge(pb.RemoteCopy):
+    pass
+
+
+pb.setUnjellyableForClass(Badge, RemoteBadge)
+
+
+class Member(pb.Avatar):
+    def __init__(self, name: str, realm: Realm, mind: Any):
+        self.name, self.realm, self.mind = name, realm, mind
+
+    def perspective_whoami(self) -> str:
+        return self.name
+
+    def perspective_board(self) -> Board:
+        return self.realm.board
+
+    def perspective_badge(self) -> Badge:
+        return Badge()
+
+    async def perspective_hand_board_to(self, name: str) -> Any:
+        """Push the board, and a badge, to another member's mind."""
+        return await self.realm.members[name].mind.callRemote("take", self.realm.board, Badge())
+
+
+class Realm:
+    def __init__(self) -> None:
+        self.board = Board()
+        self.members: dict[str, Member] = {}
+
+    def requestAvatar(self, avatar_id: str, mind: Any, *interfaces: type) -> tuple:
+        member = self.members[avatar_id] = Member(avatar_id, self, mind)
+        return IPerspective, member, lambda: None
+
+
+class Inbox(pb.Referenceable):
+    def __init__(self) -> None:
+        self.received: asyncio.Queue = asyncio.Queue()
+
+    def remote_take(self, board: Any, badge: Any) -> str:
+        self.received.put_nowait((board, badge))
+        return badge.viewer
+
+
+def _portal(realm: Realm) -> Portal:
+    return Portal(realm, [InMemoryPasswordChecker(USERS)])
+
+
+async def test_view_methods_get_the_caller_avatar_wherever_the_reference_went() -> None:
+    """Behaviour 35: from a perspective_ answer, and from a push through another user's mind."""
+    realm = Realm()
+    async with serving(_portal(realm)) as server:
+        async with client_of(server) as alice_client, client_of(server) as bob_client:
+            bob_inbox = Inbox()
+            alice = await within(alice_client.login(ALICE))
+            bob = await within(bob_client.login(BOB, bob_inbox))
+            alice_board = await within(alice.callRemote("board"))
+            bob_board = await within(bob.callRemote("board"))
+            assert await within(alice_board.callRemote("post", "hi from alice")) == "alice"
+            assert await within(bob_board.callRemote("post", "hi from bob")) == "bob"
+            # Alice's call pushes the board to Bob: on Bob's connection it is Bob's view.
+            assert await within(alice.callRemote("hand_board_to", "bob")) == "bob"
+            pushed_board, pushed_badge = await within(bob_inbox.received.get())
+            assert pushed_badge.viewer == "bob"
+            assert await within(pushed_board.callRemote("post", "pushed")) == "bob"
+    assert realm.board.posts == [("alice", "hi from alice"), ("bob", "hi from bob"), ("bob", "pushed")]
+
+
+async def test_get_state_to_copy_for_sees_the_receiving_avatar() -> None:
+    """getStateToCopyFor(perspective) gets the avatar of the connection the copy goes to."""
+    realm = Realm()
+    async with serving(_portal(realm)) as server:
+        async with client_of(server) as alice_client, client_of(server) as bob_client:
+            alice = await within(alice_client.login(ALICE))
+            bob = await within(bob_client.login(BOB))
+            assert (await within(alice.callRemote("badge"))).viewer == "alice"
+            assert (await within(bob.callRemote("badge"))).viewer == "bob"
+
+
+async def test_a_client_cannot_forge_the_perspective_of_a_view_method() -> None:
+    realm = Realm()
+    async with serving(_portal(realm)) as server:
+        async with client_of(server) as alice_client, client_of(server) as bob_client:
+            alice = await within(alice_client.login(ALICE))
+            bob = await within(bob_client.login(BOB))
+            board = await within(bob.callRemote("board"))
+            # The perspective is bound by the server; a client cannot pass its own.
+            with pytest.raises(pb.RemoteError, match="multiple values"):
+                await within(board.callRemote("post", "as alice?", perspective="alice"))
+            with pytest.raises(pb.SerializationError, match="another connection"):
+                await within(board.callRemote("post", alice))
+            with pytest.raises(pb.RemoteError, match="positional"):
+                await within(board.callRemote("post", bob, "extra"))
+            assert await within(board.callRemote("post", "signed")) == "bob"
+    assert realm.board.posts == [("bob", "signed")]
+
+
+async def test_a_client_cannot_reach_another_users_avatar() -> None:
+    """References name objects per connection: guessing ids on Bob's connection never finds Alice."""
+    realm = Realm()
+    async with serving(_portal(realm)) as server:
+        async with client_of(server) as alice_client, client_of(server) as bob_client:
+            alice = await within(alice_client.login(ALICE))
+            await within(alice.callRemote("board"))
+            bob = await within(bob_client.login(BOB))
+            answers = set()
+            for export_id in range(0, 40):
+                forged = RemoteReference(bob_client.broker, export_id)
+                try:
+                    answers.add(await within(forged.callRemote("whoami")))
+                except (pb.NoSuchMethod, pb.ProtocolError):
+                    pass
+            assert answers == {"bob"}
+            assert bob_client.connected
+            assert await within(bob.callRemote("whoami")) == "bob"
+            root = await within(bob_client.getRootObject())
+            with pytest.raises(pb.NoSuchMethod):
+                await within(root.callRemote("whoami"))
