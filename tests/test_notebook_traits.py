@@ -1,0 +1,163 @@
+"""TraitCache and WritableCacheable over real loopback connections, without a kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import ipywidgets as widgets
+import pytest
+import traitlets
+from notebook_fixtures.counter_fixture import Counter, CounterCache, Demo
+from notebook_fixtures.waiting import until
+
+import pbnb as pb
+from pbnb.notebook import TraitCache
+
+
+class CountingCache(CounterCache):
+    """Counts what the owner pushes, to prove nothing is echoed."""
+
+    def setup_instance(self, *args, **kwargs):
+        self.pushed = []
+        super().setup_instance(*args, **kwargs)
+
+    def observe_set(self, name, value):
+        self.pushed.append((name, value))
+        super().observe_set(name, value)
+
+
+@pytest.fixture
+async def owner():
+    writes = asyncio.Queue()
+    counter = Counter(value=1, on_write=lambda name, value: writes.put_nowait((name, value)))
+    server = await pb.serve(Demo(counter))
+    counter.writes_seen = writes
+    counter.port = server.port
+    yield counter
+    await server.close()
+
+
+async def copy_of(counter: Counter, cache_class: type = CounterCache):
+    registry = pb.CopyRegistry()
+    registry.register(Counter, cache_class)
+    client = await pb.connect("127.0.0.1", counter.port, registry=registry)
+    root = await client.getRootObject()
+    return client, root, await root.remote.counter()
+
+
+async def test_owner_changes_arrive_together_and_are_not_echoed(owner):
+    client, root, cache = await copy_of(owner)
+    assert (cache.value, cache.label) == (1, "clicks")
+    seen = []
+    cache.observe(
+        lambda change: seen.append((change["name"], cache.value, cache.label)), names=["value", "label"]
+    )
+    owner.update(value=5, label="votes")
+    await until(cache, "label", lambda v: v == "votes")
+    # Both traits were set before either observer ran: each saw the whole change.
+    assert sorted(seen) == [("label", 5, "votes"), ("value", 5, "votes")]
+    await root.remote.hello("sync")  # anything echoed would have reached the owner by now
+    assert owner.writes == 0
+    await client.close()
+
+
+async def test_linked_widget_follows_the_owner(owner):
+    client, _root, cache = await copy_of(owner)
+    slider = widgets.IntSlider(max=1000)
+    widgets.link((cache, "value"), (slider, "value"))
+    owner.value = 777
+    assert await until(slider, "value", lambda v: v == 777) == 777
+    await client.close()
+
+
+async def test_a_local_change_reaches_the_owner_and_the_other_copies_only(owner):
+    client_a, root_a, cache_a = await copy_of(owner, CountingCache)
+    client_b, _root_b, cache_b = await copy_of(owner, CountingCache)
+    slider = widgets.IntSlider(max=1000)
+    widgets.link((cache_a, "value"), (slider, "value"))
+    slider.value = 3  # what a person dragging the slider does
+    assert await owner.writes_seen.get() == ("value", 3)
+    assert owner.value == 3
+    await until(cache_b, "value", lambda v: v == 3)
+    await root_a.remote.hello("sync")  # an echo to A would have arrived before this answer
+    assert cache_a.pushed == [] and cache_b.pushed == [("value", 3)]
+    assert owner.writes == 1
+    await client_a.close()
+    await client_b.close()
+
+
+async def test_widget_callbacks_from_another_thread_hop_onto_the_loop(owner):
+    client, _root, cache = await copy_of(owner)
+    box = cache._pb_widget()
+    [editor] = [w for w in box.children if "pbnb-field-value" in w._dom_classes]
+    thread = threading.Thread(target=setattr, args=(editor, "value", 42))
+    thread.start()
+    thread.join()
+    assert await owner.writes_seen.get() == ("value", 42)
+    await client.close()
+
+
+async def test_generated_widget_edits_writable_fields_and_shows_the_rest(owner):
+    client, _root, cache = await copy_of(owner)
+    box = cache._pb_widget()
+    fields = {c: w for w in box.children for c in w._dom_classes if c.startswith("pbnb-field-")}
+    value, label = fields["pbnb-field-value"], fields["pbnb-field-label"]
+    assert isinstance(value, widgets.IntText) and not value.disabled
+    assert isinstance(label, widgets.Text) and label.disabled
+    owner.update(value=8, label="live")
+    await until(label, "value", lambda v: v == "live")
+    assert value.value == 8
+    assert repr(cache) == "<CounterCache label='live', value=8>"
+    data = cache._repr_mimebundle_()
+    assert data == {"text/plain": "<CounterCache label='live', value=8>"}  # no kernel: text only
+    await client.close()
+
+
+async def test_fields_not_marked_stay_local_and_the_owner_refuses_them(owner):
+    client, root, cache = await copy_of(owner)
+    cache.label = "mine"  # not tagged to_owner: nothing is sent
+    await root.remote.hello("sync")
+    assert owner.label == "clicks" and owner.writes == 0
+    with pytest.raises(pb.RemoteError) as refused:
+        await cache._pb_writer.callRemote("set", "label", "forced")
+    assert refused.value.remote_type == "pbnb.notebook._writable.ReadOnlyField"
+    with pytest.raises(pb.RemoteError, match="must be an int"):
+        await cache._pb_writer.callRemote("set", "value", "seven")
+    assert owner.value == 1
+    await client.close()
+
+
+class Plain(pb.ObservedCacheable):
+    observed_fields = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
+class PlainCache(TraitCache):
+    value = traitlets.Int().tag(to_owner=True)
+    ghost = traitlets.Unicode("none")
+
+
+class Holder(pb.Root):
+    def __init__(self):
+        self.plain = Plain()
+
+    def remote_plain(self):
+        return self.plain
+
+
+async def test_an_owner_without_writes_gets_a_clear_error_and_bad_names_are_refused():
+    registry = pb.CopyRegistry()
+    registry.register(Plain, PlainCache)
+    holder = Holder()
+    async with await pb.serve(holder) as server:
+        async with await pb.connect("127.0.0.1", server.port, registry=registry) as client:
+            cache = await (await client.getRootObject()).remote.plain()
+            with pytest.raises(RuntimeError, match="owner takes no writes.*WritableCacheable"):
+                cache.value = 5
+            with pytest.raises(AttributeError, match="refuses a remote change to '_pb_writer'"):
+                cache.observe_update({"_pb_writer": None})
+            holder.plain.value = 6
+            assert await until(cache, "value", lambda v: v == 6) == 6
