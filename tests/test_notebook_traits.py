@@ -155,7 +155,7 @@ async def test_an_owner_without_writes_gets_a_clear_error_and_bad_names_are_refu
     async with await pb.serve(holder) as server:
         async with await pb.connect("127.0.0.1", server.port, registry=registry) as client:
             cache = await (await client.getRootObject()).remote.plain()
-            with pytest.raises(RuntimeError, match="owner takes no writes.*WritableCacheable"):
+            with pytest.raises(RuntimeError, match=r"owner takes no writes.*WritableCacheable"):
                 cache.value = 5
             with pytest.raises(AttributeError, match="refuses a remote change to '_pb_writer'"):
                 cache.observe_update({"_pb_writer": None})
