@@ -1,0 +1,129 @@
+"""RemoteReference and call-future widgets over real loopback connections, without a browser."""
+
+from __future__ import annotations
+
+import threading
+
+import ipywidgets as widgets
+import pytest
+from notebook_fixtures.counter_fixture import Counter, Demo
+from notebook_fixtures.waiting import until
+
+import pbnb as pb
+from pbnb.notebook import FutureWidget, ReferenceWidget
+from pbnb.notebook._widgets import MethodForm, parse_arguments
+
+
+@pytest.fixture
+async def root():
+    server = await pb.serve(Demo(Counter()))
+    client = await pb.connect("127.0.0.1", server.port)
+    yield await client.getRootObject()
+    await client.close()
+    await server.close()
+
+
+def html_of(widget: widgets.Widget) -> str:
+    """All the HTML text inside a widget tree."""
+    own = widget.value if isinstance(widget, widgets.HTML) else ""
+    return own + "".join(html_of(child) for child in getattr(widget, "children", ()))
+
+
+async def described(ref: pb.RemoteReference) -> ReferenceWidget:
+    widget = ReferenceWidget(ref)
+    await until(widget.methods, "children", lambda c: bool(c) and isinstance(c[0], MethodForm))
+    return widget
+
+
+def form(widget: ReferenceWidget, name: str) -> MethodForm:
+    [found] = [f for f in widget.methods.children if f.name == name]
+    return found
+
+
+async def outcome(method: MethodForm) -> str:
+    await until(method.output, "children", lambda c: bool(c) and "pending" not in html_of(c[0]))
+    return html_of(method.output)
+
+
+def test_arguments_are_python_literals():
+    assert parse_arguments("") == ([], {})
+    assert parse_arguments("'ada', 2, [1, {'x': (3,)}], loud=True") == (
+        ["ada", 2, [1, {"x": (3,)}]],
+        {"loud": True},
+    )
+    with pytest.raises(ValueError, match="Python literals"):
+        parse_arguments("os.system('x')")
+    with pytest.raises(ValueError, match="not a list of arguments"):
+        parse_arguments("'ada',,")
+    with pytest.raises(ValueError, match=r"\* and \*\* are not allowed"):
+        parse_arguments("*args")
+
+
+async def test_the_widget_shows_what_the_reference_points_at_and_its_methods(root):
+    widget = await described(root)
+    assert "<b>Demo</b> at 127.0.0.1:" in widget.header.value
+    assert "connected" in widget.status.value
+    names = [f.name for f in widget.methods.children]
+    assert names == ["boom", "child", "counter", "hello"]
+    hello = html_of(form(widget, "hello"))
+    assert "<code>hello(name: " in hello and "punctuation: " in hello
+    assert "<i>Greet someone.</i>" in hello
+
+
+async def test_calling_a_method_shows_its_result_or_its_error(root):
+    widget = await described(root)
+    hello = form(widget, "hello")
+    hello.call("'ada', punctuation='?'")
+    assert "hello ada?" in await outcome(hello)
+    boom = form(widget, "boom")
+    boom.call("")
+    assert "pbnb.errors.Error: kaboom" in await outcome(boom)
+    hello.call("os.system('rm')")
+    assert "arguments must be Python literals" in html_of(hello.output)
+    hello.call("'too', 'many', 'args'")
+    assert "TypeError" in await outcome(hello)
+
+
+async def test_a_result_that_is_a_reference_renders_as_its_own_widget(root):
+    widget = await described(root)
+    child = form(widget, "child")
+    child.call("")
+    await until(child.output, "children", lambda c: bool(c) and isinstance(c[0], ReferenceWidget))
+    inner = child.output.children[0]
+    await until(inner.methods, "children", lambda c: bool(c) and isinstance(c[0], MethodForm))
+    assert "<b>Child</b>" in inner.header.value
+    assert [f.name for f in inner.methods.children] == ["name"]
+
+
+async def test_a_click_on_another_thread_hops_onto_the_loop(root):
+    widget = await described(root)
+    hello = form(widget, "hello")
+    hello.arguments.value = "'thread'"
+    clicker = threading.Thread(target=hello.button.click)
+    clicker.start()
+    clicker.join()
+    assert "hello thread!" in await outcome(hello)
+
+
+async def test_the_status_turns_to_disconnected_when_the_peer_goes_away():
+    server = await pb.serve(Demo(Counter()))
+    client = await pb.connect("127.0.0.1", server.port)
+    widget = await described(await client.getRootObject())
+    await server.close()
+    await until(widget.status, "value", lambda v: "disconnected" in v)
+    assert all(f.button.disabled for f in widget.methods.children)
+    await client.close()
+
+
+async def test_an_unawaited_call_renders_live(root):
+    future = root.callRemote("hello", "later")
+    widget = FutureWidget(future)
+    assert "pending: hello() on" in html_of(widget)
+    assert await future == "hello later!"
+    await until(widget, "children", lambda c: "pending" not in html_of(c[0]))
+    assert "hello later!" in html_of(widget)
+    failing = root.callRemote("boom")
+    widget = FutureWidget(failing)
+    with pytest.raises(pb.RemoteError):
+        await failing
+    await until(widget, "children", lambda c: "kaboom" in html_of(c[0]))
