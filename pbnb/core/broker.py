@@ -534,6 +534,12 @@ class Broker:
             raise SerializationError(f"{ref!r} does not belong to this connection")
         if not isinstance(method, str) or not method.isidentifier():
             raise ValueError(f"remote method name must be an identifier, got {method!r}")
+        if isinstance(ref, CacheObserver):
+            cache = self._cache_exports.get(ref._id)
+            if cache is None:
+                raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: the peer dropped that cache")
+            # An update speaks to the peer the copy was made for, whoever triggers it.
+            perspective = cache.perspective
         mode, payload = self._encode([list(args), kwargs], perspective, "call")
         request_id = NO_ANSWER
         if answer:
