@@ -23,6 +23,7 @@ from .core.flavors import (
     Viewable,
     setUnjellyableForClass,
 )
+from .core.observing import ObservedCacheable, ObservedRemoteCache
 from .core.reference import CacheObserver, RemoteReference
 from .core.wire import Limits
 from .errors import (
@@ -56,6 +57,8 @@ __all__ = [
     "LimitExceeded",
     "Limits",
     "NoSuchMethod",
+    "ObservedCacheable",
+    "ObservedRemoteCache",
     "PBConnectionLost",
     "PBError",
     "ProtocolError",

@@ -1,0 +1,161 @@
+"""Observer bookkeeping for Cacheables: who watches, and telling all of them at once.
+
+``ObservedCacheable`` records each observer, with the perspective its copy was
+made for, when a peer receives its first copy; it forgets the observer in
+``stoppedObserving`` and broadcasts changes with ``notify``. Every broadcast is
+fire-and-forget: each call is queued on its own connection and none is
+awaited, so a slow or dead peer never holds up the others.
+
+Fields named in ``observed_fields`` are broadcast when assigned (``observe_set``)
+or several at once with ``update()`` (``observe_update``); ``ObservedRemoteCache``
+applies both on the receiving side.
+
+Like the flavors, this module never imports the broker: it only talks to
+observers through their ``callRemoteNoAnswer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from ..errors import DeadReferenceError
+from .flavors import Cacheable, RemoteCache
+
+#: What ``notify_each``'s function returns for one perspective: the positional
+#: and keyword arguments of that observer's call, or None to skip it.
+CallArguments = tuple[tuple[Any, ...], Mapping[str, Any]] | None
+
+
+class ObservedCacheable(Cacheable):
+    """A Cacheable that tracks its observers and broadcasts changes to them.
+
+    Override ``getStateToCacheFor(perspective)`` to choose the state each peer
+    starts from; by default it is the ``observed_fields`` if any are declared,
+    else ``getStateToCopyFor(perspective)``. Call ``notify("name", ...)`` to run
+    ``observe_name(...)`` on every peer's copy.
+    """
+
+    #: Fields whose assignment is broadcast as ``observe_set(name, value)``.
+    observed_fields: ClassVar[tuple[str, ...]] = ()
+    _pb_field_set: ClassVar[frozenset[str]] = frozenset()
+
+    # A slot lives outside __dict__, so the bookkeeping never leaks into the copied state.
+    __slots__ = ("_pb_watchers",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._pb_field_set = frozenset(cls.observed_fields)
+
+    def _watchers(self) -> dict[Any, Any]:
+        try:
+            return self._pb_watchers
+        except AttributeError:  # subclasses need not call our __init__
+            watchers: dict[Any, Any] = {}
+            object.__setattr__(self, "_pb_watchers", watchers)
+            return watchers
+
+    @property
+    def observers(self) -> dict[Any, Any]:
+        """A snapshot of the current observers, each mapped to its perspective."""
+        return dict(self._watchers())
+
+    def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> Any:
+        """Record ``observer`` and return ``getStateToCacheFor(perspective)``."""
+        self._watchers()[observer] = perspective
+        return self.getStateToCacheFor(perspective)
+
+    def getStateToCacheFor(self, perspective: Any) -> Any:
+        """The state a new copy for ``perspective`` starts from."""
+        if self.observed_fields:
+            return {name: getattr(self, name) for name in self.observed_fields}
+        return self.getStateToCopyFor(perspective)
+
+    def stoppedObserving(self, perspective: Any, observer: Any) -> None:
+        """Forget ``observer``: its peer dropped the copy or disconnected."""
+        self._watchers().pop(observer, None)
+
+    def notify(self, _name: str, /, *args: Any, **kwargs: Any) -> int:
+        """Run ``observe_<_name>(*args, **kwargs)`` on every copy; return how many were told."""
+        return self.notify_each(_name, lambda perspective: (args, kwargs))
+
+    def notify_each(self, name: str, arguments_for: Callable[[Any], CallArguments]) -> int:
+        """Like ``notify``, with arguments chosen per observer's perspective.
+
+        ``arguments_for(perspective)`` returns ``(args, kwargs)``, or None to
+        leave that observer out. Observers whose connection is gone are dropped.
+        If a call cannot be sent (say, an argument that cannot be serialized),
+        the others are still sent and the first such error is raised afterwards.
+        """
+        watchers = self._watchers()
+        told = 0
+        failure: Exception | None = None
+        for observer, perspective in list(watchers.items()):
+            if not observer.connected:
+                del watchers[observer]
+                continue
+            call = arguments_for(perspective)
+            if call is None:
+                continue
+            args, kwargs = call
+            try:
+                observer.callRemoteNoAnswer(name, *args, **kwargs)
+            except DeadReferenceError:
+                watchers.pop(observer, None)
+            except Exception as exc:
+                failure = failure or exc
+            else:
+                told += 1
+        if failure is not None:
+            raise failure
+        return told
+
+    def update(self, **fields: Any) -> int:
+        """Assign several observed fields and broadcast them as one ``observe_update``."""
+        unknown = sorted(set(fields) - self._pb_field_set)
+        if unknown:
+            raise AttributeError(
+                f"{type(self).__qualname__}.update() got {unknown}, which are not in observed_fields"
+            )
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+        return self.notify("update", fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in self._pb_field_set:
+            self.notify("set", name, value)
+
+
+class ObservedRemoteCache(RemoteCache):
+    """The receiving side of an ObservedCacheable: applies ``observe_set``/``observe_update``.
+
+    Declare ``observed_fields`` to accept changes to those names only; without
+    it, any public attribute name is accepted. Override ``changed(fields)`` to
+    react after each change has been applied.
+    """
+
+    observed_fields: ClassVar[tuple[str, ...]] = ()
+
+    def observe_set(self, name: str, value: Any) -> None:
+        """The owner assigned one field."""
+        self._apply({name: value})
+
+    def observe_update(self, fields: dict[str, Any]) -> None:
+        """The owner assigned several fields at once."""
+        self._apply(fields)
+
+    def _apply(self, fields: dict[str, Any]) -> None:
+        for name in fields:
+            if not self._accepts(name):
+                raise AttributeError(f"{type(self).__qualname__} does not accept a remote change to {name!r}")
+        self.__dict__.update(fields)
+        self.changed(fields)
+
+    def _accepts(self, name: Any) -> bool:
+        if self.observed_fields:
+            return name in self.observed_fields
+        return isinstance(name, str) and name.isidentifier() and not name.startswith("_")
+
+    def changed(self, fields: dict[str, Any]) -> None:
+        """Called after ``fields`` (name -> new value) were applied; does nothing by default."""
