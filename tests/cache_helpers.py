@@ -1,0 +1,124 @@
+"""Shared pieces of the Cacheable tests: a recording Cacheable, its copy, and socket plumbing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pbnb as pb
+from pbnb.aio.connection import Connection
+
+TIMEOUT = 10.0
+
+
+class Board(pb.Cacheable):
+    """A Cacheable that records every hook call and wakes waiters on stoppedObserving."""
+
+    def __init__(self, text: str = "hello"):
+        self.text = text
+        self.observed: list[tuple[Any, Any]] = []
+        self.stopped: list[tuple[Any, Any]] = []
+        self._stop_waiters: list[tuple[int, asyncio.Future]] = []
+
+    def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> Any:
+        self.observed.append((perspective, observer))
+        label = getattr(perspective, "name", None)
+        return {"text": self.text if label is None else f"{self.text} for {label}"}
+
+    def stoppedObserving(self, perspective: Any, observer: Any) -> None:
+        self.stopped.append((perspective, observer))
+        for count, waiter in self._stop_waiters:
+            if len(self.stopped) >= count and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_stopped(self, count: int = 1) -> None:
+        """Wait until stoppedObserving ran ``count`` times in all."""
+        if len(self.stopped) >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._stop_waiters.append((count, waiter))
+        await asyncio.wait_for(waiter, TIMEOUT)
+
+
+class BoardCopy(pb.RemoteCache):
+    """The peer's copy of a Board; it logs every observe_ call it receives."""
+
+    def __init__(self) -> None:
+        raise AssertionError("a RemoteCache must be built without calling __init__")
+
+    def setCopyableState(self, state: Any) -> None:
+        self.text = state["text"]
+        self.log: list[Any] = []
+        self.waiters: list[tuple[int, asyncio.Future]] = []
+
+    def observe_append(self, item: Any) -> str:
+        self.log.append(item)
+        for count, waiter in self.waiters:
+            if len(self.log) >= count and not waiter.done():
+                waiter.set_result(None)
+        return f"{len(self.log)} items"
+
+    def observe_text(self, text: str) -> None:
+        self.text = text
+
+    async def wait_for_items(self, count: int) -> None:
+        if len(self.log) >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append((count, waiter))
+        await asyncio.wait_for(waiter, TIMEOUT)
+
+
+pb.setUnjellyableForClass(Board, BoardCopy)
+
+
+class Owner(pb.Root):
+    """A root that hands out one Board and checks what comes back."""
+
+    def __init__(self, board: pb.Cacheable):
+        self.board = board
+
+    def remote_get(self) -> pb.Cacheable:
+        return self.board
+
+    def remote_twice(self) -> list[pb.Cacheable]:
+        return [self.board, {"again": self.board}]
+
+    def remote_is_mine(self, thing: Any) -> bool:
+        return thing is self.board
+
+    def remote_ping(self) -> str:
+        return "pong"
+
+
+def server_side(server: pb.Server, client: pb.Client) -> Connection:
+    """The server's Connection for ``client``."""
+    host, port = client.connection.transport.get_extra_info("sockname")[:2]
+    for connection in server.connections:
+        if connection.peer == f"{host}:{port}":
+            return connection
+    raise LookupError(f"the server has no connection from {host}:{port}")
+
+
+@contextlib.asynccontextmanager
+async def serving(root: Any, **options: Any) -> AsyncIterator[pb.Server]:
+    server = await pb.serve(root, host="127.0.0.1", port=0, **options)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def collect_and_settle(*brokers_of: Any) -> None:
+    """Collect garbage, then let the DECACHE/UNCACHED round trips finish."""
+    gc.collect()  # its weakref callbacks queue the DECACHEs ahead of the pings below
+    for client in brokers_of:
+        root = await client.getRootObject()
+        await asyncio.wait_for(root.callRemote("ping"), TIMEOUT)
+
+
+def empty_tables(broker: Any) -> bool:
+    return all(count == 0 for count in broker.table_sizes().values())
