@@ -1,0 +1,124 @@
+"""Voila and JupyterLab servers, and headless Debian chromium, for the browser tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .harness import HERE, child_env
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--headless=new",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Return once something accepts connections on ``port``; fail if the server died first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"server not listening on {port} after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def server(argv: list[str], port: int, home: Path, env: dict[str, str]) -> Iterator[str]:
+    """Run a web server in a child process; yield its base URL; stop it afterwards."""
+    log = home / f"server-{port}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env={**child_env(home), **env}, cwd=home
+        )
+    try:
+        wait_listening(port, process, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def voila(notebook: str, home: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+    """Serve a fixture notebook with Voila (which runs every cell when the page opens)."""
+    shutil.copy(HERE / notebook, home / notebook)
+    port = free_port()
+    argv = [str(BIN / "voila"), notebook, "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
+    return server([*argv, "--show_tracebacks=True"], port, home, env)
+
+
+def jupyterlab(notebook: str, home: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+    """Serve a fixture notebook with JupyterLab (no token, news and update checks off)."""
+    shutil.copy(HERE / notebook, home / notebook)
+    settings = home / "lab-settings"
+    settings.mkdir(exist_ok=True)
+    (settings / "overrides.json").write_text(
+        '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}'
+    )
+    port = free_port()
+    argv = [
+        str(BIN / "jupyter-lab"),
+        "--no-browser",
+        "--allow-root",
+        "--ServerApp.token=",
+        "--ServerApp.password=",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--ServerApp.root_dir={home}",
+        f"--LabApp.app_settings_dir={settings}",
+        "--LabApp.expose_app_in_browser=True",
+    ]
+    return server(argv, port, home, env)
+
+
+@contextlib.contextmanager
+def browser_page(artifacts: Path, name: str) -> Iterator[Any]:
+    """A headless chromium page; on failure, a screenshot is saved under ``artifacts``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        try:
+            yield page
+        except BaseException:
+            artifacts.mkdir(parents=True, exist_ok=True)
+            shot = artifacts / f"{name}.png"
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(shot), full_page=True)
+                print(f"screenshot saved: {shot}")
+            raise
+        finally:
+            browser.close()
+
+
+def artifacts_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: $PBNB_ARTIFACTS if set (CI keeps it), else the test's tmp dir."""
+    return Path(os.environ.get("PBNB_ARTIFACTS", tmp_path / "artifacts"))

@@ -1,0 +1,71 @@
+"""A person's view: a notebook in Voila, rendered by headless Debian chromium.
+
+The page connects to a broker in another process and shows a RemoteReference
+widget and a live cache widget; the broker changes the cache and the page
+follows with no cell running; a click on a method's call button shows its
+result; an edit in the page reaches the broker.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from notebook_fixtures.harness import BrokerProcess
+from notebook_fixtures.servers import CHROMIUM, artifacts_dir, browser_page, voila
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    process = BrokerProcess(tmp_path)
+    yield process
+    process.close()
+
+
+def test_live_cache_and_method_call_in_voila(tmp_path, broker):
+    from playwright.sync_api import expect
+
+    env = {"PBNB_TEST_PORT": str(broker.port)}
+    with (
+        voila("live.ipynb", tmp_path, env) as url,
+        browser_page(artifacts_dir(tmp_path), "voila-live") as page,
+    ):
+        page.goto(url, timeout=120_000)
+        expect(page.locator("body")).to_contain_text("all cells ran", timeout=120_000)
+        value = page.locator(".pbnb-cache .pbnb-field-value input")
+        expect(value).to_have_value("0", timeout=30_000)
+
+        # The owner changes the state in its own process; the page follows by itself.
+        assert broker.command("set 123") == "ok 123"
+        expect(value).to_have_value("123", timeout=10_000)
+        assert broker.command("set 124") == "ok 124"
+        expect(value).to_have_value("124", timeout=10_000)
+
+        # A click on a method's call button shows the result under it.
+        hello = page.locator(".pbnb-reference .pbnb-method-hello").first
+        expect(page.locator(".pbnb-reference .pbnb-status").first).to_contain_text("connected")
+        hello.locator(".pbnb-args input").fill("'browser', punctuation='?'")
+        hello.locator(".pbnb-call").click()
+        expect(hello.locator(".pbnb-output")).to_contain_text("hello browser?", timeout=10_000)
+
+        # An error shows the remote type and message.
+        boom = page.locator(".pbnb-reference .pbnb-method-boom").first
+        boom.locator(".pbnb-call").click()
+        expect(boom.locator(".pbnb-output")).to_contain_text("pbnb.errors.Error: kaboom", timeout=10_000)
+
+        # An edit in the page goes to the owner, exactly once.
+        value.fill("55")
+        value.press("Enter")
+        assert broker.reply() == "wrote value 55"
+        assert broker.command("get") == "value 55 writes 1"
+
+        # The owner goes away: the reference widget says so.
+        broker.close()
+        expect(page.locator(".pbnb-reference .pbnb-status").first).to_contain_text(
+            "disconnected", timeout=10_000
+        )
