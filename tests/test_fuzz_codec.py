@@ -1,0 +1,188 @@
+"""Property tests: every value the codec accepts round-trips, identity and cycles kept.
+
+Values travel through two sans-IO brokers (``tests/pair.py``): as the argument
+of a call to an echo method and back as its answer, so each example crosses the
+wire twice, once in each direction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pair import ConnectionPair
+
+import pbnb as pb
+
+
+class Echo(pb.Root):
+    def remote_echo(self, value: Any) -> Any:
+        return value
+
+
+def round_trip(value: Any, *, byte_by_byte: bool = False) -> Any:
+    pair = ConnectionPair(server_root=Echo(), byte_by_byte=byte_by_byte).handshake()
+    root = pair.root()
+    result = pair.call(root, "echo", value).result()
+    sizes = pair.server.table_sizes()
+    assert sizes["inbound_calls"] == 0 and sizes["imports"] == 0
+    return result
+
+
+# --------------------------------------------------------------- strategies
+
+atoms = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**200), max_value=2**200)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+hashables = st.recursive(
+    atoms,
+    lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=4),
+    max_leaves=8,
+)
+trees = st.recursive(
+    atoms,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.lists(inner, max_size=5).map(tuple)
+        | st.dictionaries(hashables, inner, max_size=5)
+        | st.sets(hashables, max_size=5)
+        | st.frozensets(hashables, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> Any:
+    """A tree, then some of its mutable containers shared elsewhere and made cyclic."""
+    tree = draw(trees)
+    containers = [obj for obj in walk(tree) if type(obj) in (list, dict)]
+    holder: list = [tree]
+    if containers:
+        for _ in range(draw(st.integers(0, 4))):
+            target = draw(st.sampled_from(containers))
+            source = draw(st.sampled_from([*containers, holder]))
+            if type(source) is list:
+                source.append(target)  # shared, and a cycle when target contains source
+            else:
+                source[draw(st.text(max_size=3))] = target
+    return holder
+
+
+def walk(value: Any) -> list:
+    seen: dict[int, Any] = {}
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or type(obj) not in (list, tuple, dict, set, frozenset):
+            continue
+        seen[id(obj)] = obj
+        stack.extend(obj.values() if type(obj) is dict else obj)
+        if type(obj) is dict:
+            stack.extend(obj)
+    return list(seen.values())
+
+
+# ------------------------------------------------------------- comparison
+
+
+def canonical(value: Any) -> Any:
+    """An order-free description of a hashable value, for comparing set members."""
+    kind = type(value)
+    if kind in (set, frozenset):
+        return (kind.__name__, sorted(map(canonical, value)))
+    if kind is tuple:
+        return ("tuple", [canonical(item) for item in value])
+    return (kind.__name__, repr(value))
+
+
+def assert_same_graph(sent: Any, got: Any, pairs: dict[int, Any] | None = None) -> None:
+    """``got`` has the shape, types and values of ``sent``, sharing exactly where it shares."""
+    pairs = {} if pairs is None else pairs
+    assert type(got) is type(sent), (sent, got)
+    if type(sent) not in (list, dict, tuple, set, frozenset):
+        assert repr(got) == repr(sent)
+        return
+    if id(sent) in pairs:
+        if type(sent) in (list, dict, set):  # immutable containers may be rebuilt
+            assert pairs[id(sent)] is got, "a shared object arrived as two objects"
+        return
+    pairs[id(sent)] = got
+    if type(sent) in (set, frozenset):
+        assert canonical(got) == canonical(sent)
+    elif type(sent) is dict:
+        assert len(got) == len(sent)
+        sent_keys = sorted(sent, key=canonical)
+        got_keys = sorted(got, key=canonical)
+        for sent_key, got_key in zip(sent_keys, got_keys, strict=True):
+            assert canonical(sent_key) == canonical(got_key)
+            assert_same_graph(sent[sent_key], got[got_key], pairs)
+    else:
+        assert len(got) == len(sent)
+        for sent_item, got_item in zip(sent, got, strict=True):
+            assert_same_graph(sent_item, got_item, pairs)
+
+
+def identity_classes(value: Any) -> list[int]:
+    """For each mutable container met in a walk, the index of its first meeting."""
+    order: dict[int, int] = {}
+    result = []
+    for obj in walk_ordered(value):
+        result.append(order.setdefault(id(obj), len(order)))
+    return result
+
+
+def walk_ordered(value: Any) -> list:
+    met, stack, seen = [], [value], set()
+    while stack:
+        obj = stack.pop()
+        if type(obj) not in (list, dict):
+            continue
+        met.append(obj)
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        stack.extend(reversed(list(obj.values()) if type(obj) is dict else obj))
+    return met
+
+
+# ------------------------------------------------------------------ tests
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(trees)
+def test_trees_round_trip(value):
+    assert_same_graph(value, round_trip(value))
+
+
+@SETTINGS
+@given(graphs())
+def test_shared_and_cyclic_graphs_round_trip_with_identity(value):
+    got = round_trip(value)
+    assert_same_graph(value, got)
+    assert identity_classes(got) == identity_classes(value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(graphs())
+def test_graphs_round_trip_fed_one_byte_at_a_time(value):
+    got = round_trip(value, byte_by_byte=True)
+    assert_same_graph(value, got)
+    assert identity_classes(got) == identity_classes(value)
+
+
+def test_a_self_containing_tuple_through_a_list_round_trips():
+    inner: list = []
+    outer = (inner, 1)
+    inner.append(outer)
+    got = round_trip(outer)
+    assert got[0][0] is got
