@@ -160,6 +160,13 @@ async def test_a_portal_may_mix_checkers() -> None:
     assert realm.requested == ["alice", "bob", ANONYMOUS]
 
 
+def test_a_portal_refuses_bad_configuration() -> None:
+    with pytest.raises(TypeError, match="not a checker"):
+        Portal(Realm(), [object()])
+    with pytest.raises(ValueError, match="max_failures"):
+        Portal(Realm(), [AllowAnonymousAccess()], max_failures=0)
+
+
 async def test_too_many_failures_drop_the_connection_but_not_the_others() -> None:
     async with serving(make_portal(max_failures=3)) as server:
         async with client_of(server) as attacker, client_of(server) as honest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -41,6 +42,30 @@ class RemoteBadge(pb.RemoteCopy):
 pb.setUnjellyableForClass(Badge, RemoteBadge)
 
 
+class Roster(pb.Cacheable):
+    """A cache that records whom each copy was made for, and who stopped observing."""
+
+    def __init__(self) -> None:
+        self.observed_by: list[str] = []
+        self.stopped: list[str] = []
+        self.stopped_event = asyncio.Event()
+
+    def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> dict:
+        self.observed_by.append(perspective.name)
+        return {"made_for": perspective.name}
+
+    def stoppedObserving(self, perspective: Any, observer: Any) -> None:
+        self.stopped.append(perspective.name)
+        self.stopped_event.set()
+
+
+class RemoteRoster(pb.RemoteCache):
+    pass
+
+
+pb.setUnjellyableForClass(Roster, RemoteRoster)
+
+
 class Member(pb.Avatar):
     def __init__(self, name: str, realm: Realm, mind: Any):
         self.name, self.realm, self.mind = name, realm, mind
@@ -54,6 +79,9 @@ class Member(pb.Avatar):
     def perspective_badge(self) -> Badge:
         return Badge()
 
+    def perspective_roster(self) -> Roster:
+        return self.realm.roster
+
     async def perspective_hand_board_to(self, name: str) -> Any:
         """Push the board, and a badge, to another member's mind."""
         return await self.realm.members[name].mind.callRemote("take", self.realm.board, Badge())
@@ -62,6 +90,7 @@ class Member(pb.Avatar):
 class Realm:
     def __init__(self) -> None:
         self.board = Board()
+        self.roster = Roster()
         self.members: dict[str, Member] = {}
 
     def requestAvatar(self, avatar_id: str, mind: Any, *interfaces: type) -> tuple:
@@ -111,6 +140,35 @@ async def test_get_state_to_copy_for_sees_the_receiving_avatar() -> None:
             bob = await within(bob_client.login(BOB))
             assert (await within(alice.callRemote("badge"))).viewer == "alice"
             assert (await within(bob.callRemote("badge"))).viewer == "bob"
+
+
+async def test_pushes_from_outside_any_call_go_out_as_the_connection_avatar() -> None:
+    realm = Realm()
+    async with serving(_portal(realm)) as server:
+        async with client_of(server) as bob_client:
+            inbox = Inbox()
+            bob = await within(bob_client.login(BOB, inbox))
+            viewer = await within(realm.members["bob"].mind.callRemote("take", realm.board, Badge()))
+            assert viewer == "bob"
+            board, _ = await within(inbox.received.get())
+            assert await within(board.callRemote("post", "from a push")) == "bob"
+            assert await within(bob.callRemote("whoami")) == "bob"
+
+
+async def test_cacheable_hooks_see_the_avatar_of_each_connection() -> None:
+    realm = Realm()
+    async with serving(_portal(realm)) as server:
+        async with client_of(server) as alice_client, client_of(server) as bob_client:
+            alice = await within(alice_client.login(ALICE))
+            bob = await within(bob_client.login(BOB))
+            alice_copy = await within(alice.callRemote("roster"))
+            bob_copy = await within(bob.callRemote("roster"))
+            assert (alice_copy.made_for, bob_copy.made_for) == ("alice", "bob")
+            del alice_copy
+            gc.collect()
+            await within(realm.roster.stopped_event.wait())
+            assert realm.roster.stopped == ["alice"]
+            assert bob_copy.made_for == "bob"
 
 
 async def test_a_client_cannot_forge_the_perspective_of_a_view_method() -> None:

@@ -205,6 +205,10 @@ class Broker:
         self._next_request_id = 1
         # peer's request ids we are running and still owe an answer
         self._inbound: set[int] = set()
+        # how many of those were running before the current receive_data(): calls
+        # decoded together are not running yet (quick ones are answered before the
+        # next batch), so only earlier ones count towards max_inbound_calls
+        self._running = 0
         # undo log of the message being encoded or decoded, None outside one
         self._journal: list[tuple[str, Any]] | None = None
 
@@ -638,6 +642,7 @@ class Broker:
             data = b"".join(self._pending_in)
             self._pending_in.clear()
             self._pending_size = 0
+        self._running = len(self._inbound)
         try:
             self._parse(data)
         except ProtocolError as exc:
@@ -720,9 +725,9 @@ class Broker:
             self._return_references(payload)
             what = "object" if kind == Kind.CALL else "cache"
             return self._refuse(request_id, ProtocolError(f"no {what} {target_id} on this side"), "call")
-        if len(self._inbound) >= self.limits.max_inbound_calls:
+        if self._running >= self.limits.max_inbound_calls:
             self._return_references(payload)
-            error = LimitExceeded(f"peer has {len(self._inbound)} calls running here (max_inbound_calls)")
+            error = LimitExceeded(f"peer has {self._running} calls running here (max_inbound_calls)")
             return self._refuse(request_id, error, "call")
         method = target._pb_method(name, None) if isinstance(name, str) and name.isidentifier() else None
         if method is None:

@@ -61,7 +61,12 @@ class Portal:
 
     def registerChecker(self, checker: Any, *interfaces: type) -> None:
         """Use ``checker`` for ``interfaces`` (default: its ``credentialInterfaces``)."""
-        for interface in interfaces or checker.credentialInterfaces:
+        interfaces = interfaces or tuple(getattr(checker, "credentialInterfaces", ()))
+        if not interfaces or not callable(getattr(checker, "requestAvatarId", None)):
+            raise TypeError(
+                f"{checker!r} is not a checker: it needs requestAvatarId() and credentialInterfaces"
+            )
+        for interface in interfaces:
             self._checkers.setdefault(interface, []).append(checker)
 
     def listCredentialsInterfaces(self) -> list[type]:
