@@ -360,3 +360,65 @@ async def test_brokers_and_connections_are_collected_after_close():
     gc.collect()
     alive = [ref() for ref in watched if ref() is not None]
     assert not alive, f"still alive after close: {alive}: {[gc.get_referrers(a) for a in alive]}"
+
+
+# ------------------------------------------------------- 38: re-login via a Portal
+
+
+class Member(pb.Avatar):
+    def __init__(self, name: str, server_name: str):
+        self.name = name
+        self.server_name = server_name
+
+    def perspective_whoami(self) -> str:
+        return f"{self.name}@{self.server_name}"
+
+
+class Club:
+    """A realm that counts logins and logouts."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.logins = 0
+        self.logouts = 0
+
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        self.logins += 1
+
+        def logout() -> None:
+            self.logouts += 1
+
+        return interfaces[0], Member(avatar_id, self.name), logout
+
+
+async def test_reconnecting_client_logs_in_through_a_portal_after_a_restart():
+    from pbnb.cred import InMemoryPasswordChecker, Portal, UsernamePassword
+
+    def portal(realm: Club) -> Portal:
+        return Portal(realm, [InMemoryPasswordChecker(ada="lovelace", iterations=4096)])
+
+    first_realm, second_realm = Club("one"), Club("two")
+    first = await pb.serve(portal(first_realm))
+    port = first.port
+    reconnecting = pb.ReconnectingClient(
+        "127.0.0.1",
+        port,
+        login=lambda client: client.login(UsernamePassword("ada", "lovelace")),
+        initial_delay=0.01,
+        max_delay=0.05,
+    )
+    async with reconnecting:
+        old = await asyncio.wait_for(reconnecting.root(), WAIT)
+        assert await old.callRemote("whoami") == "ada@one"
+        await first.close()
+        await asyncio.wait_for(reconnecting.wait_for(pb.ReconnectStatus.WAITING), WAIT)
+        assert first_realm.logouts == 1
+        second = await pb.serve(portal(second_realm), port=port)
+        await asyncio.wait_for(reconnecting.wait_for(pb.ReconnectStatus.CONNECTED), WAIT)
+        new = await reconnecting.root()
+        assert await new.callRemote("whoami") == "ada@two"
+        with pytest.raises(pb.DeadReferenceError):
+            await old.callRemote("whoami")
+    assert second_realm.logins == 1
+    await asyncio.wait_for(_until(lambda: second_realm.logouts == 1), WAIT)
+    await second.close()

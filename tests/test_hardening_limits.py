@@ -9,6 +9,7 @@ bystander client on the same server keeps working, and the tables end empty.
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import msgpack
 import pytest
@@ -198,8 +199,6 @@ async def test_too_many_references_handed_out_fail_the_answer(service):
     with pytest.raises(pb.LimitExceeded, match="max_references"):
         await root.callRemote("things", 1)
     del things
-    import gc
-
     gc.collect()  # drop our handles: DECREFs free the server's slots
     await asyncio.wait_for(
         until(lambda: server_side(server, client).broker.table_sizes()["exports"] == 1), WAIT
@@ -337,3 +336,28 @@ async def test_too_many_inbound_calls_from_a_raw_flood_are_each_refused(service)
     assert sum(h[0] == Kind.ANSWER for h in replies.values()) == 6  # root + 5 calls
     peer.writer.close()
     await asyncio.wait_for(until(lambda: len(server.connections) == 1), WAIT)
+
+
+# ------------------------------------------------------------- failed logins
+
+
+async def test_failed_logins_end_that_connection_and_others_log_in():
+    from pbnb.cred import InMemoryPasswordChecker, Portal, UnauthorizedLogin, UsernamePassword
+
+    class Realm:
+        def requestAvatar(self, avatar_id, mind, *interfaces):
+            return interfaces[0], pb.Avatar(), lambda: None
+
+    portal = Portal(Realm(), [InMemoryPasswordChecker(ada="lovelace", iterations=4096)], max_failures=3)
+    server = await pb.serve(portal)
+    guesser = await pb.connect("127.0.0.1", server.port)
+    honest = await pb.connect("127.0.0.1", server.port)
+    for attempt in range(3):
+        with pytest.raises((UnauthorizedLogin, pb.PBConnectionLost)):
+            await guesser.login(UsernamePassword("ada", f"guess {attempt}"))
+    await asyncio.wait_for(guesser.wait_closed(), WAIT)
+    with pytest.raises((pb.DeadReferenceError, pb.PBConnectionLost)):
+        await guesser.login(UsernamePassword("ada", "lovelace"))
+    assert await honest.login(UsernamePassword("ada", "lovelace")) is not None
+    await honest.close()
+    await server.close()
