@@ -128,3 +128,13 @@ async def test_a_server_that_does_not_hold_the_keys_is_not_trusted() -> None:
         async with client_of(server) as client:
             with pytest.raises(UnauthorizedLogin, match="could not prove"):
                 await within(client.login(UsernamePassword("alice", PASSWORD)))
+
+
+@pytest.mark.parametrize(("username", "password"), [("", "pw"), ("a\0b", "pw"), ("alice", "\a")])
+async def test_names_and_passwords_scram_cannot_carry_fail_locally(username, password) -> None:
+    async with serving(make_portal()) as server, client_of(server) as client:
+        with pytest.raises(ValueError, match="cannot log in"):
+            await within(client.login(UsernamePassword(username, password)))
+        assert client.broker.table_sizes()["pending_calls"] == 0
+    with pytest.raises(ValueError, match="unusable password"):
+        ScramSecret.from_password("\a")

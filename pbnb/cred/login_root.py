@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from ..core.flavors import Referenceable, Root
 from ..errors import PBConnectionLost
@@ -120,7 +120,7 @@ class LoginRoot(Root):
             self._refuse(exchange.username, REFUSED)
         return server_final, await self._deliver(exchange.username, mind)
 
-    def _refuse(self, username: str | None, message: str) -> None:
+    def _refuse(self, username: str | None, message: str) -> NoReturn:
         self._failures += 1
         peer = self._connection.peer
         log.warning(

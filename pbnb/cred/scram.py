@@ -52,9 +52,12 @@ class ScramSecret:
         """Derive the secret for ``password`` with a fresh random salt (or ``salt``)."""
         if iterations < DEFAULT_ITERATIONS:
             raise ValueError(f"{MECHANISM} needs at least {DEFAULT_ITERATIONS} iterations, got {iterations}")
-        salt, stored_key, server_key, iterations = _MECHANISM.make_auth_info(
-            password, iteration_count=iterations, salt=salt or secrets.token_bytes(SALT_BYTES)
-        )
+        try:
+            salt, stored_key, server_key, iterations = _MECHANISM.make_auth_info(
+                password, iteration_count=iterations, salt=salt or secrets.token_bytes(SALT_BYTES)
+            )
+        except ScramException as exc:
+            raise ValueError(f"unusable password for {MECHANISM}: {exc}") from None
         return cls(salt, stored_key, server_key, iterations)
 
     @classmethod
@@ -152,10 +155,16 @@ class ClientExchange:
     """The client's half: builds its messages from the password, checks the server's proof."""
 
     def __init__(self, username: str, password: str):
-        self._client = ScramClient([MECHANISM], username, password)
+        """Raises ValueError if SCRAM cannot carry this user name or password (SASLprep)."""
+        try:
+            self._client = ScramClient([MECHANISM], username, password)
+            self._first = self._client.get_client_first()
+        except ScramException as exc:
+            raise ValueError(f"cannot log in as {username!r} with {MECHANISM}: {exc}") from None
 
     def first(self) -> str:
-        return self._client.get_client_first()
+        """The client-first message: the user name and a fresh nonce."""
+        return self._first
 
     def final(self, server_first: str) -> str:
         """Answer the server's challenge with the client proof. Raises ValueError if malformed."""
