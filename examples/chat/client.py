@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace, password: str) -> int:
             ChatWindow(lambda t: print(t, flush=True)),
             tls,
         )
-    except (OSError, pb.PBError, pb.Error) as exc:
+    except (OSError, ValueError, pb.PBError, pb.Error) as exc:
         print(f"chat: {exc}", file=sys.stderr)
         return 1
     print(f"chat: joined {args.room} as {args.user}", flush=True)
