@@ -178,11 +178,13 @@ async def test_too_long_a_container_fails_the_call(service, make, fits):
 async def test_too_many_calls_at_once_are_refused_and_the_rest_run(service):
     server, service_root, _ = service
     client, root = await client_of(server)
-    calls = [root.callRemote("hold") for _ in range(8)]
+    calls = [root.callRemote("hold") for _ in range(5)]
     await asyncio.wait_for(until(lambda: service_root.running == 5), WAIT)
+    calls += [root.callRemote("hold") for _ in range(3)]
     refused = await asyncio.gather(*calls[5:], return_exceptions=True)
     assert all(isinstance(error, pb.LimitExceeded) for error in refused), refused
     assert "max_inbound_calls" in str(refused[0])
+    assert service_root.running == 5
     service_root.gate.set()
     assert await asyncio.gather(*calls[:5]) == ["released"] * 5
     assert await root.callRemote("echo", 1) == 1
@@ -314,22 +316,24 @@ async def test_a_peer_with_another_version_gets_a_clear_goodbye(service):
 async def test_too_many_inbound_calls_from_a_raw_flood_are_each_refused(service):
     server, service_root, _ = service
     peer = await RawPeer.open(server.port)
-    frames = [encode_frame([Kind.ROOT, 1])]
     args = msgpack.packb([[], {}])
-    frames += [encode_frame([Kind.CALL, n, 1, "hold", serialize.PLAIN], args) for n in range(2, 40)]
-    peer.writer.write(b"".join(frames))
 
-    async def open_gate_when_full() -> None:
-        await until(lambda: service_root.running == 5)
-        service_root.gate.set()
+    def calls(ids: range) -> bytes:
+        return b"".join(encode_frame([Kind.CALL, n, 1, "hold", serialize.PLAIN], args) for n in ids)
 
-    opener = asyncio.create_task(open_gate_when_full())
+    peer.writer.write(encode_frame([Kind.ROOT, 1]) + calls(range(2, 7)))
+    await asyncio.wait_for(until(lambda: service_root.running == 5), WAIT)
+    peer.writer.write(calls(range(7, 40)))
     replies: dict[int, list] = {}
+    while len(replies) < 34:  # the root, then the 33 refusals
+        header = await peer.next_header()
+        if header[0] in (Kind.ANSWER, Kind.ERROR):
+            replies[header[1]] = header
+    service_root.gate.set()
     while len(replies) < 39:
         header = await peer.next_header()
         if header[0] in (Kind.ANSWER, Kind.ERROR):
             replies[header[1]] = header
-    await opener
     refused = [h for h in replies.values() if h[0] == Kind.ERROR]
     assert len(refused) == 33
     assert all(h[2] == "pbnb.errors.LimitExceeded" and "max_inbound_calls" in h[3] for h in refused)
