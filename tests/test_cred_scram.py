@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 from cred_helpers import USERS, Realm, Relay, client_of, make_portal, serving, within
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pbnb as pb
 from pbnb.cred import InMemoryPasswordChecker, ScramSecret, UnauthorizedLogin, UsernamePassword
-from pbnb.cred.scram import ServerExchange, decoy_secret
+from pbnb.cred.scram import ClientExchange, ServerExchange, decoy_secret
 
 PASSWORD = USERS["alice"]
 
@@ -138,3 +140,19 @@ async def test_names_and_passwords_scram_cannot_carry_fail_locally(username, pas
         assert client.broker.table_sizes()["pending_calls"] == 0
     with pytest.raises(ValueError, match="unusable password"):
         ScramSecret.from_password("\a")
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.text(max_size=60), final=st.text(max_size=80), proof=st.binary(max_size=40))
+def test_any_text_from_a_client_gives_a_refusal_never_a_crash(first: str, final: str, proof: bytes) -> None:
+    secret = ScramSecret.from_password("pw", salt=b"s" * 32)
+    try:
+        ServerExchange(lambda username: secret).first(first)
+    except ValueError:
+        pass
+    exchange = ServerExchange(lambda username: secret)
+    exchange.first(ClientExchange("alice", "x").first())
+    assert exchange.final(final) is None
+    forged = ServerExchange(lambda username: secret)
+    forged_nonce = forged.first(ClientExchange("alice", "x").first()).split(",")[0]
+    assert forged.final(f"c=biws,{forged_nonce},p={base64.b64encode(proof).decode()}") is None
