@@ -212,6 +212,22 @@ def setUnjellyableForClass(class_or_name: type | str, remote_class: type) -> Non
     default_registry.register(class_or_name, remote_class)
 
 
+class _Annotation:
+    """Shows a string annotation (``from __future__ import annotations``) without quotes."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _unquoted(annotation: Any) -> Any:
+    return _Annotation(annotation) if isinstance(annotation, str) else annotation
+
+
 def describe_methods(obj: Any) -> list[dict[str, str]]:
     """Describe the remotely callable methods of an exported object.
 
@@ -229,10 +245,11 @@ def describe_methods(obj: Any) -> list[dict[str, str]]:
             continue
         try:
             signature = inspect.signature(method)
-            params = list(signature.parameters.values())
+            params = [p.replace(annotation=_unquoted(p.annotation)) for p in signature.parameters.values()]
             if prefix == "view_" and params:
                 params = params[1:]
-            text = str(signature.replace(parameters=params))
+            returns = _unquoted(signature.return_annotation)
+            text = str(signature.replace(parameters=params, return_annotation=returns))
         except (TypeError, ValueError):
             text = "(...)"
         doc = inspect.getdoc(method) or ""
