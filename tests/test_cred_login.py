@@ -165,6 +165,16 @@ def test_a_portal_refuses_bad_configuration() -> None:
         Portal(Realm(), [object()])
     with pytest.raises(ValueError, match="max_failures"):
         Portal(Realm(), [AllowAnonymousAccess()], max_failures=0)
+    with pytest.raises(ValueError, match="decoy_key"):
+        Portal(Realm(), [AllowAnonymousAccess()], decoy_key=b"short")
+
+
+def test_a_fixed_decoy_key_keeps_decoy_salts_across_restarts() -> None:
+    def salt_after_restart(**options) -> bytes:
+        return make_portal(**options).scram_lookup()("mallory").salt
+
+    assert salt_after_restart(decoy_key=b"k" * 32) == salt_after_restart(decoy_key=b"k" * 32)
+    assert salt_after_restart() != salt_after_restart()
 
 
 async def test_too_many_failures_drop_the_connection_but_not_the_others() -> None:

@@ -46,16 +46,27 @@ class Portal:
     """Log users in: ``Portal(realm, [checker, ...])``, then ``pbnb.serve(portal)``.
 
     ``max_failures`` failed logins on one connection make the server drop it.
+    An unknown user is shown a decoy salt derived from the name and
+    ``decoy_key`` (random by default); pass a fixed secret key to keep decoy
+    salts stable across restarts, as real users' salts are.
     """
 
-    def __init__(self, realm: IRealm, checkers: Iterable[Any] = (), *, max_failures: int = 5):
+    def __init__(
+        self,
+        realm: IRealm,
+        checkers: Iterable[Any] = (),
+        *,
+        max_failures: int = 5,
+        decoy_key: bytes | None = None,
+    ):
         if max_failures < 1:
             raise ValueError("max_failures must be at least 1")
+        if decoy_key is not None and len(decoy_key) < 16:
+            raise ValueError("decoy_key must be a secret of at least 16 bytes")
         self.realm = realm
         self.max_failures = max_failures
         self._checkers: dict[type, list[Any]] = {}
-        # Salts of unknown users are derived from this, so they look stable.
-        self._decoy_key = os.urandom(32)
+        self._decoy_key = decoy_key or os.urandom(32)
         for checker in checkers:
             self.registerChecker(checker)
 
