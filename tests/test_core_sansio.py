@@ -421,6 +421,7 @@ def test_live_reference_limit_fails_that_call_only(service, byte_by_byte):
 
 
 def test_inbound_call_limit_refuses_the_extra_call(service, byte_by_byte):
+    """Calls still running (here: held back, like slow async methods) count towards the limit."""
     pair = ConnectionPair(
         server_root=service,
         byte_by_byte=byte_by_byte,
@@ -428,12 +429,25 @@ def test_inbound_call_limit_refuses_the_extra_call(service, byte_by_byte):
     ).handshake()
     root = pair.root()
     pair.defer_calls = True
-    outcomes = [root.callRemote("add", i) for i in range(3)]
-    pair.pump()
-    assert isinstance(outcomes[2].exception(), LimitExceeded)
+    running = [pair.call(root, "add", i) for i in range(2)]
+    refused = pair.call(root, "add", 2)
+    assert isinstance(refused.exception(), LimitExceeded)
+    assert "max_inbound_calls" in str(refused.exception())
     pair.defer_calls = False
     pair.run_deferred()
-    assert [o.result() for o in outcomes[:2]] == [0, 1]
+    assert [o.result() for o in running] == [0, 1]
+    assert pair.call(root, "add", 3).result() == 3
+
+
+def test_a_burst_of_quick_calls_is_not_refused(service):
+    """Calls that arrive together are not running yet: the limit must not refuse them."""
+    pair = ConnectionPair(
+        server_root=service, server_options={"limits": Limits(max_inbound_calls=5)}
+    ).handshake()
+    root = pair.root()
+    outcomes = [root.callRemote("add", i, 1) for i in range(50)]
+    pair.pump()  # all 50 frames reach the server in one receive_data()
+    assert [o.result() for o in outcomes] == [i + 1 for i in range(50)]
 
 
 # ----------------------------------------------------------------- copies
