@@ -222,7 +222,10 @@ class ReferenceWidget(widgets.VBox):
         self.status = widgets.HTML()
         self.status.add_class("pbnb-status")
         self.methods = widgets.VBox([widgets.HTML("<i>asking the peer what it offers…</i>")])
-        super().__init__(children=[widgets.HBox([self.header, self.status]), self.methods])
+        super().__init__(
+            children=[widgets.HBox([self.header, self.status]), self.methods],
+            layout=widgets.Layout(border_left="3px solid #cfd8dc", padding="0 0 0 8px"),
+        )
         self.add_class("pbnb-reference")
         self._show_header()
         self._show_status()

@@ -1,0 +1,64 @@
+"""JupyterLab's own "Run All" in headless Debian chromium: every cell is queued at once.
+
+This is where a magic that ran the loop re-entrantly used to kill the kernel;
+pbnb's magics are awaited instead, so the kernel must live and the live cache
+widget must follow the broker afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from notebook_fixtures.harness import BrokerProcess
+from notebook_fixtures.servers import CHROMIUM, artifacts_dir, browser_page, jupyterlab
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+KERNEL_IDLE = (
+    "[...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+    ".some(e => / \\| Idle$/.test(e.innerText) && !e.innerText.startsWith('No Kernel'))"
+)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    process = BrokerProcess(tmp_path)
+    yield process
+    process.close()
+
+
+def test_run_all_in_jupyterlab(tmp_path, broker):
+    from playwright.sync_api import expect
+
+    env = {"PBNB_TEST_PORT": str(broker.port)}
+    with (
+        jupyterlab("live.ipynb", tmp_path, env) as url,
+        browser_page(artifacts_dir(tmp_path), "lab-run-all") as page,
+    ):
+        page.goto(f"{url}/lab/tree/live.ipynb", timeout=120_000)
+        page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+        # Fire and forget: awaiting the command's promise from evaluate() can hang.
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        notebook = page.locator(".jp-NotebookPanel")
+        expect(notebook).to_contain_text("all cells ran", timeout=60_000)
+        prompts = page.locator(".jp-NotebookPanel .jp-InputPrompt")
+        expect(prompts).to_have_text(["[1]:", "[2]:", "[3]:", "[4]:", "[5]:"])
+
+        value = page.locator(".jp-NotebookPanel .pbnb-cache .pbnb-field-value input")
+        expect(value).to_have_value("0", timeout=30_000)
+        assert broker.command("set 31") == "ok 31"
+        expect(value).to_have_value("31", timeout=10_000)
+
+        hello = page.locator(".jp-NotebookPanel .pbnb-method-hello").first
+        hello.locator(".pbnb-call").click()
+        expect(hello.locator(".pbnb-output")).to_contain_text("TypeError", timeout=10_000)  # name is required
+        hello.locator(".pbnb-args input").fill("'lab'")
+        hello.locator(".pbnb-call").click()
+        expect(hello.locator(".pbnb-output")).to_contain_text("hello lab!", timeout=10_000)
+        # The kernel is alive and well: still idle, never restarted.
+        page.wait_for_function(KERNEL_IDLE, timeout=10_000)
+        expect(page.locator("body")).not_to_contain_text("Kernel Restarting")
