@@ -44,6 +44,7 @@ from ..errors import (
     LimitExceeded,
     NoSuchMethod,
     PBConnectionLost,
+    PBError,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -287,9 +288,13 @@ class Broker:
         self._journal = []
         try:
             value = self._decoder.decode(mode, payload)
-        except BaseException:
+        except BaseException as exc:
             self._rollback()
             self._return_references(payload)
+            if isinstance(exc, Exception) and not isinstance(exc, PBError):
+                # A receiver's own hook (setCopyableState, __hash__, ...) failed:
+                # refuse this one message like any other undecodable one.
+                raise ProtocolError(f"could not rebuild the value: {type(exc).__name__}: {exc}") from exc
             raise
         self._commit()
         return value
