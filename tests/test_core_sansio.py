@@ -116,6 +116,9 @@ class Service(Root):
     def remote_secret(self):
         return Secret()
 
+    def remote_fussy(self):
+        return Fussy()
+
 
 @pytest.fixture
 def registry():
@@ -482,6 +485,39 @@ def test_unregistered_copy_in_an_answer_fails_the_call(pair):
     error = pair.call(root, "secret").exception()
     assert isinstance(error, InsecureJelly)
     assert pair.call(root, "add", 2).result() == 2
+
+
+class Fussy(Copyable):
+    def __init__(self, ref=None):
+        self.ref = ref
+
+
+class RemoteFussy(RemoteCopy):
+    def setCopyableState(self, state):
+        raise RuntimeError("this copy refuses every state")
+
+
+def test_set_copyable_state_failure_in_an_answer_fails_only_that_call(pair, registry):
+    """A receiver hook that raises fails the call with the decoding error; the connection lives."""
+    registry.register(Fussy, RemoteFussy)
+    root = pair.root()
+    error = pair.call(root, "fussy").exception()
+    assert isinstance(error, ProtocolError)
+    assert "RuntimeError" in str(error) and "refuses every state" in str(error)
+    assert not pair.of_type("client", ev.ConnectionFailed)
+    assert not pair.of_type("server", ev.ConnectionFailed)
+    assert pair.call(root, "add", 4).result() == 4
+
+
+def test_set_copyable_state_failure_in_arguments_is_refused(pair, registry, service):
+    registry.register(Fussy, RemoteFussy)
+    root = pair.root()
+    error = pair.call(root, "receive", Fussy(Callback())).exception()
+    assert isinstance(error, ProtocolError) and "refuses every state" in str(error)
+    assert service.got == []
+    collect(pair)
+    assert pair.client.table_sizes()["exports"] == 0  # the reference it carried came back
+    assert pair.call(root, "add", 5).result() == 5
 
 
 def test_get_state_failure_fails_the_caller_locally(pair):
