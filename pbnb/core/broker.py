@@ -16,8 +16,9 @@ State rules, all of them:
   DECREF was in flight keeps the object alive.
 * Caches follow the same counting with DECACHE. A cache's state cannot be
   rebuilt from an id alone, so if CACHED refs were in flight when the peer
-  dropped its copy, the owner answers the DECACHE with CACHE_STATE and the
-  peer holds back every event from the moment it met the orphan ref until the
+  dropped its copy, the owner answers the DECACHE with CACHE_STATE (the old
+  copy's observation ends, the new copy gets a new observer) and the peer
+  holds back every event from the moment it met the orphan ref until the
   state arrives; otherwise the owner answers UNCACHED.
 * Encoding and decoding a message is a transaction: export, import and cache
   counts change only if the whole message goes through. A message the
@@ -375,7 +376,7 @@ class Broker:
             raise DeadReferenceError(f"{ref!r} is dead: its connection is gone")
         if isinstance(ref, CacheObserver):
             entry = self._cache_exports.get(ref._id)
-            if entry is None:
+            if entry is None or entry.observer is not ref:
                 raise DeadReferenceError(f"the peer no longer holds cache {ref._id}")
             return self._count_cache_send(ref._id, entry)
         return msgpack.ExtType(serialize.EXT_YOURS, ref._id.to_bytes(8, "big"))
@@ -545,7 +546,7 @@ class Broker:
             raise ValueError(f"remote method name must be an identifier, got {method!r}")
         if isinstance(ref, CacheObserver):
             cache = self._cache_exports.get(ref._id)
-            if cache is None:
+            if cache is None or cache.observer is not ref:
                 raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: the peer dropped that cache")
             # An update speaks to the peer the copy was made for, whoever triggers it.
             perspective = cache.perspective
@@ -823,7 +824,11 @@ class Broker:
             self._drop_cache_export(cache)
             self._send([Kind.UNCACHED, remote_id])
             return
-        # CACHED refs were in flight: the peer will need the state again.
+        # CACHED refs were in flight: the copy the peer held is gone, and the one
+        # those refs will build is a new observation with a new observer, so
+        # the owner's bookkeeping stays balanced whatever order the hooks run in.
+        self._emit(ev.CacheReleased(cache.cacheable, cache.perspective, cache.observer))
+        cache.observer = CacheObserver(self, remote_id)
         try:
             state = cache.cacheable.getStateToCacheAndObserveFor(cache.perspective, cache.observer)
             mode, state_payload = self._encode(state, cache.perspective, "cache state")

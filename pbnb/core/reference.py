@@ -88,6 +88,12 @@ class CacheObserver(RemoteReference):
     __slots__ = ()
     _kind = Kind.OBSERVE
 
+    # The broker makes one observer per copy the peer builds, and a copy rebuilt
+    # after the drop race gets a new one under the same cache id: identity is
+    # what tells them apart.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
 
 class _MethodProxy:
     __slots__ = ("_ref",)
