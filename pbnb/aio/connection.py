@@ -294,7 +294,10 @@ class Connection(asyncio.Protocol):
             return future
         future._pb_connection = self
         future._pb_description = f"{name}() on {ref!r}"
-        self._flush_soon()
+        if self.broker.pending_calls == 1:  # type: ignore[union-attr]
+            self._flush()  # nothing else in flight: send now rather than a loop turn later
+        else:
+            self._flush_soon()  # a burst: the calls of this turn share one write
         return future
 
     def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:
