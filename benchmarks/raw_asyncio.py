@@ -1,0 +1,94 @@
+"""The floor: asyncio streams and msgpack with a 4-byte length prefix, no RPC layer.
+
+Requests are ``[request_id, method, args]`` and answers ``[request_id, result]``;
+the server answers in order, so the client reads answers back in order too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Callable
+
+import msgpack
+
+from .harness import announce
+from .workloads import DICTS, MIB, SMALL, WINDOW, check_dicts, check_mib
+
+DRIVER = "asyncio"
+_PREFIX = struct.Struct(">I")
+_HIGH_WATER = 256 * 1024
+
+
+def _frame(value: object) -> bytes:
+    body = msgpack.packb(value)
+    return _PREFIX.pack(len(body)) + body
+
+
+async def _read(reader: asyncio.StreamReader) -> object:
+    (size,) = _PREFIX.unpack(await reader.readexactly(4))
+    return msgpack.unpackb(await reader.readexactly(size))
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    methods = {"echo": lambda value: value}
+    try:
+        while True:
+            request_id, method, args = await _read(reader)
+            writer.write(_frame([request_id, methods[method](*args)]))
+            if writer.transport.get_write_buffer_size() > _HIGH_WATER:
+                await writer.drain()
+    except asyncio.IncompleteReadError:
+        writer.close()
+
+
+def serve() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_handle, "127.0.0.1", 0)
+        announce(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+class Client:
+    async def connect(self, port: int) -> None:
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
+        self._next_id = 0
+
+    async def _call(self, value: object) -> object:
+        self._next_id += 1
+        self._writer.write(_frame([self._next_id, "echo", [value]]))
+        _, result = await _read(self._reader)
+        return result
+
+    async def sequential(self, count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            await self._call(SMALL)
+        return time.perf_counter() - start
+
+    async def pipelined(self, batches: int) -> float:
+        start = time.perf_counter()
+        for _ in range(batches):
+            for _ in range(WINDOW):
+                self._next_id += 1
+                self._writer.write(_frame([self._next_id, "echo", [SMALL]]))
+            for _ in range(WINDOW):
+                await _read(self._reader)
+        return time.perf_counter() - start
+
+    async def dicts(self, count: int) -> float:
+        return await self._echoes(DICTS, count, check_dicts)
+
+    async def mib(self, count: int) -> float:
+        return await self._echoes(MIB, count, check_mib)
+
+    async def _echoes(self, value: object, count: int, check: Callable[[object], None]) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            result = await self._call(value)
+        elapsed = time.perf_counter() - start
+        check(result)
+        return elapsed

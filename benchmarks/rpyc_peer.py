@@ -1,0 +1,70 @@
+"""RPyC with a plain Service.
+
+RPyC passes lists and dicts by reference (netrefs), so an echo of the dict
+list would send nothing but a proxy. To make the rows travel, as they do for
+every other peer, the server copies them in with ``obtain`` and the client
+copies the answer back with ``obtain`` (RPyC's documented way to get a copy).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import rpyc
+from rpyc.utils.classic import obtain
+from rpyc.utils.server import ThreadedServer
+
+from .harness import announce
+from .workloads import DICTS, MIB, SMALL, WINDOW, check_dicts, check_mib
+
+DRIVER = "sync"
+_CONFIG = {"allow_pickle": True, "allow_public_attrs": True}
+
+
+class EchoService(rpyc.Service):
+    def exposed_echo(self, value: object) -> object:
+        return value
+
+    def exposed_echo_copy(self, value: object) -> object:
+        return obtain(value)
+
+
+def serve() -> None:
+    server = ThreadedServer(EchoService, hostname="127.0.0.1", port=0, protocol_config=_CONFIG)
+    announce(server.port)
+    server.start()
+
+
+class Client:
+    def connect(self, port: int) -> None:
+        self._conn = rpyc.connect("127.0.0.1", port, config=_CONFIG)
+
+    def sequential(self, count: int) -> float:
+        echo = self._conn.root.echo
+        start = time.perf_counter()
+        for _ in range(count):
+            echo(SMALL)
+        return time.perf_counter() - start
+
+    def pipelined(self, batches: int) -> float:
+        echo = rpyc.async_(self._conn.root.echo)
+        start = time.perf_counter()
+        for _ in range(batches):
+            for result in [echo(SMALL) for _ in range(WINDOW)]:
+                result.wait()
+        return time.perf_counter() - start
+
+    def dicts(self, count: int) -> float:
+        return self._echoes(self._conn.root.echo_copy, DICTS, count, check_dicts)
+
+    def mib(self, count: int) -> float:
+        return self._echoes(self._conn.root.echo, MIB, count, check_mib)
+
+    def _echoes(self, echo: Callable, value: object, count: int, check: Callable[[object], None]) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            result = obtain(echo(value))
+        elapsed = time.perf_counter() - start
+        check(result)
+        return elapsed

@@ -1,0 +1,195 @@
+"""Run every benchmark and print each peer's speed as a ratio to raw asyncio.
+
+    .venv/bin/python -m benchmarks.run            # about 2 minutes
+    .venv/bin/python -m benchmarks.run --quick    # about 30 seconds
+
+Each peer's server runs in its own process, started fresh for this run, and
+is measured by a client in another process. Rounds interleave the peers
+workload by workload, so a burst of load from elsewhere on the machine hits
+them alike; each figure is the median over the rounds of that round's ratio
+to raw asyncio (higher is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import serialization
+from .harness import PEERS
+from .workloads import WORKLOADS
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOOR = "raw_asyncio"
+LABELS = {
+    "raw_asyncio": "raw asyncio",
+    "pbnb_peer": "pbnb",
+    "twisted_peer": "Twisted PB",
+    "pyro_peer": "Pyro5",
+    "rpyc_peer": "RPyC",
+}
+#: pbnb's targets, as ratios to the floor (serialization: to plain msgpack).
+TARGETS = {"sequential": 0.9, "pipelined": 0.5, "dicts": 0.5, "mib": 0.7}
+SERIALIZATION_TARGET = 0.5
+START_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 120.0
+
+
+class PeerProcesses:
+    """One peer's server process and the client process that measures it."""
+
+    def __init__(self, name: str, *, with_client: bool = True):
+        self.name = name
+        self._client: subprocess.Popen | None = None
+        self._server = self._spawn("server", name)
+        self.port = int(self._expect(self._server, "PORT ").split()[1])
+        if with_client:
+            self._client = self._spawn("client", name, str(self.port))
+            self._expect(self._client, "READY")
+
+    @staticmethod
+    def _spawn(*args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.harness", *args],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    def _expect(self, process: subprocess.Popen, prefix: str, timeout: float = START_TIMEOUT) -> str:
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        line = process.stdout.readline() if ready else ""  # type: ignore[union-attr]
+        if not line.startswith(prefix):
+            self.close()
+            raise RuntimeError(f"{self.name}: expected {prefix!r} from the {process.args[3]}, got {line!r}")
+        return line
+
+    def measure(self, workload: str, budget: float) -> dict[str, Any]:
+        self._client.stdin.write(json.dumps({"workload": workload, "budget": budget}) + "\n")  # type: ignore
+        self._client.stdin.flush()  # type: ignore[union-attr]
+        return json.loads(self._expect(self._client, "{", COMMAND_TIMEOUT))
+
+    def close(self) -> None:
+        for process in (self._client, self._server):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+
+def measure_peers(names: list[str], rounds: int, budget: float) -> dict[str, dict[str, list]]:
+    """Return peer -> workload -> per-round rates (a float, or an error string)."""
+    peers: list[PeerProcesses] = []
+    try:
+        for name in names:
+            try:
+                peers.append(PeerProcesses(name))
+            except Exception as exc:
+                print(f"skipping {LABELS[name]}: {exc}", file=sys.stderr)
+        rates: dict[str, dict[str, list]] = {p.name: {w: [] for w in WORKLOADS} for p in peers}
+        for round_number in range(rounds):
+            print(f"round {round_number + 1}/{rounds}", file=sys.stderr, flush=True)
+            order = peers[round_number % len(peers) :] + peers[: round_number % len(peers)]
+            for workload in WORKLOADS:
+                for peer in order:
+                    answer = peer.measure(workload, budget)
+                    rates[peer.name][workload].append(answer.get("rate", answer.get("error")))
+        return rates
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def median_ratio(ours: list, floor: list) -> tuple[float, float, float] | str:
+    """Median, min and max over rounds of ours/floor; or the error a peer gave."""
+    for value in ours:
+        if isinstance(value, str):
+            return value
+    ratios = [a / b for a, b in zip(ours, floor, strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def _cell(result: tuple[float, float, float] | str) -> str:
+    if isinstance(result, str):
+        return "refused" if "Banana" in result or "too long" in result.lower() else "failed"
+    median, low, high = result
+    return f"{median:.2f}x ({low:.2f}-{high:.2f})"
+
+
+def print_peer_table(rates: dict[str, dict[str, list]]) -> list[str]:
+    """Print the ratio table; return the notes for cells that failed."""
+    names = [name for name in LABELS if name in rates and name != FLOOR]
+    header = ["workload", "raw asyncio (calls/s)", *(LABELS[n] for n in names), "pbnb target"]
+    rows = [header]
+    notes = []
+    for workload in WORKLOADS:
+        floor = rates[FLOOR][workload]
+        row = [workload, f"{statistics.median(floor):,.0f}"]
+        for name in names:
+            result = median_ratio(rates[name][workload], floor)
+            row.append(_cell(result))
+            if isinstance(result, str):
+                notes.append(f"{LABELS[name]} {workload}: {result}")
+        row.append(f">= {TARGETS[workload]}x")
+        rows.append(row)
+    _print_rows(rows)
+    return notes
+
+
+def print_serialization_table(results: dict[str, list[tuple[float, float]]]) -> None:
+    rows = [["serialization round trip", "msgpack (per s)", "pbnb", "pbnb target"]]
+    for case, pairs in results.items():
+        ratios = [ours / theirs for ours, theirs in pairs]
+        faithful = serialization.CASES[case][1]
+        rows.append(
+            [
+                case,
+                f"{statistics.median(theirs for _, theirs in pairs):,.0f}",
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})",
+                f">= {SERIALIZATION_TARGET}x" if faithful else "(identity kept; msgpack loses it)",
+            ]
+        )
+    _print_rows(rows)
+
+
+def _print_rows(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about 30 s)")
+    parser.add_argument("--rounds", type=int, help="rounds per measurement (default 7, quick 3)")
+    parser.add_argument("--budget", type=float, help="seconds per measurement (default 0.3, quick 0.1)")
+    parser.add_argument(
+        "--peers", nargs="+", choices=PEERS, help="peers to compare (raw asyncio always runs)"
+    )
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 7)
+    budget = args.budget or (0.1 if args.quick else 0.3)
+    names = [FLOOR, *(name for name in args.peers or PEERS if name != FLOOR)]
+
+    rates = measure_peers(names, rounds, budget)
+    print(f"\nMedian over {rounds} rounds of each round's ratio to raw asyncio (min-max in brackets);")
+    print(f"higher is better; {budget}s per measurement; {os.cpu_count()} CPUs.\n")
+    notes = print_peer_table(rates)
+    print()
+    print_serialization_table(serialization.measure(rounds, budget))
+    for note in notes:
+        print(f"  note: {note}")
+
+
+if __name__ == "__main__":
+    main()
