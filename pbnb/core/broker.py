@@ -852,7 +852,10 @@ class Broker:
         if obj is not None and entry.awaiting_state:  # type: ignore[union-attr]
             entry.awaiting_state = False  # type: ignore[union-attr]
             if state is not None:
-                obj.setCopyableState(state)
+                try:
+                    obj.setCopyableState(state)
+                except Exception as exc:  # the receiver's own hook: report it, keep the stream
+                    self._emit(ev.MessageRefused(exc, f"state of cache {cache_id}"))
         self._awaited_states.discard(cache_id)
         if not self._awaited_states and self._held_events is not None:
             held, self._held_events = self._held_events, None
