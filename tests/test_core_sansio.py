@@ -10,6 +10,7 @@ import pytest
 from pair import ConnectionPair, Outcome
 
 from pbnb import (
+    Cacheable,
     Copyable,
     CopyRegistry,
     DeadReferenceError,
@@ -21,6 +22,7 @@ from pbnb import (
     PBConnectionLost,
     ProtocolError,
     Referenceable,
+    RemoteCache,
     RemoteCopy,
     RemoteError,
     RemoteReference,
@@ -80,6 +82,7 @@ class Service(Root):
         self.kept = None
         self.got = []
         self.notes = []
+        self.gauge = Gauge()
 
     def remote_add(self, a, b=0, *, scale=1):
         return (a + b) * scale
@@ -118,6 +121,9 @@ class Service(Root):
 
     def remote_fussy(self):
         return Fussy()
+
+    def remote_gauge(self):
+        return self.gauge
 
 
 @pytest.fixture
@@ -518,6 +524,48 @@ def test_set_copyable_state_failure_in_arguments_is_refused(pair, registry, serv
     collect(pair)
     assert pair.client.table_sizes()["exports"] == 0  # the reference it carried came back
     assert pair.call(root, "add", 5).result() == 5
+
+
+class Gauge(Cacheable):
+    """Its second observation sends a state its copy cannot take."""
+
+    def __init__(self):
+        self.observations = 0
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        self.observations += 1
+        return {"level": 1} if self.observations == 1 else {"broken": True}
+
+
+class GaugeCopy(RemoteCache):
+    def setCopyableState(self, state):
+        self.level = state["level"]
+
+
+def test_set_copyable_state_failure_in_a_cache_state_keeps_the_connection(service, registry):
+    """A CACHE_STATE whose state the copy refuses is reported, not fatal to the stream."""
+    registry.register(Gauge, GaugeCopy)
+    pair = ConnectionPair(
+        server_root=service, client_options={"registry": registry}, server_options={"registry": registry}
+    ).handshake()
+    root = pair.root()
+    copy = pair.call(root, "gauge").result()
+    assert copy.level == 1
+    again = root.callRemote("gauge")
+    pair.transfer(pair.client)
+    in_flight = pair.server.data_to_send()  # a CACHED ref to the copy about to be dropped
+    del copy
+    gc.collect()
+    pair.client.flush_collected()
+    pair.transfer(pair.client)  # DECACHE crosses the CACHED ref: the owner sends the state again
+    state_frame = pair.server.data_to_send()
+    pair.handle(pair.client, pair.client.receive_data(in_flight))
+    pair.handle(pair.client, pair.client.receive_data(state_frame))
+    (refused,) = pair.of_type("client", ev.MessageRefused)
+    assert "state of cache" in refused.description and isinstance(refused.error, KeyError)
+    assert isinstance(again.result(), GaugeCopy)
+    assert not pair.of_type("client", ev.ConnectionFailed)
+    assert pair.call(root, "add", 7).result() == 7
 
 
 def test_get_state_failure_fails_the_caller_locally(pair):
