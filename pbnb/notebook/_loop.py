@@ -133,5 +133,12 @@ def loop_of(ref: Any) -> asyncio.AbstractEventLoop:
 
 
 def call_on_loop(loop: asyncio.AbstractEventLoop, function: Any, *args: Any) -> None:
-    """Run ``function(*args)`` on ``loop``'s thread, soon, from any thread."""
-    loop.call_soon_threadsafe(function, *args)
+    """Run ``function(*args)`` on ``loop``'s thread: now if already there, else soon."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:  # keeps a local change in order with the calls that follow it
+        function(*args)
+    else:
+        loop.call_soon_threadsafe(function, *args)
