@@ -51,11 +51,21 @@ class Broken(pb.Copyable):
         raise RuntimeError("cannot describe myself")
 
 
+class Picky(pb.Copyable):
+    def getStateToCopy(self):
+        return ["not", "a", "dict"]
+
+
+class RemotePicky(pb.RemoteCopy):
+    pass  # the default setCopyableState wants a dict
+
+
 def registry() -> pb.CopyRegistry:
     """Each side's allow-list, kept apart from the global one so tests stay independent."""
     allowed = pb.CopyRegistry()
     allowed.register(Card, RemoteCard)
     allowed.register(Node, RemoteNode)
+    allowed.register(Picky, RemotePicky)
     return allowed
 
 
@@ -88,6 +98,9 @@ class Dealer(pb.Root):
 
     def remote_broken(self):
         return [Broken()]
+
+    def remote_picky(self):
+        return Picky()
 
     def remote_echo(self, value):
         return value
@@ -203,3 +216,13 @@ async def test_set_unjellyable_for_class_registers_globally():
         assert await within(session.root.callRemote("take", Note("hi"))) == "RemoteNote"
         (got,) = session.server.root.received
         assert got.text == "hi"
+
+
+async def test_a_state_the_copy_refuses_fails_only_that_call(session):
+    """A call whose answer cannot be rebuilt fails with that error; the connection lives on."""
+    with pytest.raises(pb.ProtocolError, match="got a list state"):
+        await within(session.root.callRemote("picky"))
+    with pytest.raises(pb.ProtocolError, match="got a list state"):
+        await within(session.root.callRemote("take", Picky()))
+    assert session.server.root.received == []
+    assert await within(session.root.callRemote("echo", "alive")) == "alive"
