@@ -7,9 +7,11 @@ programs share their copy allow-list. What is on offer:
 * ``DemoRoot``: plain and ``async`` methods, callbacks into the caller
   (``countdown``), copies (``records``) and a copy nobody allowed (``gadget``).
 * ``Record``: a copyable record, arriving as ``RemoteRecord``.
-* ``Ticker``: a live Cacheable that changes by itself while someone watches.
-* ``Counter``: a Cacheable shared by every client; ``increment`` changes it and
-  every copy follows.
+* ``Ticker``: a live Cacheable that changes by itself while someone watches;
+  its copy, ``RemoteTicker``, is a ``TraitCache`` that displays as live widgets.
+* ``Counter``: a Cacheable shared by every client; ``increment`` changes it, and
+  so does setting ``value`` on any copy (a ``WritableCacheable``); every copy
+  follows.
 * A chat behind a login: ``client.login(UsernamePassword("alice", "wonderland"),
   mind)`` gives a ``Chatter`` avatar; every mind gets ``remote_message(sender,
   text)`` pushed to it. The users are in ``DEMO_USERS``.
@@ -27,11 +29,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
+
+import traitlets
 
 import pbnb as pb
 from pbnb.cred import InMemoryPasswordChecker, IPerspective, LoginRoot, Portal
+from pbnb.notebook import TraitCache, WritableCacheable
 
 __all__ = [
     "DEMO_USERS",
@@ -81,64 +85,27 @@ class Gadget(pb.Copyable):
         self.label = label
 
 
-class _Observed(pb.Cacheable):
-    """Cacheable bookkeeping shared by the demo's live objects: who watches, tell them all."""
-
-    def __init__(self) -> None:
-        self.observers: list[pb.CacheObserver] = []
-
-    def getStateToCacheAndObserveFor(self, perspective: Any, observer: pb.CacheObserver) -> Any:
-        self.observers.append(observer)
-        return self.getStateToCopyFor(perspective)
-
-    def stoppedObserving(self, perspective: Any, observer: pb.CacheObserver) -> None:
-        if observer in self.observers:
-            self.observers.remove(observer)
-
-    def _tell(self, method: str, *args: Any) -> None:
-        for observer in list(self.observers):
-            observer.callRemoteNoAnswer(method, *args)
-
-
-class _LiveCopy(pb.RemoteCache):
-    """Receiving side of the demo's live objects: callbacks run after every change."""
-
-    def setCopyableState(self, state: Any) -> None:
-        super().setCopyableState(state)
-        self._listeners: list[Callable[[Any], Any]] = []
-
-    def on_change(self, callback: Callable[[Any], Any]) -> None:
-        """Call ``callback(self)`` after each change pushed by the owner."""
-        self._listeners.append(callback)
-
-    def _changed(self) -> None:
-        for callback in list(self._listeners):
-            callback(self)
-
-
-class Ticker(_Observed):
+class Ticker(pb.ObservedCacheable):
     """A value that moves by itself every ``interval`` seconds while anyone watches."""
 
+    observed_fields = ("count", "value")
+
     def __init__(self, interval: float = 0.5):
-        super().__init__()
         self.interval = interval
         self.count = 0
         self.value = 100.0
         self._task: asyncio.Task | None = None
 
-    def getStateToCopyFor(self, perspective: Any) -> Any:
-        return {"count": self.count, "value": self.value, "interval": self.interval}
-
     def getStateToCacheAndObserveFor(self, perspective: Any, observer: pb.CacheObserver) -> Any:
+        """Start moving when the first watcher arrives."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         return super().getStateToCacheAndObserveFor(perspective, observer)
 
     def step(self) -> None:
         """Move once: a deterministic wobble, so runs are reproducible."""
-        self.count += 1
-        self.value = round(self.value + ((self.count * 37) % 11 - 5) * 0.25, 2)
-        self._tell("tick", self.count, self.value)
+        count = self.count + 1
+        self.update(count=count, value=round(self.value + ((count * 37) % 11 - 5) * 0.25, 2))
 
     async def _run(self) -> None:
         while self.observers:
@@ -146,56 +113,44 @@ class Ticker(_Observed):
             self.step()
 
 
-class RemoteTicker(_LiveCopy):
-    """A watcher's copy of the ``Ticker``: ``count`` and ``value`` follow the owner."""
+class RemoteTicker(TraitCache):
+    """A watcher's copy of the ``Ticker``: ``count`` and ``value`` are traits that follow the owner."""
 
-    count: int
-    value: float
-
-    def observe_tick(self, count: int, value: float) -> None:
-        """The owner moved: take the new count and value."""
-        self.count, self.value = count, value
-        self._changed()
-
-    def __repr__(self) -> str:
-        return f"<RemoteTicker #{self.count} value={self.value}>"
+    count = traitlets.Int()
+    value = traitlets.Float()
 
 
 pb.setUnjellyableForClass(Ticker, RemoteTicker)
 
 
-class Counter(_Observed):
-    """A number every client shares; each change reaches every copy."""
+class Counter(WritableCacheable):
+    """A number every client shares: any copy may set ``value``, and every copy follows."""
+
+    observed_fields = ("value", "last_by")
+    writable_fields = ("value",)
 
     def __init__(self) -> None:
-        super().__init__()
         self.value = 0
         self.last_by = ""
 
-    def getStateToCopyFor(self, perspective: Any) -> Any:
-        return {"value": self.value, "last_by": self.last_by}
-
     def add(self, amount: int, by: str) -> int:
-        """Add ``amount``, tell every copy, return the new value."""
-        self.value += amount
-        self.last_by = by
-        self._tell("changed", self.value, by)
+        """Add ``amount`` on behalf of ``by``, tell every copy, return the new value."""
+        self.update(value=self.value + amount, last_by=by)
         return self.value
 
+    def accept_write(self, name: str, value: Any) -> Any:
+        """A copy set ``value``: it must be an int."""
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise pb.Error(f"the counter holds an int, not {type(value).__name__}")
+        self.last_by = "a linked widget"
+        return value
 
-class RemoteCounter(_LiveCopy):
-    """A client's copy of the shared ``Counter``."""
 
-    value: int
-    last_by: str
+class RemoteCounter(TraitCache):
+    """A client's copy of the shared ``Counter``; setting ``value`` here sets it everywhere."""
 
-    def observe_changed(self, value: int, by: str) -> None:
-        """Someone changed the counter."""
-        self.value, self.last_by = value, by
-        self._changed()
-
-    def __repr__(self) -> str:
-        return f"<RemoteCounter {self.value} (last by {self.last_by or 'nobody'})>"
+    value = traitlets.Int().tag(to_owner=True)
+    last_by = traitlets.Unicode()
 
 
 pb.setUnjellyableForClass(Counter, RemoteCounter)

@@ -18,17 +18,21 @@ import sys
 import pytest
 from showcase_helpers import NOTEBOOKS, REPO
 
-# Runs inside the binder environment, after the notebooks: read the shared counter
-# on the broker binder/start launched. The dashboard adds 10 and the two-kernel
-# notebook 105, so 115 proves both used that broker rather than starting their own.
-CHECK_COUNTER = """
-import asyncio, os, pbnb as pb, pbnb.demo
+# Runs inside the binder environment, after the notebooks, against the broker
+# binder/start launched: the two-kernel notebook leaves the shared counter at 4342
+# (+5, a write of 4242, +100), and the broker's log shows the connections the
+# dashboard (1) and the two-kernel notebook (2) opened: so they used this broker
+# rather than starting their own.
+CHECK_BROKER = """
+import asyncio, os, re, pbnb as pb, pbnb.demo
 async def main():
     host, port = os.environ["PBNB_DEMO"].rsplit(":", 1)
     async with await pb.connect(host, int(port)) as client:
         counter = await (await client.getRootObject()).callRemote("counter")
         print("counter", counter.value)
 asyncio.run(main())
+log = open(os.environ["PBNB_DEMO_LOG"]).read()
+print("connections", len(re.findall(r"connection from \\S+$", log, re.M)))
 """
 
 
@@ -59,7 +63,7 @@ def test_binder_files_alone_build_an_environment_that_runs_every_notebook(tmp_pa
     assert where.stdout.strip() == str(venv)
 
     notebooks = [str(path) for path in NOTEBOOKS]
-    command = f"jupyter execute {' '.join(notebooks)} && python -c '{CHECK_COUNTER}'"
+    command = f"jupyter execute {' '.join(notebooks)} && python -c '{CHECK_BROKER}'"
     process = subprocess.Popen(
         ["binder/start", "bash", "-c", command],
         cwd=REPO,
@@ -78,4 +82,5 @@ def test_binder_files_alone_build_an_environment_that_runs_every_notebook(tmp_pa
             pass
     assert process.returncode == 0, f"{out[-3000:]}\n{err[-5000:]}"
     assert "pbnb demo broker on 127.0.0.1:" in err
-    assert "counter 115" in out, out
+    assert "counter 4342" in out, out
+    assert "connections 4" in out, out  # the three above, and the check's own

@@ -136,16 +136,26 @@ async def test_demo_broker_serves_callbacks_copies_and_live_caches():
             ticker = await root_a.callRemote("ticker")
             assert isinstance(ticker, RemoteTicker)
             moved = asyncio.get_running_loop().create_future()
-            ticker.on_change(lambda t: moved.done() or moved.set_result(t.count))
+            ticker.observe(lambda change: moved.done() or moved.set_result(change.new), names="count")
             assert await asyncio.wait_for(moved, 10) >= 1
 
             counter_b = await root_b.callRemote("counter")
             assert isinstance(counter_b, RemoteCounter)
             seen = asyncio.get_running_loop().create_future()
-            counter_b.on_change(lambda c: seen.done() or seen.set_result((c.value, c.last_by)))
+            counter_b.observe(lambda change: seen.done() or seen.set_result(counter_b.last_by), names="value")
             start = counter_b.value
             assert await root_a.callRemote("increment", 5, by="alice") == start + 5
-            assert await asyncio.wait_for(seen, 10) == (start + 5, "alice")
+            assert await asyncio.wait_for(seen, 10) == "alice"
+            assert counter_b.value == start + 5
+
+            # A copy is writable: bob sets the value, alice's copy follows.
+            counter_a = await root_a.callRemote("counter")
+            followed = asyncio.get_running_loop().create_future()
+            counter_a.observe(
+                lambda change: followed.done() or followed.set_result(change.new), names="value"
+            )
+            counter_b.value = 1000
+            assert await asyncio.wait_for(followed, 10) == 1000
         status, _, err = await server.stop(signal.SIGINT)
     finally:
         await server.kill()
