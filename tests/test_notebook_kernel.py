@@ -122,3 +122,30 @@ def test_queued_run_all_keeps_the_kernel_alive(kernel, broker):
         assert "connections:" in status["text/plain"]
         assert texts[5:] == ["closed False False\n", "last\n"]
         assert kernel.manager.is_alive()
+
+
+def test_references_and_unawaited_calls_render_as_live_widgets(kernel, broker):
+    results = kernel.run_all(
+        [
+            "%load_ext pbnb",
+            f"root = %pb_connect 127.0.0.1:{broker.port}\nroot",
+            "root.callRemote('hello', 'later')",
+        ]
+    )
+    assert_clean(results)
+    mime = "application/vnd.jupyter.widget-view+json"
+    [reference] = results[1]["data"]
+    assert mime in reference
+    assert reference["text/plain"].startswith(f"<RemoteReference to Demo at 127.0.0.1:{broker.port} (#")
+    assert "    hello(name: str, punctuation: str = '!') -> str  # Greet someone." in reference["text/plain"]
+    [future] = results[2]["data"]
+    assert mime in future and future["text/plain"].startswith("<pending hello() on <RemoteReference")
+
+    # The answer arrives after the cell ended; the future's widget shows it by itself.
+    def shows_answer(msg):
+        state = msg["content"].get("data", {}).get("state", {})
+        return msg["msg_type"] == "comm_open" and "hello later!" in str(state.get("value", ""))
+
+    if not any(shows_answer(msg) for msg in kernel.seen):  # it may beat the cell's idle status
+        _shown, before = kernel.wait_for(shows_answer)
+        assert not [m for m in before if m["msg_type"] == "execute_input"]
