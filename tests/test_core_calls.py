@@ -32,6 +32,9 @@ class Calculator(pb.Root):
         await self.gate.wait()
         return value
 
+    def remote_greet(self, _name, name):
+        return f"{_name} {name}"
+
     def remote_open_gate(self):
         self.gate.set()
 
@@ -97,6 +100,8 @@ async def test_keyword_arguments(session):
     """Behaviour 2: keyword arguments travel as well as positional ones."""
     assert await within(session.root.callRemote("add", 1, b=2, scale=3)) == 9
     assert await within(session.root.remote.add(a=4, scale=2)) == 8
+    # Keywords that look like callRemote's own parameter names are passed on too.
+    assert await within(session.root.callRemote("greet", _name="x", name="ada")) == "x ada"
 
 
 VALUES = [

@@ -127,8 +127,10 @@ async def test_server_side_releases_everything_when_the_client_leaves():
         assert lost == [waiter.listener]
         assert set(connection.broker.table_sizes().values()) == {0}
         await within(asyncio.wait([blocked]))
-        assert blocked.cancelled() or blocked.exception() is None or isinstance(
-            blocked.exception(), pb.PBConnectionLost
+        assert (
+            blocked.cancelled()
+            or blocked.exception() is None
+            or isinstance(blocked.exception(), pb.PBConnectionLost)
         )
         with pytest.raises(pb.DeadReferenceError):
             await within(waiter.listener.callRemote("hear", "after"))
@@ -144,6 +146,55 @@ async def test_abrupt_peer_loss_fails_pending_calls():
             await within(pending)
         await within(session.client.wait_closed())
         assert not session.client.connected
+
+
+async def test_client_close_fails_its_own_pending_calls():
+    """Behaviour 27 when the caller itself closes the connection."""
+    async with connected(Waiter()) as session:
+        pending = session.root.callRemote("wait_forever")
+        await within(session.server.root.started.wait())
+        await session.client.close()
+        with pytest.raises(pb.PBConnectionLost):
+            await within(pending)
+        with pytest.raises(pb.DeadReferenceError):
+            await within(session.root.callRemote("echo", 1))
+
+
+async def test_a_failing_disconnect_callback_is_logged_and_the_others_run(caplog):
+    async with connected(Waiter()) as session:
+        ran: list = []
+
+        def broken(ref):
+            raise RuntimeError("callback bug")
+
+        session.root.notifyOnDisconnect(broken)
+        session.root.notifyOnDisconnect(ran.append)
+        await session.client.close()
+    assert ran == [session.root]
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "disconnect callback" in logged.getMessage() and logged.exc_info[0] is RuntimeError
+
+
+async def test_a_root_factory_gives_each_connection_its_own_root():
+    """serve() accepts a factory: each connection gets a fresh root."""
+    made: list = []
+
+    def factory():
+        made.append(Waiter())
+        return made[-1]
+
+    server = await pb.serve(factory, port=0)
+    try:
+        async with await pb.connect("127.0.0.1", server.port) as first:
+            async with await pb.connect("127.0.0.1", server.port) as second:
+                one = await within(first.getRootObject())
+                two = await within(second.getRootObject())
+                await within(one.callRemote("subscribe", Listener()))
+                assert await within(two.callRemote("echo", "separate")) == "separate"
+        assert len(made) == 2
+        assert made[0].listener is not None and made[1].listener is None
+    finally:
+        await server.close()
 
 
 # ----------------------------------------------------------- connecting
@@ -184,6 +235,20 @@ async def test_server_that_closes_before_the_handshake():
         port = listener.sockets[0].getsockname()[1]
         with pytest.raises(pb.PBConnectionLost, match="handshake"):
             await within(pb.connect("127.0.0.1", port))
+
+
+async def test_a_server_that_never_answers_the_handshake_times_out():
+    """A silent listener: connect() gives up after its timeout with a clear error."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with listener:
+        port = listener.sockets[0].getsockname()[1]
+        with pytest.raises(pb.PBConnectionLost, match="did not complete the pbnb handshake"):
+            await within(pb.connect("127.0.0.1", port, timeout=0.3))
 
 
 # ------------------------------------------------------ bad peers (item 30)
