@@ -149,3 +149,24 @@ def test_references_and_unawaited_calls_render_as_live_widgets(kernel, broker):
     if not any(shows_answer(msg) for msg in kernel.seen):  # it may beat the cell's idle status
         _shown, before = kernel.wait_for(shows_answer)
         assert not [m for m in before if m["msg_type"] == "execute_input"]
+
+
+def test_login_asks_the_frontend_for_a_password_without_echo(kernel):
+    portal = (
+        "import pbnb\n"
+        "from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal\n"
+        "class Me(pbnb.Avatar):\n"
+        "    def perspective_who(self):\n"
+        "        return 'the avatar of ada'\n"
+        "class Realm:\n"
+        "    def requestAvatar(self, avatar_id, mind, *interfaces):\n"
+        "        return IPerspective, Me(), lambda: None\n"
+        "srv = %pb_serve Portal(Realm(), [InMemoryPasswordChecker(ada='s3cret')])"
+    )
+    assert_clean(kernel.run_all(["%load_ext pbnb", portal]))
+    request, out = kernel.run_answering(
+        "me = %pb_connect {srv.port} --user ada\nprint(await me.remote.who())", "s3cret"
+    )
+    assert request["password"] is True
+    assert request["prompt"].startswith("password for ada@")
+    assert out == "the avatar of ada\n"

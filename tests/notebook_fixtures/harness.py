@@ -117,6 +117,23 @@ class Kernel:
                 idle.add(parent)
         return [results[msg_id] for msg_id in ids]
 
+    def run_answering(self, cell: str, answer: str, timeout: float = 60) -> tuple[dict[str, Any], str]:
+        """Run one cell that asks for input; answer it. Return (the input request, stdout)."""
+        msg_id = self.client.execute(cell, allow_stdin=True)
+        request = self.client.get_stdin_msg(timeout=timeout)
+        self.client.input(answer)
+        text, deadline = "", time.monotonic() + timeout
+        while True:
+            msg = self.next_iopub(deadline)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                text += msg["content"]["text"]
+            elif msg["msg_type"] == "error":
+                raise AssertionError(f"{msg['content']['ename']}: {msg['content']['evalue']}")
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return request["content"], text
+
     def next_iopub(self, deadline: float) -> dict[str, Any]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
