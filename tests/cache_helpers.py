@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pbnb as pb
@@ -14,14 +14,37 @@ from pbnb.aio.connection import Connection
 TIMEOUT = 10.0
 
 
-class Board(pb.Cacheable):
-    """A Cacheable that records every hook call and wakes waiters on stoppedObserving."""
+class Waiting:
+    """Lets a test await a condition that remote calls make true (no sleeping)."""
+
+    def _waiters(self) -> list[tuple[Callable[[], bool], asyncio.Future]]:
+        if "_pending_waits" not in self.__dict__:
+            self.__dict__["_pending_waits"] = []
+        return self.__dict__["_pending_waits"]
+
+    def _wake(self) -> None:
+        for condition, waiter in self._waiters():
+            if not waiter.done() and condition():
+                waiter.set_result(None)
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+        if condition():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters().append((condition, waiter))
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._waiters().remove((condition, waiter))
+
+
+class Board(Waiting, pb.Cacheable):
+    """A Cacheable that records every hook call."""
 
     def __init__(self, text: str = "hello"):
         self.text = text
         self.observed: list[tuple[Any, Any]] = []
         self.stopped: list[tuple[Any, Any]] = []
-        self._stop_waiters: list[tuple[int, asyncio.Future]] = []
 
     def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> Any:
         self.observed.append((perspective, observer))
@@ -30,20 +53,14 @@ class Board(pb.Cacheable):
 
     def stoppedObserving(self, perspective: Any, observer: Any) -> None:
         self.stopped.append((perspective, observer))
-        for count, waiter in self._stop_waiters:
-            if len(self.stopped) >= count and not waiter.done():
-                waiter.set_result(None)
+        self._wake()
 
     async def wait_stopped(self, count: int = 1) -> None:
         """Wait until stoppedObserving ran ``count`` times in all."""
-        if len(self.stopped) >= count:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._stop_waiters.append((count, waiter))
-        await asyncio.wait_for(waiter, TIMEOUT)
+        await self.wait_until(lambda: len(self.stopped) >= count)
 
 
-class BoardCopy(pb.RemoteCache):
+class BoardCopy(Waiting, pb.RemoteCache):
     """The peer's copy of a Board; it logs every observe_ call it receives."""
 
     def __init__(self) -> None:
@@ -52,24 +69,17 @@ class BoardCopy(pb.RemoteCache):
     def setCopyableState(self, state: Any) -> None:
         self.text = state["text"]
         self.log: list[Any] = []
-        self.waiters: list[tuple[int, asyncio.Future]] = []
 
     def observe_append(self, item: Any) -> str:
         self.log.append(item)
-        for count, waiter in self.waiters:
-            if len(self.log) >= count and not waiter.done():
-                waiter.set_result(None)
+        self._wake()
         return f"{len(self.log)} items"
 
     def observe_text(self, text: str) -> None:
         self.text = text
 
     async def wait_for_items(self, count: int) -> None:
-        if len(self.log) >= count:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiters.append((count, waiter))
-        await asyncio.wait_for(waiter, TIMEOUT)
+        await self.wait_until(lambda: len(self.log) >= count)
 
 
 pb.setUnjellyableForClass(Board, BoardCopy)

@@ -1,0 +1,65 @@
+"""Volume: 10,000 updates to 100 observers arrive complete and in order (issue 4, item 19)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pbnb as pb
+from tests.cache_helpers import Waiting, empty_tables, server_side, serving
+
+OBSERVERS = 100
+UPDATES = 10_000
+
+
+class Tally(pb.ObservedCacheable):
+    def __init__(self):
+        self.count = 0
+
+
+class TallyCopy(Waiting, pb.ObservedRemoteCache):
+    def setCopyableState(self, state):
+        super().setCopyableState(state)
+        self.seen = []
+
+    def observe_add(self, number):
+        self.seen.append(number)
+        if number == UPDATES - 1:
+            self._wake()
+
+
+pb.setUnjellyableForClass(Tally, TallyCopy)
+
+
+class Source(pb.Root):
+    def __init__(self, tally):
+        self.tally = tally
+
+    def remote_get(self):
+        return self.tally
+
+
+async def test_ten_thousand_updates_reach_a_hundred_observers_complete_and_in_order():
+    tally = Tally()
+    async with serving(Source(tally)) as server:
+        clients = await asyncio.gather(*(pb.connect("127.0.0.1", server.port) for _ in range(OBSERVERS)))
+        copies = [await (await client.getRootObject()).callRemote("get") for client in clients]
+        assert len(tally.observers) == OBSERVERS
+
+        for number in range(UPDATES):
+            assert tally.notify("add", number) == OBSERVERS
+            if number % 500 == 499:
+                await asyncio.sleep(0)  # let the loop write, as a live server would between changes
+        await asyncio.wait_for(
+            asyncio.gather(*(copy.wait_until(lambda copy=copy: len(copy.seen) == UPDATES) for copy in copies)),
+            120,
+        )
+        expected = list(range(UPDATES))
+        assert all(copy.seen == expected for copy in copies)
+
+        owners = [server_side(server, client) for client in clients]
+        for client in clients:
+            await client.close()
+        await asyncio.wait_for(asyncio.gather(*(asyncio.shield(o.closed) for o in owners)), 30)
+        assert tally.observers == {}
+        assert all(empty_tables(o.broker) for o in owners)
+        assert all(empty_tables(client.broker) for client in clients)
