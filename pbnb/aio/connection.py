@@ -274,7 +274,7 @@ class Connection(asyncio.Protocol):
     def _report_failure(self, event: ev.CallReceived, exc: Exception) -> None:
         where = f"{type(event.target).__qualname__}.{event.name} called by {self.peer}"
         if isinstance(exc, Error):
-            log.debug("%s raised %r", where, exc)
+            log.debug("%s raised %s", where, repr(exc))  # a string: records must not pin frames
         else:
             log.error("unhandled error in %s", where, exc_info=exc)
         if event.request_id:
