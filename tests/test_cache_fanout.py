@@ -49,10 +49,8 @@ async def test_ten_thousand_updates_reach_a_hundred_observers_complete_and_in_or
             assert tally.notify("add", number) == OBSERVERS
             if number % 500 == 499:
                 await asyncio.sleep(0)  # let the loop write, as a live server would between changes
-        await asyncio.wait_for(
-            asyncio.gather(*(copy.wait_until(lambda copy=copy: len(copy.seen) == UPDATES) for copy in copies)),
-            120,
-        )
+        complete = (copy.wait_until(lambda copy=copy: len(copy.seen) == UPDATES) for copy in copies)
+        await asyncio.wait_for(asyncio.gather(*complete), 120)
         expected = list(range(UPDATES))
         assert all(copy.seen == expected for copy in copies)
 

@@ -147,7 +147,7 @@ async def test_a_copy_refuses_changes_to_fields_it_did_not_declare():
 async def test_observers_are_forgotten_when_a_copy_is_dropped_or_its_peer_leaves():
     board = Scoreboard()
     async with watchers(Arena(board), 3) as (server, clients, copies):
-        first, second, third = board.observers
+        _, second, third = board.observers
         del copies[0]
         await collect_and_settle(clients[0])
         assert list(board.observers) == [second, third]
