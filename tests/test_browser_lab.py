@@ -11,7 +11,7 @@ import os
 
 import pytest
 from notebook_fixtures.harness import BrokerProcess
-from notebook_fixtures.servers import CHROMIUM, artifacts_dir, browser_page, jupyterlab
+from notebook_fixtures.servers import CHROMIUM, browser_page, jupyterlab
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -37,7 +37,7 @@ def test_run_all_in_jupyterlab(tmp_path, broker):
     env = {"PBNB_TEST_PORT": str(broker.port)}
     with (
         jupyterlab("live.ipynb", tmp_path, env) as url,
-        browser_page(artifacts_dir(tmp_path), "lab-run-all") as page,
+        browser_page(tmp_path, "lab-run-all") as page,
     ):
         page.goto(f"{url}/lab/tree/live.ipynb", timeout=120_000)
         page.wait_for_function(KERNEL_IDLE, timeout=120_000)

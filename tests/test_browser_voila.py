@@ -12,7 +12,7 @@ import os
 
 import pytest
 from notebook_fixtures.harness import BrokerProcess
-from notebook_fixtures.servers import CHROMIUM, artifacts_dir, browser_page, voila
+from notebook_fixtures.servers import CHROMIUM, browser_page, voila
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -33,7 +33,7 @@ def test_live_cache_and_method_call_in_voila(tmp_path, broker):
     env = {"PBNB_TEST_PORT": str(broker.port)}
     with (
         voila("live.ipynb", tmp_path, env) as url,
-        browser_page(artifacts_dir(tmp_path), "voila-live") as page,
+        browser_page(tmp_path, "voila-live") as page,
     ):
         page.goto(url, timeout=120_000)
         expect(page.locator("body")).to_contain_text("all cells ran", timeout=120_000)

@@ -41,8 +41,7 @@ def parse_address(text: str) -> tuple[str, int]:
 class Connected:
     """One connection opened by ``%pb_connect``: its client and the reference it returned."""
 
-    def __init__(self, name: str, client: Client, reference: RemoteReference, user: str | None):
-        self.name = name
+    def __init__(self, client: Client, reference: RemoteReference, user: str | None):
         self.client = client
         self.reference = reference
         self.user = user
@@ -172,7 +171,7 @@ class PBMagics(Magics):
         except BaseException:
             await client.close()
             raise
-        self.connections[name] = Connected(name, client, reference, user)
+        self.connections[name] = Connected(client, reference, user)
         return reference
 
     # -------------------------------------------------------- disconnecting

@@ -99,16 +99,19 @@ def jupyterlab(notebook: str, home: Path, env: dict[str, str]) -> contextlib.Abs
 
 
 @contextlib.contextmanager
-def browser_page(artifacts: Path, name: str) -> Iterator[Any]:
-    """A headless chromium page; on failure, a screenshot is saved under ``artifacts``."""
+def browser_page(home: Path, name: str) -> Iterator[Any]:
+    """A headless chromium page with its own HOME; on failure, a screenshot is saved."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=child_env(home)
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
         try:
             yield page
         except BaseException:
+            artifacts = artifacts_dir(home)
             artifacts.mkdir(parents=True, exist_ok=True)
             shot = artifacts / f"{name}.png"
             with contextlib.suppress(Exception):
