@@ -616,7 +616,7 @@ class Broker:
         if isinstance(error, RemoteError):
             remote_type, message = error.remote_type, error.message
         else:
-            remote_type, message = qualified_type(error), str(error)
+            remote_type, message = qualified_type(error), _text_of(error)
         tb = None
         if self.send_tracebacks and error.__traceback__ is not None:
             tb = "".join(traceback.format_exception(error))
@@ -627,7 +627,10 @@ class Broker:
                 self._commit()
             except Exception as exc:
                 message = f"{message} (its copy could not be sent: {exc})"
-        self._send([Kind.ERROR, request_id, remote_type, message[:65536], tb, mode], payload)
+        # The header must fit its u16 length whatever the texts hold.
+        message, remote_type = _clip(message, 16384), _clip(remote_type, 1024)
+        tb = _clip(tb, 32768, keep_end=True) if tb is not None else None
+        self._send([Kind.ERROR, request_id, remote_type, message, tb, mode], payload)
 
     def _refuse(self, request_id: int, error: BaseException, description: str) -> None:
         self._emit(ev.MessageRefused(error, description))
@@ -983,6 +986,21 @@ def _check_ints(*values: Any) -> None:
     for value in values:
         if not isinstance(value, int) or value < 0:
             raise ProtocolError(f"expected a non-negative integer id, got {value!r:.40}")
+
+
+def _text_of(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:  # a broken __str__ must not keep the caller from its answer
+        return f"<{qualified_type(error)} whose str() failed>"
+
+
+def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """At most ``limit`` UTF-8 bytes of ``text`` (its start, or its end with ``keep_end``)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return (data[-limit:] if keep_end else data[:limit]).decode("utf-8", "ignore")
 
 
 def _rebuild_error(remote_type: str, message: str, tb: str | None) -> BaseException:
