@@ -24,6 +24,11 @@ class RemoteInsufficientFunds(pb.RemoteCopy, Exception):
     pass
 
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("__str__ is broken")
+
+
 class Shop(pb.Root):
     def remote_crash(self):
         raise ValueError("the shelf fell over")
@@ -39,6 +44,17 @@ class Shop(pb.Root):
 
     def remote_unsendable(self):
         return object()
+
+    def remote_huge(self, size):
+        raise ValueError("é" * size)
+
+    def remote_deep(self, depth):
+        if depth:
+            return self.remote_deep(depth - 1)
+        raise RuntimeError("bottom")
+
+    def remote_unprintable(self):
+        raise Unprintable()
 
     def _remote_private(self):
         return "private"
@@ -142,3 +158,26 @@ async def test_unsendable_answer_fails_the_call_with_serialization_error(session
         await within(session.root.callRemote("unsendable"))
     with pytest.raises(pb.NoSuchMethod):
         await within(session.root.callRemote("nothing_here"))
+
+
+async def test_a_huge_error_message_is_clipped_not_fatal():
+    """An exception text larger than a frame header reaches the caller clipped; the connection lives."""
+    async with connected(Shop(), server_options={"send_tracebacks": True}) as session:
+        with pytest.raises(pb.RemoteError) as caught:
+            await within(session.root.callRemote("huge", 200_000))
+        assert caught.value.remote_type == "ValueError"
+        assert caught.value.message.startswith("éé") and 1000 < len(caught.value.message) < 200_000
+        with pytest.raises(pb.RemoteError) as caught:
+            await within(session.root.callRemote("deep", 900))
+        text = caught.value.remote_traceback
+        assert "RuntimeError: bottom" in text  # the end of a long traceback is what matters
+        assert session.client.connected and session.root.connected
+
+
+async def test_an_exception_whose_str_fails_still_reaches_the_caller(session, caplog):
+    with pytest.raises(pb.RemoteError) as caught:
+        await within(session.root.callRemote("unprintable"))
+    assert caught.value.remote_type == "test_core_errors.Unprintable"
+    assert "str() failed" in caught.value.message
+    with pytest.raises(pb.NoSuchMethod):
+        await within(session.root.callRemote("still_connected"))
