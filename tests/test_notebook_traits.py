@@ -161,3 +161,19 @@ async def test_an_owner_without_writes_gets_a_clear_error_and_bad_names_are_refu
                 cache.observe_update({"_pb_writer": None})
             holder.plain.value = 6
             assert await until(cache, "value", lambda v: v == 6) == 6
+
+
+class ClampedCounter(Counter):
+    def accept_write(self, name, value):
+        return min(super().accept_write(name, value), 100)
+
+
+async def test_a_write_the_owner_changed_goes_back_to_its_origin():
+    registry = pb.CopyRegistry()
+    registry.register(ClampedCounter, CountingCache)
+    async with await pb.serve(Demo(ClampedCounter())) as server:
+        async with await pb.connect("127.0.0.1", server.port, registry=registry) as client:
+            cache = await (await client.getRootObject()).remote.counter()
+            cache.value = 250
+            assert await until(cache, "value", lambda v: v == 100) == 100
+            assert cache.pushed == [("value", 100)]

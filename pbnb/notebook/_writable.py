@@ -46,18 +46,27 @@ class WritableCacheable(ObservedCacheable):
         return value
 
     def write_from_peer(self, name: str, value: Any, origin: Any) -> None:
-        """Apply a peer's write and tell every observer except ``origin``."""
+        """Apply a peer's write; tell every other observer (and ``origin`` if the value changed)."""
         if name not in self.writable_fields or name not in self.observed_fields:
             raise ReadOnlyField(f"{type(self).__qualname__}.{name} cannot be set by a peer")
-        value = self.accept_write(name, value)
-        object.__setattr__(self, name, value)  # bypass the broadcast to all: origin already has it
-        for observer in self.observers:
-            if observer == origin:
+        accepted = self.accept_write(name, value)
+        object.__setattr__(self, name, accepted)  # no broadcast to all: the origin may have it already
+        # The origin needs the value only if accept_write changed it.
+        skip = origin if _same(accepted, value) else None
+        for observer, perspective in self.observers.items():
+            if observer == skip:
                 continue
             try:
-                observer.callRemoteNoAnswer("set", name, value)
+                observer.callRemoteNoAnswer("set", name, accepted)
             except DeadReferenceError:
-                self.stoppedObserving(None, observer)
+                self.stoppedObserving(perspective, observer)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # an odd __eq__: assume they differ and send the value
+        return False
 
 
 class FieldWriter(Referenceable):
