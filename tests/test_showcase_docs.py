@@ -1,4 +1,4 @@
-"""The docs: every ```python block runs, and the API reference builds with no warnings.
+"""The docs and README: every ```python block runs; the API reference builds with no warnings.
 
 The blocks of one page run in order in one namespace, in a fresh interpreter,
 with top-level ``await`` allowed (as in a notebook cell). A block that is only a
@@ -47,7 +47,8 @@ def test_block_extraction_honours_the_skip_marker():
     assert python_blocks(page) == [(2, "x = 1\n")]
 
 
-PAGES = [page for page in DOCS if python_blocks(page.read_text())]
+README = REPO / "README.md"
+PAGES = [page for page in [*DOCS, README] if python_blocks(page.read_text())]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
@@ -82,3 +83,14 @@ def test_api_reference_builds_without_warnings(tmp_path):
     assert "warning" not in result.stderr
     text = (tmp_path / "api.md").read_text()
     assert "### `connect(" in text and "### class `Root" in text
+
+
+def test_readme_opens_with_the_demo_and_test_commands():
+    text = README.read_text()
+    title, blank, fence, demo, test = text.splitlines()[:5]
+    assert title.startswith("# ") and blank == "" and fence == "```bash"
+    assert demo.startswith("bash scripts/demo.sh") and test.startswith("bash scripts/test.sh")
+    for linked in ("docs/index.md", "benchmarks/README.md", "mybinder.org", "docs/img/live-dashboard.png"):
+        assert linked in text
+    for notebook in (REPO / "notebooks").glob("*.ipynb"):
+        assert f"notebooks/{notebook.name}" in text
