@@ -38,6 +38,7 @@ class AllowAnonymousAccess:
     credentialInterfaces: ClassVar[tuple[type, ...]] = (IAnonymous,)
 
     def requestAvatarId(self, credentials: ICredentials) -> Any:
+        """Accept anyone, as the anonymous avatar id."""
         return ANONYMOUS
 
 

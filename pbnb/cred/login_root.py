@@ -42,6 +42,7 @@ class LoginSession:
 
     @property
     def active(self) -> bool:
+        """Whether the logout has not run yet."""
         return self._logout is not None
 
     def end(self) -> None:
