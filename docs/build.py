@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 #: The modules whose ``__all__`` is public API, in the order the page shows them.
-MODULES = ["pbnb", "pbnb.demo"]
+MODULES = ["pbnb", "pbnb.cred", "pbnb.notebook", "pbnb.demo"]
 
 
 def signature_of(obj: object) -> str:
