@@ -13,7 +13,7 @@ import pytest
 from showcase_helpers import REPO, PbnbProcess
 
 import pbnb as pb
-from pbnb.cred import UnauthorizedLogin, UsernamePassword
+from pbnb.cred import FilePasswordChecker, UnauthorizedLogin, UsernamePassword
 from pbnb.demo import DEMO_USERS, RemoteCounter, RemoteRecord, RemoteTicker
 
 SERVED_MODULE = textwrap.dedent(
@@ -93,14 +93,7 @@ async def test_serve_a_factory_gives_each_connection_its_own_root(served_module)
     ],
 )
 def test_serve_rejects_a_bad_target_with_a_useful_message(served_module, target, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "pbnb", "serve", target, "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **served_module},
-        cwd=REPO,
-    )
+    result = run_pbnb("serve", target, "--port", "0", env=served_module)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -198,3 +191,30 @@ async def test_demo_broker_chat_pushes_messages_to_every_logged_in_mind():
     finally:
         await server.kill()
     assert status == 0, err
+
+
+def run_pbnb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pbnb", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+
+
+def test_passwd_subcommand_writes_a_password_file_the_checker_accepts(tmp_path):
+    users = tmp_path / "users.txt"
+    result = run_pbnb("passwd", str(users), "alice", "--password-env", "PW", env={"PW": "s3cret"})
+    assert result.returncode == 0, result.stderr
+    secret = FilePasswordChecker(users).secret_for("alice")
+    assert secret is not None and secret.matches("s3cret") and not secret.matches("guess")
+    assert "s3cret" not in users.read_text()
+
+
+def test_help_lists_the_subcommands():
+    result = run_pbnb("--help")
+    assert result.returncode == 0
+    for command in ("serve", "demo", "passwd"):
+        assert command in result.stdout
