@@ -302,6 +302,21 @@ def test_two_references_to_one_object_are_equal(pair):
     assert len({first, second, other}) == 2
 
 
+def test_references_as_dict_keys_and_in_tuples(pair, service):
+    """References are hashable on both sides, so they may key dicts, in PLAIN and GRAPH messages."""
+    root = pair.root()
+    thing = pair.call(root, "thing").result()
+    callback = Callback()
+    shared = [1]
+    got = pair.call(root, "echo", {thing: shared, callback: shared, (thing, callback): 3}).result()
+    assert got[thing] is got[callback] and got[(thing, callback)] == 3
+    pair.call(root, "receive", {thing: 1, (thing,): [callback, callback]})
+    (received,) = service.got
+    assert received[service.thing] == 1
+    first, second = received[(service.thing,)]
+    assert first is second and isinstance(first, RemoteReference)
+
+
 def test_symmetric_root(service, byte_by_byte):
     """Behaviour 13 (sans-IO): the server asks the client for its root."""
     client_root = Callback()
