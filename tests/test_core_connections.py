@@ -37,6 +37,11 @@ class Waiter(pb.Root):
 class Listener(pb.Referenceable):
     def __init__(self):
         self.heard: list = []
+        self.waiting = asyncio.Event()
+
+    async def remote_wait(self):
+        self.waiting.set()
+        await asyncio.Event().wait()
 
     def remote_hear(self, value):
         self.heard.append(value)
@@ -120,18 +125,16 @@ async def test_server_side_releases_everything_when_the_client_leaves():
         root_released = released(connection, waiter)
         lost: list = []
         waiter.listener.notifyOnDisconnect(lost.append)
-        blocked = waiter.listener.callRemote("hear", "late")  # answered, or lost: never hangs
+        blocked = waiter.listener.callRemote("wait")
+        await within(listener.waiting.wait())
         await session.client.close()
         await within(asyncio.shield(connection.closed))
         await within(root_released.wait())
         assert lost == [waiter.listener]
         assert set(connection.broker.table_sizes().values()) == {0}
-        await within(asyncio.wait([blocked]))
-        assert (
-            blocked.cancelled()
-            or blocked.exception() is None
-            or isinstance(blocked.exception(), pb.PBConnectionLost)
-        )
+        assert set(session.client.broker.table_sizes().values()) == {0}
+        with pytest.raises(pb.PBConnectionLost):
+            await within(blocked)
         with pytest.raises(pb.DeadReferenceError):
             await within(waiter.listener.callRemote("hear", "after"))
 
