@@ -361,3 +361,9 @@ def test_unregistered_copy_is_insecure_jelly(codec):
 def test_a_plain_class_registered_by_mistake_is_refused():
     with pytest.raises(TypeError, match="RemoteCopy"):
         CopyRegistry().register(Point, dict)
+
+
+def test_a_copy_with_a_dict_state_cannot_key_a_dict(codec):
+    """msgpack cannot hash a map inside a map key: the sender says so instead of failing obscurely."""
+    with pytest.raises(SerializationError, match="dict key"):
+        codec.encode({Point(1): "value"})
