@@ -162,7 +162,10 @@ class Broker:
         self._closing = False
 
         self._encoder = Encoder(self, self.limits.max_depth)
-        self._decoder = Decoder(self, self.registry, self.limits.max_depth, self.limits.max_container_len)
+        limits = self.limits
+        self._decoder = Decoder(
+            self, self.registry, limits.max_depth, limits.max_container_len, limits.max_string_len
+        )
         self._out: list[bytes] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": self.limits.max_frame}])]
         self._events: list[Any] = []
         # Receive side: bytes waiting for a whole frame, and how many we need.

@@ -71,6 +71,7 @@ class Limits:
     max_inbound_calls: int = 10_000
     max_references: int = 1_000_000
     max_caches: int = 100_000
+    max_string_len: int = 64 * 1024 * 1024  # one str or bytes value, in bytes
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
