@@ -162,6 +162,17 @@ async def test_too_deep_a_value_fails_the_call(service, shared):
     await client.close()
 
 
+@pytest.mark.parametrize("value", ["s" * 2001, b"b" * 2001], ids=["str", "bytes"])
+async def test_too_long_a_string_fails_the_call(value):
+    server = await pb.serve(Service(), max_string_len=2000)
+    client, root = await client_of(server)
+    with pytest.raises(pb.LimitExceeded, match=r"exceeds max_(str|bin)_len\(2000\)"):
+        await root.callRemote("size", value)
+    assert await root.callRemote("size", value[:2000]) == 2000
+    await client.close()
+    await server.close()
+
+
 # A set or tuple travels as an array with a leading tag, which counts as an item.
 @pytest.mark.parametrize(
     ("make", "fits"), [(list, 1000), (dict.fromkeys, 1000), (set, 999)], ids=["list", "map", "set"]
