@@ -119,6 +119,7 @@ class SoakRoot(pb.Root):
     def __init__(self) -> None:
         self.board = Board()
         self.answered = 0
+        self.sent = {"item": 0, "callback": 0, "board": 0}
 
     def remote_echo(self, value: Any) -> Any:
         self.answered += 1
@@ -126,6 +127,7 @@ class SoakRoot(pb.Root):
 
     def remote_item(self, n: int) -> Item:
         self.answered += 1
+        self.sent["item"] += 1
         return Item(n)
 
     def remote_take(self, item: Item) -> int:
@@ -134,6 +136,7 @@ class SoakRoot(pb.Root):
 
     async def remote_callback(self, callback: Any, n: int) -> Any:
         self.answered += 1
+        self.sent["callback"] += 1
         return await callback.callRemote("twice", n)
 
     def remote_blob(self, size: int) -> bytes:
@@ -142,6 +145,7 @@ class SoakRoot(pb.Root):
 
     def remote_board(self) -> Board:
         self.answered += 1
+        self.sent["board"] += 1
         return self.board
 
     async def remote_hang(self) -> None:
@@ -275,6 +279,7 @@ async def soak(clients: int, processes: int, total_calls: int) -> Row:
     tables = recorder.tables()
     live_items = len(Item.live)
     observers = len(recorder.root.board.observers)
+    sent = recorder.root.sent
     warm = [rss for answered, rss in samples if answered >= calls * 0.1]
     warm_rss = warm[0] if warm else before
     peak_after_warmup = max(warm, default=warm_rss)
@@ -292,6 +297,8 @@ async def soak(clients: int, processes: int, total_calls: int) -> Row:
     )
     result = (
         f"{calls:,} calls answered ({calls / duration:,.0f}/s), {wrong} wrong, {len(errors)} client errors; "
+        f"{sent['item']:,} references handed out, used, sent home and dropped, "
+        f"{sent['callback']:,} calls back through client references, {sent['board']:,} cache fetches; "
         f"server RSS {warm_rss:.0f} MiB after warm-up (10% of calls), peak {peak_after_warmup:.0f} MiB "
         f"(growth {peak_after_warmup - warm_rss:+.1f} MiB); server tables after: "
         f"{sum(tables.values())} entries, {live_items} Items alive, {observers} cache observers"
@@ -412,7 +419,7 @@ async def limit_frame() -> Row:
 
 
 async def limit_string() -> Row:
-    async with Case("limit: string/bytes size (via max_frame)", max_frame=1 << 20) as case:
+    async with Case("limit: max_frame=1 MiB, sender side (from the peer's HELLO)", max_frame=1 << 20) as case:
         client, root = await case.client()
         ok, text = await expect_limit(root.callRemote("echo", b"x" * (2 << 20)), "frame limit")
         ok = ok and client.connected and await root.callRemote("echo", "small") == "small"
@@ -823,6 +830,9 @@ async def run(args: argparse.Namespace) -> list[Row]:
     cases: list[Callable[[], Awaitable[Row]]] = [
         limit_frame,
         limit_string,
+        lambda: limit_in_call(
+            "exceeds max_bin_len", b"x" * (2 << 20), "max_string_len=1 MiB", max_string_len=1 << 20
+        ),
         lambda: limit_in_call("deeper than 32", nested(64), "max_depth=32", max_depth=32),
         lambda: limit_in_call(
             "exceeds max_array_len", list(range(10_001)), "max_container_len=10000", max_container_len=10_000

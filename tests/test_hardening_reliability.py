@@ -23,7 +23,7 @@ def test_short_reliability_run_passes_every_row():
     )
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert len(rows) >= 18, result.stdout
+    assert len(rows) >= 19, result.stdout
     assert all("| pass: " in row for row in rows), result.stdout
     soak = rows[0]
     assert soak.startswith("| soak: 50 clients")
