@@ -30,6 +30,7 @@ def test_short_reliability_run_passes_every_row():
     assert "0 wrong, 0 client errors" in soak and "0 entries, 0 Items alive, 0 cache observers" in soak
     for kind in (
         "limit: max_frame",
+        "limit: max_string_len",
         "limit: max_depth",
         "limit: max_container_len",
         "limit: max_inbound_calls",
