@@ -280,22 +280,27 @@ class Decoder:
             "max_map_len": max_len,
             "max_ext_len": 2**31 - 1,  # big ints; the frame limit bounds them
         }
+        # Built once: merging keyword dicts on every decode costs as much as
+        # unpacking a small call.
+        common = {**self._limits, "strict_map_key": False}
+        self._plain_options = {**common, "ext_hook": self._plain_ext, "list_hook": self._plain_list}
+        self._graph_options = {**common, "use_list": False}
 
     def decode(self, mode: int, payload: memoryview) -> Any:
         """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly."""
         if mode == PLAIN:
-            value = self._unpack(payload, ext_hook=self._plain_ext, list_hook=self._plain_list)
+            value = self._unpack(payload, self._plain_options)
             if len(payload) > self._max_depth and tree_depth_exceeds(value, self._max_depth):
                 raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")
             return value
         if mode == GRAPH:
-            raw = self._unpack(payload, use_list=False)
+            raw = self._unpack(payload, self._graph_options)
             return _GraphReader(self, self._tables, self._registry).read(raw, 0)
         raise ProtocolError(f"unknown payload mode {mode!r}")
 
-    def _unpack(self, payload: memoryview, **hooks: Any) -> Any:
+    def _unpack(self, payload: memoryview, options: dict[str, Any]) -> Any:
         try:
-            return msgpack.unpackb(payload, strict_map_key=False, **self._limits, **hooks)
+            return msgpack.unpackb(payload, **options)
         except (InsecureJelly, LimitExceeded, ProtocolError):
             raise
         except ValueError as exc:
