@@ -23,6 +23,10 @@ from ..errors import CallCancelled, Error, NoSuchMethod, PBConnectionLost, PBErr
 
 log = logging.getLogger("pbnb")
 
+# Results that can never be awaited; checking their type first skips
+# inspect.isawaitable's slow ABC test on nearly every answer.
+_NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple, set, frozenset})
+
 #: The perspective (avatar) the current remote call runs under, if any.
 current_perspective: contextvars.ContextVar[Any] = contextvars.ContextVar("pbnb_perspective", default=None)
 # The connection whose peer the current remote call serves; current_perspective belongs to it.
@@ -248,7 +252,7 @@ class Connection(asyncio.Protocol):
         finally:
             current_perspective.reset(reset)
             _serving.reset(reset_serving)
-        if inspect.isawaitable(result):
+        if type(result) not in _NOT_AWAITABLE and inspect.isawaitable(result):
             task = self._loop.create_task(self._finish_call(event, result))
             if event.request_id:
                 self._tasks[event.request_id] = task

@@ -20,6 +20,8 @@ class Server:
         self._server = server
         self.root = root
         self.connections: set[Connection] = set()
+        # Kept, so port, host and repr still answer after close() emptied the socket list.
+        self._address = server.sockets[0].getsockname()[:2]
 
     @property
     def sockets(self) -> tuple:
@@ -29,12 +31,12 @@ class Server:
     @property
     def port(self) -> int:
         """The port the server is bound to (useful after ``port=0``)."""
-        return self._server.sockets[0].getsockname()[1]
+        return self._address[1]
 
     @property
     def host(self) -> str:
         """The address the server is bound to."""
-        return self._server.sockets[0].getsockname()[0]
+        return self._address[0]
 
     async def close(self) -> None:
         """Stop listening and close every connection."""
