@@ -104,13 +104,13 @@ async def test_keepalive_on_the_server_drops_a_silent_client():
 
 
 async def test_keepalive_keeps_a_quiet_but_alive_peer_connected():
-    server = await pb.serve(Gate("s"), keepalive=0.02, dead_peer_timeout=0.2)
-    client = await pb.connect("127.0.0.1", server.port, keepalive=0.02, dead_peer_timeout=0.2)
+    server = await pb.serve(Gate("s"), keepalive=0.05, dead_peer_timeout=1.0)
+    client = await pb.connect("127.0.0.1", server.port, keepalive=0.05, dead_peer_timeout=1.0)
     account = await login_as(client)
     (connection,) = server.connections
-    # Pings flow both ways while nobody calls anything: after 20 ping periods,
-    # several dead-peer timeouts long, both ends must still be up.
-    while client.connection._ping_token < 20 or connection._ping_token < 20:
+    # Pings flow both ways while nobody calls anything: after 25 ping periods,
+    # longer than the dead-peer timeout, both ends must still be up.
+    while client.connection._ping_token < 25 or connection._ping_token < 25:
         await asyncio.sleep(0.02)
         assert client.connected and not connection.closed.done()
     assert await account.callRemote("whoami") == "ada@s"
@@ -180,7 +180,7 @@ async def test_reconnecting_client_reconnects_after_keepalive_finds_the_server_s
         return await login_as(client)
 
     reconnecting = pb.ReconnectingClient(
-        "127.0.0.1", port, login=login, initial_delay=0.01, keepalive=0.05, dead_peer_timeout=0.2
+        "127.0.0.1", port, login=login, initial_delay=0.01, keepalive=0.05, dead_peer_timeout=0.5
     )
     async with reconnecting:
         await asyncio.wait_for(reconnecting.wait_for(pb.ReconnectStatus.CONNECTED), WAIT)
@@ -339,8 +339,9 @@ class Hub(pb.Root):
 
 async def test_brokers_and_connections_are_collected_after_close():
     hub = Hub()
-    server = await pb.serve(hub, keepalive=0.05)
-    client = await pb.connect("127.0.0.1", server.port, keepalive=0.05)
+    # Keepalive on, so its timers are part of what must not keep anything alive.
+    server = await pb.serve(hub, keepalive=0.05, dead_peer_timeout=10)
+    client = await pb.connect("127.0.0.1", server.port, keepalive=0.05, dead_peer_timeout=10)
     root = await client.getRootObject()
     account, note = await root.callRemote("share")
     assert await account.callRemote("whoami") == "x@hub"
