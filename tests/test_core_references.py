@@ -180,6 +180,28 @@ async def test_either_side_may_expose_objects():
         assert client_root.heard == ["from the server"]
 
 
+class Bouncer(pb.Referenceable):
+    """Each side holds one; a bounce calls the other side's bouncer until the count runs out."""
+
+    async def remote_bounce(self, other, count):
+        if count == 0:
+            return ["bottom"]
+        return [count, *await other.callRemote("bounce", self, count - 1)]
+
+
+async def test_calls_nest_back_and_forth_between_the_two_sides():
+    """Behaviour 13: a call can call back into its caller, which calls back again, and so on."""
+
+    class Court(Registry):
+        def remote_bouncer(self):
+            return Bouncer()
+
+    async with connected(Court()) as session:
+        theirs = await within(session.root.callRemote("bouncer"))
+        got = await within(Bouncer().remote_bounce(theirs, 30))
+        assert got == [*range(30, 0, -1), "bottom"]
+
+
 async def test_client_without_a_root_refuses_clearly(session):
     with pytest.raises(pb.ProtocolError, match="serves no root"):
         await within(session.server_side.get_root())
