@@ -170,3 +170,15 @@ def test_login_asks_the_frontend_for_a_password_without_echo(kernel):
     assert request["password"] is True
     assert request["prompt"].startswith("password for ada@")
     assert out == "the avatar of ada\n"
+
+
+def test_remote_method_names_complete_in_the_kernel(kernel, broker):
+    assert_clean(kernel.run_all(["%load_ext pbnb", f"root = %pb_connect 127.0.0.1:{broker.port}"]))
+    code = "root.remote.he"
+    kernel.client.complete(code, len(code))
+    reply = kernel.client.get_shell_msg(timeout=30)
+    while reply["msg_type"] != "complete_reply":
+        reply = kernel.client.get_shell_msg(timeout=30)
+    content = reply["content"]
+    completed = [code[: content["cursor_start"]] + match for match in content["matches"]]
+    assert "root.remote.hello" in completed
