@@ -22,7 +22,13 @@ import functools
 import sys
 from typing import Any
 
-import pbnb as pb
+if __name__ == "__main__":  # coverage feedback for pbnb alone: instrumenting everything is slow
+    import atheris
+
+    with atheris.instrument_imports(include=["pbnb"]):
+        import pbnb as pb
+else:
+    import pbnb as pb
 from pbnb.core import events as ev
 from pbnb.core.broker import Broker
 from pbnb.core.reference import RemoteReference
@@ -192,7 +198,6 @@ def main(argv: list[str]) -> None:
         return
     import atheris
 
-    atheris.instrument_all()  # coverage of pbnb, already imported above
     atheris.Setup(argv, one_input)
     atheris.Fuzz()
 
