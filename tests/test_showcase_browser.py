@@ -1,0 +1,149 @@
+"""The showcase as a person sees it, in headless Debian chromium.
+
+Every notebook goes through JupyterLab's own "Run All" (every cell queued at
+once, as a Binder visitor does it), and the live dashboard is opened in Voila,
+where its widgets must follow the demo broker with no cell running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from notebook_fixtures.servers import BIN, CHROMIUM, browser_page, free_port, server
+from showcase_helpers import NOTEBOOKS, REPO
+
+from pbnb.aio import blocking
+
+pytestmark = [
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+KERNEL_IDLE = (
+    "[...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+    ".some(e => / \\| Idle$/.test(e.innerText) && !e.innerText.startsWith('No Kernel'))"
+)
+# Run All has settled in the visible notebook: the first code cell has run and none is
+# queued ([*]). After an error the rest stay unrun ([ ]), so this also ends then.
+SETTLED = """n => {
+    const prompts = [...document.querySelectorAll(
+        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(p => p.innerText.trim());
+    return prompts.length === n && /^\\[\\d+\\]:$/.test(prompts[0]) && !prompts.includes('[*]:');
+}"""
+UNRUN = """() => [...document.querySelectorAll(
+    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]
+    .filter(p => !/^\\[\\d+\\]:$/.test(p.innerText.trim())).length"""
+
+# The error outputs (exceptions) of the visible notebook, from JupyterLab's own model.
+# Log lines on stderr are not errors: a server in the kernel logs, say, a failed login.
+ERROR_OUTPUTS = """() => {
+    const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+    const errors = [];
+    for (let i = 0; i < cells.length; i++) {
+        const outputs = cells.get(i).outputs;
+        for (let j = 0; outputs && j < outputs.length; j++) {
+            const output = outputs.get(j).toJSON();
+            if (output.output_type === 'error') errors.push(output.ename + ': ' + output.evalue);
+        }
+    }
+    return errors;
+}"""
+
+
+@pytest.fixture
+def demo_broker():
+    """``python -m pbnb demo`` on a free port; yields (host, port)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pbnb", "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        match = re.search(r"on (\S+):(\d+)", process.stdout.readline())
+        assert match, "the demo broker did not start"
+        yield match[1], int(match[2])
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def lab_server(home, env):
+    """JupyterLab on ``home`` (a copy of notebooks/, so autosave never touches the repository)."""
+    settings = home / "lab-settings"
+    settings.mkdir()
+    (settings / "overrides.json").write_text(
+        '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}'
+    )
+    port = free_port()
+    argv = [
+        str(BIN / "jupyter-lab"),
+        "--no-browser",
+        "--allow-root",
+        "--ServerApp.token=",
+        "--ServerApp.password=",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--ServerApp.root_dir={home}",
+        f"--LabApp.app_settings_dir={settings}",
+        "--LabApp.expose_app_in_browser=True",
+    ]
+    return server(argv, port, home, env)
+
+
+def test_every_notebook_survives_run_all_in_jupyterlab(tmp_path, demo_broker):
+    from playwright.sync_api import expect
+
+    for notebook in NOTEBOOKS:
+        shutil.copy(notebook, tmp_path / notebook.name)
+    env = {"PBNB_DEMO": "{}:{}".format(*demo_broker)}
+    with lab_server(tmp_path, env) as url, browser_page(tmp_path, "showcase-run-all") as page:
+        for notebook in NOTEBOOKS:
+            code_cells = sum(cell.cell_type == "code" for cell in nbformat.read(notebook, 4).cells)
+            page.goto(f"{url}/lab/tree/{notebook.name}?reset", timeout=120_000)
+            page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            page.wait_for_function(SETTLED, arg=code_cells, timeout=180_000)
+            errors = page.evaluate(ERROR_OUTPUTS)
+            assert errors == [], f"{notebook.name}: {errors}"
+            assert page.evaluate(UNRUN) == 0, notebook.name
+            page.wait_for_function(KERNEL_IDLE, timeout=30_000)
+            expect(page.locator("body")).not_to_contain_text("Kernel Restarting")
+
+
+def test_dashboard_widgets_follow_the_demo_broker_in_voila(tmp_path, demo_broker):
+    """The README's screenshot, live: the ticker moves and a change by another client shows."""
+    from playwright.sync_api import expect
+
+    # The dashboard as far as its widgets (the notebook then checks itself and disconnects).
+    dashboard = nbformat.read(REPO / "notebooks" / "04-live-dashboard.ipynb", 4)
+    last = next(i for i, cell in enumerate(dashboard.cells) if "dashboard.add_class" in cell.source)
+    dashboard.cells = dashboard.cells[: last + 1]
+    nbformat.write(dashboard, tmp_path / "dashboard.ipynb")
+    port = free_port()
+    argv = [str(BIN / "voila"), "dashboard.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
+    env = {"PBNB_DEMO": "{}:{}".format(*demo_broker)}
+    with (
+        server([*argv, "--show_tracebacks=True"], port, tmp_path, env) as url,
+        browser_page(tmp_path, "showcase-dashboard") as page,
+        blocking.connect(*demo_broker) as other_client,
+    ):
+        page.goto(url, timeout=120_000)
+        expect(page.locator(".pbnb-dashboard")).to_be_visible(timeout=120_000)
+        count = page.locator(".pbnb-cache .pbnb-field-count input")
+        first = int(count.input_value())
+        page.wait_for_function(
+            "n => Number(document.querySelector('.pbnb-cache .pbnb-field-count input').value) >= n",
+            arg=first + 2,
+            timeout=30_000,
+        )
+        new_value = other_client.getRootObject().callRemote("increment", 17, by="another client")
+        readout = page.locator(".pbnb-dashboard .widget-readout")
+        expect(readout).to_have_text(str(new_value), timeout=10_000)
+        expect(page.locator(".pbnb-dashboard")).to_contain_text("last changed by another client")
