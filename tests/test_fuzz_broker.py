@@ -66,7 +66,7 @@ frames = st.builds(
 )
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=250)
 @given(st.lists(frames, max_size=8), st.lists(st.integers(0, 500), max_size=4))
 def test_random_frames_after_a_valid_handshake_never_break_the_broker(body, cuts):
     stream = HELLO + encode_frame([Kind.ROOT, 1]) + b"".join(body)
