@@ -146,9 +146,7 @@ def test_references_and_unawaited_calls_render_as_live_widgets(kernel, broker):
         state = msg["content"].get("data", {}).get("state", {})
         return msg["msg_type"] == "comm_open" and "hello later!" in str(state.get("value", ""))
 
-    if not any(shows_answer(msg) for msg in kernel.seen):  # it may beat the cell's idle status
-        _shown, before = kernel.wait_for(shows_answer)
-        assert not [m for m in before if m["msg_type"] == "execute_input"]
+    seen_or_wait(kernel, shows_answer)  # the answer may even beat the cell's idle status
 
 
 def test_login_asks_the_frontend_for_a_password_without_echo(kernel):
@@ -182,3 +180,30 @@ def test_remote_method_names_complete_in_the_kernel(kernel, broker):
     content = reply["content"]
     completed = [code[: content["cursor_start"]] + match for match in content["matches"]]
     assert "root.remote.hello" in completed
+
+
+def test_load_ext_and_connect_in_one_cell_give_a_live_pending(kernel, broker):
+    results = kernel.run_all(
+        [
+            f"%load_ext pbnb\nroot = %pb_connect 127.0.0.1:{broker.port}\nroot",
+            "done = await root\nprint(await done.remote.hello('again'))",
+            "root.callRemote",  # an error: ipykernel drops the cells queued after it, so it comes last
+        ]
+    )
+    [pending] = results[0]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in pending
+    assert pending["text/plain"].startswith(f"<pbnb Pending %pb_connect 127.0.0.1:{broker.port}:")
+    assert results[1]["errors"] == [] and results[1]["text"] == "hello again!\n"
+    [error] = results[2]["errors"]
+    assert "has not been awaited" in error and "x = await x" in error
+    # The pending output turned into the reference's own widget once connected.
+    seen_or_wait(
+        kernel, lambda m: m["msg_type"] in ("comm_open", "comm_msg") and "Demo</b> at" in str(m["content"])
+    )
+
+
+def seen_or_wait(kernel: Kernel, predicate) -> None:
+    """Pass if iopub already carried a matching message, else wait for one (while no cell runs)."""
+    if not any(predicate(msg) for msg in kernel.seen):
+        _found, before = kernel.wait_for(predicate)
+        assert not [m for m in before if m["msg_type"] == "execute_input"]

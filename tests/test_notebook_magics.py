@@ -104,6 +104,7 @@ def test_load_ext_in_the_same_cell_gives_a_pending_that_explains_itself(tmp_path
         )
         server = run(ip, cell)
         assert isinstance(server, pbnb_notebook_pending())
+        assert text_of(ip, server).startswith("<pbnb Pending %pb_serve pbnb.Root(): ")
         with pytest.raises(AttributeError, match=r"has not been awaited.*x = await x.*use x.port"):
             server.port  # noqa: B018
         server = run(ip, "await srv")

@@ -71,6 +71,16 @@ class Pending:
     def __await__(self) -> Generator[Any, None, Any]:
         return self._task.__await__()
 
+    @property
+    def task(self) -> asyncio.Task:
+        """The running work."""
+        return self._task
+
+    @property
+    def what(self) -> str:
+        """Which magic started the work."""
+        return self._what
+
     def done(self) -> bool:
         """Whether the work has finished (successfully or not)."""
         return self._task.done()

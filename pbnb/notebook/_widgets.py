@@ -19,7 +19,7 @@ import ipywidgets as widgets
 
 from ..aio.connection import CallFuture
 from ..core.reference import RemoteReference
-from ._loop import call_on_loop, loop_of, spawn
+from ._loop import Pending, call_on_loop, loop_of, spawn
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _MAX_REPR = 2000
@@ -129,8 +129,9 @@ def _pending_widget(what: str) -> widgets.HTML:
 class FutureWidget(widgets.VBox):
     """A call's awaitable shown live: pending, then its result or error."""
 
-    def __init__(self, future: asyncio.Future):
-        super().__init__(children=[_pending_widget(getattr(future, "_pb_description", "") or "call")])
+    def __init__(self, future: asyncio.Future, what: str = ""):
+        what = what or getattr(future, "_pb_description", "") or "call"
+        super().__init__(children=[_pending_widget(what)])
         self.add_class("pbnb-future")
         self.future = future
         # The done callback runs on the future's loop, however the widget was made.
@@ -291,14 +292,22 @@ def future_bundle(future: CallFuture) -> dict[str, Any]:
     return _bundle(lambda: FutureWidget(future), future_text(future))
 
 
+def pending_bundle(pending: Pending) -> dict[str, Any]:
+    """Display data for a magic's un-awaited work: live like a call, text everywhere."""
+    return _bundle(lambda: FutureWidget(pending.task, pending.what), repr(pending))
+
+
+_FORMATTERS = {RemoteReference: reference_bundle, CallFuture: future_bundle, Pending: pending_bundle}
+
+
 def register_formatters(shell: Any) -> None:
-    """Show references and call futures as widgets (and useful text) in ``shell``."""
+    """Show references, call futures and pending magics as widgets (and useful text) in ``shell``."""
     formatter = shell.display_formatter.mimebundle_formatter
-    formatter.for_type(RemoteReference, reference_bundle)
-    formatter.for_type(CallFuture, future_bundle)
+    for cls, bundle in _FORMATTERS.items():
+        formatter.for_type(cls, bundle)
 
 
 def unregister_formatters(shell: Any) -> None:
     formatter = shell.display_formatter.mimebundle_formatter
-    for cls in (RemoteReference, CallFuture):
+    for cls in _FORMATTERS:
         formatter.pop(cls, None)
