@@ -8,12 +8,15 @@ fence; docs/index.md documents the marker.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
 
 import pytest
 from showcase_helpers import DOCS, REPO
+
+import pbnb as pb
 
 SKIP_MARKER = "<!-- docs-test: skip -->"
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
@@ -94,3 +97,9 @@ def test_readme_opens_with_the_demo_and_test_commands():
         assert linked in text
     for notebook in (REPO / "notebooks").glob("*.ipynb"):
         assert f"notebooks/{notebook.name}" in text
+
+
+def test_security_page_lists_every_limit():
+    page = (REPO / "docs" / "security.md").read_text()
+    for field in dataclasses.fields(pb.Limits):
+        assert f"| `{field.name}` |" in page, f"docs/security.md does not list the {field.name} limit"
