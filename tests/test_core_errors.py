@@ -181,3 +181,14 @@ async def test_an_exception_whose_str_fails_still_reaches_the_caller(session, ca
     assert "str() failed" in caught.value.message
     with pytest.raises(pb.NoSuchMethod):
         await within(session.root.callRemote("still_connected"))
+
+
+async def test_a_non_callable_remote_attribute_is_no_such_method():
+    """Behaviour 26: only callables are remote methods; a data attribute with the prefix is not one."""
+
+    class Holder(pb.Root):
+        remote_answer = 42
+
+    async with connected(Holder()) as session:
+        with pytest.raises(pb.NoSuchMethod, match="answer"):
+            await within(session.root.callRemote("answer"))

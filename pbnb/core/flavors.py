@@ -23,6 +23,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 
+def _callable_attribute(obj: Any, name: str) -> Callable[..., Any] | None:
+    """The named method of ``obj``, or None when it is missing or not callable."""
+    method = getattr(obj, name, None)
+    return method if callable(method) else None
+
+
 def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -33,7 +39,7 @@ class Referenceable:
     remote_prefix: ClassVar[str] = "remote_"
 
     def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
-        return getattr(self, self.remote_prefix + name, None)
+        return _callable_attribute(self, self.remote_prefix + name)
 
     def _pb_perspective(self, default: Any) -> Any:
         """The perspective that calls on this object run under."""
@@ -88,7 +94,7 @@ class ViewPoint(Referenceable):
         self.perspective = perspective
 
     def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
-        method = getattr(self.viewable, "view_" + name, None)
+        method = _callable_attribute(self.viewable, "view_" + name)
         if method is None:
             return None
         bound_perspective = self.perspective
@@ -174,7 +180,7 @@ class RemoteCache(RemoteCopy):
     """The receiving side of a Cacheable; the owner calls its ``observe_`` methods."""
 
     def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
-        return getattr(self, "observe_" + name, None)
+        return _callable_attribute(self, "observe_" + name)
 
 
 class CopyRegistry:
