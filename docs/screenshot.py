@@ -1,0 +1,100 @@
+"""Retake docs/img/live-dashboard.png: the dashboard notebook's widgets, in Voila, in headless chromium.
+
+Usage: ``.venv/bin/python docs/screenshot.py`` (needs Debian's chromium at /usr/bin/chromium).
+It starts a demo broker, serves the dashboard notebook (as far as its widgets)
+with Voila, lets another client change the shared counter while the ticker
+moves, and saves the page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+from playwright.sync_api import sync_playwright
+
+from pbnb.aio import blocking
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "docs" / "img" / "live-dashboard.png"
+PORT = 8899
+
+
+def dashboard_only(target: Path) -> None:
+    """Write the dashboard notebook up to its widgets, without showing the root reference."""
+    notebook = nbformat.read(REPO / "notebooks" / "04-live-dashboard.ipynb", 4)
+    last = next(i for i, cell in enumerate(notebook.cells) if "dashboard.add_class" in cell.source)
+    cells = [cell for cell in notebook.cells[: last + 1] if cell.cell_type == "code"]
+    for cell in cells:
+        cell.source = re.sub(r"\ndemo$", "", cell.source.rstrip())
+    title = nbformat.v4.new_markdown_cell(
+        "### pbnb: live copies of the demo broker's Ticker and shared Counter"
+    )
+    notebook.cells = [title, *cells]
+    nbformat.write(notebook, target)
+
+
+def another_client_changes_the_counter(host: str, port: int) -> None:
+    with blocking.connect(host, port) as client:
+        root = client.getRootObject()
+        for _ in range(7):
+            root.callRemote("increment", 17, by="bob's kernel")
+            time.sleep(0.5)
+
+
+def main() -> None:
+    """Take the screenshot."""
+    work = Path(tempfile.mkdtemp(prefix="pbnb-shot-"))
+    dashboard_only(work / "dashboard.ipynb")
+    env = {**os.environ, "HOME": str(work)}
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "pbnb", "demo", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    host, port = re.search(r"on (\S+):(\d+)", broker.stdout.readline()).groups()  # type: ignore[union-attr]
+    env["PBNB_DEMO"] = f"{host}:{port}"
+    voila = Path(sys.executable).parent / "voila"
+    server = subprocess.Popen(
+        [str(voila), "dashboard.ipynb", "--no-browser", f"--port={PORT}", "--Voila.ip=127.0.0.1"],
+        cwd=work,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--headless=new"]
+            )
+            page = browser.new_page(viewport={"width": 900, "height": 470}, device_scale_factor=2)
+            page.goto(f"http://127.0.0.1:{PORT}/", timeout=120_000)
+            page.wait_for_selector(".pbnb-dashboard", timeout=120_000)
+            changer = threading.Thread(target=another_client_changes_the_counter, args=(host, int(port)))
+            changer.start()
+            changer.join()
+            time.sleep(8)  # let the sparkline fill: this is a picture, not a test
+            page.screenshot(path=str(OUTPUT), full_page=True)
+            browser.close()
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+        broker.send_signal(signal.SIGINT)
+        broker.wait(30)
+    print(f"wrote {OUTPUT}")
+
+
+if __name__ == "__main__":
+    main()
