@@ -66,6 +66,9 @@ class SyncInvoker:
     def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:
         self.broker.call(ref, name, args, kwargs, None, answer=False)
 
+    def call_packed(self, ref: RemoteReference, name: str, payload: bytes) -> None:
+        self.broker.call_packed(ref, name, payload)
+
     def describe(self, ref: RemoteReference) -> Outcome:
         outcome = Outcome()
         outcome.request_id = self.broker.request_description(ref, outcome)

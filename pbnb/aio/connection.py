@@ -26,6 +26,8 @@ log = logging.getLogger("pbnb")
 # Results that can never be awaited; checking their type first skips
 # inspect.isawaitable's slow ABC test on nearly every answer.
 _NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple, set, frozenset})
+# Calls queued in one loop turn are written in groups of this many frames.
+_BURST_FRAMES = 16
 
 #: The perspective (avatar) the current remote call runs under, if any.
 current_perspective: contextvars.ContextVar[Any] = contextvars.ContextVar("pbnb_perspective", default=None)
@@ -298,10 +300,13 @@ class Connection(asyncio.Protocol):
             return future
         future._pb_connection = self
         future._pb_description = f"{name}() on {ref!r}"
-        if self.broker.pending_calls == 1:  # type: ignore[union-attr]
-            self._flush()  # nothing else in flight: send now rather than a loop turn later
+        broker = self.broker
+        if broker.pending_calls == 1 or len(broker._out) >= _BURST_FRAMES:  # type: ignore[union-attr]
+            # Alone, or a burst already worth a write: send now rather than a
+            # loop turn later, so the peer starts on these calls while we make the rest.
+            self._flush()
         else:
-            self._flush_soon()  # a burst: the calls of this turn share one write
+            self._flush_soon()
         return future
 
     def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:
@@ -309,6 +314,16 @@ class Connection(asyncio.Protocol):
             ref, name, args, kwargs, None, answer=False, perspective=self._sending_perspective()
         )
         self._flush_soon()
+
+    def call_packed(self, ref: RemoteReference, name: str, payload: bytes) -> None:
+        """Queue a broadcast call whose arguments were packed once for every peer."""
+        self.broker.call_packed(ref, name, payload)  # type: ignore[union-attr]
+        if not self._flush_scheduled:
+            # The first call of this loop turn goes out at once, so in a fan-out
+            # each peer starts working while the others are still being served;
+            # later ones join a single write at the end of the turn.
+            self._flush()
+            self._flush_soon()
 
     def _sending_perspective(self) -> Any:
         # A call made while serving another connection's user must not go out

@@ -255,13 +255,19 @@ class Broker:
         except BaseException:
             self._rollback()
             raise
-        if len(payload) + 64 > self._peer_max_frame:
+        try:
+            self._check_fits(payload, kind)
+        except LimitExceeded:
             self._rollback()
+            raise
+        return mode, payload
+
+    def _check_fits(self, payload: bytes, kind: str) -> None:
+        if len(payload) + 64 > self._peer_max_frame:
             raise LimitExceeded(
                 f"{kind} of {len(payload)} bytes exceeds the peer's frame limit "
                 f"of {self._peer_max_frame} bytes"
             )
-        return mode, payload
 
     def _commit(self) -> None:
         self._journal = None
@@ -541,6 +547,29 @@ class Broker:
         Raises DeadReferenceError after disconnect, SerializationError or
         LimitExceeded if the arguments cannot be sent; nothing is queued then.
         """
+        perspective = self._check_call(ref, method, perspective)
+        mode, payload = self._encode([list(args), kwargs], perspective, "call")
+        request_id = NO_ANSWER
+        if answer:
+            request_id = self._next_request_id
+            self._next_request_id += 1
+            self._calls[request_id] = token
+        self._commit()
+        self._send([ref._kind, request_id, ref._id, method, mode], payload)
+        return request_id
+
+    def call_packed(self, ref: RemoteReference, method: str, payload: bytes) -> None:
+        """Queue a no-answer call whose arguments are already packed (for broadcasts).
+
+        ``payload`` must be PLAIN ``[args, kwargs]`` that names nothing of any
+        connection's tables, so one packing serves every peer. Raises like ``call``.
+        """
+        self._check_call(ref, method, None)
+        self._check_fits(payload, "call")
+        self._send([ref._kind, NO_ANSWER, ref._id, method, serialize.PLAIN], payload)
+
+    def _check_call(self, ref: RemoteReference, method: str, perspective: Any) -> Any:
+        """Raise unless ``method`` can be called on ``ref`` now; return the perspective to encode under."""
         if self.disconnected:
             raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: its connection is gone")
         if ref._broker is not self:
@@ -552,16 +581,8 @@ class Broker:
             if cache is None or cache.observer is not ref:
                 raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: the peer dropped that cache")
             # An update speaks to the peer the copy was made for, whoever triggers it.
-            perspective = cache.perspective
-        mode, payload = self._encode([list(args), kwargs], perspective, "call")
-        request_id = NO_ANSWER
-        if answer:
-            request_id = self._next_request_id
-            self._next_request_id += 1
-            self._calls[request_id] = token
-        self._commit()
-        self._send([ref._kind, request_id, ref._id, method, mode], payload)
-        return request_id
+            return cache.perspective
+        return perspective
 
     def request_root(self, token: Any) -> int:
         """Ask the peer for its root object; the answer arrives as AnswerReceived."""

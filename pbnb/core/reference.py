@@ -94,6 +94,10 @@ class CacheObserver(RemoteReference):
     __eq__ = object.__eq__
     __hash__ = object.__hash__
 
+    def _pb_call_packed(self, name: str, payload: bytes) -> None:
+        """Queue a no-answer ``observe_<name>`` whose arguments were packed once for many observers."""
+        self._broker.invoker.call_packed(self, name, payload)
+
 
 class _MethodProxy:
     __slots__ = ("_ref",)
