@@ -11,7 +11,8 @@ or several at once with ``update()`` (``observe_update``); ``ObservedRemoteCache
 applies both on the receiving side.
 
 Like the flavors, this module never imports the broker: it only talks to
-observers through their ``callRemoteNoAnswer``.
+observers, through ``callRemoteNoAnswer`` or, for arguments that every
+connection would encode alike, a call packed once for all of them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, ClassVar
 
 from ..errors import DeadReferenceError
 from .flavors import Cacheable, RemoteCache
+from .serialize import PLAIN, Encoder, needs_graph
+from .wire import Limits
 
 #: What ``notify_each``'s function returns for one perspective: the positional
 #: and keyword arguments of that observer's call, or None to skip it.
@@ -76,16 +79,46 @@ class ObservedCacheable(Cacheable):
         self._watchers().pop(observer, None)
 
     def notify(self, _name: str, /, *args: Any, **kwargs: Any) -> int:
-        """Run ``observe_<_name>(*args, **kwargs)`` on every copy; return how many were told."""
-        return self.notify_each(_name, lambda perspective: (args, kwargs))
+        """Run ``observe_<_name>(*args, **kwargs)`` on every copy; return how many were told.
+
+        Plain arguments (no references, copies or shared objects) are packed
+        once for all observers; anything else is encoded for each connection.
+        """
+        if not self._watchers():
+            return 0
+        payload = _pack_for_everyone(args, kwargs)
+        if payload is None:
+            return self.notify_each(_name, lambda perspective: (args, kwargs))
+
+        def send(observer: Any, perspective: Any) -> bool:
+            observer._pb_call_packed(_name, payload)
+            return True
+
+        return self._broadcast(send)
 
     def notify_each(self, name: str, arguments_for: Callable[[Any], CallArguments]) -> int:
         """Like ``notify``, with arguments chosen per observer's perspective.
 
         ``arguments_for(perspective)`` returns ``(args, kwargs)``, or None to
-        leave that observer out. Observers whose connection is gone are dropped.
-        If a call cannot be sent (say, an argument that cannot be serialized),
-        the others are still sent and the first such error is raised afterwards.
+        leave that observer out.
+        """
+
+        def send(observer: Any, perspective: Any) -> bool:
+            call = arguments_for(perspective)
+            if call is None:
+                return False
+            args, kwargs = call
+            observer.callRemoteNoAnswer(name, *args, **kwargs)
+            return True
+
+        return self._broadcast(send)
+
+    def _broadcast(self, send: Callable[[Any, Any], bool]) -> int:
+        """Run ``send(observer, perspective)`` for each observer; return how many it sent to.
+
+        Observers whose connection is gone are dropped. If one send fails (say,
+        a peer with a smaller frame limit), the others still go out and the
+        first such error is raised afterwards.
         """
         watchers = self._watchers()
         told = 0
@@ -94,18 +127,12 @@ class ObservedCacheable(Cacheable):
             if not observer.connected:
                 del watchers[observer]
                 continue
-            call = arguments_for(perspective)
-            if call is None:
-                continue
-            args, kwargs = call
             try:
-                observer.callRemoteNoAnswer(name, *args, **kwargs)
+                told += send(observer, perspective)
             except DeadReferenceError:
                 watchers.pop(observer, None)
             except Exception as exc:
                 failure = failure or exc
-            else:
-                told += 1
         if failure is not None:
             raise failure
         return told
@@ -125,6 +152,30 @@ class ObservedCacheable(Cacheable):
         super().__setattr__(name, value)
         if name in self._pb_field_set:
             self.notify("set", name, value)
+
+
+class _PerConnection(Exception):
+    """The arguments name something only a connection's own tables can encode."""
+
+
+class _NoTables:
+    def __getattr__(self, name: str) -> Any:
+        raise _PerConnection(name)
+
+
+_SHARED_ENCODER = Encoder(_NoTables(), Limits().max_depth)
+
+
+def _pack_for_everyone(args: tuple, kwargs: dict[str, Any]) -> bytes | None:
+    """``[args, kwargs]`` packed once for every connection, or None if each needs its own encoding."""
+    value = [list(args), kwargs]
+    if needs_graph(value):
+        return None  # copies and shared objects depend on the connection and perspective
+    try:
+        mode, payload = _SHARED_ENCODER.encode(value, None)
+    except _PerConnection:
+        return None  # references are numbered per connection
+    return payload if mode == PLAIN else None
 
 
 class ObservedRemoteCache(RemoteCache):
