@@ -64,9 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the demo broker used by the notebooks")
     for command in (serve, demo):
         command.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
-        command.add_argument("--port", type=int, default=8787, help="port, 0 picks a free one (8787)")
+        command.add_argument("--port", type=_port, default=8787, help="port, 0 picks a free one (8787)")
     commands.add_parser("passwd", help="edit a password file (see: passwd --help)")
     return parser
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return int(text)
 
 
 def _run(root: Any, label: str, args: argparse.Namespace) -> int:

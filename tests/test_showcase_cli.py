@@ -85,6 +85,19 @@ async def test_serve_a_factory_gives_each_connection_its_own_root(served_module)
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "greetings:greeter", "--port", "70000"], "0 to 65535"),
+        (["demo", "--port", "x"], "0 to 65535"),
+    ],
+)
+def test_a_bad_port_is_refused_before_anything_starts(served_module, args, message):
+    result = run_pbnb(*args, env=served_module)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
     ("target", "message"),
     [
         ("greetings", "expected MODULE:ATTR"),
@@ -218,3 +231,16 @@ def test_help_lists_the_subcommands():
     assert result.returncode == 0
     for command in ("serve", "demo", "passwd"):
         assert command in result.stdout
+
+
+async def test_a_busy_port_is_reported_without_a_traceback(served_module):
+    first = await PbnbProcess.start("serve", "greetings:greeter", "--port", "0", env=served_module)
+    try:
+        result = await asyncio.to_thread(
+            run_pbnb, "serve", "greetings:greeter", "--port", str(first.port), env=served_module
+        )
+        assert result.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        await first.kill()
