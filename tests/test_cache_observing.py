@@ -243,3 +243,41 @@ async def test_state_and_updates_can_differ_per_perspective():
         for client in clients:
             await client.close()
     gc.collect()
+
+
+class Pinger(pb.Referenceable):
+    def remote_ping(self):
+        return "pong from the owner"
+
+
+class Carrier(SheetCopy):
+    def observe_carry(self, thing):
+        self.carried = thing
+        self._wake()
+
+
+async def test_plain_broadcasts_leave_at_once_for_every_peer():
+    sheet = Sheet()
+    async with watchers(Arena(sheet), 3) as (server, clients, copies):
+        owners = [server_side(server, client).broker for client in clients]
+        assert sheet.notify("row", {"n": 1}) == 3
+        # Packed once and written before notify returned: nothing waits for a later loop turn.
+        assert not any(owner.has_data_to_send() for owner in owners)
+        for copy in copies:
+            await copy.wait_until(lambda copy=copy: copy.rows == [{"n": 1}])
+
+
+async def test_broadcasts_of_references_and_shared_objects_are_encoded_per_connection():
+    sheet = Sheet()
+    registry = pb.CopyRegistry()
+    registry.register(Sheet, Carrier)
+    pinger = Pinger()
+    async with watchers(Arena(sheet), 2, registry=registry) as (_, _, copies):
+        shared = {"k": 1}
+        assert sheet.notify("carry", [pinger, shared, shared]) == 2
+        for copy in copies:
+            await copy.wait_until(lambda copy=copy: hasattr(copy, "carried"))
+            reference, first, second = copy.carried
+            assert first is second == {"k": 1}
+            assert await reference.callRemote("ping") == "pong from the owner"
+        assert copies[0].carried[0] is not copies[1].carried[0]
