@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
@@ -12,6 +15,7 @@ from traitlets.config import Config
 
 import pbnb as pb
 from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal, UnauthorizedLogin
+from pbnb.notebook import Pending
 
 
 class Greeter(pb.Root):
@@ -39,17 +43,29 @@ class Realm:
         return IPerspective, Account(avatar_id), lambda: None
 
 
-@pytest.fixture
-def shell(tmp_path, monkeypatch):
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))
+@contextlib.contextmanager
+def new_shell(ipython_dir: Path) -> Iterator[InteractiveShell]:
+    """A fresh IPython shell with no history database: nothing is left to write at exit."""
     config = Config()
     config.HistoryManager.enabled = False
-    ip = InteractiveShell.instance(config=config)
-    ip.user_ns.update(Greeter=Greeter, Portal=Portal, Realm=Realm, Checker=InMemoryPasswordChecker)
-    run(ip, "%load_ext pbnb")
-    yield ip
-    run(ip, "%unload_ext pbnb")
-    InteractiveShell.clear_instance()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IPYTHONDIR", str(ipython_dir))
+        ip = InteractiveShell.instance(config=config)
+        try:
+            yield ip
+        finally:
+            try:
+                run(ip, "%unload_ext pbnb")  # closes what the magics opened
+            finally:
+                InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def shell(tmp_path):
+    with new_shell(tmp_path) as ip:
+        ip.user_ns.update(Greeter=Greeter, Portal=Portal, Realm=Realm, Checker=InMemoryPasswordChecker)
+        run(ip, "%load_ext pbnb")
+        yield ip
 
 
 def run(ip: InteractiveShell, source: str):
@@ -94,16 +110,14 @@ def test_the_transformer_awaits_only_our_async_magics(shell):
         shell.autoawait = True
 
 
-def test_load_ext_in_the_same_cell_gives_a_pending_that_explains_itself(tmp_path, monkeypatch):
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))
-    ip = InteractiveShell.instance()
-    try:
+def test_load_ext_in_the_same_cell_gives_a_pending_that_explains_itself(tmp_path):
+    with new_shell(tmp_path) as ip:
         # This cell runs as async code (it awaits), so a loop is running when the magic runs.
         cell = (
             "import asyncio, pbnb\n%load_ext pbnb\nsrv = %pb_serve pbnb.Root()\nawait asyncio.sleep(0)\nsrv"
         )
         server = run(ip, cell)
-        assert isinstance(server, pbnb_notebook_pending())
+        assert isinstance(server, Pending)
         assert text_of(ip, server).startswith("<pbnb Pending %pb_serve pbnb.Root(): ")
         with pytest.raises(AttributeError, match=r"has not been awaited.*x = await x.*use x.port"):
             server.port  # noqa: B018
@@ -113,15 +127,6 @@ def test_load_ext_in_the_same_cell_gives_a_pending_that_explains_itself(tmp_path
         assert isinstance(run(ip, "%pb_serve pbnb.Root()"), pb.Server)
         # With no loop running at all, the magic runs its work to the end and returns the result.
         assert isinstance(ip.run_line_magic("pb_serve", "pbnb.Root()"), pb.Server)
-    finally:
-        run(ip, "%unload_ext pbnb")
-        InteractiveShell.clear_instance()
-
-
-def pbnb_notebook_pending():
-    from pbnb.notebook import Pending
-
-    return Pending
 
 
 def test_reference_text_lists_methods_and_futures_show_their_outcome(shell):
