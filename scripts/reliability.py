@@ -359,8 +359,7 @@ class Case:
         return Row(self.name, self.connections, self.calls, seconds, self.mem_before, rss_mib(), result, ok)
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if not self.server.connections:
-            return
+        # Both are idempotent: finish() already closed them unless the case crashed.
         await self.bystander.close()
         await self.server.close()
 
@@ -581,7 +580,7 @@ async def fault_client_killed(count: int) -> Row:
             await asyncio.wait_for(process.stdout.readline(), WAIT)
         case.connections += count
         case.calls += 3 * count
-        connections = [c for c in case.server.connections]
+        connections = list(case.server.connections)
         for process in processes:
             process.send_signal(signal.SIGKILL)
             await process.wait()
