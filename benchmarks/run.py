@@ -95,6 +95,10 @@ def measure_peers(names: list[str], rounds: int, budget: float) -> dict[str, dic
             except Exception as exc:
                 print(f"skipping {LABELS[name]}: {exc}", file=sys.stderr)
         rates: dict[str, dict[str, list]] = {p.name: {w: [] for w in WORKLOADS} for p in peers}
+        print("warming up (calibrating each workload's count)", file=sys.stderr, flush=True)
+        for workload in WORKLOADS:
+            for peer in peers:
+                peer.measure(workload, budget)
         for round_number in range(rounds):
             print(f"round {round_number + 1}/{rounds}", file=sys.stderr, flush=True)
             order = peers[round_number % len(peers) :] + peers[: round_number % len(peers)]
