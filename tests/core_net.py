@@ -31,6 +31,16 @@ class Session:
 
 
 @asynccontextmanager
+async def serving(root: Any, **options: Any) -> AsyncIterator[pb.Server]:
+    """Serve ``root`` on a free loopback port; close the server afterwards."""
+    server = await pb.serve(root, host="127.0.0.1", port=0, **options)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@asynccontextmanager
 async def connected(
     root: Any,
     *,
@@ -39,16 +49,13 @@ async def connected(
     client_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Session]:
     """Serve ``root`` on a free loopback port, connect a client, and close both afterwards."""
-    server = await pb.serve(root, host="127.0.0.1", port=0, **(server_options or {}))
-    try:
+    async with serving(root, **(server_options or {})) as server:
         client = await pb.connect("127.0.0.1", server.port, root=client_root, **(client_options or {}))
         try:
             ref = await within(client.getRootObject())
             yield Session(server, client, ref)
         finally:
             await client.close()
-    finally:
-        await server.close()
 
 
 async def within(awaitable: Any, timeout: float = TIMEOUT) -> Any:

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import trustme
-from core_net import connected, released, within
+from core_net import connected, released, serving, within
 
 import pbnb as pb
 from pbnb.core.wire import MAGIC, PREAMBLE, Kind, encode_frame
@@ -73,6 +75,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def raw_server(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A plain asyncio server (no pbnb) on a free loopback port; yields the port."""
+    listener = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with listener:
+        yield listener.sockets[0].getsockname()[1]
 
 
 async def read_all(reader: asyncio.StreamReader) -> bytes:
@@ -186,8 +198,7 @@ async def test_a_root_factory_gives_each_connection_its_own_root():
         made.append(Waiter())
         return made[-1]
 
-    server = await pb.serve(factory, port=0)
-    try:
+    async with serving(factory) as server:
         async with await pb.connect("127.0.0.1", server.port) as first:
             async with await pb.connect("127.0.0.1", server.port) as second:
                 one = await within(first.getRootObject())
@@ -196,8 +207,6 @@ async def test_a_root_factory_gives_each_connection_its_own_root():
                 assert await within(two.callRemote("echo", "separate")) == "separate"
         assert len(made) == 2
         assert made[0].listener is not None and made[1].listener is None
-    finally:
-        await server.close()
 
 
 # ----------------------------------------------------------- connecting
@@ -213,8 +222,7 @@ async def test_connect_where_nothing_listens():
 async def test_connection_lost_before_any_byte_logs_no_error(caplog):
     """Behaviour 29: a client that connects and leaves at once is not an error on the server."""
     caplog.set_level(logging.DEBUG, logger="pbnb")
-    server = await pb.serve(Waiter(), port=0)
-    try:
+    async with serving(Waiter()) as server:
         with LogWatch("closed") as watch:
             _, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.close()
@@ -223,8 +231,6 @@ async def test_connection_lost_before_any_byte_logs_no_error(caplog):
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
         async with connected(Waiter()) as session:  # and the server is fine
             assert await within(session.root.callRemote("echo", 1)) == 1
-    finally:
-        await server.close()
 
 
 async def test_server_that_closes_before_the_handshake():
@@ -233,9 +239,7 @@ async def test_server_that_closes_before_the_handshake():
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
-    listener = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    async with listener:
-        port = listener.sockets[0].getsockname()[1]
+    async with raw_server(hang_up) as port:
         with pytest.raises(pb.PBConnectionLost, match="handshake"):
             await within(pb.connect("127.0.0.1", port))
 
@@ -247,9 +251,7 @@ async def test_a_server_that_never_answers_the_handshake_times_out():
         await reader.read()
         writer.close()
 
-    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
-    async with listener:
-        port = listener.sockets[0].getsockname()[1]
+    async with raw_server(silent) as port:
         with pytest.raises(pb.PBConnectionLost, match="did not complete the pbnb handshake"):
             await within(pb.connect("127.0.0.1", port, timeout=0.3))
 
@@ -300,9 +302,7 @@ async def test_client_refuses_a_bad_server(opening, error):
         await reader.read()  # until the client hangs up
         writer.close()
 
-    listener = await asyncio.start_server(speak, "127.0.0.1", 0)
-    async with listener:
-        port = listener.sockets[0].getsockname()[1]
+    async with raw_server(speak) as port:
         with pytest.raises(pb.ProtocolError, match=error):
             await within(pb.connect("127.0.0.1", port))
 
@@ -337,11 +337,8 @@ async def test_calls_and_callbacks_over_tls(tls):
 
 async def test_tls_client_refuses_an_untrusted_server(tls):
     server_context, _ = tls
-    server = await pb.serve(Waiter(), port=0, ssl=server_context)
-    try:
+    async with serving(Waiter(), ssl=server_context) as server:
         with pytest.raises(ssl.SSLCertVerificationError):
             await within(pb.connect("127.0.0.1", server.port, ssl=ssl.create_default_context()))
         with pytest.raises((pb.PBConnectionLost, pb.ProtocolError, ConnectionError)):
             await within(pb.connect("127.0.0.1", server.port, timeout=5))  # plaintext to TLS
-    finally:
-        await server.close()

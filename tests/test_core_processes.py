@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from core_net import within
+from core_net import serving, within
 
 import pbnb as pb
 
@@ -97,20 +97,16 @@ class Host(pb.Root):
 
 async def test_client_in_another_process():
     """The same points with the client in the other process: identity, cycles, callback."""
-    server = await pb.serve(Host(), port=0)
-    try:
+    async with serving(Host()) as server:
         async with process("call_server.py", str(server.port), "values") as proc:
             lines = [await next_line(proc) for _ in range(4)]
         assert lines == ["OK identity", "OK cycles", "OK callback", "DONE"]
-    finally:
-        await server.close()
 
 
 async def test_client_process_killed_mid_call():
     """The server's pending call into a killed client fails; the connection's tables empty."""
     host = Host()
-    server = await pb.serve(host, port=0)
-    try:
+    async with serving(host) as server:
         async with process("call_server.py", str(server.port), "hang") as proc:
             await within(host.registered.wait())
             (connection,) = server.connections
@@ -125,5 +121,3 @@ async def test_client_process_killed_mid_call():
             await within(asyncio.shield(connection.closed))
             assert set(connection.broker.table_sizes().values()) == {0}
             assert server.connections == set()
-    finally:
-        await server.close()
