@@ -1,6 +1,7 @@
 """``python -m pbnb``: serve an object, run the demo broker, manage a password file.
 
-* ``serve MODULE:ATTR``: serve a Root, a Portal, or a factory called per connection.
+* ``serve MODULE:ATTR``: serve a Root, a Portal, or a factory called per connection
+  (``--certfile``/``--keyfile`` for TLS).
 * ``demo``: the demo broker the notebooks and Binder use (``pbnb.demo``).
 * ``passwd``: edit a password file for ``FilePasswordChecker`` (``pbnb.cred.passwd``).
 
@@ -16,6 +17,7 @@ import asyncio
 import importlib
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -65,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     for command in (serve, demo):
         command.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
         command.add_argument("--port", type=_port, default=8787, help="port, 0 picks a free one (8787)")
+        command.add_argument("--certfile", help="serve over TLS with this PEM certificate (chain)")
+        command.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
     commands.add_parser("passwd", help="edit a password file (see: passwd --help)")
     return parser
 
@@ -75,18 +79,36 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.certfile is None:
+        if args.keyfile is not None:
+            raise ValueError("--keyfile needs --certfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.certfile, args.keyfile)
+    return context
+
+
 def _run(root: Any, label: str, args: argparse.Namespace) -> int:
     try:
-        asyncio.run(_serve_until_stopped(root, label, args.host, args.port))
+        tls = _tls_context(args)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        print(f"pbnb: cannot use the TLS certificate: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve_until_stopped(root, label, args.host, args.port, tls))
     except OSError as exc:
         print(f"pbnb: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve_until_stopped(root: Any, label: str, host: str, port: int) -> None:
-    server = await pb.serve(root, host=host, port=port)
-    print(f"pbnb: serving {label} on {server.host}:{server.port}", flush=True)
+async def _serve_until_stopped(
+    root: Any, label: str, host: str, port: int, tls: ssl.SSLContext | None
+) -> None:
+    server = await pb.serve(root, host=host, port=port, ssl=tls)
+    over = " over TLS" if tls else ""
+    print(f"pbnb: serving {label}{over} on {server.host}:{server.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)

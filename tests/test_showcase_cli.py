@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import trustme
 from showcase_helpers import REPO, PbnbProcess
 
 import pbnb as pb
@@ -244,3 +246,46 @@ async def test_a_busy_port_is_reported_without_a_traceback(served_module):
         assert "Traceback" not in result.stderr
     finally:
         await first.kill()
+
+
+async def test_serve_over_tls_with_a_certificate_file(served_module, tmp_path):
+    authority = trustme.CA()
+    certificate = authority.issue_cert("localhost")
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    server = await PbnbProcess.start(
+        "serve",
+        "greetings:greeter",
+        "--port",
+        "0",
+        "--certfile",
+        str(tmp_path / "server.pem"),
+        env=served_module,
+    )
+    try:
+        async with await pb.connect(
+            server.host, server.port, ssl=client_context, server_hostname="localhost"
+        ) as client:
+            root = await client.getRootObject()
+            assert await root.callRemote("hello", "tls") == "hello tls (1)"
+        with pytest.raises(pb.PBConnectionLost):  # a plain client cannot talk to it
+            await pb.connect(server.host, server.port, timeout=5)
+        status, _, err = await server.stop(signal.SIGINT)
+    finally:
+        await server.kill()
+    assert status == 0, err
+
+
+def test_a_missing_certificate_is_reported(served_module, tmp_path):
+    result = run_pbnb(
+        "serve",
+        "greetings:greeter",
+        "--port",
+        "0",
+        "--certfile",
+        str(tmp_path / "nope.pem"),
+        env=served_module,
+    )
+    assert result.returncode == 2
+    assert "cannot use the TLS certificate" in result.stderr
