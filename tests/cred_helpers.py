@@ -1,4 +1,7 @@
-"""Helpers for the login tests: a realm that records what happens, a recording relay."""
+"""Helpers for the login tests: a realm that records what happens, a recording relay.
+
+``serving`` and ``within`` come from ``core_net``, shared with the core tests.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from core_net import within
+
 import pbnb as pb
-from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal
+from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal, UsernamePassword
 
-TIMEOUT = 10.0
 USERS = {"alice": "correct horse", "bob": "battery staple"}
-
-
-async def within(awaitable: Any, timeout: float = TIMEOUT) -> Any:
-    """Await with a timeout, so a hang fails the test instead of stalling it."""
-    return await asyncio.wait_for(awaitable, timeout)
+ALICE = UsernamePassword("alice", USERS["alice"])
+BOB = UsernamePassword("bob", USERS["bob"])
 
 
 class User(pb.Avatar):
@@ -98,15 +99,6 @@ def make_portal(realm: Any = None, *checkers: Any, **options: Any) -> Portal:
 
 
 @asynccontextmanager
-async def serving(portal: Portal, **options: Any) -> AsyncIterator[pb.Server]:
-    server = await pb.serve(portal, host="127.0.0.1", port=0, **options)
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-@asynccontextmanager
 async def client_of(server: pb.Server, **options: Any) -> AsyncIterator[pb.Client]:
     client = await within(pb.connect("127.0.0.1", server.port, **options))
     try:
@@ -122,18 +114,24 @@ def login_root_of(server: pb.Server) -> Any:
 
 
 class Relay:
-    """A loopback TCP relay between a client and a server that records every byte."""
+    """A loopback TCP relay between a client and a server that records every byte.
+
+    ``async with Relay(server.port) as relay:`` then connect to ``relay.port``.
+    """
 
     def __init__(self, target_port: int):
         self.target_port = target_port
+        self.port = 0
         self.upstream = bytearray()  # client -> server
         self.downstream = bytearray()  # server -> client
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> int:
+        """Listen on a free loopback port and return it."""
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self._server.sockets[0].getsockname()[1]
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
@@ -161,3 +159,10 @@ class Relay:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cred_helpers import within
+from core_net import within
 
 from pbnb.cred import UnauthorizedLogin
 from pbnb.cred.passwd import set_password

@@ -7,7 +7,8 @@ import gc
 import logging
 
 import pytest
-from cred_helpers import USERS, Mind, Realm, client_of, login_root_of, make_portal, serving, within
+from core_net import serving, within
+from cred_helpers import ALICE, BOB, USERS, Mind, Realm, client_of, login_root_of, make_portal
 
 import pbnb as pb
 from pbnb.cred import (
@@ -22,9 +23,6 @@ from pbnb.cred import (
     UsernamePassword,
 )
 from pbnb.cred.scram import ClientExchange
-
-ALICE = UsernamePassword("alice", USERS["alice"])
-BOB = UsernamePassword("bob", USERS["bob"])
 
 
 async def test_login_returns_the_avatar_and_the_mind_reaches_the_realm() -> None:

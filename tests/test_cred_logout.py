@@ -7,14 +7,11 @@ import gc
 import logging
 
 import pytest
-from cred_helpers import USERS, Mind, Realm, client_of, login_root_of, make_portal, serving, within
+from core_net import serving, within
+from cred_helpers import ALICE, BOB, Mind, Realm, client_of, login_root_of, make_portal
 
 import pbnb as pb
-from pbnb.cred import UsernamePassword
 from pbnb.cred.scram import ClientExchange
-
-ALICE = UsernamePassword("alice", USERS["alice"])
-BOB = UsernamePassword("bob", USERS["bob"])
 
 
 @pytest.fixture(autouse=True)

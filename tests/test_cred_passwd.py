@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cred_helpers import Realm, client_of, make_portal, serving, within
+from core_net import serving, within
+from cred_helpers import Realm, client_of, make_portal
 
 from pbnb.cred import FilePasswordChecker, UnauthorizedLogin, UsernamePassword
 from pbnb.cred.passwd import main, read_password_file, set_password

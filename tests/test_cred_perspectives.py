@@ -7,14 +7,12 @@ import gc
 from typing import Any
 
 import pytest
-from cred_helpers import USERS, client_of, serving, within
+from core_net import serving, within
+from cred_helpers import ALICE, BOB, USERS, client_of
 
 import pbnb as pb
 from pbnb.core.reference import RemoteReference
-from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal, UsernamePassword
-
-ALICE = UsernamePassword("alice", USERS["alice"])
-BOB = UsernamePassword("bob", USERS["bob"])
+from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal
 
 
 class Board(pb.Viewable):

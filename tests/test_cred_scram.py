@@ -8,7 +8,8 @@ import hmac
 from pathlib import Path
 
 import pytest
-from cred_helpers import USERS, Realm, Relay, client_of, make_portal, serving, within
+from core_net import serving, within
+from cred_helpers import USERS, Realm, Relay, client_of, make_portal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,15 +24,11 @@ async def test_the_password_never_crosses_the_wire() -> None:
     """Behaviour 36: every byte both ways is recorded; neither the password nor its keys appear."""
     portal = make_portal(Realm())
     async with serving(portal) as server:
-        relay = Relay(server.port)
-        port = await relay.start()
-        try:
-            client = await within(pb.connect("127.0.0.1", port))
+        async with Relay(server.port) as relay:
+            client = await within(pb.connect("127.0.0.1", relay.port))
             async with client:
                 avatar = await within(client.login(UsernamePassword("alice", PASSWORD)))
                 assert await within(avatar.callRemote("whoami")) == "alice"
-        finally:
-            await relay.close()
     wire = bytes(relay.upstream) + bytes(relay.downstream)
     assert b"n=alice" in relay.upstream  # the exchange did go through the relay
     secret = portal.scram_lookup()("alice")

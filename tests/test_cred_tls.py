@@ -6,15 +6,14 @@ import ssl
 
 import pytest
 import trustme
-from cred_helpers import USERS, Realm, Relay, make_portal, serving, within
+from core_net import serving, within
+from cred_helpers import ALICE, Realm, Relay, make_portal
 
 import pbnb as pb
-from pbnb.cred import UsernamePassword
-
-ALICE = UsernamePassword("alice", USERS["alice"])
 
 
-async def _connect(port: int, context: ssl.SSLContext, hostname: str = "pbnb.test") -> pb.Client:
+async def _connect(port: int, context: ssl.SSLContext, hostname: str | None = "pbnb.test") -> pb.Client:
+    """Connect over TLS, checking the certificate for ``hostname`` (None: the address)."""
     return await within(pb.connect("127.0.0.1", port, ssl=context, server_hostname=hostname))
 
 
@@ -40,19 +39,11 @@ def client_context(authority: trustme.CA) -> ssl.SSLContext:
 async def test_login_over_tls_is_encrypted(server_context, client_context) -> None:
     realm = Realm()
     async with serving(make_portal(realm), ssl=server_context) as server:
-        relay = Relay(server.port)
-        port = await relay.start()
-        try:
-            client = await within(
-                pb.connect("127.0.0.1", port, ssl=client_context, server_hostname="pbnb.test")
-            )
-            async with client:
-                ssl_object = client.connection.transport.get_extra_info("ssl_object")
-                assert ssl_object is not None and ssl_object.version() in ("TLSv1.2", "TLSv1.3")
-                avatar = await within(client.login(ALICE))
-                assert await within(avatar.callRemote("whoami")) == "alice"
-        finally:
-            await relay.close()
+        async with Relay(server.port) as relay, await _connect(relay.port, client_context) as client:
+            ssl_object = client.connection.transport.get_extra_info("ssl_object")
+            assert ssl_object is not None and ssl_object.version() in ("TLSv1.2", "TLSv1.3")
+            avatar = await within(client.login(ALICE))
+            assert await within(avatar.callRemote("whoami")) == "alice"
     assert realm.requested == ["alice"]
     # Even the SCRAM exchange (user name, nonces) is hidden on the wire.
     assert b"alice" not in relay.upstream and b"PBNB" not in relay.upstream
@@ -66,11 +57,8 @@ async def test_the_certificate_is_checked(server_context, client_context) -> Non
         with pytest.raises(ssl.SSLCertVerificationError, match="certificate"):
             await _connect(server.port, stranger)
         with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
-            await within(
-                pb.connect("127.0.0.1", server.port, ssl=client_context, server_hostname="other.test")
-            )
-        client = await within(pb.connect("127.0.0.1", server.port, ssl=client_context))
-        async with client:
+            await _connect(server.port, client_context, hostname="other.test")
+        async with await _connect(server.port, client_context, hostname=None) as client:
             avatar = await within(client.login(ALICE))
             assert await within(avatar.callRemote("whoami")) == "alice"
 
