@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from core_net import serving, within
-from cred_helpers import ALICE, BOB, USERS, client_of
+from cred_helpers import ALICE, BOB, client_of, make_portal
 
 import pbnb as pb
 from pbnb.core.reference import RemoteReference
-from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal
+from pbnb.cred import IPerspective
 
 
 class Board(pb.Viewable):
@@ -105,44 +107,44 @@ class Inbox(pb.Referenceable):
         return badge.viewer
 
 
-def _portal(realm: Realm) -> Portal:
-    return Portal(realm, [InMemoryPasswordChecker(USERS)])
+@asynccontextmanager
+async def alice_and_bob(realm: Realm, bob_mind: Any = None) -> AsyncIterator[tuple[Any, Any]]:
+    """Serve ``realm``; log Alice and Bob in on connections of their own; yield their avatars."""
+    async with serving(make_portal(realm)) as server:
+        async with client_of(server) as alice_client, client_of(server) as bob_client:
+            alice = await within(alice_client.login(ALICE))
+            bob = await within(bob_client.login(BOB, bob_mind))
+            yield alice, bob
 
 
 async def test_view_methods_get_the_caller_avatar_wherever_the_reference_went() -> None:
     """Behaviour 35: from a perspective_ answer, and from a push through another user's mind."""
     realm = Realm()
-    async with serving(_portal(realm)) as server:
-        async with client_of(server) as alice_client, client_of(server) as bob_client:
-            bob_inbox = Inbox()
-            alice = await within(alice_client.login(ALICE))
-            bob = await within(bob_client.login(BOB, bob_inbox))
-            alice_board = await within(alice.callRemote("board"))
-            bob_board = await within(bob.callRemote("board"))
-            assert await within(alice_board.callRemote("post", "hi from alice")) == "alice"
-            assert await within(bob_board.callRemote("post", "hi from bob")) == "bob"
-            # Alice's call pushes the board to Bob: on Bob's connection it is Bob's view.
-            assert await within(alice.callRemote("hand_board_to", "bob")) == "bob"
-            pushed_board, pushed_badge = await within(bob_inbox.received.get())
-            assert pushed_badge.viewer == "bob"
-            assert await within(pushed_board.callRemote("post", "pushed")) == "bob"
+    bob_inbox = Inbox()
+    async with alice_and_bob(realm, bob_inbox) as (alice, bob):
+        alice_board = await within(alice.callRemote("board"))
+        bob_board = await within(bob.callRemote("board"))
+        assert await within(alice_board.callRemote("post", "hi from alice")) == "alice"
+        assert await within(bob_board.callRemote("post", "hi from bob")) == "bob"
+        # Alice's call pushes the board to Bob: on Bob's connection it is Bob's view.
+        assert await within(alice.callRemote("hand_board_to", "bob")) == "bob"
+        pushed_board, pushed_badge = await within(bob_inbox.received.get())
+        assert pushed_badge.viewer == "bob"
+        assert await within(pushed_board.callRemote("post", "pushed")) == "bob"
     assert realm.board.posts == [("alice", "hi from alice"), ("bob", "hi from bob"), ("bob", "pushed")]
 
 
 async def test_get_state_to_copy_for_sees_the_receiving_avatar() -> None:
     """getStateToCopyFor(perspective) gets the avatar of the connection the copy goes to."""
     realm = Realm()
-    async with serving(_portal(realm)) as server:
-        async with client_of(server) as alice_client, client_of(server) as bob_client:
-            alice = await within(alice_client.login(ALICE))
-            bob = await within(bob_client.login(BOB))
-            assert (await within(alice.callRemote("badge"))).viewer == "alice"
-            assert (await within(bob.callRemote("badge"))).viewer == "bob"
+    async with alice_and_bob(realm) as (alice, bob):
+        assert (await within(alice.callRemote("badge"))).viewer == "alice"
+        assert (await within(bob.callRemote("badge"))).viewer == "bob"
 
 
 async def test_pushes_from_outside_any_call_go_out_as_the_connection_avatar() -> None:
     realm = Realm()
-    async with serving(_portal(realm)) as server:
+    async with serving(make_portal(realm)) as server:
         async with client_of(server) as bob_client:
             inbox = Inbox()
             bob = await within(bob_client.login(BOB, inbox))
@@ -155,42 +157,36 @@ async def test_pushes_from_outside_any_call_go_out_as_the_connection_avatar() ->
 
 async def test_cacheable_hooks_see_the_avatar_of_each_connection() -> None:
     realm = Realm()
-    async with serving(_portal(realm)) as server:
-        async with client_of(server) as alice_client, client_of(server) as bob_client:
-            alice = await within(alice_client.login(ALICE))
-            bob = await within(bob_client.login(BOB))
-            alice_copy = await within(alice.callRemote("roster"))
-            bob_copy = await within(bob.callRemote("roster"))
-            assert (alice_copy.made_for, bob_copy.made_for) == ("alice", "bob")
-            del alice_copy
-            gc.collect()
-            await within(realm.roster.stopped_event.wait())
-            assert realm.roster.stopped == ["alice"]
-            assert bob_copy.made_for == "bob"
+    async with alice_and_bob(realm) as (alice, bob):
+        alice_copy = await within(alice.callRemote("roster"))
+        bob_copy = await within(bob.callRemote("roster"))
+        assert (alice_copy.made_for, bob_copy.made_for) == ("alice", "bob")
+        del alice_copy
+        gc.collect()
+        await within(realm.roster.stopped_event.wait())
+        assert realm.roster.stopped == ["alice"]
+        assert bob_copy.made_for == "bob"
 
 
 async def test_a_client_cannot_forge_the_perspective_of_a_view_method() -> None:
     realm = Realm()
-    async with serving(_portal(realm)) as server:
-        async with client_of(server) as alice_client, client_of(server) as bob_client:
-            alice = await within(alice_client.login(ALICE))
-            bob = await within(bob_client.login(BOB))
-            board = await within(bob.callRemote("board"))
-            # The perspective is bound by the server; a client cannot pass its own.
-            with pytest.raises(pb.RemoteError, match="multiple values"):
-                await within(board.callRemote("post", "as alice?", perspective="alice"))
-            with pytest.raises(pb.SerializationError, match="another connection"):
-                await within(board.callRemote("post", alice))
-            with pytest.raises(pb.RemoteError, match="positional"):
-                await within(board.callRemote("post", bob, "extra"))
-            assert await within(board.callRemote("post", "signed")) == "bob"
+    async with alice_and_bob(realm) as (alice, bob):
+        board = await within(bob.callRemote("board"))
+        # The perspective is bound by the server; a client cannot pass its own.
+        with pytest.raises(pb.RemoteError, match="multiple values"):
+            await within(board.callRemote("post", "as alice?", perspective="alice"))
+        with pytest.raises(pb.SerializationError, match="another connection"):
+            await within(board.callRemote("post", alice))
+        with pytest.raises(pb.RemoteError, match="positional"):
+            await within(board.callRemote("post", bob, "extra"))
+        assert await within(board.callRemote("post", "signed")) == "bob"
     assert realm.board.posts == [("bob", "signed")]
 
 
 async def test_a_client_cannot_reach_another_users_avatar() -> None:
     """References name objects per connection: guessing ids on Bob's connection never finds Alice."""
     realm = Realm()
-    async with serving(_portal(realm)) as server:
+    async with serving(make_portal(realm)) as server:
         async with client_of(server) as alice_client, client_of(server) as bob_client:
             alice = await within(alice_client.login(ALICE))
             await within(alice.callRemote("board"))
