@@ -159,6 +159,14 @@ def collect(pair):
     pair.pump()
 
 
+def limited_pair(service, byte_by_byte=False, **limits) -> ConnectionPair:
+    """A pair whose server checks ``Limits(**limits)``, handshake done."""
+    server_options = {"limits": Limits(**limits)}
+    return ConnectionPair(
+        server_root=service, byte_by_byte=byte_by_byte, server_options=server_options
+    ).handshake()
+
+
 # ------------------------------------------------------------------ calls
 
 
@@ -429,11 +437,7 @@ def test_decref_for_more_than_was_sent_is_a_protocol_error(pair):
 
 def test_live_reference_limit_fails_that_call_only(service, byte_by_byte):
     """Behaviour 12 (sans-IO): over max_references the answer fails with LimitExceeded."""
-    pair = ConnectionPair(
-        server_root=service,
-        byte_by_byte=byte_by_byte,
-        server_options={"limits": Limits(max_references=3)},
-    ).handshake()
+    pair = limited_pair(service, byte_by_byte, max_references=3)
     root = pair.root()
     keep = [pair.call(root, "new_thing", str(i)).result() for i in range(2)]
     error = pair.call(root, "new_thing", "one too many").exception()
@@ -446,11 +450,7 @@ def test_live_reference_limit_fails_that_call_only(service, byte_by_byte):
 
 def test_inbound_call_limit_refuses_the_extra_call(service, byte_by_byte):
     """Calls still running (here: held back, like slow async methods) count towards the limit."""
-    pair = ConnectionPair(
-        server_root=service,
-        byte_by_byte=byte_by_byte,
-        server_options={"limits": Limits(max_inbound_calls=2)},
-    ).handshake()
+    pair = limited_pair(service, byte_by_byte, max_inbound_calls=2)
     root = pair.root()
     pair.defer_calls = True
     running = [pair.call(root, "add", i) for i in range(2)]
@@ -465,9 +465,7 @@ def test_inbound_call_limit_refuses_the_extra_call(service, byte_by_byte):
 
 def test_a_burst_of_quick_calls_is_not_refused(service):
     """Calls that arrive together are not running yet: the limit must not refuse them."""
-    pair = ConnectionPair(
-        server_root=service, server_options={"limits": Limits(max_inbound_calls=5)}
-    ).handshake()
+    pair = limited_pair(service, max_inbound_calls=5)
     root = pair.root()
     outcomes = [root.callRemote("add", i, 1) for i in range(50)]
     pair.pump()  # all 50 frames reach the server in one receive_data()
@@ -753,9 +751,7 @@ def test_call_on_unknown_object_fails_only_that_call(pair):
 
 def test_sender_refuses_a_message_over_the_peers_frame_limit(service, byte_by_byte):
     """The peer's HELLO announced max_frame: we fail the call locally instead of being dropped."""
-    pair = ConnectionPair(
-        server_root=service, byte_by_byte=byte_by_byte, server_options={"limits": Limits(max_frame=4096)}
-    ).handshake()
+    pair = limited_pair(service, byte_by_byte, max_frame=4096)
     root = pair.root()
     error = root.callRemote("echo", b"x" * 10_000).exception()
     assert isinstance(error, LimitExceeded) and "4096" in str(error)
