@@ -27,6 +27,7 @@ import asyncio
 import atexit
 import os
 import re
+import select
 import subprocess
 import sys
 from typing import Any
@@ -291,7 +292,7 @@ _ADDRESS = re.compile(r"on (\S+):(\d+)")
 _started: list[subprocess.Popen] = []
 
 
-def demo_address() -> tuple[str, int]:
+def demo_address(timeout: float = 60.0) -> tuple[str, int]:
     """Where a demo broker listens: ``$PBNB_DEMO`` if set, else a subprocess started now.
 
     The subprocess is stopped when this Python process exits.
@@ -307,11 +308,13 @@ def demo_address() -> tuple[str, int]:
         text=True,
     )
     _started.append(process)
-    line = process.stdout.readline()  # type: ignore[union-attr]
+    # A broker that hangs before printing its address must not hang the notebook too.
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline() if ready else ""  # type: ignore[union-attr]
     match = _ADDRESS.search(line)
     if match is None:
         process.kill()
-        raise RuntimeError(f"the demo broker did not start: {line!r}")
+        raise RuntimeError(f"the demo broker did not start within {timeout}s: {line!r}")
     return match[1], int(match[2])
 
 
