@@ -319,11 +319,10 @@ class Connection(asyncio.Protocol):
         """Queue a broadcast call whose arguments were packed once for every peer."""
         self.broker.call_packed(ref, name, payload)  # type: ignore[union-attr]
         if not self._flush_scheduled:
-            # The first call of this loop turn goes out at once, so in a fan-out
-            # each peer starts working while the others are still being served;
-            # later ones join a single write at the end of the turn.
+            # Written at once, so in a fan-out each peer starts working while the
+            # others are still being served, and nothing is left behind for the
+            # loop (per-peer callbacks would cost a broadcast more than its writes).
             self._flush()
-            self._flush_soon()
 
     def _sending_perspective(self) -> Any:
         # A call made while serving another connection's user must not go out
