@@ -7,38 +7,16 @@ widget must follow the broker afterwards.
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from notebook_fixtures.harness import BrokerProcess
-from notebook_fixtures.servers import CHROMIUM, browser_page, jupyterlab
+from notebook_fixtures.servers import KERNEL_IDLE, jupyterlab, live_notebook, needs_chromium
 
-pytestmark = [
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
-
-KERNEL_IDLE = (
-    "[...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-    ".some(e => / \\| Idle$/.test(e.innerText) && !e.innerText.startsWith('No Kernel'))"
-)
+pytestmark = [pytest.mark.timeout(240), needs_chromium]
 
 
-@pytest.fixture
-def broker(tmp_path):
-    process = BrokerProcess(tmp_path)
-    yield process
-    process.close()
-
-
-def test_run_all_in_jupyterlab(tmp_path, broker):
+def test_run_all_in_jupyterlab(tmp_path):
     from playwright.sync_api import expect
 
-    env = {"PBNB_TEST_PORT": str(broker.port)}
-    with (
-        jupyterlab("live.ipynb", tmp_path, env) as url,
-        browser_page(tmp_path, "lab-run-all") as page,
-    ):
+    with live_notebook(jupyterlab, tmp_path, "lab-run-all") as (broker, url, page):
         page.goto(f"{url}/lab/tree/live.ipynb", timeout=120_000)
         page.wait_for_function(KERNEL_IDLE, timeout=120_000)
         # Fire and forget: awaiting the command's promise from evaluate() can hang.

@@ -8,33 +8,16 @@ result; an edit in the page reaches the broker.
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from notebook_fixtures.harness import BrokerProcess
-from notebook_fixtures.servers import CHROMIUM, browser_page, voila
+from notebook_fixtures.servers import live_notebook, needs_chromium, voila
 
-pytestmark = [
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = [pytest.mark.timeout(240), needs_chromium]
 
 
-@pytest.fixture
-def broker(tmp_path):
-    process = BrokerProcess(tmp_path)
-    yield process
-    process.close()
-
-
-def test_live_cache_and_method_call_in_voila(tmp_path, broker):
+def test_live_cache_and_method_call_in_voila(tmp_path):
     from playwright.sync_api import expect
 
-    env = {"PBNB_TEST_PORT": str(broker.port)}
-    with (
-        voila("live.ipynb", tmp_path, env) as url,
-        browser_page(tmp_path, "voila-live") as page,
-    ):
+    with live_notebook(voila, tmp_path, "voila-live") as (broker, url, page):
         page.goto(url, timeout=120_000)
         expect(page.locator("body")).to_contain_text("all cells ran", timeout=120_000)
         value = page.locator(".pbnb-cache .pbnb-field-value input")

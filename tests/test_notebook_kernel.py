@@ -17,16 +17,14 @@ def home(tmp_path):
 
 @pytest.fixture
 def broker(home):
-    process = BrokerProcess(home)
-    yield process
-    process.close()
+    with BrokerProcess(home) as process:
+        yield process
 
 
 @pytest.fixture
 def kernel(home):
-    k = Kernel(home)
-    yield k
-    k.close()
+    with Kernel(home) as started:
+        yield started
 
 
 def assert_clean(results: list[dict[str, Any]]) -> None:

@@ -68,6 +68,7 @@ class BrokerProcess:
         return self.reply()
 
     def close(self) -> None:
+        """End the broker by closing its stdin (killed if it lingers); safe to call twice."""
         if self.process.poll() is None:
             self.process.stdin.close()  # type: ignore[union-attr]
             try:
@@ -75,6 +76,12 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def __enter__(self) -> BrokerProcess:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 class Kernel:
@@ -160,8 +167,15 @@ class Kernel:
         self.client.shell_channel.send(msg)
 
     def close(self) -> None:
+        """Stop the channels and the kernel."""
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=True)
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 def widget_models(bundles: list[dict[str, Any]]) -> list[str]:

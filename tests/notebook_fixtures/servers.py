@@ -9,13 +9,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .harness import HERE, child_env
+import pytest
+
+from .harness import HERE, BrokerProcess, child_env
 
 CHROMIUM = "/usr/bin/chromium"
+#: Mark for a test that needs the browser: skipped where Debian's chromium is missing.
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -26,9 +32,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 BIN = Path(sys.executable).parent
+#: A JavaScript predicate: JupyterLab's status bar shows a kernel, and it is idle.
+KERNEL_IDLE = (
+    "[...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+    ".some(e => / \\| Idle$/.test(e.innerText) && !e.innerText.startsWith('No Kernel'))"
+)
 
 
 def free_port() -> int:
+    """A loopback port that is free now (bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -75,8 +87,13 @@ def voila(notebook: str, home: Path, env: dict[str, str]) -> contextlib.Abstract
 
 
 def jupyterlab(notebook: str, home: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
-    """Serve a fixture notebook with JupyterLab (no token, news and update checks off)."""
+    """Serve a fixture notebook with JupyterLab."""
     shutil.copy(HERE / notebook, home / notebook)
+    return lab_server(home, env)
+
+
+def lab_server(home: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+    """JupyterLab on the notebooks in ``home`` (no token, news and update checks off)."""
     settings = home / "lab-settings"
     settings.mkdir(exist_ok=True)
     (settings / "overrides.json").write_text(
@@ -125,3 +142,21 @@ def browser_page(home: Path, name: str) -> Iterator[Any]:
 def artifacts_dir(tmp_path: Path) -> Path:
     """Where screenshots go: $PBNB_ARTIFACTS if set (CI keeps it), else the test's tmp dir."""
     return Path(os.environ.get("PBNB_ARTIFACTS", tmp_path / "artifacts"))
+
+
+@contextlib.contextmanager
+def live_notebook(
+    serve: Callable[[str, Path, dict[str, str]], contextlib.AbstractContextManager[str]],
+    home: Path,
+    name: str,
+) -> Iterator[tuple[BrokerProcess, str, Any]]:
+    """``live.ipynb`` served by ``serve`` (``voila`` or ``jupyterlab``) and a page to open it.
+
+    The fixture broker runs in a child process and the notebook reaches it through
+    ``PBNB_TEST_PORT``. Yields ``(broker, base URL, page)``; ``name`` names the
+    screenshot saved on failure.
+    """
+    with BrokerProcess(home) as broker:
+        env = {"PBNB_TEST_PORT": str(broker.port)}
+        with serve("live.ipynb", home, env) as url, browser_page(home, name) as page:
+            yield broker, url, page
