@@ -6,6 +6,7 @@ import threading
 
 import ipywidgets as widgets
 import pytest
+from core_net import connected
 from notebook_fixtures.counter_fixture import Counter, Demo
 from notebook_fixtures.waiting import until
 
@@ -16,11 +17,8 @@ from pbnb.notebook._widgets import MethodForm, parse_arguments
 
 @pytest.fixture
 async def root():
-    server = await pb.serve(Demo(Counter()))
-    client = await pb.connect("127.0.0.1", server.port)
-    yield await client.getRootObject()
-    await client.close()
-    await server.close()
+    async with connected(Demo(Counter())) as session:
+        yield session.root
 
 
 def html_of(widget: widgets.Widget) -> str:
@@ -106,13 +104,11 @@ async def test_a_click_on_another_thread_hops_onto_the_loop(root):
 
 
 async def test_the_status_turns_to_disconnected_when_the_peer_goes_away():
-    server = await pb.serve(Demo(Counter()))
-    client = await pb.connect("127.0.0.1", server.port)
-    widget = await described(await client.getRootObject())
-    await server.close()
-    await until(widget.status, "value", lambda v: "disconnected" in v)
-    assert all(f.button.disabled for f in widget.methods.children)
-    await client.close()
+    async with connected(Demo(Counter())) as session:
+        widget = await described(session.root)
+        await session.server.close()
+        await until(widget.status, "value", lambda v: "disconnected" in v)
+        assert all(f.button.disabled for f in widget.methods.children)
 
 
 async def test_an_unawaited_call_renders_live(root):
