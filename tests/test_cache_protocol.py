@@ -9,6 +9,7 @@ import itertools
 import pytest
 
 import pbnb as pb
+from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal, UsernamePassword
 from tests.cache_helpers import (
     TIMEOUT,
     Board,
@@ -299,3 +300,38 @@ async def test_hooks_receive_the_avatar_of_the_receiving_connection():
             assert sorted(p.name for p, _ in note.observed) == ["alice", "bob"]
         await board.wait_stopped(2)
         assert sorted(p.name for p, _ in board.stopped) == ["alice", "bob"]
+
+
+class Reader(pb.Avatar):
+    def __init__(self, name, board):
+        self.name = name
+        self.board = board
+
+    def perspective_get(self):
+        return self.board
+
+
+class BoardRealm:
+    def __init__(self, board):
+        self.board = board
+
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        return IPerspective, Reader(avatar_id, self.board), lambda: None
+
+
+async def test_after_a_real_login_the_hooks_receive_that_users_avatar():
+    board = Board("board")
+    portal = Portal(BoardRealm(board), [InMemoryPasswordChecker(ada="a pw", bob="b pw", iterations=4096)])
+    async with serving(portal) as server:
+        async with (
+            await pb.connect("127.0.0.1", server.port) as ada,
+            await pb.connect("127.0.0.1", server.port) as bob,
+        ):
+            ada_avatar = await ada.login(UsernamePassword("ada", "a pw"))
+            bob_avatar = await bob.login(UsernamePassword("bob", "b pw"))
+            ada_copy = await ada_avatar.callRemote("get")
+            bob_copy = await bob_avatar.callRemote("get")
+            assert (ada_copy.text, bob_copy.text) == ("board for ada", "board for bob")
+            assert [p.name for p, _ in board.observed] == ["ada", "bob"]
+        await board.wait_stopped(2)
+        assert {p.name for p, _ in board.stopped} == {"ada", "bob"}
