@@ -1,6 +1,6 @@
 """Run every benchmark and print each peer's speed as a ratio to raw asyncio.
 
-    .venv/bin/python -m benchmarks.run            # about 2 minutes
+    .venv/bin/python -m benchmarks.run            # about 100 seconds
     .venv/bin/python -m benchmarks.run --quick    # about 30 seconds
 
 Each peer's server runs in its own process, started fresh for this run, and
@@ -175,13 +175,13 @@ def _print_rows(rows: list[list[str]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about 30 s)")
-    parser.add_argument("--rounds", type=int, help="rounds per measurement (default 7, quick 3)")
+    parser.add_argument("--rounds", type=int, help="rounds per measurement (default 9, quick 5)")
     parser.add_argument("--budget", type=float, help="seconds per measurement (default 0.3, quick 0.1)")
     parser.add_argument(
         "--peers", nargs="+", choices=PEERS, help="peers to compare (raw asyncio always runs)"
     )
     args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (5 if args.quick else 9)
     budget = args.budget or (0.1 if args.quick else 0.3)
     names = [FLOOR, *(name for name in args.peers or PEERS if name != FLOOR)]
 
