@@ -141,6 +141,9 @@ async def test_a_copy_refuses_changes_to_fields_it_did_not_declare():
         for name in ("_secret", "__class__", "not an identifier"):
             with pytest.raises(pb.RemoteError, match="does not accept a remote change"):
                 await sheet_observer.callRemote("update", {name: 1})
+        with pytest.raises(pb.RemoteError, match="expects a dict of changes, got list") as info:
+            await sheet_observer.callRemote("update", ["rows", 1])
+        assert info.value.remote_type == "TypeError"
         assert sheet_copy.__dict__.keys() == {"rows"}
 
 

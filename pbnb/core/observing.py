@@ -197,6 +197,9 @@ class ObservedRemoteCache(RemoteCache):
         self._apply(fields)
 
     def _apply(self, fields: dict[str, Any]) -> None:
+        if not isinstance(fields, dict):
+            kind = type(fields).__name__
+            raise TypeError(f"{type(self).__qualname__} expects a dict of changes, got {kind}")
         for name in fields:
             if not self._accepts(name):
                 raise AttributeError(f"{type(self).__qualname__} does not accept a remote change to {name!r}")
