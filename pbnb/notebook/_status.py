@@ -7,7 +7,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ._widgets import _descriptions, in_kernel
+from ._widgets import kind_of, widget_bundle
 
 _TABLE_STYLE = "border-collapse:collapse;margin:2px 0 8px 0"
 
@@ -35,11 +35,9 @@ class StatusReport:
         ]
         self.connections = []
         for name, connected in self._magics.connections.items():
-            found = _descriptions.get(connected.reference)
-            kind = found["type"] if found else "remote object"
             role = f"avatar of {connected.user}" if connected.user else "root"
             state = "connected" if connected.client.connected else "closed"
-            self.connections.append((name, state, f"{role}: {kind}"))
+            self.connections.append((name, state, f"{role}: {kind_of(connected.reference)}"))
         brokers = [c.client.broker for c in self._magics.connections.values() if c.client.broker]
         brokers += [c.broker for s in self._magics.servers.values() for c in s.connections if c.broker]
         self.totals = _totals(brokers)
@@ -102,11 +100,7 @@ class StatusReport:
         return box
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        data: dict[str, Any] = {"text/plain": self.text()}
-        if in_kernel():
-            data.update(self.widget()._repr_mimebundle_())
-            data["text/plain"] = self.text()
-        return data
+        return widget_bundle(self.widget, self.text())
 
     def __repr__(self) -> str:
         return self.text()

@@ -25,12 +25,10 @@ import traitlets
 from ..core.flavors import RemoteCache
 from ..errors import DeadReferenceError
 from ._loop import call_on_loop, loop_of
-from ._widgets import error_text, in_kernel
+from ._widgets import error_text, widget_bundle
 from ._writable import WRITER_KEY
 
 log = logging.getLogger("pbnb")
-
-_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 class TraitCache(traitlets.HasTraits, RemoteCache):
@@ -150,10 +148,7 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
         return f"<{type(self).__qualname__} {fields}>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        data: dict[str, Any] = {"text/plain": self._pb_text()}
-        if in_kernel():
-            data[_WIDGET_MIME] = self._pb_widget()._repr_mimebundle_()[_WIDGET_MIME]
-        return data
+        return widget_bundle(self._pb_widget, self._pb_text())
 
     def __repr__(self) -> str:
         return self._pb_text()

@@ -13,6 +13,7 @@ import ast
 import asyncio
 import html
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -37,6 +38,12 @@ async def describe(ref: RemoteReference) -> dict[str, Any]:
     return found
 
 
+def kind_of(ref: RemoteReference) -> str:
+    """The type name the peer gave for ``ref``, or "remote object" before it was described."""
+    found = _descriptions.get(ref)
+    return found["type"] if found else "remote object"
+
+
 def in_kernel() -> bool:
     """Whether we run in a Jupyter kernel, where widgets can be shown."""
     from IPython import get_ipython
@@ -48,15 +55,15 @@ def in_kernel() -> bool:
 
 
 def peer_of(ref: RemoteReference) -> str:
+    """The address of the peer that owns ``ref``'s object."""
     return ref._broker.peer_name
 
 
 def reference_text(ref: RemoteReference) -> str:
     """A plain-text summary: what the reference points at, its state and its methods."""
     found = _descriptions.get(ref)
-    kind = found["type"] if found else "remote object"
     state = "connected" if ref.connected else "disconnected"
-    lines = [f"<RemoteReference to {kind} at {peer_of(ref)} (#{ref._id}, {state})>"]
+    lines = [f"<RemoteReference to {kind_of(ref)} at {peer_of(ref)} (#{ref._id}, {state})>"]
     for method in found["methods"] if found else ():
         doc = f"  # {method['doc']}" if method["doc"] else ""
         prefix = "async " if method["is_async"] else ""
@@ -65,6 +72,7 @@ def reference_text(ref: RemoteReference) -> str:
 
 
 def future_text(future: asyncio.Future) -> str:
+    """A one-line summary of a call's awaitable: pending, cancelled, failed or done."""
     what = getattr(future, "_pb_description", "") or "remote call"
     if not future.done():
         return f"<pending {what}>"
@@ -237,10 +245,8 @@ class ReferenceWidget(widgets.VBox):
             self.methods.children = []
 
     def _show_header(self) -> None:
-        found = _descriptions.get(self.ref)
-        kind = found["type"] if found else "remote object"
         self.header.value = (
-            f"<b>{html.escape(kind)}</b> at {html.escape(peer_of(self.ref))} "
+            f"<b>{html.escape(kind_of(self.ref))}</b> at {html.escape(peer_of(self.ref))} "
             f"<span style='color:#777'>(reference #{self.ref._id})</span>"
         )
 
@@ -275,26 +281,30 @@ class ReferenceWidget(widgets.VBox):
 # ------------------------------------------------------- IPython registration
 
 
-def _bundle(widget_factory: Any, text: str) -> dict[str, Any]:
+def widget_bundle(make_widget: Callable[[], widgets.Widget], text: str) -> dict[str, Any]:
+    """Display data: ``text`` everywhere, plus the widget ``make_widget()`` builds in a kernel.
+
+    The widget is built only in a kernel, where a front end can show it.
+    """
     data: dict[str, Any] = {"text/plain": text}
     if in_kernel():
-        data[_WIDGET_MIME] = widget_factory()._repr_mimebundle_()[_WIDGET_MIME]
+        data[_WIDGET_MIME] = make_widget()._repr_mimebundle_()[_WIDGET_MIME]
     return data
 
 
 def reference_bundle(ref: RemoteReference) -> dict[str, Any]:
     """Display data for a RemoteReference: a ReferenceWidget in a kernel, text everywhere."""
-    return _bundle(lambda: ReferenceWidget(ref), reference_text(ref))
+    return widget_bundle(lambda: ReferenceWidget(ref), reference_text(ref))
 
 
 def future_bundle(future: CallFuture) -> dict[str, Any]:
     """Display data for an un-awaited call: a live FutureWidget in a kernel, text everywhere."""
-    return _bundle(lambda: FutureWidget(future), future_text(future))
+    return widget_bundle(lambda: FutureWidget(future), future_text(future))
 
 
 def pending_bundle(pending: Pending) -> dict[str, Any]:
     """Display data for a magic's un-awaited work: live like a call, text everywhere."""
-    return _bundle(lambda: FutureWidget(pending.task, pending.what), repr(pending))
+    return widget_bundle(lambda: FutureWidget(pending.task, pending.what), repr(pending))
 
 
 _FORMATTERS = {RemoteReference: reference_bundle, CallFuture: future_bundle, Pending: pending_bundle}
@@ -308,6 +318,7 @@ def register_formatters(shell: Any) -> None:
 
 
 def unregister_formatters(shell: Any) -> None:
+    """Undo ``register_formatters``."""
     formatter = shell.display_formatter.mimebundle_formatter
     for cls in _FORMATTERS:
         formatter.pop(cls, None)
