@@ -142,7 +142,7 @@ def loop_of(ref: Any) -> asyncio.AbstractEventLoop:
     return ref._broker.invoker._loop
 
 
-def call_on_loop(loop: asyncio.AbstractEventLoop, function: Any, *args: Any) -> None:
+def call_on_loop(loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any) -> None:
     """Run ``function(*args)`` on ``loop``'s thread: now if already there, else soon."""
     try:
         running = asyncio.get_running_loop()

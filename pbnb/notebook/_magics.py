@@ -192,8 +192,7 @@ class PBMagics(Magics):
         elif len(self.connections) == 1:
             names = list(self.connections)
         else:
-            open_ = ", ".join(self.connections) or "none"
-            raise UsageError(f"say which connection to close, or --all (open: {open_})")
+            raise UsageError(f"say which connection to close, or --all (open: {self._open_names()})")
         return start(self._disconnect(names), "%pb_disconnect")
 
     def _find_connection(self, text: str) -> str:
@@ -204,8 +203,10 @@ class PBMagics(Magics):
             for name, connected in self.connections.items():
                 if connected.client.broker is value._broker:
                     return name
-        open_ = ", ".join(self.connections) or "none"
-        raise UsageError(f"no connection {text!r} (open: {open_})")
+        raise UsageError(f"no connection {text!r} (open: {self._open_names()})")
+
+    def _open_names(self) -> str:
+        return ", ".join(self.connections) or "none"
 
     async def _disconnect(self, names: list[str]) -> None:
         for name in names:
