@@ -139,6 +139,7 @@ class LoginRoot(Root):
         raise UnauthorizedLogin(message)
 
     def _drop_connection(self) -> None:
+        # Held here because the loop keeps only a weak reference to a running task.
         self._closing = asyncio.ensure_future(self._connection.close())
 
     async def _deliver(self, avatar_id: Any, mind: Any) -> Referenceable:

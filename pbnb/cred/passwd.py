@@ -34,6 +34,9 @@ from pathlib import Path
 
 from .scram import DEFAULT_ITERATIONS, ScramSecret
 
+#: The first line of a new password file.
+_HEADER = "# pbnb password file: USER:SCRAM-SHA-256 secret (see pbnb.cred.passwd)"
+
 
 def check_username(username: str) -> None:
     """Raise ValueError if ``username`` cannot be written to a password file."""
@@ -78,13 +81,14 @@ def set_password(
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     if lines:
         read_password_file(path)  # refuse to rewrite a file we could not read back
-    kept = [line for line in lines if line.partition(":")[0] != username or line.lstrip().startswith("#")]
-    if not lines:
-        kept = ["# pbnb password file: USER:SCRAM-SHA-256 secret (see pbnb.cred.passwd)"]
+        kept = [line for line in lines if line.partition(":")[0] != username or line.lstrip().startswith("#")]
+    else:
+        kept = [_HEADER]
     _replace(path, "\n".join([*kept, entry]) + "\n")
 
 
 def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, private to its owner (mode 0600)."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
