@@ -33,12 +33,14 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
+        """Run ``coroutine`` on the loop thread and wait up to ``timeout`` for its result."""
         if threading.current_thread() is self._thread:
             coroutine.close()
             raise RuntimeError("a blocking pbnb call cannot run on its own loop thread; await instead")
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def stop(self) -> None:
+        """Stop the loop, wait for its thread, and close it."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()

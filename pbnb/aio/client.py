@@ -90,11 +90,11 @@ async def connect(
     def make() -> Connection:
         return Connection(root, limits=limits, **connection_options)
 
-    kwargs: dict[str, Any] = {"ssl": ssl}
+    tls: dict[str, Any] = {"ssl": ssl}
     if ssl is not None and server_hostname is not None:
-        kwargs["server_hostname"] = server_hostname
+        tls["server_hostname"] = server_hostname
     try:
-        _, connection = await asyncio.wait_for(loop.create_connection(make, host, port, **kwargs), timeout)
+        _, connection = await asyncio.wait_for(loop.create_connection(make, host, port, **tls), timeout)
     except ConnectionRefusedError as exc:
         raise ConnectionRefusedError(
             exc.errno, f"no pbnb server at {host}:{port} (connection refused)"
