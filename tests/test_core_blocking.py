@@ -33,19 +33,11 @@ class Child(pb.Referenceable):
 def server_port():
     """A pbnb server on its own loop thread, as if in another program."""
     loop = asyncio.new_event_loop()
-    started = threading.Event()
-    holder = {}
-
-    async def start():
-        holder["server"] = await pb.serve(Counter())
-        started.set()
-
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    assert started.wait(10)
-    yield holder["server"].port
-    asyncio.run_coroutine_threadsafe(holder["server"].close(), loop).result(10)
+    server = asyncio.run_coroutine_threadsafe(pb.serve(Counter()), loop).result(10)
+    yield server.port
+    asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.close()
