@@ -20,9 +20,10 @@ def _no_debug_records(caplog) -> None:
     caplog.set_level(logging.INFO, logger="pbnb")
 
 
-async def _server_side_closed(server: pb.Server) -> None:
+def _server_side_closed(server: pb.Server) -> asyncio.Future:
+    """Done when the server's only connection has closed (taken now, while it is still listed)."""
     (connection,) = server.connections
-    await within(asyncio.shield(connection.closed))
+    return asyncio.shield(connection.closed)
 
 
 async def _round_trip(server: pb.Server) -> None:
@@ -38,8 +39,7 @@ async def test_logout_runs_once_when_the_connection_drops() -> None:
         async with client_of(server) as client:
             avatar = await within(client.login(ALICE))
             assert await within(avatar.callRemote("whoami")) == "alice"
-            closed = asyncio.ensure_future(_server_side_closed(server))
-            await asyncio.sleep(0)
+            closed = _server_side_closed(server)
         await within(closed)
         await realm.wait_logouts(1)
         del avatar
@@ -96,7 +96,7 @@ async def test_disconnect_while_the_realm_works_leaks_nothing() -> None:
         login = asyncio.ensure_future(client.login(ALICE, Mind()))
         await within(realm.entered.wait())
         root = login_root_of(server)
-        closed = asyncio.ensure_future(_server_side_closed(server))
+        closed = _server_side_closed(server)
         client.connection.abort()
         await within(closed)
         with pytest.raises(pb.PBConnectionLost):
@@ -146,7 +146,7 @@ async def test_disconnect_between_the_two_login_messages_leaks_nothing() -> None
         _, _challenge = await within(root.callRemote("scram_first", ClientExchange("alice", "x").first()))
         (connection,) = server.connections
         assert connection.broker.table_sizes()["exports"] == 2  # the login root and the challenge
-        closed = asyncio.ensure_future(_server_side_closed(server))
+        closed = _server_side_closed(server)
         await client.close()
         await within(closed)
         assert connection.broker.table_sizes()["exports"] == 0
