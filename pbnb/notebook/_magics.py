@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -38,13 +39,13 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@dataclass
 class Connected:
     """One connection opened by ``%pb_connect``: its client and the reference it returned."""
 
-    def __init__(self, client: Client, reference: RemoteReference, user: str | None):
-        self.client = client
-        self.reference = reference
-        self.user = user
+    client: Client
+    reference: RemoteReference
+    user: str | None
 
 
 @magics_class
@@ -265,8 +266,8 @@ def unload_ipython_extension(shell: Any) -> None:
     matchers = shell.Completer.custom_matchers
     matchers[:] = [m for m in matchers if not isinstance(m, RemoteMethodMatcher)]
     _widgets.unregister_formatters(shell)
-    for kind in ("line", "cell"):
-        for name in ("pb_serve", "pb_connect", "pb_disconnect", "pb_status"):
+    for kind, names in PBMagics.magics.items():
+        for name in names:
             shell.magics_manager.magics[kind].pop(name, None)
     if magics is not None:
         start(magics.close_all(), "closing pbnb connections")
