@@ -18,10 +18,6 @@ import pytest
 from .harness import HERE, BrokerProcess, child_env
 
 CHROMIUM = "/usr/bin/chromium"
-#: Mark for a test that needs the browser: skipped where Debian's chromium is missing.
-needs_chromium = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"
-)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -31,6 +27,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+#: Mark for a test that needs the browser: skipped where Debian's chromium is missing.
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"
+)
 BIN = Path(sys.executable).parent
 #: A JavaScript predicate: JupyterLab's status bar shows a kernel, and it is idle.
 KERNEL_IDLE = (
