@@ -139,7 +139,7 @@ def spawn(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, Any
 
 def loop_of(ref: Any) -> asyncio.AbstractEventLoop:
     """The event loop that runs ``ref``'s connection: where widget callbacks must hop."""
-    return ref._broker.invoker._loop
+    return ref._broker.invoker.closed.get_loop()  # the invoker is the aio Connection
 
 
 def call_on_loop(loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any) -> None:
