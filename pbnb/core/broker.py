@@ -32,14 +32,12 @@ State rules, all of them:
 from __future__ import annotations
 
 import traceback
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 from ..errors import (
-    TRANSPORTED,
     DeadReferenceError,
     InsecureJelly,
     LimitExceeded,
@@ -52,18 +50,17 @@ from ..errors import (
 )
 from . import events as ev
 from . import serialize
+from .failure import clip, qualified_type, rebuild_error, text_of
 from .flavors import (
     Copyable,
     CopyRegistry,
     Referenceable,
-    RemoteCache,
-    Viewable,
-    ViewPoint,
     default_registry,
     describe_methods,
 )
 from .reference import CacheObserver, RemoteReference
 from .serialize import Decoder, Encoder
+from .tables import ReferenceTables
 from .wire import (
     FRAME_PREFIX_SIZE,
     NO_ANSWER,
@@ -81,55 +78,7 @@ _NIL = msgpack.packb(None)
 _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
 
 
-class _Export:
-    __slots__ = ("count", "obj")
-
-    def __init__(self, obj: Any):
-        self.obj = obj
-        self.count = 0
-
-
-class _Import:
-    """Our handle on one peer object: the handle itself is weak, the count is ours."""
-
-    __slots__ = ("count", "remote_id", "weak")
-
-    def __init__(self, remote_id: int):
-        self.remote_id = remote_id
-        self.weak: weakref.ref | None = None
-        self.count = 0
-
-
-class _WeakEntry(weakref.ref):
-    __slots__ = ("entry",)
-
-
-class _CacheExport:
-    __slots__ = ("cacheable", "count", "observer", "perspective")
-
-    def __init__(self, cacheable: Any, perspective: Any, observer: CacheObserver):
-        self.cacheable = cacheable
-        self.perspective = perspective
-        self.observer = observer
-        self.count = 0
-
-
-class _CacheImport(_Import):
-    __slots__ = ("awaiting_state", "cls", "obj_id")
-
-    def __init__(self, remote_id: int, cls: type, obj_id: int):
-        super().__init__(remote_id)
-        self.cls = cls
-        self.obj_id = obj_id
-        self.awaiting_state = False
-
-
-def qualified_type(exc: BaseException) -> str:
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
-class Broker:
+class Broker(ReferenceTables):
     """The protocol state machine of one PB connection (either end: it is symmetric)."""
 
     def __init__(
@@ -176,32 +125,7 @@ class Broker:
         self._hello_seen = False
         self._peer_max_frame = Limits().max_frame
 
-        # --- Id tables. Ours: numbered by us. Theirs: numbered by the peer. ---
-        # export id -> object we sent the peer as a reference, with its send count
-        self._exports: dict[int, _Export] = {}
-        # id(exported object) -> export id; the _Export keeps the object alive
-        self._export_ids: dict[int, int] = {}
-        # (id(viewable), id(perspective)) -> its exported ViewPoint
-        self._viewpoints: dict[tuple[int, int], Any] = {}
-        self._next_export_id = 1
-        # peer's export id -> our RemoteReference (weak) and how many times we got it
-        self._imports: dict[int, _Import] = {}
-        # imports whose handle died; their counts go back in the next DECREF/DECACHE
-        self._collected: list[_Import] = []
-        # cache id -> Cacheable we sent, with the perspective and observer it was sent for
-        self._cache_exports: dict[int, _CacheExport] = {}
-        # id(cacheable) -> cache id
-        self._cache_export_ids: dict[int, int] = {}
-        self._next_cache_id = 1
-        # peer's cache id -> our RemoteCache (weak) and how many times we got it
-        self._cache_imports: dict[int, _CacheImport] = {}
-        # id(RemoteCache) -> peer's cache id, to send a RemoteCache home
-        self._cache_import_ids: dict[int, int] = {}
-        # peer's cache id -> RemoteCache class, for caches we dropped whose
-        # DECACHE the owner has not answered yet
-        self._cache_tombstones: dict[int, type] = {}
-        # cache ids whose CACHE_STATE we wait for; events are held meanwhile
-        self._awaited_states: set[int] = set()
+        ReferenceTables.__init__(self)
         self._held_events: list[Any] | None = None
         # our request id -> the caller's token, until ANSWER or ERROR arrives
         self._calls: dict[int, Any] = {}
@@ -214,8 +138,6 @@ class Broker:
         # decoded together are not running yet (quick ones are answered before the
         # next batch), so only earlier ones count towards max_inbound_calls
         self._running = 0
-        # undo log of the message being encoded or decoded, None outside one
-        self._journal: list[tuple[str, Any]] | None = None
 
     # ------------------------------------------------------------------ output
 
@@ -269,29 +191,6 @@ class Broker:
                 f"of {self._peer_max_frame} bytes"
             )
 
-    def _commit(self) -> None:
-        self._journal = None
-
-    def _rollback(self) -> None:
-        journal, self._journal = self._journal or [], None
-        for action, item in reversed(journal):
-            if action == "export":
-                item.count -= 1
-                if item.count == 0:
-                    self._drop_export(item, notify=False)
-            elif action == "import":
-                item.count -= 1
-            elif action == "cache-export":
-                item.count -= 1
-                if item.count == 0:
-                    self._drop_cache_export(item)
-            elif action == "cache-import":
-                item.count -= 1
-                if item.count == 0 and self._cache_imports.get(item.remote_id) is item:
-                    del self._cache_imports[item.remote_id]
-                    self._cache_import_ids.pop(item.obj_id, None)
-                    self._awaited_states.discard(item.remote_id)
-
     def _decode(self, mode: Any, payload: memoryview) -> Any:
         if not payload:
             raise ProtocolError("message has no payload")
@@ -308,226 +207,6 @@ class Broker:
             raise
         self._commit()
         return value
-
-    def _return_references(self, payload: memoryview) -> None:
-        """Give back the references a refused message carried (see module docstring)."""
-        counts: dict[tuple[int, int], int] = {}
-
-        def note(code: int, data: bytes) -> Any:
-            if code in (serialize.EXT_REMOTE, serialize.EXT_CACHED) and len(data) == 8:
-                key = (code, int.from_bytes(data, "big"))
-                counts[key] = counts.get(key, 0) + 1
-            return msgpack.ExtType(code, data)
-
-        try:
-            raw = msgpack.unpackb(payload, ext_hook=note, use_list=False, strict_map_key=False)
-        except Exception:
-            return  # not even msgpack: nothing we could have counted
-        stack = [raw]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, tuple):
-                head = item[0] if item else None
-                if isinstance(head, msgpack.ExtType) and head.code == serialize.TAG_CACHE and len(item) > 1:
-                    key = (serialize.EXT_CACHED, item[1])
-                    counts[key] = counts.get(key, 0) + 1
-                stack.extend(item)
-            elif isinstance(item, dict):
-                stack.extend(item.keys())
-                stack.extend(item.values())
-        for (code, remote_id), count in counts.items():
-            kind = Kind.DECREF if code == serialize.EXT_REMOTE else Kind.DECACHE
-            self._send([kind, remote_id, count])
-
-    # ---------------------------------------------------- tables: sending side
-
-    def export(self, obj: Referenceable, perspective: Any) -> int:
-        """Count one send of ``obj`` and return its export id (called by the encoder)."""
-        if isinstance(obj, Viewable):
-            key = (id(obj), id(perspective))
-            target = self._viewpoints.get(key)
-            if target is None:
-                target = self._viewpoints[key] = obj._pb_exported_for(perspective)
-        else:
-            target = obj
-        export_id = self._export_ids.get(id(target))
-        if export_id is None:
-            if len(self._exports) >= self.limits.max_references:
-                raise LimitExceeded(
-                    f"this connection already holds {len(self._exports)} references (max_references)"
-                )
-            export_id = self._next_export_id
-            self._next_export_id += 1
-            entry = self._exports[export_id] = _Export(target)
-            self._export_ids[id(target)] = export_id
-        else:
-            entry = self._exports[export_id]
-        entry.count += 1
-        self._journal.append(("export", entry))  # type: ignore[union-attr]
-        return export_id
-
-    def _drop_export(self, entry: _Export, *, notify: bool) -> None:
-        export_id = self._export_ids.pop(id(entry.obj), None)
-        if export_id is not None:
-            del self._exports[export_id]
-        if isinstance(entry.obj, ViewPoint):
-            self._viewpoints.pop((id(entry.obj.viewable), id(entry.obj.perspective)), None)
-        if notify:
-            self._emit(ev.ObjectReleased(entry.obj))
-
-    def send_home(self, ref: RemoteReference) -> msgpack.ExtType:
-        """Encode a RemoteReference (or observer) that names one of the peer's objects."""
-        if ref._broker is not self:
-            raise SerializationError(
-                f"{ref!r} belongs to another connection; pbnb does not forward references between peers"
-            )
-        if self.disconnected:
-            raise DeadReferenceError(f"{ref!r} is dead: its connection is gone")
-        if isinstance(ref, CacheObserver):
-            entry = self._cache_exports.get(ref._id)
-            if entry is None or entry.observer is not ref:
-                raise DeadReferenceError(f"the peer no longer holds cache {ref._id}")
-            return self._count_cache_send(ref._id, entry)
-        return msgpack.ExtType(serialize.EXT_YOURS, ref._id.to_bytes(8, "big"))
-
-    def send_cacheable(self, cacheable: Any, perspective: Any) -> tuple[int, Any]:
-        """Count one send of ``cacheable``; return (cache id, state on first send else None)."""
-        cache_id = self._cache_export_ids.get(id(cacheable))
-        if cache_id is not None:
-            entry = self._cache_exports[cache_id]
-            entry.count += 1
-            self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
-            return cache_id, None
-        if len(self._cache_exports) >= self.limits.max_caches:
-            raise LimitExceeded(
-                f"this connection already holds {len(self._cache_exports)} caches (max_caches)"
-            )
-        cache_id = self._next_cache_id
-        self._next_cache_id += 1
-        entry = _CacheExport(cacheable, perspective, CacheObserver(self, cache_id))
-        self._cache_exports[cache_id] = entry
-        self._cache_export_ids[id(cacheable)] = cache_id
-        entry.count = 1
-        self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
-        state = cacheable.getStateToCacheAndObserveFor(perspective, entry.observer)
-        return cache_id, state
-
-    def _count_cache_send(self, cache_id: int, entry: _CacheExport) -> msgpack.ExtType:
-        entry.count += 1
-        self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
-        return msgpack.ExtType(serialize.EXT_CACHED, cache_id.to_bytes(8, "big"))
-
-    def send_cache_home(self, cache: RemoteCache) -> msgpack.ExtType:
-        """Encode a RemoteCache we hold: it arrives as the peer's own Cacheable."""
-        cache_id = self._cache_import_ids.get(id(cache))
-        entry = self._cache_imports.get(cache_id) if cache_id is not None else None
-        if entry is None or entry.weak is None or entry.weak() is not cache:
-            raise SerializationError(f"{cache!r} is not a cache held over this connection")
-        return msgpack.ExtType(serialize.EXT_YOUR_CACHEABLE, cache_id.to_bytes(8, "big"))
-
-    def _drop_cache_export(self, entry: _CacheExport) -> None:
-        cache_id = self._cache_export_ids.pop(id(entry.cacheable), None)
-        if cache_id is not None:
-            del self._cache_exports[cache_id]
-        self._emit(ev.CacheReleased(entry.cacheable, entry.perspective, entry.observer))
-
-    # -------------------------------------------------- tables: receiving side
-
-    def receive_reference(self, remote_id: int) -> RemoteReference:
-        """Count one arrival of the peer's object ``remote_id``; return its handle."""
-        entry = self._imports.get(remote_id)
-        ref = entry.weak() if entry is not None and entry.weak is not None else None
-        if ref is None:
-            if len(self._imports) >= self.limits.max_references:
-                raise LimitExceeded(
-                    f"peer sent more than {self.limits.max_references} live references (max_references)"
-                )
-            entry = self._imports[remote_id] = _Import(remote_id)
-            ref = RemoteReference(self, remote_id)
-            entry.weak = self._watch(ref, entry)
-        entry.count += 1  # type: ignore[union-attr]
-        self._journal.append(("import", entry))  # type: ignore[union-attr]
-        return ref
-
-    def _watch(self, handle: Any, entry: _Import) -> weakref.ref:
-        weak = _WeakEntry(handle, self._handle_died)
-        weak.entry = entry
-        return weak
-
-    def _handle_died(self, weak: _WeakEntry) -> None:
-        # Runs inside the garbage collector, maybe on another thread: record only.
-        self._collected.append(weak.entry)
-        if self.on_collected is not None:
-            self.on_collected()
-
-    def receive_home(self, export_id: int) -> Any:
-        """Resolve one of our own exports that the peer sent back."""
-        entry = self._exports.get(export_id)
-        if entry is None:
-            raise ProtocolError(f"peer sent back object {export_id}, which this side does not export")
-        return entry.obj._pb_original()
-
-    def receive_cache(self, cache_id: int, cls: type) -> tuple[Any, bool]:
-        """First arrival of a cache: make its RemoteCache (without __init__)."""
-        entry = self._cache_imports.get(cache_id)
-        obj = entry.weak() if entry is not None and entry.weak is not None else None
-        if obj is not None:
-            raise ProtocolError(f"peer defined cache {cache_id} twice")
-        if len(self._cache_imports) >= self.limits.max_caches:
-            raise LimitExceeded(
-                f"this connection already holds {len(self._cache_imports)} caches (max_caches)"
-            )
-        return self._new_cache_import(cache_id, cls), True
-
-    def _new_cache_import(self, cache_id: int, cls: type) -> Any:
-        obj = cls.__new__(cls)
-        entry = self._cache_imports[cache_id] = _CacheImport(cache_id, cls, id(obj))
-        entry.weak = self._watch(obj, entry)
-        entry.count = 1
-        self._cache_import_ids[id(obj)] = cache_id
-        self._journal.append(("cache-import", entry))  # type: ignore[union-attr]
-        return obj
-
-    def receive_cached(self, cache_id: int) -> Any:
-        """A later arrival of a cache; see the module docstring for the orphan case."""
-        entry = self._cache_imports.get(cache_id)
-        obj = entry.weak() if entry is not None and entry.weak is not None else None
-        if obj is not None:
-            entry.count += 1  # type: ignore[union-attr]
-            self._journal.append(("cache-import", entry))  # type: ignore[union-attr]
-            return obj
-        cls = self._cache_tombstones.get(cache_id) or (entry.cls if entry is not None else None)
-        if cls is None:
-            raise ProtocolError(f"peer referred to cache {cache_id}, which this side never received")
-        obj = self._new_cache_import(cache_id, cls)
-        self._cache_imports[cache_id].awaiting_state = True
-        self._awaited_states.add(cache_id)
-        if self._held_events is None:
-            self._held_events = []
-        return obj
-
-    def receive_home_cacheable(self, cache_id: int) -> Any:
-        """Resolve a RemoteCache the peer sent back: our own Cacheable."""
-        entry = self._cache_exports.get(cache_id)
-        if entry is None:
-            raise ProtocolError(f"peer sent back cache {cache_id}, which this side does not have")
-        return entry.cacheable
-
-    def flush_collected(self) -> None:
-        """Send DECREF/DECACHE for handles that died; call from the event loop."""
-        while self._collected:
-            entry = self._collected.pop()
-            is_cache = isinstance(entry, _CacheImport)
-            table = self._cache_imports if is_cache else self._imports
-            if table.get(entry.remote_id) is entry:
-                del table[entry.remote_id]
-                if is_cache:
-                    self._cache_tombstones[entry.remote_id] = entry.cls  # type: ignore[attr-defined]
-                    if self._cache_import_ids.get(entry.obj_id) == entry.remote_id:  # type: ignore[attr-defined]
-                        del self._cache_import_ids[entry.obj_id]  # type: ignore[attr-defined]
-            if entry.count > 0 and not self.disconnected:
-                self._send([Kind.DECACHE if is_cache else Kind.DECREF, entry.remote_id, entry.count])
-                entry.count = 0
 
     # -------------------------------------------------------------- our calls
 
@@ -640,7 +319,7 @@ class Broker:
         if isinstance(error, RemoteError):
             remote_type, message = error.remote_type, error.message
         else:
-            remote_type, message = qualified_type(error), _text_of(error)
+            remote_type, message = qualified_type(error), text_of(error)
         tb = None
         if self.send_tracebacks and error.__traceback__ is not None:
             tb = "".join(traceback.format_exception(error))
@@ -652,8 +331,8 @@ class Broker:
             except Exception as exc:
                 message = f"{message} (its copy could not be sent: {exc})"
         # The header must fit its u16 length whatever the texts hold.
-        message, remote_type = _clip(message, 16384), _clip(remote_type, 1024)
-        tb = _clip(tb, 32768, keep_end=True) if tb is not None else None
+        message, remote_type = clip(message, 16384), clip(remote_type, 1024)
+        tb = clip(tb, 32768, keep_end=True) if tb is not None else None
         self._send([Kind.ERROR, request_id, remote_type, message, tb, mode], payload)
 
     def _refuse(self, request_id: int, error: BaseException, description: str) -> None:
@@ -828,7 +507,7 @@ class Broker:
             except (ProtocolError, InsecureJelly) as exc:
                 message = f"{message} (its copy was refused: {exc})"
         if error is None:
-            error = _rebuild_error(remote_type, message, tb if isinstance(tb, str) else None)
+            error = rebuild_error(remote_type, message, tb if isinstance(tb, str) else None)
         if token is not None:
             self._emit(ev.CallFailed(token, error))
 
@@ -990,17 +669,6 @@ class Broker:
         self._out.clear()
         return self.drain_events()
 
-    def table_sizes(self) -> dict[str, int]:
-        """How many entries each id table holds (for status displays and leak tests)."""
-        return {
-            "exports": len(self._exports),
-            "imports": len(self._imports),
-            "cache_exports": len(self._cache_exports),
-            "cache_imports": len(self._cache_imports),
-            "pending_calls": len(self._calls),
-            "inbound_calls": len(self._inbound),
-        }
-
     def known_methods(self, ref: RemoteReference) -> list[str]:
         """Method names learned from a describe() of ``ref``, for tab completion."""
         return self.described.get(ref._id, [])
@@ -1010,30 +678,3 @@ def _check_ints(*values: Any) -> None:
     for value in values:
         if not isinstance(value, int) or value < 0:
             raise ProtocolError(f"expected a non-negative integer id, got {value!r:.40}")
-
-
-def _text_of(error: BaseException) -> str:
-    try:
-        return str(error)
-    except Exception:  # a broken __str__ must not keep the caller from its answer
-        return f"<{qualified_type(error)} whose str() failed>"
-
-
-def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:
-    """At most ``limit`` UTF-8 bytes of ``text`` (its start, or its end with ``keep_end``)."""
-    data = text.encode("utf-8", "replace")
-    if len(data) <= limit:
-        return text
-    return (data[-limit:] if keep_end else data[:limit]).decode("utf-8", "ignore")
-
-
-def _rebuild_error(remote_type: str, message: str, tb: str | None) -> BaseException:
-    cls = TRANSPORTED.get(remote_type)
-    if cls is None:
-        return RemoteError(remote_type, message, tb)
-    if issubclass(cls, RemoteError):
-        return cls(remote_type, message, tb)
-    error = cls(message)
-    error.remote_type = remote_type  # type: ignore[attr-defined]
-    error.remote_traceback = tb  # type: ignore[attr-defined]
-    return error
