@@ -103,3 +103,13 @@ def test_security_page_lists_every_limit():
     page = (REPO / "docs" / "security.md").read_text()
     for field in dataclasses.fields(pb.Limits):
         assert f"| `{field.name}` |" in page, f"docs/security.md does not list the {field.name} limit"
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
+
+
+@pytest.mark.parametrize("page", [*DOCS, README], ids=[page.name for page in [*DOCS, README]])
+def test_relative_links_point_at_files_that_exist(page):
+    targets = [target for target in LINK.findall(page.read_text()) if "://" not in target]
+    missing = [target for target in targets if not (page.parent / target).exists()]
+    assert not missing, f"{page.name} links to missing files: {missing}"
