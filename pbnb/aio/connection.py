@@ -94,6 +94,10 @@ class Connection(asyncio.Protocol):
         self._last_heard = self._loop.time()
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._ping_token = 0
+        # Set while back-pressure has stopped us reading: the peer's pongs wait
+        # unread, so its draining of our send buffer is the sign of life instead.
+        self._writing_paused = False
+        self._buffered_at_tick = 0
 
     # ---------------------------------------------------------------- asyncio
 
@@ -146,10 +150,14 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The peer is not reading our answers: stop reading its requests.
+        self._writing_paused = True
+        self._buffered_at_tick = self.transport.get_write_buffer_size() if self.transport else 0
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._last_heard = self._loop.time()  # it drained our buffer; its pongs come next
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -365,6 +373,11 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------ keepalive
 
     def _keepalive_tick(self) -> None:
+        if self._writing_paused and self.transport is not None:
+            buffered = self.transport.get_write_buffer_size()
+            if buffered < self._buffered_at_tick:
+                self._last_heard = self._loop.time()  # slow, not silent: it is reading
+            self._buffered_at_tick = buffered
         silent_for = self._loop.time() - self._last_heard
         if self._dead_peer_timeout and silent_for > self._dead_peer_timeout:
             self.close_reason = PBConnectionLost(f"peer {self.peer} silent for {silent_for:.1f}s (keepalive)")
