@@ -844,11 +844,11 @@ async def run(args: argparse.Namespace) -> list[Row]:
         fault_server_killed,
         fault_reset,
         lambda: fault_stalled_reader(200),
-        lambda: fault_slow_peer(0.05 if short else 1.0, 200 if short else 2000),
-        lambda: fault_silent_peer(0.2 if short else 1.0),
+        lambda: fault_slow_peer(0.2 if short else 1.0, 200 if short else 2000),
+        lambda: fault_silent_peer(0.5 if short else 1.0),
         lambda: attack_garbage(40 if short else 400),
         lambda: attack_fuzzed(50 if short else 1000),
-        lambda: attack_idle_flood(100 if short else 1000, 0.3 if short else 1.0),
+        lambda: attack_idle_flood(100 if short else 1000, 0.5 if short else 1.0),
     ]
     for case in cases:
         try:

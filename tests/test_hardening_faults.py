@@ -291,3 +291,52 @@ async def test_a_peer_sending_one_byte_at_a_time_does_not_slow_others(served):
     assert not frame_complete.is_set()
     await asyncio.wait_for(slow, WAIT)
     writer.close()
+
+
+async def test_keepalive_keeps_a_peer_that_reads_a_big_answer_slowly():
+    """Back-pressure stops the server reading the peer's pongs; draining must count as alive."""
+    server = await pb.serve(Service(), keepalive=0.05, dead_peer_timeout=1.0)
+    client = await pb.connect("127.0.0.1", server.port)
+    root = await client.getRootObject()
+    # Small kernel buffers, so what the peer has read is what the server sees drain.
+    client.connection.transport.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16
+    )
+    (connection,) = server.connections
+    connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+    transport = client.connection.transport
+    size = 16 * 1024 * 1024
+    answer = root.callRemote("blob", size)
+    started = asyncio.get_running_loop().time()
+
+    async def read_slowly() -> None:
+        while not answer.done():  # about one read every 20 ms
+            transport.pause_reading()
+            await asyncio.sleep(0.02)
+            transport.resume_reading()
+            await asyncio.sleep(0)  # the loop polls the socket...
+            await asyncio.sleep(0)  # ...and runs the read before we pause again
+
+    reader = asyncio.create_task(read_slowly())
+    assert len(await asyncio.wait_for(answer, 60)) == size
+    await reader
+    assert asyncio.get_running_loop().time() - started > 1.0, "too quick to prove anything"
+    assert await root.callRemote("echo", "alive") == "alive"
+    await client.close()
+    await server.close()
+
+
+async def test_keepalive_drops_a_peer_that_stops_reading():
+    server = await pb.serve(Service(), keepalive=0.05, dead_peer_timeout=0.4)
+    client = await pb.connect("127.0.0.1", server.port)
+    root = await client.getRootObject()
+    (connection,) = server.connections
+    client.connection.transport.pause_reading()  # and never again
+    answer = root.callRemote("blob", 24 * 1024 * 1024)
+    await asyncio.wait_for(asyncio.shield(connection.closed), WAIT)
+    assert "silent" in str(connection.close_reason)
+    assert tables_empty(connection.broker)
+    client.connection.transport.resume_reading()
+    with pytest.raises(pb.PBConnectionLost):
+        await asyncio.wait_for(answer, WAIT)
+    await server.close()
