@@ -423,3 +423,22 @@ async def test_reconnecting_client_logs_in_through_a_portal_after_a_restart():
     assert second_realm.logins == 1
     await asyncio.wait_for(_until(lambda: second_realm.logouts == 1), WAIT)
     await second.close()
+
+
+async def test_a_status_watcher_can_stop_watching_and_a_failing_one_harms_nothing():
+    server = await pb.serve(Gate("s"))
+    seen: list[pb.ReconnectStatus] = []
+
+    def broken(status: pb.ReconnectStatus) -> None:
+        raise RuntimeError("a broken status widget")
+
+    reconnecting = pb.ReconnectingClient("127.0.0.1", server.port)
+    reconnecting.watch(broken)
+    unwatch = reconnecting.watch(seen.append)
+    await asyncio.wait_for(reconnecting.root(), WAIT)
+    unwatch()
+    unwatch()  # twice is harmless
+    await reconnecting.close()
+    assert seen == [pb.ReconnectStatus.CONNECTING, pb.ReconnectStatus.CONNECTED]
+    assert "closed" in repr(reconnecting)
+    await server.close()

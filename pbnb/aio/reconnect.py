@@ -107,7 +107,12 @@ class ReconnectingClient:
     def watch(self, callback: Callable[[ReconnectStatus], Any]) -> Callable[[], None]:
         """Call ``callback(status)`` on every change; return a function that stops it."""
         self._watchers.append(callback)
-        return lambda: self._watchers.remove(callback) if callback in self._watchers else None
+
+        def unwatch() -> None:
+            if callback in self._watchers:
+                self._watchers.remove(callback)
+
+        return unwatch
 
     async def wait_for(self, *statuses: ReconnectStatus) -> ReconnectStatus:
         """Wait until the status is one of ``statuses`` (at once if it already is)."""
