@@ -1,6 +1,6 @@
 """Profile one asyncio peer (pbnb by default) on one workload, client and server side.
 
-    .venv/bin/python -m benchmarks.profile sequential [--peer pbnb_peer] [--count 20000]
+    .venv/bin/python -m benchmarks.profiling sequential [--peer pbnb_peer] [--count 20000]
 
 The server runs in its own process under cProfile; the client runs here
 under cProfile. Prints the functions with the most own time on each side.
