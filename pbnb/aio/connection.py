@@ -47,9 +47,21 @@ def _handshake_failure(reason: BaseException | None) -> BaseException:
 class CallFuture(asyncio.Future):
     """The awaitable a ``callRemote`` returns; cancelling it tells the peer."""
 
-    _pb_connection: Connection | None = None
-    _pb_request_id = 0
-    _pb_description = ""
+    __slots__ = ("_pb_connection", "_pb_method", "_pb_ref", "_pb_request_id")
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._pb_connection: Connection | None = None
+        self._pb_request_id = 0
+        self._pb_ref: RemoteReference | None = None
+        self._pb_method = ""
+
+    @property
+    def description(self) -> str:
+        """What was called, e.g. ``hello() on <RemoteReference 3 at 127.0.0.1:8787>``."""
+        if self._pb_ref is None:
+            return "remote request"
+        return f"{self._pb_method}() on {self._pb_ref!r}"
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg=msg):
@@ -307,7 +319,8 @@ class Connection(asyncio.Protocol):
             future.set_exception(exc)
             return future
         future._pb_connection = self
-        future._pb_description = f"{name}() on {ref!r}"
+        future._pb_ref = ref
+        future._pb_method = name
         broker = self.broker
         if broker.pending_calls == 1 or len(broker._out) >= _BURST_FRAMES:  # type: ignore[union-attr]
             # Alone, or a burst already worth a write: send now rather than a

@@ -452,9 +452,9 @@ class Broker(ReferenceTables):
             arguments = self._decode(mode, payload)
             args, kwargs = arguments
             if (
-                not isinstance(args, list)
-                or not isinstance(kwargs, dict)
-                or not all(isinstance(key, str) for key in kwargs)
+                type(args) is not list
+                or type(kwargs) is not dict
+                or (kwargs and not all(type(key) is str for key in kwargs))
             ):
                 raise ProtocolError("call arguments must be [list, dict with str keys]")
         except (ProtocolError, InsecureJelly) as exc:

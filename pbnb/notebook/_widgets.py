@@ -73,7 +73,7 @@ def reference_text(ref: RemoteReference) -> str:
 
 def future_text(future: asyncio.Future) -> str:
     """A one-line summary of a call's awaitable: pending, cancelled, failed or done."""
-    what = getattr(future, "_pb_description", "") or "remote call"
+    what = getattr(future, "description", "") or "remote call"
     if not future.done():
         return f"<pending {what}>"
     if future.cancelled():
@@ -138,7 +138,7 @@ class FutureWidget(widgets.VBox):
     """A call's awaitable shown live: pending, then its result or error."""
 
     def __init__(self, future: asyncio.Future, what: str = ""):
-        what = what or getattr(future, "_pb_description", "") or "call"
+        what = what or getattr(future, "description", "") or "call"
         super().__init__(children=[_pending_widget(what)])
         self.add_class("pbnb-future")
         self.future = future
