@@ -47,27 +47,22 @@ def _handshake_failure(reason: BaseException | None) -> BaseException:
 class CallFuture(asyncio.Future):
     """The awaitable a ``callRemote`` returns; cancelling it tells the peer."""
 
+    # Filled in by Connection once the request is queued; no __init__, which
+    # would cost every call a Python-level frame.
     __slots__ = ("_pb_connection", "_pb_method", "_pb_ref", "_pb_request_id")
-
-    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self._pb_connection: Connection | None = None
-        self._pb_request_id = 0
-        self._pb_ref: RemoteReference | None = None
-        self._pb_method = ""
 
     @property
     def description(self) -> str:
         """What was called, e.g. ``hello() on <RemoteReference 3 at 127.0.0.1:8787>``."""
-        if self._pb_ref is None:
-            return "remote request"
-        return f"{self._pb_method}() on {self._pb_ref!r}"
+        ref = getattr(self, "_pb_ref", None)
+        return "remote request" if ref is None else f"{self._pb_method}() on {ref!r}"
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg=msg):
             return False
-        if self._pb_connection is not None and self._pb_request_id:
-            self._pb_connection._cancel_call(self._pb_request_id)
+        connection = getattr(self, "_pb_connection", None)  # unset if the request never went out
+        if connection is not None and self._pb_request_id:
+            connection._cancel_call(self._pb_request_id)
         return True
 
 
