@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -101,7 +100,12 @@ def test_every_notebook_survives_run_all_in_jupyterlab(tmp_path, demo_broker):
     from playwright.sync_api import expect
 
     for notebook in NOTEBOOKS:
-        shutil.copy(notebook, tmp_path / notebook.name)
+        # Saved outputs cleared: a numbered prompt must mean "ran now".
+        cells = nbformat.read(notebook, 4)
+        for cell in cells.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        nbformat.write(cells, tmp_path / notebook.name)
     env = {"PBNB_DEMO": "{}:{}".format(*demo_broker)}
     with lab_server(tmp_path, env) as url, browser_page(tmp_path, "showcase-run-all") as page:
         for notebook in NOTEBOOKS:
