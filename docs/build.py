@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -26,7 +27,12 @@ def signature_of(obj: object) -> str:
         signature = inspect.signature(obj)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return ""
-    return str(signature).replace("typing.", "")
+    return _stable(str(signature).replace("typing.", ""))
+
+
+def _stable(text: str) -> str:
+    """Drop memory addresses from reprs, so the page only changes when the API does."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def own_members(cls: type) -> list[tuple[str, object]]:
@@ -61,7 +67,7 @@ def document_name(qualified: str, name: str, obj: object, warnings: list[str]) -
     elif callable(obj):
         title = f"### `{name}{signature_of(obj)}`"
     else:
-        return [f"### `{name}`", "", f"A constant: `{obj!r}`.", ""]
+        return [f"### `{name}`", "", f"A `{type(obj).__name__}`: `{_stable(repr(obj))}`.", ""]
     if not doc:
         warnings.append(f"{qualified}: no docstring")
     lines = [title, "", doc or "", ""]
