@@ -114,3 +114,39 @@ def test_a_short_coverage_guided_pass():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Done 2000 runs" in result.stderr
+
+
+raw_atoms = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.text(max_size=6)
+    | st.binary(max_size=6)
+    | st.builds(
+        msgpack.ExtType,
+        st.integers(1, 24),
+        st.binary(max_size=3) | st.integers(0, 40).map(lambda n: n.to_bytes(8, "big")),
+    )
+)
+raw_values = st.recursive(
+    raw_atoms,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.lists(inner, max_size=5).flatmap(
+            lambda items: st.integers(1, 7).map(lambda tag: [msgpack.ExtType(tag, b""), *items])
+        )
+        | st.dictionaries(raw_atoms, inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(SETTINGS, max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 1), raw_values), min_size=1, max_size=4))
+def test_crafted_payloads_for_both_modes_never_break_the_broker(calls):
+    """Well-framed calls whose payloads use every tag and ext code, shared-refs and all."""
+    frames = [encode_frame([Kind.ROOT, 1])]
+    for number, (mode, value) in enumerate(calls, start=2):
+        payload = msgpack.packb([[value], {}], use_bin_type=True)
+        frames.append(encode_frame([Kind.CALL, number, 1, "echo", mode], payload))
+    harness.feed(HELLO + b"".join(frames))
