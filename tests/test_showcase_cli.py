@@ -21,6 +21,7 @@ from pbnb.demo import DEMO_USERS, RemoteCounter, RemoteRecord, RemoteTicker
 SERVED_MODULE = textwrap.dedent(
     """
     import pbnb as pb
+    from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal
 
     class Greeter(pb.Root):
         def __init__(self):
@@ -34,6 +35,24 @@ SERVED_MODULE = textwrap.dedent(
             return callback.callRemote("ping", 21)
 
     greeter = Greeter()
+
+
+    class Member(pb.Avatar):
+        def __init__(self, name):
+            self.name = name
+
+        def perspective_whoami(self):
+            return self.name
+
+
+    class Realm:
+        def requestAvatar(self, name, mind, *interfaces):
+            return IPerspective, Member(name), lambda: None
+
+
+    checker = InMemoryPasswordChecker()
+    checker.addUser("ada", "lovelace")
+    portal = Portal(Realm(), [checker])
     """
 )
 
@@ -84,6 +103,21 @@ async def test_serve_a_factory_gives_each_connection_its_own_root(served_module)
     finally:
         await server.kill()
     assert status == 0, err
+
+
+async def test_serve_a_portal_requires_a_login(served_module):
+    server = await PbnbProcess.start("serve", "greetings:portal", "--port", "0", env=served_module)
+    try:
+        async with await pb.connect(server.host, server.port) as client:
+            with pytest.raises(UnauthorizedLogin):
+                await client.login(UsernamePassword("ada", "babbage"))
+            ada = await client.login(UsernamePassword("ada", "lovelace"))
+            assert await ada.callRemote("whoami") == "ada"
+        status, _, err = await server.stop(signal.SIGINT)
+    finally:
+        await server.kill()
+    assert status == 0, err
+    assert "'ada' logged in" in err
 
 
 @pytest.mark.parametrize(
