@@ -6,10 +6,11 @@ in the chunks the input itself chooses. The broker may refuse messages
 ``ProtocolError``), but it must never raise, hang, or keep anything in its
 tables once the connection is lost.
 
-Run it (from the repository root; ``fuzz/corpus`` collects interesting inputs)::
+Run it from the repository root; the corpus directory collects the inputs that
+reached new code, and a crash leaves its input in ``crash-*`` to replay::
 
-    mkdir -p fuzz/corpus
-    .venv/bin/python fuzz/fuzz_broker.py fuzz/corpus -max_total_time=600 -rss_limit_mb=2048
+    .venv/bin/python fuzz/fuzz_broker.py --seed-corpus /tmp/pbnb-corpus
+    .venv/bin/python fuzz/fuzz_broker.py /tmp/pbnb-corpus -max_total_time=600 -rss_limit_mb=2048
 
 ``--seed-corpus DIR`` writes a few valid sessions to DIR to start from. The
 test suite runs a short bounded pass (``tests/test_fuzz_broker.py``); the
