@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import trustme
@@ -323,3 +324,22 @@ def test_a_missing_certificate_is_reported(served_module, tmp_path):
     )
     assert result.returncode == 2
     assert "cannot use the TLS certificate" in result.stderr
+
+
+async def test_the_pbnb_script_serves_a_module_from_the_current_directory(tmp_path):
+    (tmp_path / "greetings.py").write_text(SERVED_MODULE)
+    script = Path(sys.executable).with_name("pbnb")
+    process = await asyncio.create_subprocess_exec(
+        str(script), "serve", "greetings:greeter", "--port", "0", cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        port = int(line.decode().rsplit(":", 1)[1])
+        async with await pb.connect("127.0.0.1", port) as client:
+            assert await (await client.getRootObject()).callRemote("hello", "cwd") == "hello cwd (1)"
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
