@@ -170,27 +170,29 @@ def mutate(seed: bytes, edits: list[tuple[int, int]], tail: bytes = b"") -> byte
 
 
 def one_input(data: bytes) -> None:
-    """atheris entry point: pick a seed session, overwrite a few bytes, cut, append the rest."""
-    import atheris
+    """atheris entry point: ``[seed, cut (2 bytes), mask...]``.
 
-    provider = atheris.FuzzedDataProvider(data)
+    The mask is XORed onto the chosen seed session (bytes past its end are
+    appended), so an all-zero mask replays a valid session and each mutation
+    the fuzzer makes is a change to a real message.
+    """
+    if len(data) < 3:
+        return
     seeds = _seeds()
-    seed = seeds[provider.ConsumeIntInRange(0, len(seeds) - 1)]
-    edits = [
-        (provider.ConsumeIntInRange(0, len(seed) - 1), provider.ConsumeIntInRange(0, 255))
-        for _ in range(provider.ConsumeIntInRange(0, 8))
-    ]
-    cut = provider.ConsumeIntInRange(0, len(seed))
-    feed(mutate(seed, edits, provider.ConsumeBytes(provider.remaining_bytes())), [cut])
+    seed = seeds[data[0] % len(seeds)]
+    mask = data[3:]
+    stream = bytes(a ^ b for a, b in zip(seed, mask, strict=False)) + seed[len(mask) :] + mask[len(seed) :]
+    feed(stream, [int.from_bytes(data[1:3], "big")])
 
 
 def write_seed_corpus(directory: str) -> None:
+    """Write one input per seed session, unmutated, for the fuzzer to start from."""
     import pathlib
 
     folder = pathlib.Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    for number, stream in enumerate(seed_streams()):
-        (folder / f"seed-{number}").write_bytes(stream)
+    for number, stream in enumerate(_seeds()):
+        (folder / f"seed-{number}").write_bytes(bytes([number, 0, 0]) + bytes(len(stream)))
 
 
 def main(argv: list[str]) -> None:
