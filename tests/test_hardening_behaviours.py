@@ -442,3 +442,21 @@ async def test_a_status_watcher_can_stop_watching_and_a_failing_one_harms_nothin
     assert seen == [pb.ReconnectStatus.CONNECTING, pb.ReconnectStatus.CONNECTED]
     assert "closed" in repr(reconnecting)
     await server.close()
+
+
+async def test_a_reconnecting_client_lets_its_old_connections_be_collected():
+    server = await pb.serve(Gate("s"))
+    port = server.port
+    reconnecting = pb.ReconnectingClient("127.0.0.1", port, initial_delay=0.01, max_delay=0.05)
+    async with reconnecting:
+        await asyncio.wait_for(reconnecting.root(), WAIT)
+        old = weakref.ref(reconnecting.client.connection)
+        old_broker = weakref.ref(reconnecting.client.broker)
+        await server.close()
+        await asyncio.wait_for(reconnecting.wait_for(pb.ReconnectStatus.WAITING), WAIT)
+        server = await pb.serve(Gate("s"), port=port)
+        await asyncio.wait_for(reconnecting.wait_for(pb.ReconnectStatus.CONNECTED), WAIT)
+        await asyncio.sleep(0)
+        gc.collect()
+        assert old() is None and old_broker() is None
+    await server.close()
