@@ -460,3 +460,19 @@ async def test_a_reconnecting_client_lets_its_old_connections_be_collected():
         gc.collect()
         assert old() is None and old_broker() is None
     await server.close()
+
+
+async def test_a_login_that_never_answers_counts_as_a_failed_attempt():
+    received: list[bytes] = []
+    listener = await silent_peer(received)
+    port = listener.sockets[0].getsockname()[1]
+    reconnecting = pb.ReconnectingClient(
+        "127.0.0.1", port, login=login_as, login_timeout=0.1, initial_delay=0.01, max_attempts=2
+    )
+    async with reconnecting:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reconnecting.root(), WAIT)
+        assert reconnecting.status is pb.ReconnectStatus.FAILED
+    assert received, "the client never asked the silent server for anything"
+    listener.close()
+    await listener.wait_closed()

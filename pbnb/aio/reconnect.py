@@ -68,7 +68,8 @@ class ReconnectingClient:
     """Keep a connection to ``host:port`` alive, logging in again after each drop.
 
     ``login`` is an async callable taking the fresh ``Client`` and returning the
-    reference to use (for example ``lambda c: c.login(creds)``). Other keywords
+    reference to use (for example ``lambda c: c.login(creds)``); a login that takes
+    longer than ``login_timeout`` seconds counts as a failed attempt. Other keywords
     go to ``pbnb.connect`` (limits, ``keepalive``, ``ssl``, ...). Use as an async
     context manager or call ``start()`` and ``close()``.
     """
@@ -84,6 +85,7 @@ class ReconnectingClient:
         factor: float = 2.0,
         jitter: float = 0.5,
         max_attempts: int | None = None,
+        login_timeout: float | None = 30.0,
         **connect_options: Any,
     ):
         self.host = host
@@ -91,6 +93,7 @@ class ReconnectingClient:
         self._login = login
         self._backoff = (initial_delay, max_delay, factor, jitter)
         self._max_attempts = max_attempts
+        self._login_timeout = login_timeout
         self._connect_options = connect_options
         self.status = ReconnectStatus.WAITING
         self.client: Client | None = None
@@ -216,7 +219,8 @@ class ReconnectingClient:
     async def _connect_once(self) -> None:
         client = await connect(self.host, self.port, **self._connect_options)
         try:
-            reference = await self._login(client)
+            # A server that accepts but never answers must not hold us here forever.
+            reference = await asyncio.wait_for(self._login(client), self._login_timeout)
         except BaseException:
             await client.close()
             raise
