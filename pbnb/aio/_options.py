@@ -6,7 +6,14 @@ from typing import Any
 
 from ..core.wire import Limits
 
-_CONNECTION_OPTIONS = ("registry", "send_tracebacks", "keepalive", "dead_peer_timeout")
+_CONNECTION_OPTIONS = (
+    "registry",
+    "send_tracebacks",
+    "keepalive",
+    "dead_peer_timeout",
+    "handshake_timeout",
+    "max_send_buffer",
+)
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], Limits]:

@@ -19,7 +19,7 @@ from ..core.broker import Broker
 from ..core.flavors import CopyRegistry, Referenceable
 from ..core.reference import RemoteReference
 from ..core.wire import Limits
-from ..errors import CallCancelled, Error, NoSuchMethod, PBConnectionLost, PBError
+from ..errors import CallCancelled, Error, NoSuchMethod, PBConnectionLost, PBError, ProtocolError
 
 log = logging.getLogger("pbnb")
 
@@ -78,6 +78,8 @@ class Connection(asyncio.Protocol):
         send_tracebacks: bool = False,
         keepalive: float | None = None,
         dead_peer_timeout: float | None = None,
+        handshake_timeout: float | None = 30.0,
+        max_send_buffer: int = 64 * 1024 * 1024,
         on_close: Callable[[Connection], Any] | None = None,
     ):
         self._root_source = root
@@ -86,6 +88,11 @@ class Connection(asyncio.Protocol):
         self._send_tracebacks = send_tracebacks
         self._keepalive = keepalive
         self._dead_peer_timeout = dead_peer_timeout or (3 * keepalive if keepalive else None)
+        self._handshake_timeout = handshake_timeout
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        # Bytes we may hold for a peer that is not reading before we drop it:
+        # back-pressure stops its requests, but pushes (cache updates) keep coming.
+        self._max_send_buffer = max_send_buffer
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self.broker: Broker | None = None
@@ -128,6 +135,8 @@ class Connection(asyncio.Protocol):
         self.broker.on_collected = self._collected_soon
         if self._keepalive:
             self._keepalive_timer = self._loop.call_later(self._keepalive, self._keepalive_tick)
+        if self._handshake_timeout:
+            self._handshake_timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
@@ -136,12 +145,15 @@ class Connection(asyncio.Protocol):
         self._dispatch(broker.receive_data(data))  # type: ignore[union-attr]
         if not self.ready.done() and broker._hello_seen and not broker._closing:  # type: ignore[union-attr]
             self.ready.set_result(None)
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
         self._flush()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         reason = self.close_reason or exc
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
+        for timer in (self._keepalive_timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
         if self.broker is not None:
             self._dispatch(self.broker.connection_lost(reason))
         if not self.ready.done():
@@ -174,6 +186,28 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         if self.broker is not None and self.transport is not None and self.broker.has_data_to_send():
             self.transport.write(self.broker.data_to_send())
+            if self._writing_paused and self.transport.get_write_buffer_size() > self._max_send_buffer:
+                self._abort(
+                    PBConnectionLost(
+                        f"peer {self.peer} is not reading: more than {self._max_send_buffer} bytes "
+                        "wait for it (max_send_buffer)"
+                    )
+                )
+
+    def _handshake_expired(self) -> None:
+        if not self.ready.done():
+            self._abort(
+                ProtocolError(
+                    f"peer {self.peer} did not complete the pbnb handshake in {self._handshake_timeout}s"
+                )
+            )
+
+    def _abort(self, reason: BaseException) -> None:
+        """Drop the connection at once because of ``reason`` (logged, and given to pending calls)."""
+        self.close_reason = reason
+        log.warning("%s", reason)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _flush_soon(self) -> None:
         if not self._flush_scheduled:
@@ -388,9 +422,7 @@ class Connection(asyncio.Protocol):
             self._buffered_at_tick = buffered
         silent_for = self._loop.time() - self._last_heard
         if self._dead_peer_timeout and silent_for > self._dead_peer_timeout:
-            self.close_reason = PBConnectionLost(f"peer {self.peer} silent for {silent_for:.1f}s (keepalive)")
-            log.warning("%s", self.close_reason)
-            self.transport.abort()  # type: ignore[union-attr]
+            self._abort(PBConnectionLost(f"peer {self.peer} silent for {silent_for:.1f}s (keepalive)"))
             return
         self._ping_token += 1
         self.broker.ping(self._ping_token)  # type: ignore[union-attr]
