@@ -80,7 +80,8 @@ async def connect(
     ``root`` is an object this side offers to the server (the protocol is
     symmetric). Keywords are limits (``max_frame=...``; see ``Limits``) or
     connection options (``send_tracebacks``, ``keepalive``,
-    ``dead_peer_timeout``, ``registry``). Raises ``ConnectionRefusedError``
+    ``dead_peer_timeout``, ``handshake_timeout``, ``max_send_buffer``,
+    ``registry``; see ``serve``). Raises ``ConnectionRefusedError``
     (an ``OSError``) when nothing listens, ``ProtocolError`` when the peer is
     not a compatible pbnb server.
     """

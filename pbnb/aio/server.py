@@ -70,8 +70,10 @@ async def serve(
     """Start serving ``root`` (a Root, a Portal, or a factory called per connection).
 
     Keywords are limits (``max_frame=...``; see ``Limits``) or connection
-    options (``send_tracebacks``, ``keepalive``, ``dead_peer_timeout``,
-    ``registry``).
+    options: ``send_tracebacks`` (send tracebacks with errors), ``keepalive``
+    and ``dead_peer_timeout`` (seconds), ``handshake_timeout`` (seconds, 30),
+    ``max_send_buffer`` (bytes held for a peer that stops reading, 64 MiB),
+    ``registry`` (a ``CopyRegistry`` instead of the global one).
     """
     connection_options, limits = split_options(options)
     loop = asyncio.get_running_loop()
