@@ -174,33 +174,22 @@ def reset(transport: asyncio.BaseTransport) -> None:
     transport.abort()
 
 
-async def test_connection_reset_by_the_client(served):
+@pytest.mark.parametrize("side", ["client", "server"])
+async def test_connection_reset(served, side):
+    """A RST from either side fails the pending call and empties every table."""
     server, root, bystander_root = served
     client = await pb.connect("127.0.0.1", server.port)
     client_root = await client.getRootObject()
     call = client_root.callRemote("hang")
     await asyncio.wait_for(root.started.wait(), WAIT)
     connection = only_other_connection(server, bystander_root)
-    reset(client.connection.transport)
-    with pytest.raises(pb.PBConnectionLost):
-        await asyncio.wait_for(call, WAIT)
-    await asyncio.wait_for(asyncio.shield(connection.closed), WAIT)
-    await asyncio.wait_for(root.cancelled.wait(), WAIT)
-    assert tables_empty(connection.broker)
-    assert tables_empty(client.broker)
-
-
-async def test_connection_reset_by_the_server(served):
-    server, root, bystander_root = served
-    client = await pb.connect("127.0.0.1", server.port)
-    client_root = await client.getRootObject()
-    call = client_root.callRemote("hang")
-    await asyncio.wait_for(root.started.wait(), WAIT)
-    connection = only_other_connection(server, bystander_root)
-    reset(connection.transport)
+    reset(client.connection.transport if side == "client" else connection.transport)
     with pytest.raises(pb.PBConnectionLost, match=r"reset|lost"):
         await asyncio.wait_for(call, WAIT)
+    await asyncio.wait_for(asyncio.shield(connection.closed), WAIT)
     await asyncio.wait_for(client.wait_closed(), WAIT)
+    if side == "client":
+        await asyncio.wait_for(root.cancelled.wait(), WAIT)
     with pytest.raises(pb.DeadReferenceError):
         await client_root.callRemote("echo", 1)
     assert tables_empty(connection.broker)
