@@ -7,27 +7,19 @@ where its widgets must follow the demo broker with no cell running.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 
 import nbformat
 import pytest
-from notebook_fixtures.servers import BIN, CHROMIUM, browser_page, free_port, server
+from notebook_fixtures.servers import KERNEL_IDLE, browser_page, lab_server, needs_chromium, voila_server
 from showcase_helpers import NOTEBOOKS, REPO
 
 from pbnb.aio import blocking
 
-pytestmark = [
-    pytest.mark.timeout(600),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = [pytest.mark.timeout(600), needs_chromium]
 
-KERNEL_IDLE = (
-    "[...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-    ".some(e => / \\| Idle$/.test(e.innerText) && !e.innerText.startsWith('No Kernel'))"
-)
 # Run All has settled in the visible notebook: the first code cell has run and none is
 # queued ([*]). After an error the rest stay unrun ([ ]), so this also ends then.
 SETTLED = """n => {
@@ -73,29 +65,6 @@ def demo_broker():
         process.wait(timeout=30)
 
 
-def lab_server(home, env):
-    """JupyterLab on ``home`` (a copy of notebooks/, so autosave never touches the repository)."""
-    settings = home / "lab-settings"
-    settings.mkdir()
-    (settings / "overrides.json").write_text(
-        '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}'
-    )
-    port = free_port()
-    argv = [
-        str(BIN / "jupyter-lab"),
-        "--no-browser",
-        "--allow-root",
-        "--ServerApp.token=",
-        "--ServerApp.password=",
-        f"--port={port}",
-        "--port-retries=0",
-        f"--ServerApp.root_dir={home}",
-        f"--LabApp.app_settings_dir={settings}",
-        "--LabApp.expose_app_in_browser=True",
-    ]
-    return server(argv, port, home, env)
-
-
 def test_every_notebook_survives_run_all_in_jupyterlab(tmp_path, demo_broker):
     from playwright.sync_api import expect
 
@@ -130,11 +99,9 @@ def test_dashboard_widgets_follow_the_demo_broker_in_voila(tmp_path, demo_broker
     last = next(i for i, cell in enumerate(dashboard.cells) if "dashboard.add_class" in cell.source)
     dashboard.cells = dashboard.cells[: last + 1]
     nbformat.write(dashboard, tmp_path / "dashboard.ipynb")
-    port = free_port()
-    argv = [str(BIN / "voila"), "dashboard.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
     env = {"PBNB_DEMO": "{}:{}".format(*demo_broker)}
     with (
-        server([*argv, "--show_tracebacks=True"], port, tmp_path, env) as url,
+        voila_server("dashboard.ipynb", tmp_path, env) as url,
         browser_page(tmp_path, "showcase-dashboard") as page,
         blocking.connect(*demo_broker) as other_client,
     ):

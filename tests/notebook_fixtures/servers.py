@@ -81,6 +81,11 @@ def server(argv: list[str], port: int, home: Path, env: dict[str, str]) -> Itera
 def voila(notebook: str, home: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
     """Serve a fixture notebook with Voila (which runs every cell when the page opens)."""
     shutil.copy(HERE / notebook, home / notebook)
+    return voila_server(notebook, home, env)
+
+
+def voila_server(notebook: str, home: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+    """Serve ``home / notebook`` with Voila."""
     port = free_port()
     argv = [str(BIN / "voila"), notebook, "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
     return server([*argv, "--show_tracebacks=True"], port, home, env)
