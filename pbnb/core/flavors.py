@@ -234,7 +234,7 @@ def _unquoted(annotation: Any) -> Any:
     return _Annotation(annotation) if isinstance(annotation, str) else annotation
 
 
-def describe_methods(obj: Any) -> list[dict[str, str]]:
+def describe_methods(obj: Any) -> list[dict[str, Any]]:
     """Describe the remotely callable methods of an exported object.
 
     Only names with the object's own dispatch prefix are listed, so nothing
