@@ -4,7 +4,7 @@ A checker names the credential interfaces it handles in
 ``credentialInterfaces`` and turns accepted credentials into an avatar id
 with ``requestAvatarId`` (plain or ``async``), raising ``UnauthorizedLogin``
 otherwise. Password checkers also give the portal the SCRAM secret of a user
-(``scram_secret``), which is how logins over the wire are checked: the
+(``secret_for``), which is how logins over the wire are checked: the
 password never reaches the server.
 """
 
