@@ -123,13 +123,16 @@ def _is_atoms_call(pair: list) -> bool:
     tenth of the walk.
     """
     args, kwargs = pair
-    return (
-        type(args) is list
-        and type(kwargs) is dict
-        and all(map(_ATOMS.__contains__, map(type, args)))
-        and all(map(_ATOMS.__contains__, map(type, kwargs)))
-        and all(map(_ATOMS.__contains__, map(type, kwargs.values())))
-    )
+    if type(args) is not list or type(kwargs) is not dict:
+        return False
+    # Plain loops: a call has few arguments, and setting up map/all costs more than the test.
+    for item in args:
+        if type(item) not in _ATOMS:
+            return False
+    for key, item in kwargs.items():
+        if type(key) not in _ATOMS or type(item) not in _ATOMS:
+            return False
+    return True
 
 
 def _non_atoms(objects: list) -> list:
@@ -302,11 +305,14 @@ class Decoder:
         common = {**self._limits, "strict_map_key": False}
         self._plain_options = {**common, "ext_hook": self._plain_ext, "list_hook": self._plain_list}
         self._graph_options = {**common, "use_list": False}
+        # unpackb bounds every length by the payload's own size unless told
+        # otherwise, so a payload no longer than the limits cannot break them.
+        self._small_payload = min(max_len, max_string)
 
     def decode(self, mode: int, payload: memoryview) -> Any:
         """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly."""
         if mode == PLAIN:
-            value = self._unpack(payload, self._plain_options)
+            value = self._unpack_plain(payload)
             if len(payload) > self._max_depth and tree_depth_exceeds(value, self._max_depth):
                 raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")
             return value
@@ -314,6 +320,18 @@ class Decoder:
             raw = self._unpack(payload, self._graph_options)
             return _GraphReader(self, self._tables, self._registry).read(raw, 0)
         raise ProtocolError(f"unknown payload mode {mode!r}")
+
+    def _unpack_plain(self, payload: memoryview) -> Any:
+        if len(payload) <= self._small_payload:
+            # Most payloads hold no ext at all, hence no tagged array for list_hook
+            # to rebuild: try without hooks or limits first (twice as fast for a
+            # small call). Any ext, or any error, takes the full path from the
+            # start, before an ext hook has touched the tables.
+            try:
+                return msgpack.unpackb(payload, strict_map_key=False, ext_hook=_no_ext)
+            except Exception:
+                pass
+        return self._unpack(payload, self._plain_options)
 
     def _unpack(self, payload: memoryview, options: dict[str, Any]) -> Any:
         try:
@@ -369,6 +387,10 @@ class Decoder:
                 "on this side (see setUnjellyableForClass)"
             )
         return cls
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError("ext type in a payload decoded without hooks")
 
 
 def _unpack_id(data: bytes) -> int:
