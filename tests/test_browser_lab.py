@@ -8,7 +8,7 @@ widget must follow the broker afterwards.
 from __future__ import annotations
 
 import pytest
-from notebook_fixtures.servers import KERNEL_IDLE, jupyterlab, live_notebook, needs_chromium
+from notebook_fixtures.servers import KERNEL_IDLE, UI_WAIT, jupyterlab, live_notebook, needs_chromium
 
 pytestmark = [pytest.mark.timeout(240), needs_chromium]
 
@@ -24,19 +24,20 @@ def test_run_all_in_jupyterlab(tmp_path):
         notebook = page.locator(".jp-NotebookPanel")
         expect(notebook).to_contain_text("all cells ran", timeout=60_000)
         prompts = page.locator(".jp-NotebookPanel .jp-InputPrompt")
-        expect(prompts).to_have_text(["[1]:", "[2]:", "[3]:", "[4]:", "[5]:"])
+        # The last prompt turns from [*] to [5] only when its execute_reply arrives, after its output.
+        expect(prompts).to_have_text(["[1]:", "[2]:", "[3]:", "[4]:", "[5]:"], timeout=UI_WAIT)
 
         value = page.locator(".jp-NotebookPanel .pbnb-cache .pbnb-field-value input")
         expect(value).to_have_value("0", timeout=30_000)
         assert broker.command("set 31") == "ok 31"
-        expect(value).to_have_value("31", timeout=10_000)
+        expect(value).to_have_value("31", timeout=UI_WAIT)
 
         hello = page.locator(".jp-NotebookPanel .pbnb-method-hello").first
-        hello.locator(".pbnb-call").click()
-        expect(hello.locator(".pbnb-output")).to_contain_text("TypeError", timeout=10_000)  # name is required
+        hello.locator(".pbnb-call").click()  # with no arguments: name is required
+        expect(hello.locator(".pbnb-output")).to_contain_text("TypeError", timeout=UI_WAIT)
         hello.locator(".pbnb-args input").fill("'lab'")
         hello.locator(".pbnb-call").click()
-        expect(hello.locator(".pbnb-output")).to_contain_text("hello lab!", timeout=10_000)
+        expect(hello.locator(".pbnb-output")).to_contain_text("hello lab!", timeout=UI_WAIT)
         # The kernel is alive and well: still idle, never restarted.
-        page.wait_for_function(KERNEL_IDLE, timeout=10_000)
+        page.wait_for_function(KERNEL_IDLE, timeout=UI_WAIT)
         expect(page.locator("body")).not_to_contain_text("Kernel Restarting")

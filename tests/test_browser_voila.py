@@ -9,7 +9,7 @@ result; an edit in the page reaches the broker.
 from __future__ import annotations
 
 import pytest
-from notebook_fixtures.servers import live_notebook, needs_chromium, voila
+from notebook_fixtures.servers import UI_WAIT, live_notebook, needs_chromium, voila
 
 pytestmark = [pytest.mark.timeout(240), needs_chromium]
 
@@ -25,21 +25,21 @@ def test_live_cache_and_method_call_in_voila(tmp_path):
 
         # The owner changes the state in its own process; the page follows by itself.
         assert broker.command("set 123") == "ok 123"
-        expect(value).to_have_value("123", timeout=10_000)
+        expect(value).to_have_value("123", timeout=UI_WAIT)
         assert broker.command("set 124") == "ok 124"
-        expect(value).to_have_value("124", timeout=10_000)
+        expect(value).to_have_value("124", timeout=UI_WAIT)
 
         # A click on a method's call button shows the result under it.
         hello = page.locator(".pbnb-reference .pbnb-method-hello").first
         expect(page.locator(".pbnb-reference .pbnb-status").first).to_contain_text("connected")
         hello.locator(".pbnb-args input").fill("'browser', punctuation='?'")
         hello.locator(".pbnb-call").click()
-        expect(hello.locator(".pbnb-output")).to_contain_text("hello browser?", timeout=10_000)
+        expect(hello.locator(".pbnb-output")).to_contain_text("hello browser?", timeout=UI_WAIT)
 
         # An error shows the remote type and message.
         boom = page.locator(".pbnb-reference .pbnb-method-boom").first
         boom.locator(".pbnb-call").click()
-        expect(boom.locator(".pbnb-output")).to_contain_text("pbnb.errors.Error: kaboom", timeout=10_000)
+        expect(boom.locator(".pbnb-output")).to_contain_text("pbnb.errors.Error: kaboom", timeout=UI_WAIT)
 
         # An edit in the page goes to the owner, exactly once.
         value.fill("55")
@@ -50,5 +50,5 @@ def test_live_cache_and_method_call_in_voila(tmp_path):
         # The owner goes away: the reference widget says so.
         broker.close()
         expect(page.locator(".pbnb-reference .pbnb-status").first).to_contain_text(
-            "disconnected", timeout=10_000
+            "disconnected", timeout=UI_WAIT
         )

@@ -13,7 +13,14 @@ import sys
 
 import nbformat
 import pytest
-from notebook_fixtures.servers import KERNEL_IDLE, browser_page, lab_server, needs_chromium, voila_server
+from notebook_fixtures.servers import (
+    KERNEL_IDLE,
+    UI_WAIT,
+    browser_page,
+    lab_server,
+    needs_chromium,
+    voila_server,
+)
 from showcase_helpers import NOTEBOOKS, REPO
 
 from pbnb.aio import blocking
@@ -116,5 +123,5 @@ def test_dashboard_widgets_follow_the_demo_broker_in_voila(tmp_path, demo_broker
         )
         new_value = other_client.getRootObject().callRemote("increment", 17, by="another client")
         readout = page.locator(".pbnb-dashboard .widget-readout")
-        expect(readout).to_have_text(str(new_value), timeout=10_000)
+        expect(readout).to_have_text(str(new_value), timeout=UI_WAIT)
         expect(page.locator(".pbnb-dashboard")).to_contain_text("last changed by another client")

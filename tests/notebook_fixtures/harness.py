@@ -56,7 +56,7 @@ class BrokerProcess:
         for line in self.process.stdout:  # type: ignore[union-attr]
             self._lines.put(line.strip())
 
-    def reply(self, timeout: float = 10) -> str:
+    def reply(self, timeout: float = 60) -> str:
         try:
             return self._lines.get(timeout=timeout)
         except queue.Empty:

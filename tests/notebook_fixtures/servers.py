@@ -32,6 +32,9 @@ needs_chromium = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"
 )
 BIN = Path(sys.executable).parent
+#: How long (ms) a page may take to show what a test expects. A hang detector, not an
+#: assertion: chromium, a Jupyter server and a kernel share a loaded 2-core CI machine.
+UI_WAIT = 60_000
 #: A JavaScript predicate: JupyterLab's status bar shows a kernel, and it is idle.
 KERNEL_IDLE = (
     "[...document.querySelectorAll('.jp-StatusBar-TextItem')]"
@@ -123,13 +126,15 @@ def lab_server(home: Path, env: dict[str, str]) -> contextlib.AbstractContextMan
 @contextlib.contextmanager
 def browser_page(home: Path, name: str) -> Iterator[Any]:
     """A headless chromium page with its own HOME; on failure, a screenshot is saved."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=child_env(home)
         )
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.set_default_timeout(UI_WAIT)
+        expect.set_options(timeout=UI_WAIT)  # for the expectations that name no timeout
         try:
             yield page
         except BaseException:
