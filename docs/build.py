@@ -1,8 +1,9 @@
 """Build docs/api.md from the docstrings of pbnb's public names.
 
 Usage: ``python docs/build.py [--output PATH]``. A public name is one listed in
-a documented module's ``__all__``, plus the public methods and properties its
-classes define. Each one without a docstring is a warning; any warning makes
+a documented module's ``__all__`` (or, for a module without one, a name without a
+leading underscore that the module itself defines), plus the public methods and
+properties its classes define. Each one without a docstring is a warning; any warning makes
 the exit status 1, so CI keeps the reference complete.
 """
 
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 #: The modules whose ``__all__`` is public API, in the order the page shows them.
-MODULES = ["pbnb", "pbnb.cred", "pbnb.notebook", "pbnb.demo"]
+MODULES = ["pbnb", "pbnb.cred", "pbnb.aio.blocking", "pbnb.notebook", "pbnb.demo"]
 
 
 def signature_of(obj: object) -> str:
@@ -48,13 +49,26 @@ def own_members(cls: type) -> list[tuple[str, object]]:
     return members
 
 
+def public_names(module: object) -> list[str]:
+    """``__all__``, or else the public classes and functions the module defines itself."""
+    if hasattr(module, "__all__"):
+        return list(module.__all__)
+    return [
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == module.__name__  # type: ignore[attr-defined]
+    ]
+
+
 def document(module_name: str, warnings: list[str]) -> list[str]:
     """The Markdown section for one module; missing docstrings go to ``warnings``."""
     module = importlib.import_module(module_name)
     lines = [f"## `{module_name}`", "", inspect.getdoc(module) or "", ""]
     if not inspect.getdoc(module):
         warnings.append(f"{module_name}: module has no docstring")
-    for name in getattr(module, "__all__", []):
+    for name in public_names(module):
         obj = getattr(module, name)
         lines += document_name(f"{module_name}.{name}", name, obj, warnings)
     return lines
