@@ -30,6 +30,7 @@ PREAMBLE_SIZE = len(PREAMBLE)
 
 _FRAME_PREFIX = struct.Struct(">IH")
 FRAME_PREFIX_SIZE = _FRAME_PREFIX.size
+_HEADER_LENGTH = struct.Struct(">H")
 MAX_HEADER = 0xFFFF
 # One packer for every header saves building a Packer per frame (half the cost
 # of a small frame). Sharing it across threads is safe: headers hold only
@@ -119,14 +120,15 @@ def frame_length(buffer: bytearray | bytes, offset: int, max_frame: int) -> int 
 
 def split_frame(frame: memoryview) -> tuple[list, memoryview]:
     """Decode a frame body (without its u32 length) into (header, payload view)."""
-    head_len = int.from_bytes(frame[:2], "big")
+    # struct reads the view in place; int.from_bytes(frame[:2]) would cost a slice and a copy.
+    end = 2 + _HEADER_LENGTH.unpack_from(frame)[0]
     try:
-        header = msgpack.unpackb(frame[2 : 2 + head_len], use_list=True, strict_map_key=False)
+        header = msgpack.unpackb(frame[2:end], strict_map_key=False)
     except Exception as exc:
         raise ProtocolError(f"undecodable frame header: {exc}") from None
-    if not isinstance(header, list) or not header or not isinstance(header[0], int):
+    if type(header) is not list or not header or not isinstance(header[0], int):
         raise ProtocolError(f"frame header must be a list starting with a kind, got {header!r:.80}")
-    return header, frame[2 + head_len :]
+    return header, frame[end:]
 
 
 def check_preamble(data: bytes) -> None:
