@@ -76,11 +76,15 @@ class SerializationError(PBError, TypeError):
 
 
 class CallCancelled(PBError):
-    """The caller cancelled the call; raised inside the remote coroutine's task."""
+    """The remote method was cancelled on its own side before it could answer.
+
+    (Cancelling your own ``callRemote`` awaitable raises ``asyncio.CancelledError``
+    for you, as any cancelled future does, and tells the peer to stop.)
+    """
 
 
 # Errors that keep their own class when they cross the wire, by qualified name.
 TRANSPORTED = {
     f"{__name__}.{cls.__name__}": cls
-    for cls in (NoSuchMethod, InsecureJelly, LimitExceeded, ProtocolError, SerializationError)
+    for cls in (NoSuchMethod, InsecureJelly, LimitExceeded, ProtocolError, SerializationError, CallCancelled)
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -192,3 +193,15 @@ async def test_a_non_callable_remote_attribute_is_no_such_method():
     async with connected(Holder()) as session:
         with pytest.raises(pb.NoSuchMethod, match="answer"):
             await within(session.root.callRemote("answer"))
+
+
+async def test_a_method_cancelled_on_its_own_side_reaches_the_caller_as_call_cancelled():
+    """The server's task was cancelled by the server itself: the caller gets CallCancelled."""
+
+    class Quitter(pb.Root):
+        async def remote_quit(self):
+            raise asyncio.CancelledError
+
+    async with connected(Quitter()) as session:
+        with pytest.raises(pb.CallCancelled):
+            await within(session.root.callRemote("quit"))

@@ -39,8 +39,12 @@ class RemoteReference:
         """Attribute-style calls: ``await ref.remote.hello("ada")``."""
         return _MethodProxy(self)
 
-    def describe(self) -> Awaitable[list[dict[str, Any]]]:
-        """Ask the peer which methods this object offers (name, signature, doc)."""
+    def describe(self) -> Awaitable[dict[str, Any]]:
+        """Ask the peer what this object offers.
+
+        The answer is ``{"type": class name, "methods": [{"name", "signature",
+        "doc", "is_async"}, ...]}``; the names also feed ``ref.remote`` completion.
+        """
         return self._broker.invoker.describe(self)
 
     def notifyOnDisconnect(self, callback: Callable[[RemoteReference], Any]) -> None:
