@@ -1,0 +1,91 @@
+"""CPU instructions per small call, counted by valgrind's callgrind: repeatable under any load.
+
+    .venv/bin/python -m benchmarks.instructions [--calls 5000]
+
+Server and client share one process and one event loop here, so a figure is
+both sides' user-space work for one call (the kernel's share of the socket
+calls is not counted). Each figure is the difference between a run of
+``--calls`` calls and a run of none, divided by ``--calls``, so start-up costs
+cancel out. Needs ``valgrind`` on the PATH; one run takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import subprocess
+import sys
+import tempfile
+
+import msgpack
+
+import pbnb
+
+from . import pbnb_peer, raw_asyncio
+from .serialization import _codecs
+from .workloads import SMALL, WINDOW
+
+CASES = {
+    "sequential": ("raw_asyncio", "pbnb_peer"),
+    "pipelined": ("raw_asyncio", "pbnb_peer"),
+    "serialization": ("msgpack", "pbnb"),
+}
+
+
+async def _served(peer: str, workload: str, calls: int) -> None:
+    if peer == "pbnb_peer":
+        server = await pbnb.serve(pbnb_peer.EchoRoot(), port=0)
+        port = server.port
+        client = pbnb_peer.Client()
+    else:
+        server = await asyncio.start_server(raw_asyncio._handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = raw_asyncio.Client()
+    await client.connect(port)
+    if workload == "sequential":
+        await client.sequential(calls)
+    else:
+        await client.pipelined(calls // WINDOW)
+    if peer == "pbnb_peer":
+        await server.close()
+    else:
+        server.close()
+
+
+def _inner(peer: str, workload: str, calls: int) -> None:
+    if workload == "serialization":
+        pbnb_round_trip, msgpack_round_trip = _codecs()
+        round_trip = pbnb_round_trip if peer == "pbnb" else msgpack_round_trip
+        value = [[SMALL], {}]
+        for _ in range(calls):
+            round_trip(value)
+    else:
+        asyncio.run(_served(peer, workload, calls))
+
+
+def _count(peer: str, workload: str, calls: int) -> int:
+    with tempfile.NamedTemporaryFile() as out:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}"]
+        command += [sys.executable, "-m", "benchmarks.instructions", "--inner", peer, workload, str(calls)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--calls", type=int, default=5000, help="calls per counted run (a multiple of 1,000)")
+    parser.add_argument("--inner", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        peer, workload, calls = args.inner
+        return _inner(peer, workload, int(calls))
+    print(f"instructions per call (callgrind, {args.calls} calls; msgpack {msgpack.version})")
+    print(f"{'workload':14s} {'floor':>10s} {'pbnb':>10s}  floor/pbnb")
+    for workload, peers in CASES.items():
+        floor, ours = ((_count(p, workload, args.calls) - _count(p, workload, 0)) / args.calls for p in peers)
+        print(f"{workload:14s} {floor:10,.0f} {ours:10,.0f}  {floor / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
