@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 from showcase_helpers import REPO
@@ -24,6 +26,31 @@ def free_port() -> int:
 def is_listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pids_with(marker: str) -> list[int]:
+    """The processes whose environment holds ``marker`` (everything demo.sh starts inherits it)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if marker.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+    return found
+
+
+async def stop_everything(process: asyncio.subprocess.Process, marker: str) -> None:
+    """After a failure: end demo.sh and what it started, so nothing outlives the test.
+
+    JupyterLab runs in its own session (setsid), out of reach of a kill of demo.sh's
+    group, and it holds our stdout pipe: until it exits, ``process.wait()`` never returns.
+    """
+    process.send_signal(signal.SIGTERM)  # demo.sh's trap stops JupyterLab's process group
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), 60)
+    for pid in pids_with(marker):  # demo.sh could not clean up: do it for it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    await asyncio.wait_for(process.wait(), 60)
 
 
 @pytest.mark.timeout(300)
@@ -60,14 +87,13 @@ async def test_demo_script_starts_broker_and_lab_then_stops_both(tmp_path):
         assert "01-quickstart.ipynb" in names and "04-live-dashboard.ipynb" in names
 
         async with await pb.connect("127.0.0.1", broker_port) as client:
-            root = await client.getRootObject()
-            assert await root.callRemote("add", 20, 22) == 42
+            root = await asyncio.wait_for(client.getRootObject(), 60)
+            assert await asyncio.wait_for(root.callRemote("add", 20, 22), 60) == 42
 
         process.send_signal(signal.SIGINT)  # Ctrl-C
         await asyncio.wait_for(process.wait(), 60)
     finally:
         if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+            await stop_everything(process, f"PBNB_LAB_PORT={lab_port}")
     assert not is_listening(lab_port)
     assert not is_listening(broker_port)
