@@ -150,7 +150,7 @@ class Kernel:
         except queue.Empty:
             raise AssertionError("timed out waiting for the kernel") from None
 
-    def wait_for(self, predicate: Any, timeout: float = 10) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def wait_for(self, predicate: Any, timeout: float = 60) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Read iopub until ``predicate(msg)``; return that message and every one before it."""
         deadline = time.monotonic() + timeout
         before = []
