@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +16,14 @@ import pytest
 from showcase_helpers import REPO
 
 import pbnb as pb
+
+# Run argv[1:] with SIGINT at its default, as a shell started from a terminal has it.
+# pytest run in the background inherits SIGINT ignored, and a non-interactive bash that
+# starts with a signal ignored cannot trap it: demo.sh would never see our Ctrl-C.
+AS_FROM_A_TERMINAL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 def free_port() -> int:
@@ -57,6 +66,9 @@ async def stop_everything(process: asyncio.subprocess.Process, marker: str) -> N
 async def test_demo_script_starts_broker_and_lab_then_stops_both(tmp_path):
     lab_port, broker_port = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        AS_FROM_A_TERMINAL,
         "bash",
         "scripts/demo.sh",
         cwd=REPO,
