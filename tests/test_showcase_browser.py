@@ -27,12 +27,23 @@ from pbnb.aio import blocking
 
 pytestmark = [pytest.mark.timeout(600), needs_chromium]
 
-# Run All has settled in the visible notebook: the first code cell has run and none is
-# queued ([*]). After an error the rest stay unrun ([ ]), so this also ends then.
+# Run All has settled in the visible notebook: no cell is queued ([*]) and every one has
+# run, or one raised (after an error the rest stay unrun, [ ]: the test then reports it).
+# Lab may queue the next cell only after the previous one ran, so "no [*]" alone can be
+# true between two cells.
 SETTLED = """n => {
     const prompts = [...document.querySelectorAll(
         '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(p => p.innerText.trim());
-    return prompts.length === n && /^\\[\\d+\\]:$/.test(prompts[0]) && !prompts.includes('[*]:');
+    if (prompts.length !== n || prompts.includes('[*]:')) return false;
+    if (prompts.every(p => /^\\[\\d+\\]:$/.test(p))) return true;
+    const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+    for (let i = 0; i < cells.length; i++) {
+        const outputs = cells.get(i).outputs;
+        for (let j = 0; outputs && j < outputs.length; j++) {
+            if (outputs.get(j).toJSON().output_type === 'error') return true;
+        }
+    }
+    return false;
 }"""
 UNRUN = """() => [...document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]
