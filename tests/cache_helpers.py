@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pbnb as pb
@@ -112,15 +111,6 @@ def server_side(server: pb.Server, client: pb.Client) -> Connection:
         if connection.peer == f"{host}:{port}":
             return connection
     raise LookupError(f"the server has no connection from {host}:{port}")
-
-
-@contextlib.asynccontextmanager
-async def serving(root: Any, **options: Any) -> AsyncIterator[pb.Server]:
-    server = await pb.serve(root, host="127.0.0.1", port=0, **options)
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 async def collect_and_settle(*brokers_of: Any) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pbnb as pb
-from tests.cache_helpers import Waiting, empty_tables, server_side, serving
+from tests.cache_helpers import Waiting, empty_tables, server_side
+from tests.core_net import serving
 
 OBSERVERS = 100
 UPDATES = 10_000

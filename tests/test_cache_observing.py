@@ -10,7 +10,8 @@ import pytest
 
 import pbnb as pb
 from pbnb.core import events as ev
-from tests.cache_helpers import TIMEOUT, Waiting, collect_and_settle, server_side, serving
+from tests.cache_helpers import TIMEOUT, Waiting, collect_and_settle, server_side
+from tests.core_net import serving
 from tests.pair import ConnectionPair
 
 

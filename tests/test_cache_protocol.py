@@ -18,8 +18,8 @@ from tests.cache_helpers import (
     collect_and_settle,
     empty_tables,
     server_side,
-    serving,
 )
+from tests.core_net import serving
 
 # ------------------------------------------------------------------ item 18
 
