@@ -7,6 +7,7 @@ import gc
 import weakref
 
 import pytest
+from core_net import connected
 
 import pbnb as pb
 from pbnb.aio.reconnect import backoff_delays
@@ -249,54 +250,41 @@ class Worker(pb.Root):
 
 async def test_cancelling_a_call_cancels_the_remote_coroutine():
     worker = Worker()
-    server = await pb.serve(worker)
-    client = await pb.connect("127.0.0.1", server.port)
-    root = await client.getRootObject()
-    call = root.callRemote("wait")
-    await asyncio.wait_for(worker.started.wait(), WAIT)
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
-    await asyncio.wait_for(worker.cancelled.wait(), WAIT)
-    (connection,) = server.connections
-    assert await root.callRemote("echo", 5) == 5  # the connection carries on
-    assert connection.broker.table_sizes()["inbound_calls"] == 0
-    assert client.broker.table_sizes()["pending_calls"] == 0
-    assert not connection._tasks
-    await client.close()
-    await server.close()
+    async with connected(worker) as session:
+        call = session.root.callRemote("wait")
+        await asyncio.wait_for(worker.started.wait(), WAIT)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.wait_for(worker.cancelled.wait(), WAIT)
+        assert await session.root.callRemote("echo", 5) == 5  # the connection carries on
+        assert session.server_side.broker.table_sizes()["inbound_calls"] == 0
+        assert session.client.broker.table_sizes()["pending_calls"] == 0
+        assert not session.server_side._tasks
 
 
 async def test_a_timeout_around_a_call_tells_the_peer():
     worker = Worker()
-    server = await pb.serve(worker)
-    client = await pb.connect("127.0.0.1", server.port)
-    root = await client.getRootObject()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(root.callRemote("wait"), 0.05)
-    await asyncio.wait_for(worker.cancelled.wait(), WAIT)
-    await client.close()
-    await server.close()
+    async with connected(worker) as session:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(session.root.callRemote("wait"), 0.05)
+        await asyncio.wait_for(worker.cancelled.wait(), WAIT)
 
 
 async def test_cancelling_after_the_answer_left_is_harmless():
     worker = Worker()
-    server = await pb.serve(worker)
-    client = await pb.connect("127.0.0.1", server.port)
-    root = await client.getRootObject()
-    # Cancel many calls the server answers at once: answers and CANCELs cross on the wire.
-    calls = [root.callRemote("echo", i) for i in range(200)]
-    await asyncio.sleep(0)
-    for call in calls[::2]:
-        call.cancel()
-    results = await asyncio.gather(*calls[1::2])
-    assert results == list(range(1, 200, 2))
-    assert await root.callRemote("echo", "still fine") == "still fine"
-    (connection,) = server.connections
-    assert connection.broker.table_sizes()["inbound_calls"] == 0
-    assert client.broker.table_sizes()["pending_calls"] == 0
-    await client.close()
-    await server.close()
+    async with connected(worker) as session:
+        root = session.root
+        # Cancel many calls the server answers at once: answers and CANCELs cross on the wire.
+        calls = [root.callRemote("echo", i) for i in range(200)]
+        await asyncio.sleep(0)
+        for call in calls[::2]:
+            call.cancel()
+        results = await asyncio.gather(*calls[1::2])
+        assert results == list(range(1, 200, 2))
+        assert await root.callRemote("echo", "still fine") == "still fine"
+        assert session.server_side.broker.table_sizes()["inbound_calls"] == 0
+        assert session.client.broker.table_sizes()["pending_calls"] == 0
 
 
 # ------------------------------------------------------------- 40: collection
