@@ -27,27 +27,28 @@ from pbnb.aio import blocking
 
 pytestmark = [pytest.mark.timeout(600), needs_chromium]
 
-# Run All has settled in the visible notebook: no cell is queued ([*]) and every one has
-# run, or one raised (after an error the rest stay unrun, [ ]: the test then reports it).
-# Lab may queue the next cell only after the previous one ran, so "no [*]" alone can be
-# true between two cells.
-SETTLED = """n => {
-    const prompts = [...document.querySelectorAll(
-        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(p => p.innerText.trim());
-    if (prompts.length !== n || prompts.includes('[*]:')) return false;
-    if (prompts.every(p => /^\\[\\d+\\]:$/.test(p))) return true;
-    const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+# Run All reads from JupyterLab's own notebook model, not the DOM: Lab 4 renders only
+# the cells near the viewport, so prompts scrolled out of view can read as unrun.
+# Lab sets a cell's execution count to null when it queues the cell and to a number
+# when the cell has run.
+_CODE_CELLS = """const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+    const code = [];
     for (let i = 0; i < cells.length; i++) {
-        const outputs = cells.get(i).outputs;
-        for (let j = 0; outputs && j < outputs.length; j++) {
-            if (outputs.get(j).toJSON().output_type === 'error') return true;
-        }
-    }
-    return false;
+        if (cells.get(i).type === 'code') code.push(cells.get(i));
+    }"""
+# Settled: every code cell has run, or one raised (after an error the rest stay unrun:
+# the test then reports the error).
+SETTLED = (
+    "n => { "
+    + _CODE_CELLS
+    + """
+    if (code.length !== n) return false;
+    if (code.every(c => typeof c.executionCount === 'number')) return true;
+    return code.some(c => { const o = c.outputs; for (let j = 0; o && j < o.length; j++)
+        { if (o.get(j).toJSON().output_type === 'error') return true; } return false; });
 }"""
-UNRUN = """() => [...document.querySelectorAll(
-    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]
-    .filter(p => !/^\\[\\d+\\]:$/.test(p.innerText.trim())).length"""
+)
+UNRUN = "() => { " + _CODE_CELLS + " return code.filter(c => typeof c.executionCount !== 'number').length; }"
 
 # The error outputs (exceptions) of the visible notebook, from JupyterLab's own model.
 # Log lines on stderr are not errors: a server in the kernel logs, say, a failed login.
