@@ -99,6 +99,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str = "?"
         self.ready: asyncio.Future[None] = self._loop.create_future()
+        self._handshaken = False
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.close_reason: BaseException | None = None
         self._flush_scheduled = False
@@ -140,14 +141,22 @@ class Connection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
-        self._last_heard = self._loop.time()
+        if self._dead_peer_timeout:
+            self._last_heard = self._loop.time()
         broker = self.broker
         self._dispatch(broker.receive_data(data))  # type: ignore[union-attr]
+        if not self._handshaken:
+            self._check_handshake()
+        if broker._out:  # type: ignore[union-attr]
+            self._flush()
+
+    def _check_handshake(self) -> None:
+        broker = self.broker
         if not self.ready.done() and broker._hello_seen and not broker._closing:  # type: ignore[union-attr]
+            self._handshaken = True
             self.ready.set_result(None)
             if self._handshake_timer is not None:
                 self._handshake_timer.cancel()
-        self._flush()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         reason = self.close_reason or exc
@@ -340,18 +349,18 @@ class Connection(asyncio.Protocol):
     def call(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> CallFuture:
         """Start a remote call; the returned future settles with its answer."""
         future = CallFuture(loop=self._loop)
+        broker = self.broker
+        # _sending_perspective(), written out: this runs for every call.
+        perspective = current_perspective.get() if _serving.get() is self else broker.perspective  # type: ignore[union-attr]
         try:
-            future._pb_request_id = self.broker.call(  # type: ignore[union-attr]
-                ref, name, args, kwargs, future, perspective=self._sending_perspective()
-            )
+            future._pb_request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)  # type: ignore[union-attr]
         except Exception as exc:
             future.set_exception(exc)
             return future
         future._pb_connection = self
         future._pb_ref = ref
         future._pb_method = name
-        broker = self.broker
-        if broker.pending_calls == 1 or len(broker._out) >= _BURST_FRAMES:  # type: ignore[union-attr]
+        if len(broker._calls) == 1 or len(broker._out) >= _BURST_FRAMES:  # type: ignore[union-attr]
             # Alone, or a burst already worth a write: send now rather than a
             # loop turn later, so the peer starts on these calls while we make the rest.
             self._flush()

@@ -62,6 +62,7 @@ from .reference import CacheObserver, RemoteReference
 from .serialize import Decoder, Encoder
 from .tables import ReferenceTables
 from .wire import (
+    FRAME_PREFIX,
     FRAME_PREFIX_SIZE,
     NO_ANSWER,
     PREAMBLE,
@@ -69,12 +70,17 @@ from .wire import (
     Kind,
     Limits,
     check_preamble,
+    check_prefix,
+    decode_header,
     encode_frame,
-    frame_length,
-    split_frame,
 )
 
 _NIL = msgpack.packb(None)
+_PLAIN = serialize.PLAIN
+_ATOMS = serialize.ATOMS
+_read_prefix = FRAME_PREFIX.unpack_from
+_unpackb = msgpack.unpackb
+_no_ext = serialize.refuse_ext
 _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
 # Plain ints for the kinds met on every call: an IntEnum member costs an
 # attribute lookup through its metaclass (50 ns) each time it is named.
@@ -115,10 +121,15 @@ class Broker(ReferenceTables):
         self._closing = False
 
         self._encoder = Encoder(self, self.limits.max_depth)
+        self._pack_tree = self._encoder.pack_tree
         limits = self.limits
         self._decoder = Decoder(
             self, self.registry, limits.max_depth, limits.max_container_len, limits.max_string_len
         )
+        # A PLAIN payload this short can break no length or depth limit (every
+        # item and every level costs at least a byte), so when it holds no ext
+        # it decodes with a bare unpackb: no hooks, no journal.
+        self._quick_plain = min(limits.max_depth, limits.max_container_len, limits.max_string_len)
         self._out: list[bytes] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": self.limits.max_frame}])]
         self._events: list[Any] = []
         # Receive side: bytes waiting for a whole frame, and how many we need.
@@ -174,17 +185,49 @@ class Broker(ReferenceTables):
     # ------------------------------------------------------------- transactions
 
     def _encode(self, value: Any, perspective: Any, kind: str) -> tuple[int, bytes]:
-        """Encode inside a transaction that the caller commits with _commit()."""
+        """Encode ``value`` as one transaction: table counts change only if it succeeds.
+
+        Raises SerializationError, or LimitExceeded when it would not fit the
+        peer's frame limit; then nothing has changed.
+        """
+        if type(value) in _ATOMS:  # touches no table: no transaction needed
+            try:
+                payload = self._pack_tree(value)
+            except ValueError:
+                payload = b""  # the full path below says what was wrong
+            if payload and len(payload) + 64 <= self._peer_max_frame:
+                return _PLAIN, payload
         self._journal = []
         try:
             mode, payload = self._encoder.encode(value, perspective)
+            self._check_fits(payload, kind)
         except BaseException:
             self._rollback()
             raise
-        if len(payload) + 64 > self._peer_max_frame:
-            self._rollback()
-            self._check_fits(payload, kind)  # raises LimitExceeded
+        self._commit()
         return mode, payload
+
+    def _encode_call(self, args: tuple, kwargs: dict, perspective: Any) -> tuple[int, bytes]:
+        """Encode a call's ``[args, kwargs]`` like _encode.
+
+        Most calls carry a few atoms: those are packed at once, skipping the
+        identity scan and the transaction.
+        """
+        for item in args:
+            if type(item) not in _ATOMS:
+                break
+        else:
+            for item in kwargs.values():
+                if type(item) not in _ATOMS:
+                    break
+            else:
+                try:
+                    payload = self._pack_tree([list(args), kwargs])
+                except ValueError:
+                    payload = b""
+                if payload and len(payload) + 64 <= self._peer_max_frame:
+                    return _PLAIN, payload
+        return self._encode([list(args), kwargs], perspective, "call")
 
     def _check_fits(self, payload: bytes, kind: str) -> None:
         if len(payload) + 64 > self._peer_max_frame:
@@ -194,6 +237,12 @@ class Broker(ReferenceTables):
             )
 
     def _decode(self, mode: Any, payload: memoryview) -> Any:
+        """Decode a payload as one transaction; refused references go straight back."""
+        if mode == _PLAIN and len(payload) <= self._quick_plain:
+            try:
+                return _unpackb(payload, strict_map_key=False, ext_hook=_no_ext)
+            except Exception:
+                pass  # an ext, or an error: the full path below, from the start
         if not payload:
             raise ProtocolError("message has no payload")
         self._journal = []
@@ -228,15 +277,21 @@ class Broker(ReferenceTables):
         Raises DeadReferenceError after disconnect, SerializationError or
         LimitExceeded if the arguments cannot be sent; nothing is queued then.
         """
-        perspective = self._check_call(ref, method, perspective)
-        mode, payload = self._encode([list(args), kwargs], perspective, "call")
+        if (
+            self.disconnected
+            or ref._broker is not self
+            or type(ref) is not RemoteReference
+            or type(method) is not str
+            or not method.isidentifier()
+        ):
+            perspective = self._check_call(ref, method, perspective)
+        mode, payload = self._encode_call(args, kwargs, perspective)
         request_id = NO_ANSWER
         if answer:
             request_id = self._next_request_id
             self._next_request_id += 1
             self._calls[request_id] = token
-        self._commit()
-        self._send([ref._kind, request_id, ref._id, method, mode], payload)
+        self._out.append(encode_frame([ref._kind, request_id, ref._id, method, mode], payload))
         return request_id
 
     def call_packed(self, ref: RemoteReference, method: str, payload: bytes) -> None:
@@ -247,7 +302,7 @@ class Broker(ReferenceTables):
         """
         self._check_call(ref, method, None)
         self._check_fits(payload, "call")
-        self._send([ref._kind, NO_ANSWER, ref._id, method, serialize.PLAIN], payload)
+        self._send([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload)
 
     def _check_call(self, ref: RemoteReference, method: str, perspective: Any) -> Any:
         """Raise unless ``method`` can be called on ``ref`` now; return the perspective to encode under."""
@@ -307,8 +362,7 @@ class Broker(ReferenceTables):
             self.fail(request_id, exc, perspective)
             return
         self._inbound.discard(request_id)
-        self._commit()
-        self._send([_ANSWER, request_id, mode], payload)
+        self._out.append(encode_frame([_ANSWER, request_id, mode], payload))
 
     def fail(self, request_id: int, error: BaseException, perspective: Any = None) -> None:
         """Send an exception as the result of the peer's call ``request_id``."""
@@ -329,7 +383,6 @@ class Broker(ReferenceTables):
         if isinstance(error, Copyable):
             try:
                 mode, payload = self._encode(error, perspective, "error")
-                self._commit()
             except Exception as exc:
                 message = f"{message} (its copy could not be sent: {exc})"
         # The header must fit its u16 length whatever the texts hold.
@@ -377,16 +430,39 @@ class Broker(ReferenceTables):
             pos = PREAMBLE_SIZE
         max_frame = self.limits.max_frame
         end = len(data)
+        handlers = self._handlers
+        # The frame loop is written out in full (prefix, header, dispatch): it
+        # runs for every message, and each helper call would cost more than its work.
         while pos < end and not self._closing:
-            body = frame_length(data, pos, max_frame)
-            if body is None:
+            if end - pos < FRAME_PREFIX_SIZE:
                 self._keep(view[pos:], FRAME_PREFIX_SIZE)
                 return
-            if end - pos - 4 < body:
+            body, head_len = _read_prefix(data, pos)
+            if body > max_frame or head_len + 2 > body or head_len == 0:
+                check_prefix(body, head_len, max_frame)
+            stop = pos + 4 + body
+            if stop > end:
                 self._keep(view[pos:], 4 + body)
                 return
-            self._handle_frame(view[pos + 4 : pos + 4 + body])
-            pos += 4 + body
+            head_end = pos + FRAME_PREFIX_SIZE + head_len
+            try:
+                header = _unpackb(view[pos + FRAME_PREFIX_SIZE : head_end], strict_map_key=False)
+            except Exception:
+                header = None
+            if type(header) is not list or not header or type(header[0]) is not int:
+                header = decode_header(view[pos + FRAME_PREFIX_SIZE : head_end])  # raises, saying why
+            pos = stop
+            kind = header[0]
+            if not self._hello_seen:
+                self._on_hello(header)
+                continue
+            handler = handlers.get(kind)
+            if handler is None:
+                raise ProtocolError(f"unknown message kind {kind}")
+            try:
+                handler(self, header, view[head_end:stop])
+            except (ValueError, TypeError, IndexError) as exc:
+                raise ProtocolError(f"malformed {Kind(kind).name} message: {exc}") from None
         self._needed = FRAME_PREFIX_SIZE
 
     def _keep(self, rest: bytes | memoryview, needed: int) -> None:
@@ -395,23 +471,9 @@ class Broker(ReferenceTables):
         self._pending_size = len(chunk)
         self._needed = needed
 
-    def _handle_frame(self, body: memoryview) -> None:
-        header, payload = split_frame(body)
-        kind = header[0]
-        if not self._hello_seen:
-            if kind != Kind.HELLO:
-                raise ProtocolError(f"peer sent message kind {kind} before HELLO")
-            self._on_hello(header)
-            return
-        handler = self._handlers.get(kind)
-        if handler is None:
-            raise ProtocolError(f"unknown message kind {kind}")
-        try:
-            handler(self, header, payload)
-        except (ValueError, TypeError, IndexError) as exc:
-            raise ProtocolError(f"malformed {Kind(kind).name} message: {exc}") from None
-
     def _on_hello(self, header: list) -> None:
+        if header[0] != Kind.HELLO:
+            raise ProtocolError(f"peer sent message kind {header[0]} before HELLO")
         settings = header[1] if len(header) > 1 else None
         if not isinstance(settings, dict):
             raise ProtocolError("HELLO must carry a settings map")
@@ -469,7 +531,11 @@ class Broker(ReferenceTables):
         if request_id != NO_ANSWER:
             self._inbound.add(request_id)
         perspective = target._pb_perspective(self.perspective) if isinstance(target, Referenceable) else None
-        self._emit(ev.CallReceived(request_id, method, args, kwargs, perspective, target, name))
+        event = ev.CallReceived(request_id, method, args, kwargs, perspective, target, name)
+        if self._held_events is None:
+            self._events.append(event)
+        else:
+            self._emit(event)
 
     def _live_cache(self, cache_id: int) -> Any:
         entry = self._cache_imports.get(cache_id)
@@ -479,14 +545,20 @@ class Broker(ReferenceTables):
 
     def _on_answer(self, header: list, payload: memoryview) -> None:
         _, request_id, mode = header
-        token = self._take_call(request_id)
+        token = self._calls.pop(request_id, None)
+        if token is None:
+            token = self._take_call(request_id)  # raises unless we cancelled it
         try:
             value = self._decode(mode, payload)
         except (ProtocolError, InsecureJelly) as exc:
             if token is not None:
                 self._emit(ev.CallFailed(token, exc))
             return
-        if token is not None:
+        if token is None:
+            return
+        if self._held_events is None:
+            self._events.append(ev.AnswerReceived(token, value))
+        else:
             self._emit(ev.AnswerReceived(token, value))
 
     def _take_call(self, request_id: int) -> Any:
@@ -542,10 +614,8 @@ class Broker(ReferenceTables):
             state = cache.cacheable.getStateToCacheAndObserveFor(cache.perspective, cache.observer)
             mode, state_payload = self._encode(state, cache.perspective, "cache state")
         except Exception as exc:
-            self._rollback()
             self._emit(ev.MessageRefused(exc, f"state of cache {remote_id}"))
-            mode, state_payload = serialize.PLAIN, _NIL
-        self._commit()
+            mode, state_payload = _PLAIN, _NIL
         self._send([Kind.CACHE_STATE, remote_id, mode], state_payload)
 
     def _on_cache_state(self, header: list, payload: memoryview) -> None:

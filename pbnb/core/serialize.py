@@ -53,8 +53,9 @@ EXT_YOUR_CACHEABLE = 20  # a RemoteCache the sender holds, coming home to its Ca
 EXT_SHARED = 21  # GRAPH mode: the n-th container of this message again
 
 _ID = struct.Struct(">Q")
-_ATOMS = frozenset({type(None), bool, int, float, str, bytes})
-_NOT_ATOM = {t: False for t in _ATOMS}
+#: The types msgpack packs as they are (ints beyond 64 bits go as an ext).
+ATOMS = frozenset({type(None), bool, int, float, str, bytes})
+_NOT_ATOM = {t: False for t in ATOMS}
 _PLAIN_CONTAINERS = frozenset({list, dict, tuple, set, frozenset})
 _MSGPACK_INT = (-(2**63), 2**64 - 1)
 
@@ -88,9 +89,7 @@ def _is_leaf_flavor(kind: type) -> bool:
 def needs_graph(root: Any) -> bool:
     """True when ``root`` shares an object, has a cycle, or holds copies/caches/unknowns."""
     kind = type(root)
-    if kind in _ATOMS:
-        return False
-    if kind is list and len(root) == 2 and _is_atoms_call(root):
+    if kind in ATOMS:
         return False
     # The root level by hand (one object cannot repeat itself).
     if kind not in _PLAIN_CONTAINERS:
@@ -114,25 +113,6 @@ def needs_graph(root: Any) -> bool:
             return False
         level = _non_atoms(gc.get_referents(*tracked))
     return False
-
-
-def _is_atoms_call(pair: list) -> bool:
-    """Whether ``pair`` is a call's ``[args, kwargs]`` holding atoms only, the commonest payload.
-
-    Such a pair is a tree whatever the walk would find, and this check costs a
-    tenth of the walk.
-    """
-    args, kwargs = pair
-    if type(args) is not list or type(kwargs) is not dict:
-        return False
-    # Plain loops: a call has few arguments, and setting up map/all costs more than the test.
-    for item in args:
-        if type(item) not in _ATOMS:
-            return False
-    for key, item in kwargs.items():
-        if type(key) not in _ATOMS or type(item) not in _ATOMS:
-            return False
-    return True
 
 
 def _non_atoms(objects: list) -> list:
@@ -172,6 +152,10 @@ class Encoder:
         self._perspective: Any = None
         self._packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
         self._raw_packer = msgpack.Packer(strict_types=False, use_bin_type=True)
+        #: Pack a value known to be a PLAIN tree of builtins and atoms, touching
+        #: no table (the broker's shortcut for atoms and atoms-only calls).
+        #: Raises ValueError for what ``encode`` would refuse.
+        self.pack_tree = self._packer.pack
 
     def encode(self, value: Any, perspective: Any) -> tuple[int, bytes]:
         """Return (mode, payload) for ``value`` as seen by ``perspective``."""
@@ -180,6 +164,8 @@ class Encoder:
             if not needs_graph(value):
                 try:
                     return PLAIN, self._packer.pack(value)
+                except UnicodeEncodeError as exc:
+                    raise SerializationError(f"cannot send a str that is not valid Unicode: {exc}") from None
                 except ValueError as exc:
                     raise SerializationError(f"value nests too deeply to send: {exc}") from None
             tree = _GraphWriter(self._tables, perspective, self._max_depth).write(value, 0)
@@ -234,7 +220,7 @@ class _GraphWriter:
 
     def write(self, obj: Any, depth: int) -> Any:
         kind = type(obj)
-        if kind in _ATOMS:
+        if kind in ATOMS:
             if kind is int and not (_MSGPACK_INT[0] <= obj <= _MSGPACK_INT[1]):
                 return _bigint(obj)
             return obj
@@ -328,7 +314,7 @@ class Decoder:
             # small call). Any ext, or any error, takes the full path from the
             # start, before an ext hook has touched the tables.
             try:
-                return msgpack.unpackb(payload, strict_map_key=False, ext_hook=_no_ext)
+                return msgpack.unpackb(payload, strict_map_key=False, ext_hook=refuse_ext)
             except Exception:
                 pass
         return self._unpack(payload, self._plain_options)
@@ -389,7 +375,8 @@ class Decoder:
         return cls
 
 
-def _no_ext(code: int, data: bytes) -> Any:
+def refuse_ext(code: int, data: bytes) -> Any:
+    """An ``ext_hook`` for a first, hook-free decode that only plain payloads pass."""
     raise ProtocolError("ext type in a payload decoded without hooks")
 
 
@@ -410,7 +397,7 @@ class _GraphReader:
 
     def read(self, raw: Any, depth: int) -> Any:
         kind = type(raw)
-        if kind in _ATOMS:
+        if kind in ATOMS:
             return raw
         if depth >= self._max_depth:
             raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")

@@ -28,8 +28,9 @@ VERSION = 1
 PREAMBLE = MAGIC + struct.pack(">HH", VERSION, 0)
 PREAMBLE_SIZE = len(PREAMBLE)
 
-_FRAME_PREFIX = struct.Struct(">IH")
-FRAME_PREFIX_SIZE = _FRAME_PREFIX.size
+#: ``u32 body_length | u16 header_length``: what starts every frame.
+FRAME_PREFIX = struct.Struct(">IH")
+FRAME_PREFIX_SIZE = FRAME_PREFIX.size
 _HEADER_LENGTH = struct.Struct(">H")
 MAX_HEADER = 0xFFFF
 # One packer for every header saves building a Packer per frame (half the cost
@@ -100,7 +101,7 @@ def encode_frame(header: list, payload: bytes = b"") -> bytes:
     head = _HEADER_PACKER.pack(header)
     if len(head) > MAX_HEADER:
         raise LimitExceeded(f"frame header is {len(head)} bytes; the wire allows {MAX_HEADER}")
-    return b"".join((_FRAME_PREFIX.pack(2 + len(head) + len(payload), len(head)), head, payload))
+    return b"".join((FRAME_PREFIX.pack(2 + len(head) + len(payload), len(head)), head, payload))
 
 
 def frame_length(buffer: bytearray | bytes, offset: int, max_frame: int) -> int | None:
@@ -110,25 +111,40 @@ def frame_length(buffer: bytearray | bytes, offset: int, max_frame: int) -> int 
     """
     if len(buffer) - offset < FRAME_PREFIX_SIZE:
         return None
-    body, head_len = _FRAME_PREFIX.unpack_from(buffer, offset)
+    body, head_len = FRAME_PREFIX.unpack_from(buffer, offset)
+    if body > max_frame or head_len + 2 > body or head_len == 0:
+        check_prefix(body, head_len, max_frame)
+    return body
+
+
+def check_prefix(body: int, head_len: int, max_frame: int) -> None:
+    """Raise LimitExceeded or ProtocolError if a frame prefix is unacceptable.
+
+    A reader tests ``body > max_frame or head_len + 2 > body or head_len == 0``
+    inline and calls this only when that holds, to learn what to say.
+    """
     if body > max_frame:
         raise LimitExceeded(f"peer announced a {body}-byte frame; the limit is {max_frame} bytes")
     if head_len + 2 > body or head_len == 0:
         raise ProtocolError(f"frame header length {head_len} does not fit a {body}-byte frame")
-    return body
+
+
+def decode_header(raw: memoryview) -> list:
+    """Decode a frame header: a msgpack array whose first item is an int kind."""
+    try:
+        header = msgpack.unpackb(raw, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable frame header: {exc}") from None
+    if type(header) is not list or not header or type(header[0]) is not int:
+        raise ProtocolError(f"frame header must be a list starting with a kind, got {header!r:.80}")
+    return header
 
 
 def split_frame(frame: memoryview) -> tuple[list, memoryview]:
     """Decode a frame body (without its u32 length) into (header, payload view)."""
     # struct reads the view in place; int.from_bytes(frame[:2]) would cost a slice and a copy.
     end = 2 + _HEADER_LENGTH.unpack_from(frame)[0]
-    try:
-        header = msgpack.unpackb(frame[2:end], strict_map_key=False)
-    except Exception as exc:
-        raise ProtocolError(f"undecodable frame header: {exc}") from None
-    if type(header) is not list or not header or not isinstance(header[0], int):
-        raise ProtocolError(f"frame header must be a list starting with a kind, got {header!r:.80}")
-    return header, frame[end:]
+    return decode_header(frame[2:end]), frame[end:]
 
 
 def check_preamble(data: bytes) -> None:
