@@ -85,7 +85,9 @@ class PeerProcesses:
                 process.wait(10)
 
 
-def measure_peers(names: list[str], rounds: int, budget: float) -> dict[str, dict[str, list]]:
+def measure_peers(
+    names: list[str], rounds: int, budget: float, workloads: list[str]
+) -> dict[str, dict[str, list]]:
     """Return peer -> workload -> per-round rates (a float, or an error string)."""
     peers: list[PeerProcesses] = []
     try:
@@ -94,15 +96,15 @@ def measure_peers(names: list[str], rounds: int, budget: float) -> dict[str, dic
                 peers.append(PeerProcesses(name))
             except Exception as exc:
                 print(f"skipping {LABELS[name]}: {exc}", file=sys.stderr)
-        rates: dict[str, dict[str, list]] = {p.name: {w: [] for w in WORKLOADS} for p in peers}
+        rates: dict[str, dict[str, list]] = {p.name: {w: [] for w in workloads} for p in peers}
         print("warming up (calibrating each workload's count)", file=sys.stderr, flush=True)
-        for workload in WORKLOADS:
+        for workload in workloads:
             for peer in peers:
                 peer.measure(workload, budget)
         for round_number in range(rounds):
             print(f"round {round_number + 1}/{rounds}", file=sys.stderr, flush=True)
             order = peers[round_number % len(peers) :] + peers[: round_number % len(peers)]
-            for workload in WORKLOADS:
+            for workload in workloads:
                 for peer in order:
                     answer = peer.measure(workload, budget)
                     rates[peer.name][workload].append(answer.get("rate", answer.get("error")))
@@ -134,7 +136,7 @@ def print_peer_table(rates: dict[str, dict[str, list]]) -> list[str]:
     header = ["workload", "raw asyncio (calls/s)", *(LABELS[n] for n in names), "pbnb target"]
     rows = [header]
     notes = []
-    for workload in WORKLOADS:
+    for workload in rates[FLOOR]:
         floor = rates[FLOOR][workload]
         row = [workload, f"{statistics.median(floor):,.0f}"]
         for name in names:
@@ -180,17 +182,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--peers", nargs="+", choices=PEERS, help="peers to compare (raw asyncio always runs)"
     )
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=[*WORKLOADS, "serialization"],
+        default=[*WORKLOADS, "serialization"],
+        help="what to measure (default: everything)",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 9)
     budget = args.budget or (0.1 if args.quick else 0.3)
     names = [FLOOR, *(name for name in args.peers or PEERS if name != FLOOR)]
 
-    rates = measure_peers(names, rounds, budget)
+    workloads = [w for w in args.workloads if w in WORKLOADS]
+    rates = measure_peers(names, rounds, budget, workloads) if workloads else None
+    codec = serialization.measure(rounds, budget) if "serialization" in args.workloads else None
     print(f"\nMedian over {rounds} rounds of each round's ratio to raw asyncio (min-max in brackets);")
     print(f"higher is better; {budget}s per measurement; {os.cpu_count()} CPUs.\n")
-    notes = print_peer_table(rates)
-    print()
-    print_serialization_table(serialization.measure(rounds, budget))
+    notes = print_peer_table(rates) if rates else []
+    if codec:
+        print()
+        print_serialization_table(codec)
     for note in notes:
         print(f"  note: {note}")
 

@@ -1,8 +1,9 @@
 """Serialization alone, in one process: pbnb's Encoder/Decoder against plain msgpack.
 
 Both sides do a full round trip (encode, then decode the bytes) of the same
-value. pbnb's codec runs with a real Broker as its id tables, exactly as a
-connection uses it.
+call arguments. pbnb's side is what a connection runs for them: the Broker's
+call encoding (atoms-only shortcut, identity scan, Encoder, transaction) and
+its payload decoding.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 import msgpack
 
 from pbnb.core.broker import Broker
-from pbnb.core.serialize import Decoder, Encoder
 
 from .workloads import DICTS, MIB, SMALL, make_dicts
 
@@ -36,13 +36,11 @@ CASES: dict[str, tuple[Any, bool]] = {
 
 def _codecs() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     broker = Broker()
-    limits = broker.limits
-    encoder = Encoder(broker, limits.max_depth)
-    decoder = Decoder(broker, broker.registry, limits.max_depth, limits.max_container_len)
 
     def pbnb_round_trip(value: Any) -> Any:
-        mode, payload = encoder.encode(value, None)
-        return decoder.decode(mode, memoryview(payload))
+        args, kwargs = value
+        mode, payload = broker._encode_call(args, kwargs, None)
+        return broker._decode(mode, memoryview(payload))
 
     def msgpack_round_trip(value: Any) -> Any:
         return msgpack.unpackb(msgpack.packb(value))

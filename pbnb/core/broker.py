@@ -81,6 +81,8 @@ _ATOMS = serialize.ATOMS
 _read_prefix = FRAME_PREFIX.unpack_from
 _unpackb = msgpack.unpackb
 _no_ext = serialize.refuse_ext
+# Payloads up to this many bytes are copied out of the received data rather than viewed.
+_COPIED_PAYLOAD = 2048
 _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
 # Plain ints for the kinds met on every call: an IntEnum member costs an
 # attribute lookup through its metaclass (50 ns) each time it is named.
@@ -130,6 +132,7 @@ class Broker(ReferenceTables):
         # item and every level costs at least a byte), so when it holds no ext
         # it decodes with a bare unpackb: no hooks, no journal.
         self._quick_plain = min(limits.max_depth, limits.max_container_len, limits.max_string_len)
+        self._max_inbound_calls = limits.max_inbound_calls
         self._out: list[bytes] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": self.limits.max_frame}])]
         self._events: list[Any] = []
         # Receive side: bytes waiting for a whole frame, and how many we need.
@@ -236,7 +239,7 @@ class Broker(ReferenceTables):
                 f"of {self._peer_max_frame} bytes"
             )
 
-    def _decode(self, mode: Any, payload: memoryview) -> Any:
+    def _decode(self, mode: Any, payload: bytes | memoryview) -> Any:
         """Decode a payload as one transaction; refused references go straight back."""
         if mode == _PLAIN and len(payload) <= self._quick_plain:
             try:
@@ -414,10 +417,10 @@ class Broker(ReferenceTables):
             self._parse(data)
         except ProtocolError as exc:
             self._fail_connection(exc)
-        return self.drain_events()
+        events, self._events = self._events, []
+        return events
 
     def _parse(self, data: bytes) -> None:
-        view = memoryview(data)
         pos = 0
         if not self._handshaken:
             if len(data) < PREAMBLE_SIZE:
@@ -433,24 +436,33 @@ class Broker(ReferenceTables):
         handlers = self._handlers
         # The frame loop is written out in full (prefix, header, dispatch): it
         # runs for every message, and each helper call would cost more than its work.
+        # Headers and small payloads are sliced as bytes: copying a few bytes is
+        # cheaper than a memoryview, and msgpack reads bytes faster.
+        view: memoryview | None = None
         while pos < end and not self._closing:
             if end - pos < FRAME_PREFIX_SIZE:
-                self._keep(view[pos:], FRAME_PREFIX_SIZE)
+                self._keep(data[pos:], FRAME_PREFIX_SIZE)
                 return
             body, head_len = _read_prefix(data, pos)
             if body > max_frame or head_len + 2 > body or head_len == 0:
                 check_prefix(body, head_len, max_frame)
             stop = pos + 4 + body
             if stop > end:
-                self._keep(view[pos:], 4 + body)
+                self._keep(data[pos:], 4 + body)
                 return
             head_end = pos + FRAME_PREFIX_SIZE + head_len
             try:
-                header = _unpackb(view[pos + FRAME_PREFIX_SIZE : head_end], strict_map_key=False)
+                header = _unpackb(data[pos + FRAME_PREFIX_SIZE : head_end], strict_map_key=False)
             except Exception:
                 header = None
             if type(header) is not list or not header or type(header[0]) is not int:
-                header = decode_header(view[pos + FRAME_PREFIX_SIZE : head_end])  # raises, saying why
+                header = decode_header(data[pos + FRAME_PREFIX_SIZE : head_end])  # raises, saying why
+            if stop - head_end <= _COPIED_PAYLOAD:
+                payload = data[head_end:stop]
+            else:
+                if view is None:
+                    view = memoryview(data)
+                payload = view[head_end:stop]
             pos = stop
             kind = header[0]
             if not self._hello_seen:
@@ -460,7 +472,7 @@ class Broker(ReferenceTables):
             if handler is None:
                 raise ProtocolError(f"unknown message kind {kind}")
             try:
-                handler(self, header, view[head_end:stop])
+                handler(self, header, payload)
             except (ValueError, TypeError, IndexError) as exc:
                 raise ProtocolError(f"malformed {Kind(kind).name} message: {exc}") from None
         self._needed = FRAME_PREFIX_SIZE
@@ -482,11 +494,11 @@ class Broker(ReferenceTables):
             self._peer_max_frame = peer_max
         self._hello_seen = True
 
-    def _on_call(self, header: list, payload: memoryview) -> None:
+    def _on_call(self, header: list, payload: bytes | memoryview) -> None:
         kind, request_id, target_id, name, mode = header
         if type(request_id) is not int or type(target_id) is not int or request_id < 0 or target_id < 0:
             _check_ints(request_id, target_id)
-        if request_id != NO_ANSWER and (request_id in self._inbound):
+        if request_id and request_id in self._inbound:  # request_id 0 (NO_ANSWER) may repeat
             raise ProtocolError(f"peer reused request id {request_id}")
         if kind == _CALL:
             entry = self._exports.get(target_id)
@@ -502,7 +514,7 @@ class Broker(ReferenceTables):
             self._return_references(payload)
             what = "object" if kind == _CALL else "cache"
             return self._refuse(request_id, ProtocolError(f"no {what} {target_id} on this side"), "call")
-        if self._running >= self.limits.max_inbound_calls:
+        if self._running >= self._max_inbound_calls:
             self._return_references(payload)
             error = LimitExceeded(f"peer has {self._running} calls running here (max_inbound_calls)")
             return self._refuse(request_id, error, "call")
@@ -528,7 +540,7 @@ class Broker(ReferenceTables):
             return self._refuse(
                 request_id, ProtocolError(f"call arguments must be [list, dict]: {exc}"), name
             )
-        if request_id != NO_ANSWER:
+        if request_id:
             self._inbound.add(request_id)
         perspective = target._pb_perspective(self.perspective) if isinstance(target, Referenceable) else None
         event = ev.CallReceived(request_id, method, args, kwargs, perspective, target, name)
@@ -543,7 +555,7 @@ class Broker(ReferenceTables):
             return None
         return entry.weak()
 
-    def _on_answer(self, header: list, payload: memoryview) -> None:
+    def _on_answer(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id, mode = header
         token = self._calls.pop(request_id, None)
         if token is None:
@@ -568,7 +580,7 @@ class Broker(ReferenceTables):
         self._cancelled.discard(request_id)
         return token
 
-    def _on_error(self, header: list, payload: memoryview) -> None:
+    def _on_error(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id, remote_type, message, tb, mode = header
         if not isinstance(remote_type, str) or not isinstance(message, str):
             raise ProtocolError("ERROR type and message must be strings")
@@ -586,7 +598,7 @@ class Broker(ReferenceTables):
         if token is not None:
             self._emit(ev.CallFailed(token, error))
 
-    def _on_decref(self, header: list, payload: memoryview) -> None:
+    def _on_decref(self, header: list, payload: bytes | memoryview) -> None:
         kind, remote_id, count = header
         _check_ints(remote_id, count)
         if kind == Kind.DECREF:
@@ -618,7 +630,7 @@ class Broker(ReferenceTables):
             mode, state_payload = _PLAIN, _NIL
         self._send([Kind.CACHE_STATE, remote_id, mode], state_payload)
 
-    def _on_cache_state(self, header: list, payload: memoryview) -> None:
+    def _on_cache_state(self, header: list, payload: bytes | memoryview) -> None:
         _, cache_id, mode = header
         entry = self._cache_imports.get(cache_id)
         self._cache_tombstones.pop(cache_id, None)
@@ -640,10 +652,10 @@ class Broker(ReferenceTables):
             held, self._held_events = self._held_events, None
             self._events.extend(held)
 
-    def _on_uncached(self, header: list, payload: memoryview) -> None:
+    def _on_uncached(self, header: list, payload: bytes | memoryview) -> None:
         self._cache_tombstones.pop(header[1], None)
 
-    def _on_root(self, header: list, payload: memoryview) -> None:
+    def _on_root(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id = header
         _check_ints(request_id)
         self._inbound.add(request_id)
@@ -651,7 +663,7 @@ class Broker(ReferenceTables):
             return self.fail(request_id, ProtocolError("this side serves no root object"))
         self.answer(request_id, self.root, self.perspective)
 
-    def _on_describe(self, header: list, payload: memoryview) -> None:
+    def _on_describe(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id, target_id = header
         _check_ints(request_id, target_id)
         self._inbound.add(request_id)
@@ -663,19 +675,19 @@ class Broker(ReferenceTables):
             {"type": type(entry.obj._pb_original()).__qualname__, "methods": describe_methods(entry.obj)},
         )
 
-    def _on_cancel(self, header: list, payload: memoryview) -> None:
+    def _on_cancel(self, header: list, payload: bytes | memoryview) -> None:
         request_id = header[1]
         if request_id in self._inbound:
             self._inbound.discard(request_id)
             self._emit(ev.CancelRequested(request_id))
 
-    def _on_ping(self, header: list, payload: memoryview) -> None:
+    def _on_ping(self, header: list, payload: bytes | memoryview) -> None:
         self._send([Kind.PONG, header[1]])
 
-    def _on_pong(self, header: list, payload: memoryview) -> None:
+    def _on_pong(self, header: list, payload: bytes | memoryview) -> None:
         self._emit(ev.PongReceived(header[1]))
 
-    def _on_goodbye(self, header: list, payload: memoryview) -> None:
+    def _on_goodbye(self, header: list, payload: bytes | memoryview) -> None:
         _, error_type, message = header
         self._emit(
             ev.ConnectionFailed(

@@ -39,7 +39,9 @@ class Referenceable:
     remote_prefix: ClassVar[str] = "remote_"
 
     def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
-        return _callable_attribute(self, self.remote_prefix + name)
+        # _callable_attribute written out: this runs for every call received.
+        method = getattr(self, self.remote_prefix + name, None)
+        return method if callable(method) else None
 
     def _pb_perspective(self, default: Any) -> Any:
         """The perspective that calls on this object run under."""

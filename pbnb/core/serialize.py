@@ -295,7 +295,7 @@ class Decoder:
         # otherwise, so a payload no longer than the limits cannot break them.
         self._small_payload = min(max_len, max_string)
 
-    def decode(self, mode: int, payload: memoryview) -> Any:
+    def decode(self, mode: int, payload: bytes | memoryview) -> Any:
         """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly."""
         if mode == PLAIN:
             value = self._unpack_plain(payload)
@@ -307,7 +307,7 @@ class Decoder:
             return _GraphReader(self, self._tables, self._registry).read(raw, 0)
         raise ProtocolError(f"unknown payload mode {mode!r}")
 
-    def _unpack_plain(self, payload: memoryview) -> Any:
+    def _unpack_plain(self, payload: bytes | memoryview) -> Any:
         if len(payload) <= self._small_payload:
             # Most payloads hold no ext at all, hence no tagged array for list_hook
             # to rebuild: try without hooks or limits first (twice as fast for a
@@ -319,7 +319,7 @@ class Decoder:
                 pass
         return self._unpack(payload, self._plain_options)
 
-    def _unpack(self, payload: memoryview, options: dict[str, Any]) -> Any:
+    def _unpack(self, payload: bytes | memoryview, options: dict[str, Any]) -> Any:
         try:
             return msgpack.unpackb(payload, **options)
         except (InsecureJelly, LimitExceeded, ProtocolError):

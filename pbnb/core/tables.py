@@ -123,7 +123,7 @@ class ReferenceTables:
                     self._cache_import_ids.pop(item.obj_id, None)
                     self._awaited_states.discard(item.remote_id)
 
-    def _return_references(self, payload: memoryview) -> None:
+    def _return_references(self, payload: bytes | memoryview) -> None:
         """Give back the references a refused message carried (see module docstring)."""
         counts: dict[tuple[int, int], int] = {}
 
