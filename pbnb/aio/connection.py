@@ -165,13 +165,10 @@ class Connection(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._buffer[:nbytes].tobytes())
-
-    def data_received(self, data: bytes) -> None:
         if self._dead_peer_timeout:
             self._last_heard = self._loop.time()
         broker = self.broker
-        self._dispatch(broker.receive_data(data))  # type: ignore[union-attr]
+        self._dispatch(broker.receive_data(self._buffer[:nbytes].tobytes()))  # type: ignore[union-attr]
         if not self._handshaken:
             self._check_handshake()
         if broker._out:  # type: ignore[union-attr]
@@ -299,7 +296,7 @@ class Connection(asyncio.BufferedProtocol):
         elif isinstance(event, ev.CallbackFailed):
             log.error("disconnect callback %r failed", event.callback, exc_info=event.error)
         elif isinstance(event, ev.PongReceived):
-            pass  # data_received already noted that the peer is alive
+            pass  # buffer_updated already noted that the peer is alive
         elif isinstance(event, ev.ConnectionFailed):
             self.close_reason = event.error
             if event.by_peer:

@@ -54,7 +54,6 @@ from .failure import clip, qualified_type, rebuild_error, text_of
 from .flavors import (
     Copyable,
     CopyRegistry,
-    Referenceable,
     default_registry,
     describe_methods,
 )
@@ -303,9 +302,19 @@ class Broker(ReferenceTables):
         ``payload`` must be PLAIN ``[args, kwargs]`` that names nothing of any
         connection's tables, so one packing serves every peer. Raises like ``call``.
         """
-        self._check_call(ref, method, None)
-        self._check_fits(payload, "call")
-        self._send([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload)
+        cache = self._cache_exports.get(ref._id)
+        if (
+            self.disconnected
+            or cache is None
+            or cache.observer is not ref
+            or ref._broker is not self
+            or type(method) is not str
+            or not method.isidentifier()
+        ):
+            self._check_call(ref, method, None)  # raises unless ref is a sound plain reference
+        if len(payload) + 64 > self._peer_max_frame:
+            self._check_fits(payload, "call")
+        self._out.append(encode_frame([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload))
 
     def _check_call(self, ref: RemoteReference, method: str, perspective: Any) -> Any:
         """Raise unless ``method`` can be called on ``ref`` now; return the perspective to encode under."""
@@ -502,23 +511,18 @@ class Broker(ReferenceTables):
             raise ProtocolError(f"peer reused request id {request_id}")
         if kind == _CALL:
             entry = self._exports.get(target_id)
-            target = entry.obj if entry is not None else None
+            target = None if entry is None else entry.obj
         else:
-            target = self._live_cache(target_id)
-            if target is None and (target_id in self._cache_tombstones or target_id in self._cache_imports):
-                self._return_references(payload)  # an update racing our drop: harmless
-                if request_id != NO_ANSWER:
-                    self._send([Kind.ANSWER, request_id, serialize.PLAIN], _NIL)
-                return
+            cache = self._cache_imports.get(target_id)
+            weak = None if cache is None or cache.awaiting_state else cache.weak
+            target = None if weak is None else weak()
         if target is None:
-            self._return_references(payload)
-            what = "object" if kind == _CALL else "cache"
-            return self._refuse(request_id, ProtocolError(f"no {what} {target_id} on this side"), "call")
+            return self._refuse_call(kind, request_id, target_id, payload)
         if self._running >= self._max_inbound_calls:
             self._return_references(payload)
             error = LimitExceeded(f"peer has {self._running} calls running here (max_inbound_calls)")
             return self._refuse(request_id, error, "call")
-        method = target._pb_method(name, None) if isinstance(name, str) and name.isidentifier() else None
+        method = target._pb_method(name, None) if type(name) is str and name.isidentifier() else None
         if method is None:
             self._return_references(payload)
             error = NoSuchMethod(
@@ -526,14 +530,13 @@ class Broker(ReferenceTables):
             )
             return self._refuse(request_id, error, "call")
         try:
-            arguments = self._decode(mode, payload)
-            args, kwargs = arguments
-            if (
-                type(args) is not list
-                or type(kwargs) is not dict
-                or (kwargs and not all(type(key) is str for key in kwargs))
-            ):
+            args, kwargs = self._decode(mode, payload)
+            if type(args) is not list or type(kwargs) is not dict:
                 raise ProtocolError("call arguments must be [list, dict with str keys]")
+            if kwargs:
+                for key in kwargs:
+                    if type(key) is not str:
+                        raise ProtocolError("call arguments must be [list, dict with str keys]")
         except (ProtocolError, InsecureJelly) as exc:
             return self._refuse(request_id, exc, f"arguments of {name!r}")
         except (ValueError, TypeError) as exc:
@@ -542,18 +545,23 @@ class Broker(ReferenceTables):
             )
         if request_id:
             self._inbound.add(request_id)
-        perspective = target._pb_perspective(self.perspective) if isinstance(target, Referenceable) else None
+        perspective = target._pb_perspective(self.perspective) if kind == _CALL else None
         event = ev.CallReceived(request_id, method, args, kwargs, perspective, target, name)
         if self._held_events is None:
             self._events.append(event)
         else:
             self._emit(event)
 
-    def _live_cache(self, cache_id: int) -> Any:
-        entry = self._cache_imports.get(cache_id)
-        if entry is None or entry.awaiting_state or entry.weak is None:
-            return None
-        return entry.weak()
+    def _refuse_call(self, kind: int, request_id: int, target_id: int, payload: bytes | memoryview) -> None:
+        """Refuse a call on an object or cache this side does not hold."""
+        self._return_references(payload)
+        if kind != _CALL and (target_id in self._cache_tombstones or target_id in self._cache_imports):
+            # An update racing our drop of that cache: harmless, answer it with None.
+            if request_id:
+                self._send([_ANSWER, request_id, _PLAIN], _NIL)
+            return
+        what = "object" if kind == _CALL else "cache"
+        self._refuse(request_id, ProtocolError(f"no {what} {target_id} on this side"), "call")
 
     def _on_answer(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id, mode = header

@@ -182,7 +182,8 @@ class RemoteCache(RemoteCopy):
     """The receiving side of a Cacheable; the owner calls its ``observe_`` methods."""
 
     def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
-        return _callable_attribute(self, "observe_" + name)
+        method = getattr(self, "observe_" + name, None)  # written out: runs for every update
+        return method if callable(method) else None
 
 
 class CopyRegistry:

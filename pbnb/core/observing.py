@@ -89,12 +89,7 @@ class ObservedCacheable(Cacheable):
         payload = _pack_for_everyone(args, kwargs)
         if payload is None:
             return self.notify_each(_name, lambda perspective: (args, kwargs))
-
-        def send(observer: Any, perspective: Any) -> bool:
-            observer._pb_call_packed(_name, payload)
-            return True
-
-        return self._broadcast(send)
+        return self._broadcast(_name, payload, None)
 
     def notify_each(self, name: str, arguments_for: Callable[[Any], CallArguments]) -> int:
         """Like ``notify``, with arguments chosen per observer's perspective.
@@ -102,33 +97,37 @@ class ObservedCacheable(Cacheable):
         ``arguments_for(perspective)`` returns ``(args, kwargs)``, or None to
         leave that observer out.
         """
+        return self._broadcast(name, None, arguments_for)
 
-        def send(observer: Any, perspective: Any) -> bool:
-            call = arguments_for(perspective)
-            if call is None:
-                return False
-            args, kwargs = call
-            observer.callRemoteNoAnswer(name, *args, **kwargs)
-            return True
+    def _broadcast(
+        self, name: str, payload: bytes | None, arguments_for: Callable[[Any], CallArguments] | None
+    ) -> int:
+        """Send ``name`` to every observer: ``payload`` packed once, or arguments per perspective.
 
-        return self._broadcast(send)
-
-    def _broadcast(self, send: Callable[[Any, Any], bool]) -> int:
-        """Run ``send(observer, perspective)`` for each observer; return how many it sent to.
-
-        Observers whose connection is gone are dropped. If one send fails (say,
-        a peer with a smaller frame limit), the others still go out and the
-        first such error is raised afterwards.
+        Returns how many observers were told. Observers whose connection is
+        gone are dropped. If one send fails (say, a peer with a smaller frame
+        limit), the others still go out and the first such error is raised
+        afterwards.
         """
         watchers = self._watchers()
         told = 0
         failure: Exception | None = None
+        # One loop with the packed case written inline: with a thousand
+        # observers, a helper call per observer is a noticeable share of a broadcast.
         for observer, perspective in list(watchers.items()):
-            if not observer.connected:
+            if observer._broker.disconnected:
                 del watchers[observer]
                 continue
             try:
-                told += send(observer, perspective)
+                if payload is not None:
+                    observer._pb_call_packed(name, payload)
+                else:
+                    call = arguments_for(perspective)  # type: ignore[misc]
+                    if call is None:
+                        continue
+                    args, kwargs = call
+                    observer.callRemoteNoAnswer(name, *args, **kwargs)
+                told += 1
             except DeadReferenceError:
                 watchers.pop(observer, None)
             except Exception as exc:
@@ -178,6 +177,10 @@ def _pack_for_everyone(args: tuple, kwargs: dict[str, Any]) -> bytes | None:
     return payload if mode == PLAIN else None
 
 
+def _public_name(name: Any) -> bool:
+    return isinstance(name, str) and name.isidentifier() and not name.startswith("_")
+
+
 class ObservedRemoteCache(RemoteCache):
     """The receiving side of an ObservedCacheable: applies ``observe_set``/``observe_update``.
 
@@ -200,16 +203,13 @@ class ObservedRemoteCache(RemoteCache):
         if not isinstance(fields, dict):
             kind = type(fields).__name__
             raise TypeError(f"{type(self).__qualname__} expects a dict of changes, got {kind}")
+        accepted = self.observed_fields
         for name in fields:
-            if not self._accepts(name):
+            allowed = name in accepted if accepted else _public_name(name)
+            if not allowed:
                 raise AttributeError(f"{type(self).__qualname__} does not accept a remote change to {name!r}")
         self.__dict__.update(fields)
         self.changed(fields)
-
-    def _accepts(self, name: Any) -> bool:
-        if self.observed_fields:
-            return name in self.observed_fields
-        return isinstance(name, str) and name.isidentifier() and not name.startswith("_")
 
     def changed(self, fields: dict[str, Any]) -> None:
         """Called after ``fields`` (name -> new value) were applied; does nothing by default."""

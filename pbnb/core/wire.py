@@ -99,9 +99,10 @@ class Limits:
 def encode_frame(header: list, payload: bytes = b"") -> bytes:
     """Return one framed message."""
     head = _HEADER_PACKER.pack(header)
-    if len(head) > MAX_HEADER:
-        raise LimitExceeded(f"frame header is {len(head)} bytes; the wire allows {MAX_HEADER}")
-    return b"".join((FRAME_PREFIX.pack(2 + len(head) + len(payload), len(head)), head, payload))
+    head_len = len(head)
+    if head_len > MAX_HEADER:
+        raise LimitExceeded(f"frame header is {head_len} bytes; the wire allows {MAX_HEADER}")
+    return b"".join((FRAME_PREFIX.pack(2 + head_len + len(payload), head_len), head, payload))
 
 
 def frame_length(buffer: bytearray | bytes, offset: int, max_frame: int) -> int | None:
