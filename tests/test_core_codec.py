@@ -367,3 +367,9 @@ def test_a_copy_with_a_dict_state_cannot_key_a_dict(codec):
     """msgpack cannot hash a map inside a map key: the sender says so instead of failing obscurely."""
     with pytest.raises(SerializationError, match="dict key"):
         codec.encode({Point(1): "value"})
+
+
+@pytest.mark.parametrize("value", ["\ud800", ["ok", "\udfff"]], ids=["alone", "nested"])
+def test_a_str_that_is_not_valid_unicode_is_refused_saying_so(codec, value):
+    with pytest.raises(SerializationError, match="not valid Unicode"):
+        codec.encode(value)

@@ -190,6 +190,26 @@ async def test_a_failing_disconnect_callback_is_logged_and_the_others_run(caplog
     assert "disconnect callback" in logged.getMessage() and logged.exc_info[0] is RuntimeError
 
 
+async def test_connections_in_one_loop_share_the_read_buffer_without_mixing_their_bytes():
+    """Reads go through one buffer per thread; each message must still reach its own connection.
+
+    Several clients echo different large values at once, so their frames arrive
+    split over many reads that interleave across the connections.
+    """
+    async with serving(Waiter()) as server:
+        clients = [await pb.connect("127.0.0.1", server.port) for _ in range(4)]
+        try:
+            roots = [await within(client.getRootObject()) for client in clients]
+            values = [bytes([n]) * (700_000 + n) for n in range(len(roots))]
+            calls = [root.callRemote("echo", value) for root, value in zip(roots, values, strict=True)]
+            assert await within(asyncio.gather(*calls)) == values
+            calls = [root.callRemote("echo", n) for n, root in enumerate(roots)]
+            assert await within(asyncio.gather(*calls)) == list(range(len(roots)))
+        finally:
+            for client in clients:
+                await client.close()
+
+
 async def test_a_root_factory_gives_each_connection_its_own_root():
     """serve() accepts a factory: each connection gets a fresh root."""
     made: list = []
