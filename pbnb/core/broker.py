@@ -461,11 +461,13 @@ class Broker(ReferenceTables):
                 return
             head_end = pos + FRAME_PREFIX_SIZE + head_len
             try:
-                header = _unpackb(data[pos + FRAME_PREFIX_SIZE : head_end], strict_map_key=False)
+                header = _unpackb(data[pos + FRAME_PREFIX_SIZE : head_end])
             except Exception:
                 header = None
             if type(header) is not list or not header or type(header[0]) is not int:
-                header = decode_header(data[pos + FRAME_PREFIX_SIZE : head_end])  # raises, saying why
+                # The full decode: it accepts what the quick one refused (maps with
+                # non-str keys) and raises, saying why, for a header that is wrong.
+                header = decode_header(data[pos + FRAME_PREFIX_SIZE : head_end])
             if stop - head_end <= _COPIED_PAYLOAD:
                 payload = data[head_end:stop]
             else:
