@@ -82,6 +82,10 @@ _unpackb = msgpack.unpackb
 _no_ext = serialize.refuse_ext
 # Payloads up to this many bytes are copied out of the received data rather than viewed.
 _COPIED_PAYLOAD = 2048
+# A frame at least this long is assembled in one growing buffer, which takes
+# each chunk with one copy (and takes views, see receive_data), rather than
+# kept as chunks and joined.
+_ASSEMBLED_FRAME = 256 * 1024
 _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
 # Plain ints for the kinds met on every call: an IntEnum member costs an
 # attribute lookup through its metaclass (50 ns) each time it is named.
@@ -138,6 +142,9 @@ class Broker(ReferenceTables):
         self._pending_in: list[bytes] = []
         self._pending_size = 0
         self._needed = PREAMBLE_SIZE
+        # A large frame being received: it grows as its bytes arrive, so a peer
+        # that announces a big frame and sends little makes us hold little.
+        self._assembly: bytearray | None = None
         self._handshaken = False
         self._hello_seen = False
         self._peer_max_frame = Limits().max_frame
@@ -409,10 +416,25 @@ class Broker(ReferenceTables):
 
     # ----------------------------------------------------------------- input
 
-    def receive_data(self, data: bytes) -> list[Any]:
-        """Take bytes from the peer; return the events they complete."""
+    def receive_data(self, data: bytes | memoryview) -> list[Any]:
+        """Take bytes from the peer; return the events they complete.
+
+        ``data`` may be a view of a buffer the caller reuses: what the broker
+        keeps, it copies.
+        """
         if self.disconnected or self._closing or not data:
             return self.drain_events()
+        assembly = self._assembly
+        if assembly is not None:
+            taken = min(len(data), self._needed - len(assembly))
+            assembly += data[:taken]
+            if len(assembly) < self._needed:
+                return self.drain_events()
+            self._assembly = None
+            events = self._receive(assembly)
+            return events + self.receive_data(data[taken:]) if taken < len(data) else events
+        if type(data) is not bytes:
+            data = bytes(data)
         if self._pending_size:
             self._pending_in.append(data)
             self._pending_size += len(data)
@@ -421,6 +443,9 @@ class Broker(ReferenceTables):
             data = b"".join(self._pending_in)
             self._pending_in.clear()
             self._pending_size = 0
+        return self._receive(data)
+
+    def _receive(self, data: bytes | bytearray) -> list[Any]:
         self._running = len(self._inbound)
         try:
             self._parse(data)
@@ -429,7 +454,7 @@ class Broker(ReferenceTables):
         events, self._events = self._events, []
         return events
 
-    def _parse(self, data: bytes) -> None:
+    def _parse(self, data: bytes | bytearray) -> None:
         pos = 0
         if not self._handshaken:
             if len(data) < PREAMBLE_SIZE:
@@ -488,11 +513,14 @@ class Broker(ReferenceTables):
                 raise ProtocolError(f"malformed {Kind(kind).name} message: {exc}") from None
         self._needed = FRAME_PREFIX_SIZE
 
-    def _keep(self, rest: bytes | memoryview, needed: int) -> None:
+    def _keep(self, rest: bytes | bytearray, needed: int) -> None:
+        self._needed = needed
+        if needed >= _ASSEMBLED_FRAME:
+            self._assembly = bytearray(rest)
+            return
         chunk = bytes(rest)
         self._pending_in.append(chunk)
         self._pending_size = len(chunk)
-        self._needed = needed
 
     def _on_hello(self, header: list) -> None:
         if header[0] != Kind.HELLO:
@@ -762,6 +790,7 @@ class Broker(ReferenceTables):
         self._collected.clear()
         self._viewpoints.clear()
         self._out.clear()
+        self._assembly = None
         return self.drain_events()
 
     def known_methods(self, ref: RemoteReference) -> list[str]:
