@@ -191,6 +191,34 @@ def test_values_round_trip_through_a_call(pair):
     assert got["loop"][0] is got["loop"]
 
 
+@pytest.mark.parametrize("chunk", [1 << 20, 65536, 7919], ids=["whole", "64k-reads", "odd-reads"])
+def test_large_frames_arrive_whole_from_reads_through_a_reused_buffer(service, chunk):
+    """Frames over 256 KiB are assembled as their bytes arrive.
+
+    The reader here hands over views of one buffer that it overwrites right
+    after each read, as the asyncio layer does; small calls of many sizes
+    travel between the large ones, so frame boundaries fall inside reads.
+    """
+    pair = ConnectionPair(server_root=service).handshake()
+    root = pair.root()
+    big = bytes(range(256)) * 2000
+    values = [big, *("x" * n for n in range(0, 30000, 997)), big[::-1], 7]
+    outcomes = [root.callRemote("echo", value) for value in values]
+    reused = bytearray(chunk)
+
+    def deliver(sender, receiver):
+        data = sender.data_to_send()
+        for start in range(0, len(data), chunk):
+            piece = data[start : start + chunk]
+            reused[: len(piece)] = piece
+            pair.handle(receiver, receiver.receive_data(memoryview(reused)[: len(piece)]))
+            reused[: len(piece)] = bytes(len(piece))
+
+    deliver(pair.client, pair.server)
+    deliver(pair.server, pair.client)
+    assert [outcome.result() for outcome in outcomes] == values
+
+
 def test_many_outstanding_calls_answered_in_any_order(pair, service):
     """Behaviour 5 (sans-IO): each answer reaches its own caller."""
     root = pair.root()
