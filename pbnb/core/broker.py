@@ -136,6 +136,7 @@ class Broker(ReferenceTables):
         # it decodes with a bare unpackb: no hooks, no journal.
         self._quick_plain = min(limits.max_depth, limits.max_container_len, limits.max_string_len)
         self._max_inbound_calls = limits.max_inbound_calls
+        self._max_frame = limits.max_frame
         self._out: list[bytes] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": self.limits.max_frame}])]
         self._events: list[Any] = []
         # Receive side: bytes waiting for a whole frame, and how many we need.
@@ -424,6 +425,7 @@ class Broker(ReferenceTables):
         """
         if self.disconnected or self._closing or not data:
             return self.drain_events()
+        rest = None
         assembly = self._assembly
         if assembly is not None:
             taken = min(len(data), self._needed - len(assembly))
@@ -431,27 +433,26 @@ class Broker(ReferenceTables):
             if len(assembly) < self._needed:
                 return self.drain_events()
             self._assembly = None
-            events = self._receive(assembly)
-            return events + self.receive_data(data[taken:]) if taken < len(data) else events
-        if type(data) is not bytes:
-            data = bytes(data)
-        if self._pending_size:
-            self._pending_in.append(data)
-            self._pending_size += len(data)
-            if self._pending_size < self._needed:
-                return self.drain_events()
-            data = b"".join(self._pending_in)
-            self._pending_in.clear()
-            self._pending_size = 0
-        return self._receive(data)
-
-    def _receive(self, data: bytes | bytearray) -> list[Any]:
+            data, rest = assembly, data[taken:]
+        else:
+            if type(data) is not bytes:
+                data = bytes(data)
+            if self._pending_size:
+                self._pending_in.append(data)
+                self._pending_size += len(data)
+                if self._pending_size < self._needed:
+                    return self.drain_events()
+                data = b"".join(self._pending_in)
+                self._pending_in.clear()
+                self._pending_size = 0
         self._running = len(self._inbound)
         try:
             self._parse(data)
         except ProtocolError as exc:
             self._fail_connection(exc)
         events, self._events = self._events, []
+        if rest:  # what followed a large frame in the same read
+            events += self.receive_data(rest)
         return events
 
     def _parse(self, data: bytes | bytearray) -> None:
@@ -465,7 +466,7 @@ class Broker(ReferenceTables):
             check_preamble(data[:PREAMBLE_SIZE])
             self._handshaken = True
             pos = PREAMBLE_SIZE
-        max_frame = self.limits.max_frame
+        max_frame = self._max_frame
         end = len(data)
         handlers = self._handlers
         # The frame loop is written out in full (prefix, header, dispatch): it
