@@ -330,10 +330,8 @@ class Connection(asyncio.BufferedProtocol):
         self._release_hooks.setdefault(id(obj), []).append(hook)
 
     def _run_call(self, event: ev.CallReceived) -> None:
-        perspective = event.perspective
+        reset = current_perspective.set(event.perspective)
         reset_serving = _serving.set(self)
-        # Mostly the perspective is already right (None without login): then leave it.
-        reset = None if current_perspective.get() is perspective else current_perspective.set(perspective)
         try:
             kwargs = event.kwargs
             result = event.method(*event.args, **kwargs) if kwargs else event.method(*event.args)
@@ -341,9 +339,8 @@ class Connection(asyncio.BufferedProtocol):
             self._report_failure(event, exc)
             return
         finally:
+            current_perspective.reset(reset)
             _serving.reset(reset_serving)
-            if reset is not None:
-                current_perspective.reset(reset)
         if type(result) not in _NOT_AWAITABLE and inspect.isawaitable(result):
             task = self._loop.create_task(self._finish_call(event, result))
             if event.request_id:
