@@ -120,6 +120,9 @@ def _serve_maybe_profiled(peer: Any) -> None:
 
 
 def main(argv: list[str]) -> None:
+    cpu = os.environ.get("PBNB_BENCH_CPU")
+    if cpu is not None:
+        os.sched_setaffinity(0, {int(cpu)})
     role, name = argv[0], argv[1]
     if name not in PEERS:
         raise SystemExit(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")

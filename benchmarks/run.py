@@ -4,7 +4,9 @@
     .venv/bin/python -m benchmarks.run --quick    # about 30 seconds
 
 Each peer's server runs in its own process, started fresh for this run, and
-is measured by a client in another process. Rounds interleave the peers
+is measured by a client in another process; with two CPUs or more, every
+server is pinned to CPU 0 and every client to CPU 1, so that no peer gains or
+loses from where the scheduler happens to place its pair. Rounds interleave the peers
 workload by workload, so a burst of load from elsewhere on the machine hits
 them alike; each figure is the median over the rounds of that round's ratio
 to raw asyncio (higher is better).
@@ -45,24 +47,27 @@ COMMAND_TIMEOUT = 120.0
 class PeerProcesses:
     """One peer's server process and the client process that measures it."""
 
-    def __init__(self, name: str, *, with_client: bool = True):
+    def __init__(self, name: str, *, with_client: bool = True, pin: bool = True):
         self.name = name
+        self._pin = pin and (os.cpu_count() or 1) >= 2
         self._client: subprocess.Popen | None = None
-        self._server = self._spawn("server", name)
+        self._server = self._spawn(0, "server", name)
         self.port = int(self._expect(self._server, "PORT ").split()[1])
         if with_client:
-            self._client = self._spawn("client", name, str(self.port))
+            self._client = self._spawn(1, "client", name, str(self.port))
             self._expect(self._client, "READY")
 
-    @staticmethod
-    def _spawn(*args: str) -> subprocess.Popen:
+    def _spawn(self, cpu: int, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if self._pin:
+            env["PBNB_BENCH_CPU"] = str(cpu)
         return subprocess.Popen(
             [sys.executable, "-m", "benchmarks.harness", *args],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=env,
         )
 
     def _expect(self, process: subprocess.Popen, prefix: str, timeout: float = START_TIMEOUT) -> str:
@@ -86,14 +91,14 @@ class PeerProcesses:
 
 
 def measure_peers(
-    names: list[str], rounds: int, budget: float, workloads: list[str]
+    names: list[str], rounds: int, budget: float, workloads: list[str], *, pin: bool = True
 ) -> dict[str, dict[str, list]]:
     """Return peer -> workload -> per-round rates (a float, or an error string)."""
     peers: list[PeerProcesses] = []
     try:
         for name in names:
             try:
-                peers.append(PeerProcesses(name))
+                peers.append(PeerProcesses(name, pin=pin))
             except Exception as exc:
                 print(f"skipping {LABELS[name]}: {exc}", file=sys.stderr)
         rates: dict[str, dict[str, list]] = {p.name: {w: [] for w in workloads} for p in peers}
@@ -189,13 +194,14 @@ def main(argv: list[str] | None = None) -> None:
         default=[*WORKLOADS, "serialization"],
         help="what to measure (default: everything)",
     )
+    parser.add_argument("--no-pin", action="store_true", help="let the scheduler place the processes")
     args = parser.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 9)
     budget = args.budget or (0.1 if args.quick else 0.3)
     names = [FLOOR, *(name for name in args.peers or PEERS if name != FLOOR)]
 
     workloads = [w for w in args.workloads if w in WORKLOADS]
-    rates = measure_peers(names, rounds, budget, workloads) if workloads else None
+    rates = measure_peers(names, rounds, budget, workloads, pin=not args.no_pin) if workloads else None
     codec = serialization.measure(rounds, budget) if "serialization" in args.workloads else None
     print(f"\nMedian over {rounds} rounds of each round's ratio to raw asyncio (min-max in brackets);")
     print(f"higher is better; {budget}s per measurement; {os.cpu_count()} CPUs.\n")
