@@ -16,7 +16,7 @@ within 2x of raw at 1000 observers.
 * pbnb: an ``ObservedCacheable`` assigns an observed field; each client holds
   an ``ObservedRemoteCache`` that applies ``observe_set``.
 * raw: the same change as a length-prefixed msgpack frame written to every
-  connection, and read and applied by a bare ``asyncio.Protocol``.
+  connection, and read and applied by a bare ``asyncio.BufferedProtocol``.
 
 ``--profile`` runs the pbnb owner under cProfile and prints where its time went.
 """
