@@ -90,8 +90,16 @@ def voila(notebook: str, home: Path, env: dict[str, str]) -> contextlib.Abstract
 def voila_server(notebook: str, home: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
     """Serve ``home / notebook`` with Voila."""
     port = free_port()
-    argv = [str(BIN / "voila"), notebook, "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
-    return server([*argv, "--show_tracebacks=True"], port, home, env)
+    argv = [
+        str(BIN / "voila"),
+        notebook,
+        "--no-browser",
+        f"--port={port}",
+        "--Voila.port_retries=0",  # if the port was taken meanwhile, fail rather than listen elsewhere
+        "--Voila.ip=127.0.0.1",
+        "--show_tracebacks=True",
+    ]
+    return server(argv, port, home, env)
 
 
 def jupyterlab(notebook: str, home: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
