@@ -105,24 +105,12 @@ def encode_frame(header: list, payload: bytes = b"") -> bytes:
     return b"".join((FRAME_PREFIX.pack(2 + head_len + len(payload), head_len), head, payload))
 
 
-def frame_length(buffer: bytearray | bytes, offset: int, max_frame: int) -> int | None:
-    """Return the body length of the frame starting at ``offset``, or None if incomplete.
-
-    Raises LimitExceeded as soon as the prefix announces a frame over ``max_frame``.
-    """
-    if len(buffer) - offset < FRAME_PREFIX_SIZE:
-        return None
-    body, head_len = FRAME_PREFIX.unpack_from(buffer, offset)
-    if body > max_frame or head_len + 2 > body or head_len == 0:
-        check_prefix(body, head_len, max_frame)
-    return body
-
-
 def check_prefix(body: int, head_len: int, max_frame: int) -> None:
     """Raise LimitExceeded or ProtocolError if a frame prefix is unacceptable.
 
-    A reader tests ``body > max_frame or head_len + 2 > body or head_len == 0``
-    inline and calls this only when that holds, to learn what to say.
+    ``FRAME_PREFIX`` gives ``body`` and ``head_len``. The broker tests
+    ``body > max_frame or head_len + 2 > body or head_len == 0`` inline and
+    calls this only when that holds, to learn what to say.
     """
     if body > max_frame:
         raise LimitExceeded(f"peer announced a {body}-byte frame; the limit is {max_frame} bytes")
@@ -130,7 +118,7 @@ def check_prefix(body: int, head_len: int, max_frame: int) -> None:
         raise ProtocolError(f"frame header length {head_len} does not fit a {body}-byte frame")
 
 
-def decode_header(raw: memoryview) -> list:
+def decode_header(raw: bytes | memoryview) -> list:
     """Decode a frame header: a msgpack array whose first item is an int kind."""
     try:
         header = msgpack.unpackb(raw, strict_map_key=False)
