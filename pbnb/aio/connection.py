@@ -86,6 +86,67 @@ class CallFuture(asyncio.Future):
         return True
 
 
+#: Refused messages logged one by one on each connection; later ones are only
+#: counted and summed up, so a peer sending bad messages in a loop cannot flood the log.
+REFUSALS_LOGGED = 10
+#: The fewest seconds between two summaries of one connection's refusals.
+REFUSAL_SUMMARY_INTERVAL = 10.0
+
+
+class _RefusalLog:
+    """One connection's refused messages: the first few logged one by one, the rest in summaries.
+
+    No timer: each refusal looks at the loop's clock, and closing the
+    connection reports whatever is still held back.
+    """
+
+    __slots__ = ("_count", "_held", "_held_warning", "_last", "_reported_at")
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._held = 0  # refusals counted but in no log line yet
+        self._held_warning = False
+        self._last: ev.MessageRefused | None = None  # the latest held-back refusal
+        self._reported_at = 0.0  # loop time of the last line about this connection's refusals
+
+    def refused(self, event: ev.MessageRefused, peer: str, now: float) -> None:
+        """Log ``event`` if it is among the first few; otherwise count it and maybe sum up."""
+        # A missing method is a peer's everyday mistake; anything else may be malice or a bug.
+        level = logging.INFO if isinstance(event.error, NoSuchMethod) else logging.WARNING
+        self._count += 1
+        if self._count <= REFUSALS_LOGGED:
+            log.log(level, "refused %s from %s: %s", event.description, peer, event.error)
+            self._reported_at = now
+            return
+        self._held += 1
+        self._held_warning |= level == logging.WARNING
+        self._last = event
+        if now - self._reported_at >= REFUSAL_SUMMARY_INTERVAL:
+            self.report(peer, now)
+
+    def report(self, peer: str, now: float) -> None:
+        """Log one line for the refusals held back since the previous line, if there are any."""
+        last = self._last
+        if last is None:
+            return
+        log.log(
+            logging.WARNING if self._held_warning else logging.INFO,
+            "refused %d more message(s) from %s in the last %.1f s (%d in all on this connection); "
+            "last: %s: %s: %s",
+            self._held,
+            peer,
+            now - self._reported_at,
+            self._count,
+            last.description,
+            type(last.error).__name__,
+            last.error,
+        )
+        self._last = None
+        self._held = 0
+        self._held_warning = False
+        self._reported_at = now
+
+
 class Connection(asyncio.BufferedProtocol):
     """One PB connection over an asyncio transport (client or server side)."""
 
@@ -133,6 +194,7 @@ class Connection(asyncio.BufferedProtocol):
         # unread, so its draining of our send buffer is the sign of life instead.
         self._writing_paused = False
         self._buffered_at_tick = 0
+        self._refusals = _RefusalLog()
 
     # ---------------------------------------------------------------- asyncio
 
@@ -192,6 +254,7 @@ class Connection(asyncio.BufferedProtocol):
                 timer.cancel()
         if self.broker is not None:
             self._dispatch(self.broker.connection_lost(reason))
+        self._refusals.report(self.peer, self._loop.time())
         if not self.ready.done():
             self.ready.set_exception(_handshake_failure(reason))
             self.ready.exception()  # the opener reports it; don't warn about it twice
@@ -294,8 +357,7 @@ class Connection(asyncio.BufferedProtocol):
         elif isinstance(event, ev.CacheReleased):
             self._run_hook(lambda: event.cacheable.stoppedObserving(event.perspective, event.observer))
         elif isinstance(event, ev.MessageRefused):
-            level = logging.INFO if isinstance(event.error, NoSuchMethod) else logging.WARNING
-            log.log(level, "refused %s from %s: %s", event.description, self.peer, event.error)
+            self._refusals.refused(event, self.peer, self._loop.time())
         elif isinstance(event, ev.CallbackFailed):
             log.error("disconnect callback %r failed", event.callback, exc_info=event.error)
         elif isinstance(event, ev.PongReceived):
