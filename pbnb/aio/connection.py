@@ -39,9 +39,10 @@ def _receive_buffer() -> memoryview:
 
     A read fills it and ``buffer_updated`` copies the bytes out before
     returning, so connections driven by one event loop never hold it at the
-    same time. Reading into it, rather than letting the transport ``recv`` a
-    fresh 256 KiB bytes object each time, spares glibc an mmap, a page fault
-    and an munmap per message.
+    same time. With plain ``data_received`` the transport would ``recv`` into
+    a fresh 256 KiB bytes object each time, which glibc, depending on what the
+    process freed before, may serve with an mmap, a page fault and an munmap
+    per message.
     """
     buffer = getattr(_receive_buffers, "buffer", None)
     if buffer is None:
