@@ -248,7 +248,8 @@ class Broker(ReferenceTables):
 
     def _decode(self, mode: Any, payload: bytes | memoryview) -> Any:
         """Decode a payload as one transaction; refused references go straight back."""
-        if mode == _PLAIN and len(payload) <= self._quick_plain:
+        quick = mode == _PLAIN and len(payload) <= self._quick_plain
+        if quick:
             try:
                 return _unpackb(payload, strict_map_key=False, ext_hook=_no_ext)
             except Exception:
@@ -257,7 +258,7 @@ class Broker(ReferenceTables):
             raise ProtocolError("message has no payload")
         self._journal = []
         try:
-            value = self._decoder.decode(mode, payload)
+            value = self._decoder.decode(mode, payload, try_bare=not quick)
         except BaseException as exc:
             self._rollback()
             self._return_references(payload)

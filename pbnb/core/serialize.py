@@ -295,10 +295,14 @@ class Decoder:
         # otherwise, so a payload no longer than the limits cannot break them.
         self._small_payload = min(max_len, max_string)
 
-    def decode(self, mode: int, payload: bytes | memoryview) -> Any:
-        """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly."""
+    def decode(self, mode: int, payload: bytes | memoryview, *, try_bare: bool = True) -> Any:
+        """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly.
+
+        ``try_bare=False`` skips the first, hook-free attempt at a PLAIN payload,
+        for a caller that has just made it.
+        """
         if mode == PLAIN:
-            value = self._unpack_plain(payload)
+            value = self._unpack_plain(payload, try_bare)
             if len(payload) > self._max_depth and tree_depth_exceeds(value, self._max_depth):
                 raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")
             return value
@@ -307,8 +311,8 @@ class Decoder:
             return _GraphReader(self, self._tables, self._registry).read(raw, 0)
         raise ProtocolError(f"unknown payload mode {mode!r}")
 
-    def _unpack_plain(self, payload: bytes | memoryview) -> Any:
-        if len(payload) <= self._small_payload:
+    def _unpack_plain(self, payload: bytes | memoryview, try_bare: bool) -> Any:
+        if try_bare and len(payload) <= self._small_payload:
             # Most payloads hold no ext at all, hence no tagged array for list_hook
             # to rebuild: try without hooks or limits first (twice as fast for a
             # small call). Any ext, or any error, takes the full path from the
