@@ -38,6 +38,7 @@ from .errors import (
     ProtocolError,
     RemoteError,
     SerializationError,
+    ServerFull,
 )
 
 __version__ = "0.1.0"
@@ -72,6 +73,7 @@ __all__ = [
     "Root",
     "SerializationError",
     "Server",
+    "ServerFull",
     "Viewable",
     "connect",
     "current_perspective",

@@ -55,6 +55,13 @@ class PBConnectionLost(PBError, ConnectionError):
     """The connection dropped while the call was waiting for its answer."""
 
 
+class ServerFull(PBConnectionLost):
+    """The server turned the connection away because it already holds ``max_connections``.
+
+    ``connect`` raises it. Nothing is wrong with the client: it may try again later.
+    """
+
+
 class ProtocolError(PBError):
     """The peer broke the protocol: bad handshake, malformed frame, broken rule."""
 

@@ -47,6 +47,7 @@ from ..errors import (
     ProtocolError,
     RemoteError,
     SerializationError,
+    ServerFull,
 )
 from . import events as ev
 from . import serialize
@@ -87,6 +88,7 @@ _COPIED_PAYLOAD = 2048
 # kept as chunks and joined.
 _ASSEMBLED_FRAME = 256 * 1024
 _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
+_SERVER_FULL = f"{ServerFull.__module__}.{ServerFull.__qualname__}"
 # Plain ints for the kinds met on every call: an IntEnum member costs an
 # attribute lookup through its metaclass (50 ns) each time it is named.
 _CALL = int(Kind.CALL)
@@ -503,7 +505,7 @@ class Broker(ReferenceTables):
                 payload = view[head_end:stop]
             pos = stop
             kind = header[0]
-            if not self._hello_seen:
+            if not self._hello_seen and kind != Kind.GOODBYE:  # a peer refusing us says why instead
                 self._on_hello(header)
                 continue
             handler = handlers.get(kind)
@@ -729,11 +731,12 @@ class Broker(ReferenceTables):
 
     def _on_goodbye(self, header: list, payload: bytes | memoryview) -> None:
         _, error_type, message = header
-        self._emit(
-            ev.ConnectionFailed(
-                ProtocolError(f"peer closed the connection: {error_type}: {message}"), by_peer=True
-            )
-        )
+        error: PBError
+        if error_type == _SERVER_FULL:  # no broken rule: the opener may try again later
+            error = ServerFull(message)
+        else:
+            error = ProtocolError(f"peer closed the connection: {error_type}: {message}")
+        self._emit(ev.ConnectionFailed(error, by_peer=True))
         self._closing = True
 
     _handlers: dict[int, Callable[[Broker, list, memoryview], None]] = {
@@ -758,7 +761,7 @@ class Broker(ReferenceTables):
     def _fail_connection(self, error: ProtocolError) -> None:
         """The stream is broken: tell the peer why, then report it."""
         self._closing = True
-        self._out.append(encode_frame([Kind.GOODBYE, qualified_type(error), str(error)[:4096]]))
+        self._out.append(_goodbye(error))
         self._events.append(ev.ConnectionFailed(error))
 
     def connection_lost(self, reason: BaseException | None = None) -> list[Any]:
@@ -798,6 +801,19 @@ class Broker(ReferenceTables):
     def known_methods(self, ref: RemoteReference) -> list[str]:
         """Method names learned from a describe() of ``ref``, for tab completion."""
         return self.described.get(ref._id, [])
+
+
+def refusal_handshake(error: PBError) -> bytes:
+    """All a side sends on a connection it will not serve: the preamble, then GOODBYE instead of HELLO.
+
+    Without a HELLO the opener's handshake cannot complete, however the bytes
+    are split, so it fails with ``error`` rather than seeming to succeed first.
+    """
+    return PREAMBLE + _goodbye(error)
+
+
+def _goodbye(error: BaseException) -> bytes:
+    return encode_frame([Kind.GOODBYE, qualified_type(error), str(error)[:4096]])
 
 
 def _check_ints(*values: Any) -> None:
