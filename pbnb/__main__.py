@@ -1,7 +1,7 @@
 """``python -m pbnb``: serve an object, run the demo broker, manage a password file.
 
 * ``serve MODULE:ATTR``: serve a Root, a Portal, or a factory called per connection
-  (``--certfile``/``--keyfile`` for TLS).
+  (``--certfile``/``--keyfile`` for TLS, ``--max-connections N`` to cap the clients served at once).
 * ``demo``: the demo broker the notebooks and Binder use (``pbnb.demo``).
 * ``passwd``: edit a password file for ``FilePasswordChecker`` (``pbnb.cred.passwd``).
 
@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--port", type=_port, default=8787, help="port, 0 picks a free one (8787)")
         command.add_argument("--certfile", help="serve over TLS with this PEM certificate (chain)")
         command.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
+        command.add_argument(
+            "--max-connections",
+            type=_positive,
+            metavar="N",
+            help="serve at most N clients at once; more are told the server is full (no cap)",
+        )
     commands.add_parser("passwd", help="edit a password file (see: passwd --help)")
     return parser
 
@@ -79,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return int(text)
 
 
@@ -99,7 +111,7 @@ def _run(root: Any, label: str, args: argparse.Namespace) -> int:
         print(f"pbnb: cannot use the TLS certificate: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve_until_stopped(root, label, args.host, args.port, tls))
+        asyncio.run(_serve_until_stopped(root, label, args, tls))
     except OSError as exc:
         print(f"pbnb: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -107,9 +119,11 @@ def _run(root: Any, label: str, args: argparse.Namespace) -> int:
 
 
 async def _serve_until_stopped(
-    root: Any, label: str, host: str, port: int, tls: ssl.SSLContext | None
+    root: Any, label: str, args: argparse.Namespace, tls: ssl.SSLContext | None
 ) -> None:
-    server = await pb.serve(root, host=host, port=port, ssl=tls)
+    server = await pb.serve(
+        root, host=args.host, port=args.port, ssl=tls, max_connections=args.max_connections
+    )
     over = " over TLS" if tls else ""
     print(f"pbnb: serving {label}{over} on {server.host}:{server.port}", flush=True)
     stop = asyncio.Event()

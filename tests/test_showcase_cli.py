@@ -121,6 +121,26 @@ async def test_serve_a_portal_requires_a_login(served_module):
     assert "'ada' logged in" in err
 
 
+async def test_serve_with_max_connections_turns_the_extra_client_away(served_module):
+    server = await PbnbProcess.start(
+        "serve", "greetings:greeter", "--port", "0", "--max-connections", "1", env=served_module
+    )
+    try:
+        async with await pb.connect(server.host, server.port) as client:
+            with pytest.raises(pb.ServerFull, match=r"is full \(max_connections=1\)"):
+                await pb.connect(server.host, server.port, timeout=30)
+            root = await client.getRootObject()
+            assert await root.callRemote("hello", "ada") == "hello ada (1)"
+        status, _, err = await server.stop(signal.SIGINT)
+    finally:
+        await server.kill()
+    assert status == 0, err
+    assert err.count("refused connection from 127.0.0.1") == 1
+    result = run_pbnb("serve", "greetings:greeter", "--max-connections", "0", env=served_module)
+    assert result.returncode == 2
+    assert "at least 1" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
