@@ -55,10 +55,12 @@ class Server:
     async def close(self) -> None:
         """Stop listening and close every connection."""
         self._server.close()
-        for refusal in list(self._refusals):
+        refusals = list(self._refusals)
+        for refusal in refusals:
             refusal.transport.abort()
         connections = list(self.connections)
         await asyncio.gather(*(connection.close() for connection in connections), return_exceptions=True)
+        await asyncio.gather(*(refusal.closed for refusal in refusals))
         await self._server.wait_closed()
 
     async def serve_forever(self) -> None:
@@ -171,6 +173,7 @@ class _Refusal(asyncio.Protocol):
     ):
         self.transport: Any = transport
         self._forget = forget
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         transport.set_protocol(self)
         self.transport.write(refusal_handshake(error))
         if self.transport.can_write_eof():
@@ -185,3 +188,4 @@ class _Refusal(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._timer.cancel()
         self._forget(self)
+        self.closed.set_result(None)
