@@ -59,6 +59,8 @@ async def test_a_full_server_refuses_the_next_client_and_keeps_serving_the_other
     assert [record.levelno for record in warnings] == [logging.WARNING, logging.WARNING]
     for record in warnings:
         assert full_message(server) in record.getMessage() and "\n" not in record.getMessage()
+    # The refused clients raised ServerFull; they do not also warn about it.
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING and r not in warnings] == []
 
 
 async def test_a_place_freed_by_a_leaving_client_is_taken_by_the_next():

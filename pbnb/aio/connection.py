@@ -366,7 +366,9 @@ class Connection(asyncio.BufferedProtocol):
         elif isinstance(event, ev.ConnectionFailed):
             self.close_reason = event.error
             if event.by_peer:
-                log.warning("%s closed the connection: %s", self.peer, event.error)
+                # Before the handshake the opener raises this error itself: say it once.
+                level = logging.WARNING if self.ready.done() else logging.INFO
+                log.log(level, "%s closed the connection: %s", self.peer, event.error)
             else:
                 log.warning("closing connection to %s: %s", self.peer, event.error)
             self._flush()
