@@ -201,6 +201,15 @@ def test_bad_input_gets_a_clear_error(shell):
         run(shell, f"%pb_connect {port}")
 
 
+def test_a_served_object_can_cap_its_connections(shell):
+    run(shell, "srv = %pb_serve Greeter() --max-connections 1\nfirst = %pb_connect {srv.port}")
+    with pytest.raises(pb.ServerFull, match=r"is full \(max_connections=1\)"):
+        run(shell, "%pb_connect {srv.port}")
+    assert run(shell, "await first.remote.hello('ada')") == "hello ada"
+    with pytest.raises(ValueError, match="at least 1"):
+        run(shell, "%pb_serve Greeter() --max-connections 0")
+
+
 def test_status_and_disconnect(shell, capsys):
     run(shell, "srv = %pb_serve Greeter()\na = %pb_connect 127.0.0.1:{srv.port}\nb = %pb_connect {srv.port}")
     capsys.readouterr()

@@ -65,6 +65,9 @@ class PBMagics(Magics):
     )
     @argument("--host", default="127.0.0.1", help="The interface to listen on (default 127.0.0.1)")
     @argument("--port", type=int, default=0, help="The port to listen on (default 0: pick a free one)")
+    @argument(
+        "--max-connections", type=int, default=None, help="Serve at most this many clients at once"
+    )
     @argument("--stop", action="store_true", help="Stop the server at EXPR (HOST:PORT or PORT)")
     @line_magic
     def pb_serve(self, line: str) -> Any:
@@ -81,7 +84,8 @@ class PBMagics(Magics):
         if not expr:
             raise UsageError("%pb_serve needs an expression to serve, e.g. %pb_serve MyRoot()")
         root = self._evaluate(expr)
-        return start(self._serve(root, args.host, args.port), f"%pb_serve {expr}")
+        serving = self._serve(root, args.host, args.port, args.max_connections)
+        return start(serving, f"%pb_serve {expr}")
 
     def _evaluate(self, expr: str) -> Any:
         root = eval(expr, self.shell.user_ns)  # the user typed it in their own notebook
@@ -97,8 +101,8 @@ class PBMagics(Magics):
             )
         return root
 
-    async def _serve(self, root: Any, host: str, port: int) -> Server:
-        server = await serve(root, host=host, port=port)
+    async def _serve(self, root: Any, host: str, port: int, max_connections: int | None) -> Server:
+        server = await serve(root, host=host, port=port, max_connections=max_connections)
         self.servers[f"{server.host}:{server.port}"] = server
         return server
 
