@@ -65,9 +65,7 @@ class PBMagics(Magics):
     )
     @argument("--host", default="127.0.0.1", help="The interface to listen on (default 127.0.0.1)")
     @argument("--port", type=int, default=0, help="The port to listen on (default 0: pick a free one)")
-    @argument(
-        "--max-connections", type=int, default=None, help="Serve at most this many clients at once"
-    )
+    @argument("--max-connections", type=int, default=None, help="Serve at most this many clients at once")
     @argument("--stop", action="store_true", help="Stop the server at EXPR (HOST:PORT or PORT)")
     @line_magic
     def pb_serve(self, line: str) -> Any:
