@@ -810,7 +810,11 @@ async def attack_idle_flood(count: int, keepalive: float) -> Row:
         for _ in range(count):
             sockets.append(await asyncio.open_connection("127.0.0.1", case.server.port))
         case.connections += count
-        await until(lambda: len(case.server.connections) == count + 1)
+        # Each was accepted once the server's preamble arrives on it. (Waiting to see all
+        # of them live at once would race the keepalive, which may drop the first ones
+        # before the last are open on a loaded machine.)
+        for reader, _ in sockets:
+            await asyncio.wait_for(reader.readexactly(len(PREAMBLE)), WAIT)
         peak = rss_mib()
         await until(lambda: len(case.server.connections) == 1, WAIT)
         for _, writer in sockets:
