@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import re
 import sys
 from pathlib import Path
@@ -97,6 +98,9 @@ def document_name(qualified: str, name: str, obj: object, warnings: list[str]) -
 
 def build() -> tuple[str, list[str]]:
     """Return the text of api.md and the list of warnings."""
+    # argparse wraps the magics' help to the terminal's width when they are defined:
+    # fix the width before importing them, so the page is the same on every machine.
+    os.environ["COLUMNS"] = "80"
     warnings: list[str] = []
     lines = [
         "# API reference",

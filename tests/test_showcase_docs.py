@@ -86,6 +86,8 @@ def test_api_reference_builds_without_warnings(tmp_path):
     assert "warning" not in result.stderr
     text = (tmp_path / "api.md").read_text()
     assert "### `connect(" in text and "### class `Root" in text
+    committed = (REPO / "docs" / "api.md").read_text()
+    assert text == committed, "docs/api.md is out of date: run python docs/build.py"
 
 
 def test_readme_opens_with_the_demo_and_test_commands():
