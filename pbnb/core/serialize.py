@@ -14,6 +14,10 @@ Two modes, chosen per message by the sender and named in the frame header:
     as pickle does) and writes ``SHARED(n)`` for repeats, so shared objects and
     cycles, including cycles through tuples and copies, arrive intact.
 
+The standard library's immutable values (``datetime``, ``date``, ``time``,
+``timedelta``, ``Decimal``, exact types only) have no identity to keep: in
+both modes each is one ext type with a fixed layout, a leaf like an atom.
+
 Deciding costs a breadth-first scan done with C-level helpers
 (``gc.get_referents``, ``map``): containers the garbage collector does not
 track hold only atoms, so a list of flat dicts is cleared in a few microseconds.
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import gc
 import struct
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from itertools import compress, repeat
 from typing import Any
 
@@ -51,11 +57,24 @@ EXT_YOURS = 18  # an object the receiver exported, coming home
 EXT_CACHED = 19  # a Cacheable of the sender the receiver already holds a RemoteCache for
 EXT_YOUR_CACHEABLE = 20  # a RemoteCache the sender holds, coming home to its Cacheable
 EXT_SHARED = 21  # GRAPH mode: the n-th container of this message again
+EXT_DATETIME = 22  # calendar and clock fields, then the UTC offset when aware
+EXT_DATE = 23
+EXT_TIME = 24  # clock fields, then the UTC offset when aware
+EXT_TIMEDELTA = 25
+EXT_DECIMAL = 26  # the ASCII text str() gives, which Decimal() reads back exactly
+
+#: The longest Decimal text either side accepts: enough for any precision
+#: people compute with, and a bound on what a peer can make us parse.
+MAX_DECIMAL_TEXT = 4096
 
 _ID = struct.Struct(">Q")
+_DATE = struct.Struct(">HBB")  # year, month, day
+_TIME = struct.Struct(">BBBIB")  # hour, minute, second, microsecond, fold
+_DATETIME = struct.Struct(">HBBBBBIB")  # the date's fields, then the time's
+_OFFSET = struct.Struct(">q")  # microseconds east of UTC, appended for an aware value
+_TIMEDELTA = struct.Struct(">iII")  # days, seconds, microseconds as timedelta normalizes them
 #: The types msgpack packs as they are (ints beyond 64 bits go as an ext).
 ATOMS = frozenset({type(None), bool, int, float, str, bytes})
-_NOT_ATOM = {t: False for t in ATOMS}
 _PLAIN_CONTAINERS = frozenset({list, dict, tuple, set, frozenset})
 _MSGPACK_INT = (-(2**63), 2**64 - 1)
 
@@ -82,6 +101,119 @@ def _bigint(value: int) -> ExtType:
     return ExtType(EXT_BIGINT, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
 
 
+def _offset(value: datetime | time) -> bytes:
+    """Nothing for a naive value; the UTC offset in microseconds for an aware one."""
+    if value.tzinfo is None:
+        return b""
+    offset = value.utcoffset()
+    if offset is None:
+        # Python calls such a value naive, but sending it so would silently drop its zone.
+        raise SerializationError(
+            f"cannot send a {type(value).__qualname__} whose tzinfo gives no UTC offset "
+            f"(a zoneinfo zone needs a date to give one): {value!r:.60}"
+        )
+    return _OFFSET.pack((offset.days * 86400 + offset.seconds) * 1_000_000 + offset.microseconds)
+
+
+def _pack_datetime(value: datetime) -> ExtType:
+    day, clock = (value.year, value.month, value.day), (value.hour, value.minute, value.second)
+    fields = _DATETIME.pack(*day, *clock, value.microsecond, value.fold)
+    return ExtType(EXT_DATETIME, fields + _offset(value))
+
+
+def _pack_date(value: date) -> ExtType:
+    return ExtType(EXT_DATE, _DATE.pack(value.year, value.month, value.day))
+
+
+def _pack_time(value: time) -> ExtType:
+    fields = _TIME.pack(value.hour, value.minute, value.second, value.microsecond, value.fold)
+    return ExtType(EXT_TIME, fields + _offset(value))
+
+
+def _pack_timedelta(value: timedelta) -> ExtType:
+    return ExtType(EXT_TIMEDELTA, _TIMEDELTA.pack(value.days, value.seconds, value.microseconds))
+
+
+def _pack_decimal(value: Decimal) -> ExtType:
+    text = str(value)
+    if len(text) > MAX_DECIMAL_TEXT:
+        raise SerializationError(
+            f"cannot send a Decimal of {len(text)} characters (at most {MAX_DECIMAL_TEXT}): {text:.60}"
+        )
+    return ExtType(EXT_DECIMAL, text.encode("ascii"))
+
+
+def _fields(data: bytes, layout: struct.Struct) -> tuple:
+    if len(data) != layout.size:
+        raise ValueError(f"expected {layout.size} bytes, got {len(data)}")
+    return layout.unpack(data)
+
+
+def _split_offset(data: bytes, layout: struct.Struct) -> tuple[tuple, timezone | None]:
+    """The fixed fields, and the fixed-offset zone that follows them in an aware value."""
+    if len(data) == layout.size:
+        return layout.unpack(data), None
+    if len(data) != layout.size + _OFFSET.size:
+        aware = layout.size + _OFFSET.size
+        raise ValueError(f"expected {layout.size} bytes, or {aware} when aware, got {len(data)}")
+    (micros,) = _OFFSET.unpack_from(data, layout.size)
+    return layout.unpack_from(data), timezone(timedelta(microseconds=micros))
+
+
+def _read_datetime(data: bytes) -> datetime:
+    (*fields, fold), zone = _split_offset(data, _DATETIME)
+    return datetime(*fields, tzinfo=zone, fold=fold)
+
+
+def _read_date(data: bytes) -> date:
+    return date(*_fields(data, _DATE))
+
+
+def _read_time(data: bytes) -> time:
+    (*fields, fold), zone = _split_offset(data, _TIME)
+    return time(*fields, tzinfo=zone, fold=fold)
+
+
+def _read_timedelta(data: bytes) -> timedelta:
+    days, seconds, micros = _fields(data, _TIMEDELTA)
+    if seconds >= 86400 or micros >= 1_000_000:
+        # timedelta() would quietly carry them over: a sender never writes these.
+        raise ValueError(f"seconds {seconds} or microseconds {micros} out of range")
+    return timedelta(days, seconds, micros)
+
+
+def _read_decimal(data: bytes) -> Decimal:
+    if len(data) > MAX_DECIMAL_TEXT:
+        raise ValueError(f"{len(data)} characters, more than {MAX_DECIMAL_TEXT}")
+    text = data.decode("ascii")
+    value = Decimal(text)
+    # Decimal() also reads forms str() never writes (spaces, underscores, other
+    # digits), and turns garbage into NaN when the context does not trap it.
+    if str(value) != text:
+        raise ValueError(f"not the text str() gives for a Decimal: {text!r:.60}")
+    return value
+
+
+#: Exact type -> its ext (a subclass, such as pandas' Timestamp, is refused).
+_VALUE_PACKERS = {
+    datetime: _pack_datetime,
+    date: _pack_date,
+    time: _pack_time,
+    timedelta: _pack_timedelta,
+    Decimal: _pack_decimal,
+}
+_VALUE_READERS = {
+    EXT_DATETIME: ("datetime", _read_datetime),
+    EXT_DATE: ("date", _read_date),
+    EXT_TIME: ("time", _read_time),
+    EXT_TIMEDELTA: ("timedelta", _read_timedelta),
+    EXT_DECIMAL: ("Decimal", _read_decimal),
+}
+#: What ``needs_graph`` never looks into: atoms, and values without identity.
+_LEAVES = ATOMS | frozenset(_VALUE_PACKERS)
+_NOT_LEAF = {t: False for t in _LEAVES}
+
+
 def _is_leaf_flavor(kind: type) -> bool:
     return issubclass(kind, (Referenceable, RemoteReference)) and not issubclass(kind, CacheObserver)
 
@@ -89,14 +221,14 @@ def _is_leaf_flavor(kind: type) -> bool:
 def needs_graph(root: Any) -> bool:
     """True when ``root`` shares an object, has a cycle, or holds copies/caches/unknowns."""
     kind = type(root)
-    if kind in ATOMS:
+    if kind in _LEAVES:
         return False
     # The root level by hand (one object cannot repeat itself).
     if kind not in _PLAIN_CONTAINERS:
         return not _is_leaf_flavor(kind)
     if not gc.is_tracked(root):
         return False
-    level = _non_atoms(gc.get_referents(root))
+    level = _non_leaves(gc.get_referents(root))
     seen = {id(root)}
     while level:
         before = len(seen)
@@ -111,12 +243,13 @@ def needs_graph(root: Any) -> bool:
         tracked = list(filter(gc.is_tracked, level))
         if not tracked:
             return False
-        level = _non_atoms(gc.get_referents(*tracked))
+        level = _non_leaves(gc.get_referents(*tracked))
     return False
 
 
-def _non_atoms(objects: list) -> list:
-    return list(compress(objects, map(_NOT_ATOM.get, map(type, objects), repeat(True))))
+def _non_leaves(objects: list) -> list:
+    # Leaves are dropped before the repeat check: the same datetime twice is no sharing.
+    return list(compress(objects, map(_NOT_LEAF.get, map(type, objects), repeat(True))))
 
 
 def tree_depth_exceeds(root: Any, max_depth: int) -> bool:
@@ -183,6 +316,9 @@ class Encoder:
             return [_SET, *obj]
         if kind is frozenset:
             return [_FROZENSET, *obj]
+        pack_value = _VALUE_PACKERS.get(kind)
+        if pack_value is not None:
+            return pack_value(obj)
         if isinstance(obj, Referenceable):
             return ExtType(EXT_REMOTE, _ID.pack(self._tables.export(obj, self._perspective)))
         if isinstance(obj, RemoteReference):
@@ -224,6 +360,9 @@ class _GraphWriter:
             if kind is int and not (_MSGPACK_INT[0] <= obj <= _MSGPACK_INT[1]):
                 return _bigint(obj)
             return obj
+        pack_value = _VALUE_PACKERS.get(kind)
+        if pack_value is not None:  # a leaf too: never numbered, no depth
+            return pack_value(obj)
         seen = self._index.get(id(obj))
         if seen is not None:
             return ExtType(EXT_SHARED, _ID.pack(seen))
@@ -353,6 +492,13 @@ class Decoder:
             return self._tables.receive_cached(_unpack_id(data))
         if code == EXT_YOUR_CACHEABLE:
             return self._tables.receive_home_cacheable(_unpack_id(data))
+        reader = _VALUE_READERS.get(code)
+        if reader is not None:
+            name, read = reader
+            try:
+                return read(data)
+            except (ValueError, ArithmeticError) as exc:  # bad length, out-of-range fields, bad text
+                raise ProtocolError(f"malformed {name} (ext {code}): {exc}") from None
         raise ProtocolError(f"unexpected ext type {code} in this payload")
 
     @staticmethod
