@@ -5,7 +5,12 @@ Behaviours 3 and 4 of pb-behaviours.md, without any connection.
 
 from __future__ import annotations
 
+import decimal
 import math
+import struct
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
@@ -77,7 +82,17 @@ def codec(registry):
 def assert_same(sent, got):
     """Equal, and of exactly the same types all the way down."""
     assert type(got) is type(sent), f"{got!r} is a {type(got).__name__}, sent a {type(sent).__name__}"
-    if isinstance(sent, float) and math.isnan(sent):
+    if isinstance(sent, Decimal):
+        assert str(got) == str(sent)  # NaNs never compare equal, and sNaN refuses to compare
+    elif isinstance(sent, datetime | time):
+        # == compares aware values as instants: check the offset and fold themselves too.
+        assert (got.utcoffset(), got.fold, got.replace(tzinfo=None)) == (
+            sent.utcoffset(),
+            sent.fold,
+            sent.replace(tzinfo=None),
+        )
+        assert type(got.tzinfo) is (type(None) if sent.tzinfo is None else timezone)
+    elif isinstance(sent, float) and math.isnan(sent):
         assert math.isnan(got)
     elif isinstance(sent, float):
         assert math.copysign(1, got) == math.copysign(1, sent) and got == sent
@@ -93,6 +108,12 @@ def assert_same(sent, got):
     else:
         assert got == sent
 
+
+NEPAL = timezone(timedelta(hours=5, minutes=45))
+MINUS_HALF_HOUR = timezone(-timedelta(minutes=30))
+DECIMAL_TEXTS = """0 -0 0E-10 1.000 -3.14159 1E+999999 1E+999999999999999999 -1.5E-999999999999999999
+    NaN -NaN NaN123 sNaN -sNaN42 Infinity -Infinity 12345678901234567890123456789012345678901234567890.5
+""".split()
 
 BIG_INTS = [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 2**1000, -(2**1000) + 7]
 
@@ -114,6 +135,40 @@ VALUES = {
     "dict with frozenset keys": {frozenset({1, 2}): 1, frozenset(): 0},
     "dict with odd keys": {None: 0, True: 1, 2.5: 2, b"k": 3, "s": 4},
     "nested": {"a": [{"b": ({"c": [1, 2.0, None]},)}]},
+    "datetimes": [
+        datetime.min,
+        datetime.max,
+        datetime(2024, 2, 29, 23, 59, 59, 999999),
+        datetime(2024, 10, 27, 2, 30, fold=1),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=NEPAL),
+        datetime.max.replace(tzinfo=MINUS_HALF_HOUR),
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23, minutes=59, seconds=59, microseconds=999999))),
+    ],
+    "dates": [date.min, date.max, date(2024, 2, 29)],
+    "times": [
+        time.min,
+        time.max,
+        time(12, 30, fold=1),
+        time(23, 59, 59, 999999, tzinfo=NEPAL),
+        time(0, 0, tzinfo=MINUS_HALF_HOUR),
+        time(6, tzinfo=timezone(-timedelta(hours=23, minutes=59, seconds=59, microseconds=999999))),
+    ],
+    "timedeltas": [
+        timedelta(0),
+        timedelta.min,
+        timedelta.max,
+        timedelta(microseconds=-1),
+        timedelta(days=-3, hours=5, microseconds=999999),
+        timedelta(days=999999999, seconds=86399),
+    ],
+    "decimals": [Decimal(text) for text in DECIMAL_TEXTS],
+    "values as keys and members": {
+        date(2024, 1, 1): {datetime(2024, 1, 1, 9), datetime(2024, 1, 1, 9, tzinfo=NEPAL)},
+        datetime(2024, 1, 1): frozenset({time(9), timedelta(hours=9)}),
+        (Decimal("1.10"), time(9, tzinfo=MINUS_HALF_HOUR)): [Decimal("Infinity")],
+        timedelta(-1): {Decimal("-0")},
+    },
 }
 
 
@@ -373,3 +428,167 @@ def test_a_copy_with_a_dict_state_cannot_key_a_dict(codec):
 def test_a_str_that_is_not_valid_unicode_is_refused_saying_so(codec, value):
     with pytest.raises(SerializationError, match="not valid Unicode"):
         codec.encode(value)
+
+
+# ------------------------------------------------------------ library values
+
+WHEN = datetime(2024, 2, 29, 13, 45, 6, 789, tzinfo=NEPAL)
+LIBRARY_VALUES = [WHEN, WHEN.date(), WHEN.timetz(), timedelta(-2, 5, 6), Decimal("-1.50")]
+
+
+def test_library_values_keep_a_message_plain_even_when_repeated(codec):
+    """They have no identity: the same datetime object twice is no reason for GRAPH mode."""
+    assert codec.encode(LIBRARY_VALUES)[0] == PLAIN
+    assert codec.encode([WHEN, WHEN, {"at": WHEN}, (WHEN,), {WHEN}])[0] == PLAIN
+    for value in LIBRARY_VALUES:
+        assert codec.encode(value)[0] == PLAIN
+        assert not serialize.needs_graph(value)
+
+
+def test_library_values_take_one_fixed_size_ext_each(codec):
+    """The layouts of docs/protocol.md, built by hand from the table there."""
+    expected = {
+        serialize.EXT_DATETIME: struct.pack(">HBBBBBIBq", 2024, 2, 29, 13, 45, 6, 789, 0, 20700 * 10**6),
+        serialize.EXT_DATE: struct.pack(">HBB", 2024, 2, 29),
+        serialize.EXT_TIME: struct.pack(">BBBIBq", 13, 45, 6, 789, 0, 20700 * 10**6),
+        serialize.EXT_TIMEDELTA: struct.pack(">iII", -2, 5, 6),
+        serialize.EXT_DECIMAL: b"-1.50",
+    }
+    hand_made = pack([ext(code, data) for code, data in expected.items()])
+    assert codec.encode(LIBRARY_VALUES) == (PLAIN, hand_made)
+    naive = struct.pack(">HBBBBBIB", 2024, 10, 27, 2, 30, 0, 0, 1)
+    assert_same(datetime(2024, 10, 27, 2, 30, fold=1), codec.decode(PLAIN, pack(ext(22, naive))))
+
+
+def test_a_zoneinfo_datetime_arrives_with_the_fixed_offset_it_had_then(codec):
+    paris = ZoneInfo("Europe/Paris")
+    summer, winter = datetime(2024, 7, 1, 12, tzinfo=paris), datetime(2024, 1, 1, 12, tzinfo=paris)
+    second_half_past_two = datetime(2024, 10, 27, 2, 30, fold=1, tzinfo=paris)  # clocks went back
+    _, got = codec.round_trip([summer, winter, second_half_past_two])
+    assert [value.tzinfo for value in got] == [timezone(timedelta(hours=h)) for h in (2, 1, 1)]
+    # The same instants (compared as timestamps: PEP 495 makes an ambiguous time unequal across zones).
+    assert [value.timestamp() for value in got] == [summer.timestamp(), winter.timestamp(), 1729992600.0]
+    assert got[2].fold == 1
+
+
+def test_a_time_whose_zone_has_no_offset_without_a_date_is_refused(codec):
+    """Sending it naive would silently drop its zone."""
+    with pytest.raises(SerializationError, match="no UTC offset"):
+        codec.encode(time(9, tzinfo=ZoneInfo("Europe/Paris")))
+
+
+class Stamp(datetime):
+    """Stands in for pandas' Timestamp: a datetime subclass with more to it."""
+
+
+class Day(date):
+    pass
+
+
+class Clock(time):
+    pass
+
+
+class Span(timedelta):
+    pass
+
+
+class Money(Decimal):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Stamp(2024, 1, 1), Day(2024, 1, 1), Clock(9), Span(1), Money("1.5")],
+    ids=["datetime", "date", "time", "timedelta", "Decimal"],
+)
+def test_subclasses_of_library_values_are_refused_not_converted(codec, value):
+    for message in (value, [value], {"k": (value,)}):
+        with pytest.raises(SerializationError, match=f"cannot send a .*{type(value).__qualname__}"):
+            codec.encode(message)
+    shared: list = []
+    with pytest.raises(SerializationError, match="cannot send"):
+        codec.encode([value, shared, shared])
+
+
+def test_a_decimal_too_long_to_send_is_refused_before_sending(codec):
+    assert codec.round_trip(Decimal("7" * serialize.MAX_DECIMAL_TEXT))[1] == Decimal("7" * 4096)
+    with pytest.raises(SerializationError, match="4097 characters"):
+        codec.encode(Decimal("7" * (serialize.MAX_DECIMAL_TEXT + 1)))
+
+
+def test_library_values_with_shared_objects_and_copies_in_graph_mode(codec):
+    shared = {"opened": WHEN}
+    point = Point(Decimal("0.1"), [date(2024, 1, 1), timedelta(hours=1)])
+    message = [shared, point, shared, {WHEN: point, Decimal("2"): shared}, (WHEN, time.max)]
+    mode, got = codec.round_trip(message)
+    assert mode == GRAPH
+    assert got[0] is got[2] is got[3][Decimal("2")]
+    assert got[3][WHEN] is got[1]
+    assert_same(shared, got[0])
+    assert_same(Decimal("0.1"), got[1].x)
+    assert_same([date(2024, 1, 1), timedelta(hours=1)], got[1].y)
+    assert_same((WHEN, time.max), got[4])
+
+
+def _datetime(*fields, fold=0, offset=None) -> bytes:
+    data = struct.pack(">HBBBBBIB", *fields, fold)
+    return data if offset is None else data + struct.pack(">q", offset)
+
+
+def _time(*fields, fold=0, offset=None) -> bytes:
+    data = struct.pack(">BBBIB", *fields, fold)
+    return data if offset is None else data + struct.pack(">q", offset)
+
+
+DAY_US = 86400 * 10**6
+BAD_VALUES = {
+    "datetime too short": (serialize.EXT_DATETIME, _datetime(2024, 1, 1, 0, 0, 0, 0)[:-1]),
+    "datetime between lengths": (serialize.EXT_DATETIME, _datetime(2024, 1, 1, 0, 0, 0, 0) + b"\0"),
+    "datetime year 0": (serialize.EXT_DATETIME, _datetime(0, 1, 1, 0, 0, 0, 0)),
+    "datetime month 13": (serialize.EXT_DATETIME, _datetime(2024, 13, 1, 0, 0, 0, 0)),
+    "datetime 30 February": (serialize.EXT_DATETIME, _datetime(2024, 2, 30, 0, 0, 0, 0)),
+    "datetime hour 24": (serialize.EXT_DATETIME, _datetime(2024, 1, 1, 24, 0, 0, 0)),
+    "datetime microsecond 10**6": (serialize.EXT_DATETIME, _datetime(2024, 1, 1, 0, 0, 0, 10**6)),
+    "datetime fold 2": (serialize.EXT_DATETIME, _datetime(2024, 1, 1, 0, 0, 0, 0, fold=2)),
+    "datetime offset of a day": (serialize.EXT_DATETIME, _datetime(2024, 1, 1, 0, 0, 0, 0, offset=DAY_US)),
+    "date too long": (serialize.EXT_DATE, struct.pack(">HBBB", 2024, 1, 1, 0)),
+    "date 31 April": (serialize.EXT_DATE, struct.pack(">HBB", 2024, 4, 31)),
+    "date day 0": (serialize.EXT_DATE, struct.pack(">HBB", 2024, 4, 0)),
+    "time empty": (serialize.EXT_TIME, b""),
+    "time minute 60": (serialize.EXT_TIME, _time(9, 60, 0, 0)),
+    "time second 60": (serialize.EXT_TIME, _time(9, 0, 60, 0)),
+    "time offset minus a day": (serialize.EXT_TIME, _time(9, 0, 0, 0, offset=-DAY_US)),
+    "time offset at the int64 edge": (serialize.EXT_TIME, _time(9, 0, 0, 0, offset=-(2**63))),
+    "timedelta short": (serialize.EXT_TIMEDELTA, struct.pack(">iI", 1, 2)),
+    "timedelta seconds of a day": (serialize.EXT_TIMEDELTA, struct.pack(">iII", 0, 86400, 0)),
+    "timedelta microseconds 10**6": (serialize.EXT_TIMEDELTA, struct.pack(">iII", 0, 0, 10**6)),
+    "timedelta past the largest": (serialize.EXT_TIMEDELTA, struct.pack(">iII", 10**9, 0, 0)),
+    "timedelta past the smallest": (serialize.EXT_TIMEDELTA, struct.pack(">iII", -(10**9), 0, 0)),
+    "decimal empty": (serialize.EXT_DECIMAL, b""),
+    "decimal garbage": (serialize.EXT_DECIMAL, b"12 apples"),
+    "decimal with spaces": (serialize.EXT_DECIMAL, b" 1.5"),
+    "decimal with underscores": (serialize.EXT_DECIMAL, b"1_000"),
+    "decimal lower-case nan": (serialize.EXT_DECIMAL, b"nan"),
+    "decimal with a plus sign": (serialize.EXT_DECIMAL, b"+1"),
+    "decimal in other digits": (serialize.EXT_DECIMAL, "\u0661\u0662".encode()),
+    "decimal not ascii": (serialize.EXT_DECIMAL, b"1\xff"),
+    "decimal exponent beyond any context": (serialize.EXT_DECIMAL, b"1E+9999999999999999999"),
+    "decimal too long": (serialize.EXT_DECIMAL, b"7" * (serialize.MAX_DECIMAL_TEXT + 1)),
+}
+
+
+@pytest.mark.parametrize("name", BAD_VALUES)
+@pytest.mark.parametrize("mode", [PLAIN, GRAPH])
+def test_malformed_library_values_give_protocol_error(codec, name, mode):
+    code, data = BAD_VALUES[name]
+    with pytest.raises(ProtocolError, match=f"malformed .*ext {code}"):
+        codec.decode(mode, pack([ext(code, data), "after"]))
+
+
+def test_decimal_garbage_is_refused_even_where_the_context_would_make_it_nan(codec):
+    with decimal.localcontext() as context:
+        context.traps[decimal.InvalidOperation] = False
+        assert Decimal("12 apples").is_nan()  # what Decimal() alone would accept
+        with pytest.raises(ProtocolError, match="malformed Decimal"):
+            codec.decode(PLAIN, pack(ext(serialize.EXT_DECIMAL, b"12 apples")))
