@@ -12,7 +12,7 @@ from notebook_fixtures.counter_fixture import Counter, CounterCache, Demo
 from notebook_fixtures.waiting import until
 
 import pbnb as pb
-from pbnb.notebook import TraitCache
+from pbnb.notebook import TraitCache, link
 
 
 class CountingCache(CounterCache):
@@ -155,8 +155,9 @@ async def test_an_owner_without_writes_gets_a_clear_error_and_bad_names_are_refu
     async with await pb.serve(holder) as server:
         async with await pb.connect("127.0.0.1", server.port, registry=registry) as client:
             cache = await (await client.getRootObject()).remote.plain()
-            with pytest.raises(RuntimeError, match=r"owner takes no writes.*WritableCacheable"):
+            with pytest.raises(pb.Error, match=r"owner takes no writes.*WritableCacheable"):
                 cache.value = 5
+            assert cache.value == 0  # the copy keeps the owner's value
             with pytest.raises(AttributeError, match="refuses a remote change to '_pb_writer'"):
                 cache.observe_update({"_pb_writer": None})
             holder.plain.value = 6
@@ -177,3 +178,75 @@ async def test_a_write_the_owner_changed_goes_back_to_its_origin():
             cache.value = 250
             assert await until(cache, "value", lambda v: v == 100) == 100
             assert cache.pushed == [("value", 100)]
+
+
+async def test_a_refused_write_rolls_the_copy_and_its_linked_widgets_back(owner, capsys):
+    client, root, cache = await copy_of(owner)
+    slider = widgets.IntSlider(max=5000)
+    link((cache, "value"), (slider, "value"))
+    panel = cache._pb_widget()
+    [problem] = [w for w in panel.children if "pbnb-cache-problem" in w._dom_classes]
+    slider.value = 3000  # what a person dragging the slider does; the owner refuses over 1000
+    await until(cache, "pb_problem", bool)
+    assert (cache.value, slider.value, owner.value) == (1, 1, 1)
+    assert cache.pb_problem == (
+        "the owner refused CounterCache.value = 3000: pbnb.errors.Error: value must be at most 1000, "
+        "got 3000; back to the owner's value 1"
+    )
+    assert "value must be at most 1000" in problem.value
+    assert "the owner refused CounterCache.value = 3000" in capsys.readouterr().err
+    cache.value = 7  # an accepted write clears the problem and sticks
+    assert await owner.writes_seen.get() == ("value", 7)
+    assert (cache.pb_problem, slider.value) == ("", 7)
+    cache.value = 2000
+    await until(cache, "pb_problem", bool)
+    assert (cache.value, slider.value, owner.value) == (7, 7, 7)
+    await root.remote.hello("sync")
+    await client.close()
+
+
+async def test_a_refused_write_overtaken_by_an_accepted_one_keeps_the_later_value(owner):
+    client, root, cache = await copy_of(owner)
+    cache.value = 3000  # refused...
+    cache.value = 40  # ...but this one, sent before the refusal came back, is accepted
+    assert await owner.writes_seen.get() == ("value", 40)
+    await root.remote.hello("sync")  # both answers are in
+    assert (cache.value, owner.value) == (40, 40)
+    assert "3000" in cache.pb_problem and "back to" not in cache.pb_problem
+    await client.close()
+
+
+async def test_a_disconnected_copy_says_so_refuses_writes_and_disables_its_widgets(owner):
+    client, _root, cache = await copy_of(owner)
+    slider = widgets.IntSlider(max=1000)
+    link((cache, "value"), (slider, "value"))
+    panel = cache._pb_widget()
+    [state] = [w for w in panel.children if "pbnb-cache-state" in w._dom_classes]
+    fields = {c: w for w in panel.children for c in w._dom_classes if c.startswith("pbnb-field-")}
+    assert "live copy" in state.value and not slider.disabled and cache.connected
+    await client.close()
+    await until(cache, "pb_state", lambda s: s == "disconnected")
+    assert "disconnected" in state.value and "live copy" not in state.value
+    assert slider.disabled and fields["pbnb-field-value"].disabled
+    assert repr(cache).endswith("(disconnected)>")
+    with pytest.raises(pb.DeadReferenceError, match="disconnected from its owner"):
+        cache.value = 5
+    assert cache.value == 1 and slider.value == 1
+    fields["pbnb-field-value"].value = 9  # a widget edit that slipped through snaps back
+    assert cache.value == 1 and fields["pbnb-field-value"].value == 1
+    assert "was not sent" in cache.pb_problem
+
+
+async def test_a_linked_widget_that_cannot_show_the_value_is_disabled_and_writes_nothing(owner):
+    client, root, cache = await copy_of(owner)
+    slider = widgets.IntSlider(min=0, max=100)
+    link((cache, "value"), (slider, "value"))
+    owner.value = 500
+    await until(cache, "value", lambda v: v == 500)
+    assert slider.disabled and "cannot show" in slider.tooltip and "cannot show" in cache.pb_problem
+    await root.remote.hello("sync")
+    assert (owner.value, cache.value, owner.writes) == (500, 500, 0)  # the clamped 100 went nowhere
+    owner.value = 50
+    await until(slider, "value", lambda v: v == 50)
+    assert not slider.disabled and not slider.tooltip and cache.pb_problem == ""
+    await client.close()

@@ -788,6 +788,13 @@ class Broker(ReferenceTables):
             self._drop_export(entry, notify=True)
         for cache in list(self._cache_exports.values()):
             self._drop_cache_export(cache)
+        for entry in list(self._cache_imports.values()):
+            copy = entry.weak() if entry.weak is not None else None
+            if copy is not None:
+                try:
+                    copy.connectionLost()
+                except Exception as exc:  # the receiver's own hook: report it, finish the teardown
+                    self._events.append(ev.CallbackFailed(copy.connectionLost, exc))
         self._imports.clear()
         self._cache_imports.clear()
         self._cache_import_ids.clear()

@@ -74,7 +74,7 @@ class MessageRefused:
 
 @dataclass(slots=True)
 class CallbackFailed:
-    """A notifyOnDisconnect callback raised. For logging."""
+    """A notifyOnDisconnect callback or a copy's connectionLost raised. For logging."""
 
     callback: Any
     error: BaseException

@@ -181,6 +181,12 @@ class Cacheable(Copyable):
 class RemoteCache(RemoteCopy):
     """The receiving side of a Cacheable; the owner calls its ``observe_`` methods."""
 
+    def connectionLost(self) -> None:
+        """The connection this copy came over is gone: its owner will send no more changes.
+
+        Override it to show that the copy is stale; it runs once, on the loop's thread.
+        """
+
     def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
         method = getattr(self, "observe_" + name, None)  # written out: runs for every update
         return method if callable(method) else None

@@ -14,6 +14,7 @@ _WHERE = {
     "Pending": "._loop",
     "ReferenceWidget": "._widgets",
     "FutureWidget": "._widgets",
+    "link": "._link",
     "TraitCache": "._traits",
     "WritableCacheable": "._writable",
     "ReadOnlyField": "._writable",

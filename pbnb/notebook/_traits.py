@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import html
-import logging
+import sys
 from typing import Any
 
 import ipywidgets as widgets
 import traitlets
 
 from ..core.flavors import RemoteCache
-from ..errors import DeadReferenceError
+from ..errors import DeadReferenceError, PBConnectionLost
+from ._link import link
 from ._loop import call_on_loop, loop_of
 from ._widgets import error_text, widget_bundle
-from ._writable import WRITER_KEY
-
-log = logging.getLogger("pbnb")
+from ._writable import WRITER_KEY, ReadOnlyField
 
 
 class TraitCache(traitlets.HasTraits, RemoteCache):
@@ -37,12 +36,22 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
     Declare the fields as traits (``value = Int().tag(to_owner=True)``) and
     register the class for the owner's type with ``setUnjellyableForClass``.
     Tag a trait with ``widget=SomeWidgetClass`` to choose its widget.
+
+    ``pb_state`` says whether the owner still keeps this copy up to date
+    (``"live"``) or its connection is gone (``"disconnected"``); ``pb_problem``
+    says why the last local write did not stick ("" when it did).
     """
+
+    pb_state = traitlets.Enum(("live", "disconnected"), default_value="live", read_only=True)
+    pb_problem = traitlets.Unicode("", read_only=True)
 
     def setup_instance(self, /, *args: Any, **kwargs: Any) -> None:
         # Runs in __new__, so also for the copy the broker makes without __init__.
         self._pb_writer: Any = None
         self._pb_incoming: set[str] = set()
+        self._pb_confirmed: dict[str, Any] = {}  # the owner's value of each field, as far as we know
+        self._pb_writes: dict[str, int] = {}  # how many local writes of each field were sent
+        self._pb_heard: dict[str, int] = {}  # the write count when the owner last sent each field
         super().setup_instance(*args, **kwargs)
 
     def setCopyableState(self, state: Any) -> None:
@@ -63,9 +72,18 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
         """The owner assigned several fields at once."""
         self._pb_apply(fields)
 
+    def connectionLost(self) -> None:
+        """The owner is out of reach: say so, and refuse local writes from now on."""
+        self.set_trait("pb_state", "disconnected")
+
+    @property
+    def connected(self) -> bool:
+        """Whether the owner still keeps this copy up to date."""
+        return self.pb_state == "live"
+
     def _pb_apply(self, fields: dict[str, Any]) -> None:
         for name in fields:
-            if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            if not isinstance(name, str) or not name.isidentifier() or name.startswith(("_", "pb_")):
                 raise AttributeError(f"{type(self).__qualname__} refuses a remote change to {name!r}")
         incoming = set(fields) - self._pb_incoming
         self._pb_incoming |= incoming
@@ -74,51 +92,100 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
             with self.hold_trait_notifications():
                 for name, value in fields.items():
                     setattr(self, name, value)
+                    self._pb_confirmed[name] = value
+                    self._pb_heard[name] = self._pb_writes.get(name, 0)
         finally:
             self._pb_incoming -= incoming
+
+    def _pb_say(self, problem: str) -> None:
+        self.set_trait("pb_problem", problem)
 
     # ------------------------------------------------------ local -> owner
 
     def _pb_local_change(self, change: Any) -> None:
-        if change["name"] in self._pb_incoming:
+        name, value = change["name"], change["new"]
+        if name in self._pb_incoming:
             return  # the peer's own change: never echo it
         writer = self._pb_writer
         if writer is None:
-            raise RuntimeError(
-                f"{type(self).__qualname__}.{change['name']} changed here, but its owner takes no "
-                "writes: make the owner a pbnb.notebook.WritableCacheable"
+            self._pb_restore(name)
+            raise ReadOnlyField(
+                f"{type(self).__qualname__}.{name} = {value!r} cannot be sent: its owner takes no "
+                "writes (make the owner a WritableCacheable); the copy keeps the owner's value"
             )
+        if not self.connected or not writer.connected:
+            kept = self._pb_restore(name)
+            problem = (
+                f"{type(self).__qualname__}.{name} = {value!r} was not sent: this copy is "
+                f"disconnected from its owner (it keeps {kept!r})"
+            )
+            self._pb_say(problem)
+            raise DeadReferenceError(problem)
+        number = self._pb_writes[name] = self._pb_writes.get(name, 0) + 1
+        self._pb_say("")
         # May run on a comm thread (a slider moved): the broker lives on its loop.
-        call_on_loop(loop_of(writer), self._pb_send, change["name"], change["new"])
+        call_on_loop(loop_of(writer), self._pb_send, name, value, number)
 
-    def _pb_send(self, name: str, value: Any) -> None:
+    def _pb_send(self, name: str, value: Any, number: int) -> None:
         try:
             future = self._pb_writer.callRemote("set", name, value)
-        except DeadReferenceError:
-            log.warning("%s.%s not sent: the owner is gone", type(self).__qualname__, name)
+        except DeadReferenceError as exc:
+            self._pb_refused(name, value, number, exc)
             return
 
-        def report(done: asyncio.Future) -> None:
-            if not done.cancelled() and done.exception() is not None:
-                log.warning(
-                    "the owner refused %s.%s = %r: %s",
-                    type(self).__qualname__,
-                    name,
-                    value,
-                    error_text(done.exception()),  # type: ignore[arg-type]
-                )
+        def settled(done: asyncio.Future) -> None:
+            if done.cancelled():
+                return
+            error = done.exception()
+            if error is not None:
+                self._pb_refused(name, value, number, error)
+            elif self._pb_heard.get(name, -1) < number:  # nothing newer came from the owner
+                self._pb_confirmed[name] = value
 
-        future.add_done_callback(report)
+        future.add_done_callback(settled)
+
+    def _pb_refused(self, name: str, value: Any, number: int, error: BaseException) -> None:
+        lost = isinstance(error, (DeadReferenceError, PBConnectionLost))
+        where = "could not send" if lost else "the owner refused"
+        problem = f"{where} {type(self).__qualname__}.{name} = {value!r}: {error_text(error)}"
+        if number == self._pb_writes.get(name):  # a later write decides the value otherwise
+            problem += f"; back to the owner's value {self._pb_restore(name)!r}"
+        self._pb_say(problem)
+        # A write made in a cell runs this in the cell's context: the message lands under it.
+        print(problem, file=sys.stderr)
+
+    def _pb_restore(self, name: str) -> Any:
+        """Show the owner's value of ``name`` again (without sending it); return it."""
+        if name in self._pb_confirmed:
+            self._pb_apply({name: self._pb_confirmed[name]})
+        return getattr(self, name)
 
     # ------------------------------------------------------------- display
 
     def _pb_fields(self) -> list[str]:
-        return [name for name in self.trait_names() if not name.startswith("_")]
+        return [name for name in self.trait_names() if not name.startswith(("_", "pb_"))]
 
     def _pb_widget(self) -> widgets.VBox:
-        """A widget of the traits, linked both ways for ``to_owner`` traits, one way otherwise."""
-        title = widgets.HTML(f"<b>{html.escape(type(self).__qualname__)}</b> <i>(live copy)</i>")
-        box = widgets.VBox([title, *(self._pb_field_widget(name) for name in self._pb_fields())])
+        """A panel of the fields (linked both ways for ``to_owner`` traits), its state and problems."""
+        title = widgets.HTML()
+        title.add_class("pbnb-cache-state")
+        problem = widgets.HTML()
+        problem.add_class("pbnb-cache-problem")
+        name = html.escape(type(self).__qualname__)
+
+        def show_state(_change: Any = None) -> None:
+            if self.connected:
+                title.value = f"<b>{name}</b> <span style='color:#1b7f3a'>● live copy</span>"
+            else:
+                title.value = (
+                    f"<b>{name}</b> <span style='color:#b00020'>● disconnected: "
+                    "these values are the last the owner sent, and writes fail</span>"
+                )
+
+        widgets.dlink((self, "pb_problem"), (problem, "value"), _problem_html)
+        self.observe(show_state, names="pb_state")
+        show_state()
+        box = widgets.VBox([title, *(self._pb_field_widget(name) for name in self._pb_fields()), problem])
         box.add_class("pbnb-cache")
         return box
 
@@ -131,7 +198,7 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
                 raise traitlets.TraitError("no editor")
             widget.description = name
             if editable:
-                widgets.link((self, name), (widget, "value"))
+                link((self, name), (widget, "value"))
             else:
                 widgets.dlink((self, name), (widget, "value"))
                 widget.disabled = True
@@ -145,13 +212,18 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
 
     def _pb_text(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._pb_fields())
-        return f"<{type(self).__qualname__} {fields}>"
+        state = "" if self.connected else " (disconnected)"
+        return f"<{type(self).__qualname__} {fields}{state}>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         return widget_bundle(self._pb_widget, self._pb_text())
 
     def __repr__(self) -> str:
         return self._pb_text()
+
+
+def _problem_html(problem: str) -> str:
+    return f"<span style='color:#b00020'>{html.escape(problem)}</span>" if problem else ""
 
 
 _EDITORS: list[tuple[type, Any]] = [

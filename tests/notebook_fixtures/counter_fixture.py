@@ -24,6 +24,8 @@ class Counter(WritableCacheable):
         self.writes += 1
         if not isinstance(value, int):
             raise pb.Error(f"value must be an int, got {value!r}")
+        if value > 1000:
+            raise pb.Error(f"value must be at most 1000, got {value}")
         if self.on_write is not None:
             self.on_write(name, value)
         return value
