@@ -93,8 +93,11 @@ class OwnerThread:
 
         self.loop.call_soon_threadsafe(assign)
 
+    async def _close(self) -> None:
+        await self.server.close()  # on the loop: close() starts where it is called
+
     def close(self) -> None:
-        self.run(self.server.close())
+        self.run(self._close())
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 

@@ -2,7 +2,9 @@
 
 The names here mirror Twisted's ``twisted.spread.pb`` so a PB program ports by
 changing imports and awaiting instead of adding callbacks. Login lives in
-:mod:`pbnb.cred`; the notebook layer loads with ``%load_ext pbnb``.
+:mod:`pbnb.cred`; the cred names Twisted's ``pb`` module offered (``IPerspective``,
+``Portal``, ``Anonymous``, ...) are here too. The notebook layer loads with
+``%load_ext pbnb``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from .aio.client import Client, connect
 from .aio.connection import CallFuture, current_perspective
 from .aio.reconnect import ReconnectingClient, ReconnectStatus
-from .aio.server import Server, serve
+from .aio.server import Server, current_server, serve
 from .core.flavors import (
     Avatar,
     Cacheable,
@@ -26,6 +28,7 @@ from .core.flavors import (
 from .core.observing import ObservedCacheable, ObservedRemoteCache
 from .core.reference import CacheObserver, RemoteReference
 from .core.wire import Limits
+from .cred import Anonymous, IAnonymous, ICredentials, IPerspective, Portal
 from .errors import (
     CallCancelled,
     DeadReferenceError,
@@ -43,7 +46,11 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+#: The port PB servers listen on by default, as in Twisted (``python -m pbnb serve`` uses it).
+portno = 8787
+
 __all__ = [
+    "Anonymous",
     "Avatar",
     "CacheObserver",
     "Cacheable",
@@ -54,6 +61,9 @@ __all__ = [
     "Copyable",
     "DeadReferenceError",
     "Error",
+    "IAnonymous",
+    "ICredentials",
+    "IPerspective",
     "InsecureJelly",
     "LimitExceeded",
     "Limits",
@@ -62,6 +72,7 @@ __all__ = [
     "ObservedRemoteCache",
     "PBConnectionLost",
     "PBError",
+    "Portal",
     "ProtocolError",
     "ReconnectStatus",
     "ReconnectingClient",
@@ -77,6 +88,8 @@ __all__ = [
     "Viewable",
     "connect",
     "current_perspective",
+    "current_server",
+    "portno",
     "serve",
     "setUnjellyableForClass",
 ]

@@ -7,7 +7,8 @@
 
 Servers print ``pbnb: serving ... on HOST:PORT`` on stdout once they listen (so
 ``--port 0`` is usable from scripts), log connections on stderr, and stop
-cleanly, exiting 0, on Ctrl-C or SIGTERM.
+cleanly, exiting 0, on Ctrl-C, on SIGTERM, or when a served object closes the
+server (``pb.current_server().close()`` in a remote method).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the demo broker used by the notebooks")
     for command in (serve, demo):
         command.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
-        command.add_argument("--port", type=_port, default=8787, help="port, 0 picks a free one (8787)")
+        command.add_argument(
+            "--port", type=_port, default=pb.portno, help=f"port, 0 picks a free one ({pb.portno})"
+        )
         command.add_argument("--certfile", help="serve over TLS with this PEM certificate (chain)")
         command.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
         command.add_argument(
@@ -126,13 +129,13 @@ async def _serve_until_stopped(
     )
     over = " over TLS" if tls else ""
     print(f"pbnb: serving {label}{over} on {server.host}:{server.port}", flush=True)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, server.close)
     try:
-        await stop.wait()
+        # A signal closes the server, and so may the served objects (pb.current_server().close()).
+        await server.wait_closed()
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)

@@ -10,6 +10,11 @@ the byte stream itself can no longer be trusted.
 from __future__ import annotations
 
 
+def qualified_name(cls: type) -> str:
+    """The name a class travels under: ``ValueError`` for builtins, else ``module.QualName``."""
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
 class PBError(Exception):
     """Base class of every exception raised by pbnb itself."""
 
@@ -25,19 +30,66 @@ class Error(Exception):
 class RemoteError(PBError):
     """A remote method raised an exception that did not travel as a copy.
 
-    ``remote_type`` is the qualified class name of the exception on the peer;
-    ``remote_traceback`` is the formatted traceback text when the peer was
-    configured to send tracebacks, else ``None``.
+    ``remote_type`` is the qualified class name of the exception on the peer,
+    ``remote_bases`` the qualified names of its base classes as the peer sent
+    them (nearest first); ``remote_traceback`` is the formatted traceback text
+    when the peer was configured to send tracebacks, else ``None``.
+
+    It answers the questions Twisted code asked of a ``Failure``: ``check``,
+    ``trap``, ``getErrorMessage()``, ``type`` and ``value``. Classes are
+    matched by qualified name (``myapp.errors.Full``, or ``KeyError`` for
+    builtins), so the caller needs no copy of the peer's exception class,
+    only one importable under the same name.
     """
 
-    def __init__(self, remote_type: str, message: str, remote_traceback: str | None = None):
+    def __init__(
+        self,
+        remote_type: str,
+        message: str,
+        remote_traceback: str | None = None,
+        remote_bases: tuple[str, ...] = (),
+    ):
         super().__init__(remote_type, message, remote_traceback)
         self.remote_type = remote_type
         self.message = message
         self.remote_traceback = remote_traceback
+        self.remote_bases = tuple(remote_bases)
 
     def __str__(self) -> str:
         return f"{self.remote_type}: {self.message}" if self.message else self.remote_type
+
+    @property
+    def type(self) -> str:
+        """The remote exception's qualified class name (Twisted's ``failure.type``)."""
+        return self.remote_type
+
+    @property
+    def value(self) -> RemoteError:
+        """The error itself (Twisted's ``failure.value``)."""
+        return self
+
+    def getErrorMessage(self) -> str:
+        """The remote exception's message, as ``str()`` of it gave on the peer."""
+        return self.message
+
+    def check(self, *types: type[BaseException] | str) -> type[BaseException] | str | None:
+        """The first of ``types`` the remote exception is an instance of, else None.
+
+        Each may be a class or a qualified name; the remote class and its bases
+        are compared by qualified name.
+        """
+        names = {self.remote_type, *self.remote_bases}
+        for candidate in types:
+            if (candidate if isinstance(candidate, str) else qualified_name(candidate)) in names:
+                return candidate
+        return None
+
+    def trap(self, *types: type[BaseException] | str) -> type[BaseException] | str:
+        """Like ``check``, but raise this error again when none of ``types`` matches."""
+        found = self.check(*types)
+        if found is None:
+            raise self
+        return found
 
 
 class NoSuchMethod(RemoteError):
@@ -70,16 +122,16 @@ class LimitExceeded(ProtocolError):
     """A configured limit (frame size, depth, lengths, outstanding calls, ...) was hit."""
 
 
-class InsecureJelly(PBError):
-    """A value named a class that the receiving side has not allowed.
-
-    Raised on the receiving side, and by the call whose arguments or answer
-    carried the refused value.
-    """
-
-
 class SerializationError(PBError, TypeError):
     """A value cannot be put on the wire (an unsupported type, a foreign reference)."""
+
+
+class InsecureJelly(SerializationError):
+    """A value named a class that one side has not allowed.
+
+    Raised on the receiving side for a copy of a class it has not registered,
+    and by the call whose arguments or answer carried the refused value.
+    """
 
 
 class CallCancelled(PBError):

@@ -29,6 +29,10 @@ class Child(pb.Referenceable):
         return "child"
 
 
+async def _close(server: pb.Server) -> None:
+    await server.close()  # close() starts on the loop it is called from: call it there
+
+
 @pytest.fixture
 def server_port():
     """A pbnb server on its own loop thread, as if in another program."""
@@ -37,7 +41,7 @@ def server_port():
     thread.start()
     server = asyncio.run_coroutine_threadsafe(pb.serve(Counter()), loop).result(10)
     yield server.port
-    asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+    asyncio.run_coroutine_threadsafe(_close(server), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.close()

@@ -90,9 +90,9 @@ class BlockingClient:
         ref = self._runner.run(self.client.getRootObject(), self._timeout)
         return BlockingReference(ref, self._runner, self._timeout)
 
-    def login(self, credentials: Any, mind: Any = None) -> BlockingReference:
-        """Log in through the server's Portal; return your avatar."""
-        ref = self._runner.run(self.client.login(credentials, mind), self._timeout)
+    def login(self, credentials: Any, mind: Any = None, *, client: Any = None) -> BlockingReference:
+        """Log in through the server's Portal; return your avatar (``client=`` is ``mind``)."""
+        ref = self._runner.run(self.client.login(credentials, mind, client=client), self._timeout)
         return BlockingReference(ref, self._runner, self._timeout)
 
     def close(self) -> None:

@@ -36,14 +36,19 @@ class Client:
         """Return a reference to the server's root object."""
         return await self.connection.get_root()
 
-    async def login(self, credentials: Any, mind: Any = None) -> RemoteReference:
+    async def login(self, credentials: Any, mind: Any = None, *, client: Any = None) -> RemoteReference:
         """Log in through the server's Portal; return a reference to your avatar.
 
         ``mind`` is any Referenceable of yours; the server's realm receives a
-        reference to it and can call you back through it.
+        reference to it and can call you back through it. ``client=`` is the
+        same argument under the name Twisted's ``PBClientFactory.login`` gave it.
         """
         from ..cred.client import login
 
+        if client is not None:
+            if mind is not None:
+                raise TypeError("login() takes mind= or client= (the same thing), not both")
+            mind = client
         return await login(await self.getRootObject(), credentials, mind)
 
     async def close(self) -> None:

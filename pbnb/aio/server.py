@@ -11,7 +11,7 @@ from typing import Any
 from ..core.broker import refusal_handshake
 from ..errors import ServerFull
 from ._options import split_options
-from .connection import Connection
+from .connection import Connection, _serving
 
 log = logging.getLogger("pbnb")
 
@@ -36,6 +36,8 @@ class Server:
         self._refusals: set[_Refusal] = set()
         # Kept, so port, host and repr still answer after close() emptied the socket list.
         self._address = server.sockets[0].getsockname()[:2]
+        self._closing: asyncio.Task[None] | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def sockets(self) -> tuple:
@@ -52,20 +54,52 @@ class Server:
         """The address the server is bound to."""
         return self._address[0]
 
-    async def close(self) -> None:
-        """Stop listening and close every connection."""
+    def close(self) -> asyncio.Future[None]:
+        """Stop listening and close every connection; await the result to wait until done.
+
+        It starts at once and runs on its own task, so it may also be called
+        without awaiting; calling it again does no harm. From inside one of
+        this server's remote methods it plays the part of Twisted's
+        ``reactor.stop()``: the connection running the method cannot close
+        before the method has answered, so there the result is already done,
+        and the connections close once the method returns, its answer sent.
+        """
+        loop = asyncio.get_running_loop()
+        if self._closing is None:
+            self._closing = loop.create_task(self._close())
+        if _serving.get() in self.connections:
+            done = loop.create_future()
+            done.set_result(None)
+            return done
+        return asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self._server.close()
         refusals = list(self._refusals)
         for refusal in refusals:
             refusal.transport.abort()
         connections = list(self.connections)
-        await asyncio.gather(*(connection.close() for connection in connections), return_exceptions=True)
-        await asyncio.gather(*(refusal.closed for refusal in refusals))
-        await self._server.wait_closed()
+        try:
+            await asyncio.gather(*(connection.close() for connection in connections), return_exceptions=True)
+            await asyncio.gather(*(refusal.closed for refusal in refusals))
+            await self._server.wait_closed()
+        finally:
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until the server has been closed (by ``close()``, from anywhere)."""
+        await asyncio.shield(self._closed)
 
     async def serve_forever(self) -> None:
-        """Serve until cancelled."""
-        await self._server.serve_forever()
+        """Serve until the server is closed (as ``reactor.run()`` ran until ``reactor.stop()``).
+
+        Cancelling it closes the server.
+        """
+        try:
+            await self.wait_closed()
+        except asyncio.CancelledError:
+            self.close()
+            raise
 
     async def __aenter__(self) -> Server:
         return self
@@ -129,6 +163,19 @@ async def serve(
     server = Server(listener, root, max_connections)
     await listener.start_serving()
     log.info("serving %r on %s:%d", root, server.host, server.port)
+    return server
+
+
+def current_server() -> Server:
+    """The Server whose client the running remote method serves.
+
+    It lets a root served by ``python -m pbnb serve`` stop its server, as
+    Twisted code called ``reactor.stop()``: ``pb.current_server().close()``.
+    Raises LookupError outside a remote method, or in one served by ``connect``.
+    """
+    server = getattr(_serving.get(), "_server", None)
+    if server is None:
+        raise LookupError("current_server() is only known inside a remote method served by pbnb.serve")
     return server
 
 

@@ -51,7 +51,7 @@ from ..errors import (
 )
 from . import events as ev
 from . import serialize
-from .failure import clip, qualified_type, rebuild_error, text_of
+from .failure import MAX_TYPE_NAME, base_names, clip, qualified_type, read_bases, rebuild_error, text_of
 from .flavors import (
     Copyable,
     CopyRegistry,
@@ -409,9 +409,9 @@ class Broker(ReferenceTables):
             except Exception as exc:
                 message = f"{message} (its copy could not be sent: {exc})"
         # The header must fit its u16 length whatever the texts hold.
-        message, remote_type = clip(message, 16384), clip(remote_type, 1024)
+        message, remote_type = clip(message, 16384), clip(remote_type, MAX_TYPE_NAME)
         tb = clip(tb, 32768, keep_end=True) if tb is not None else None
-        self._send([Kind.ERROR, request_id, remote_type, message, tb, mode], payload)
+        self._send([Kind.ERROR, request_id, remote_type, message, tb, mode, base_names(error)], payload)
 
     def _refuse(self, request_id: int, error: BaseException, description: str) -> None:
         self._emit(ev.MessageRefused(error, description))
@@ -623,9 +623,10 @@ class Broker(ReferenceTables):
         return token
 
     def _on_error(self, header: list, payload: bytes | memoryview) -> None:
-        _, request_id, remote_type, message, tb, mode = header
-        if not isinstance(remote_type, str) or not isinstance(message, str):
+        _, request_id, remote_type, message, tb, mode, *rest = header
+        if not isinstance(remote_type, str) or not isinstance(message, str) or len(rest) > 1:
             raise ProtocolError("ERROR type and message must be strings")
+        bases = read_bases(rest[0] if rest else None)
         token = self._take_call(request_id)
         error: BaseException | None = None
         if payload and bytes(payload[:1]) != _NIL:
@@ -636,7 +637,7 @@ class Broker(ReferenceTables):
             except (ProtocolError, InsecureJelly) as exc:
                 message = f"{message} (its copy was refused: {exc})"
         if error is None:
-            error = rebuild_error(remote_type, message, tb if isinstance(tb, str) else None)
+            error = rebuild_error(remote_type, message, tb if isinstance(tb, str) else None, bases)
         if token is not None:
             self._emit(ev.CallFailed(token, error))
 

@@ -560,6 +560,8 @@ class _GraphReader:
                 for raw_key, value in raw.items():
                     key = read(raw_key, depth)  # before the value, in the writer's order
                     result[key] = read(value, depth)
+            except InsecureJelly:  # a TypeError too, but no fault of the key's
+                raise
             except TypeError as exc:
                 raise ProtocolError(f"unhashable dict key: {exc}") from None
             return result
@@ -599,6 +601,8 @@ class _GraphReader:
                 if not isinstance(index, int) or not 0 <= index < len(self._objects):
                     raise ProtocolError(f"bad seen-index {index!r}")
                 return self._objects[index]
+        except InsecureJelly:  # a TypeError too, but no fault of the set's
+            raise
         except TypeError as exc:
             raise ProtocolError(f"bad set member: {exc}") from None
         if code == TAG_COPY and len(raw) == 3:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from ..core.flavors import Referenceable
@@ -23,7 +23,21 @@ from .scram import ScramSecret, decoy_secret
 LoginResult = tuple[type, Any, Callable[[], Any]]
 
 
-class IPerspective:
+class _Interface(type(Protocol)):  # type: ignore[misc]
+    """The metaclass of pbnb's interfaces: lets zope's ``@implementer`` decorate, as in Twisted.
+
+    ``zope.interface.implementer(IRealm)`` treats an argument that is not a zope
+    interface as a sequence of them; iterating one of ours yields none, so the
+    decorator declares nothing and leaves the class as it was. pbnb never asks
+    zope anything (it need not be installed): any object with
+    ``requestAvatar`` is a realm.
+    """
+
+    def __iter__(cls) -> Iterator[Any]:
+        return iter(())
+
+
+class IPerspective(metaclass=_Interface):
     """The interface a PB login asks the realm for: an avatar the client may call.
 
     The avatar must be a ``pbnb.Referenceable``, normally a ``pbnb.Avatar``
@@ -31,7 +45,7 @@ class IPerspective:
     """
 
 
-class IRealm(Protocol):
+class IRealm(Protocol, metaclass=_Interface):
     """What a realm provides (any object with this method will do)."""
 
     def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: type) -> Any:
