@@ -25,7 +25,7 @@ from .core.flavors import (
     Viewable,
     setUnjellyableForClass,
 )
-from .core.observing import ObservedCacheable, ObservedRemoteCache
+from .core.observing import ObservedCacheable, ObservedRemoteCache, WritableCacheable
 from .core.reference import CacheObserver, RemoteReference
 from .core.wire import Limits
 from .cred import Anonymous, IAnonymous, ICredentials, IPerspective, Portal
@@ -39,6 +39,7 @@ from .errors import (
     PBConnectionLost,
     PBError,
     ProtocolError,
+    ReadOnlyField,
     RemoteError,
     SerializationError,
     ServerFull,
@@ -74,6 +75,7 @@ __all__ = [
     "PBError",
     "Portal",
     "ProtocolError",
+    "ReadOnlyField",
     "ReconnectStatus",
     "ReconnectingClient",
     "Referenceable",
@@ -86,6 +88,7 @@ __all__ = [
     "Server",
     "ServerFull",
     "Viewable",
+    "WritableCacheable",
     "connect",
     "current_perspective",
     "current_server",

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if args.command == "demo":
-        from pbnb.demo import make_demo_service
+        from pbnb.demo_service import make_demo_service  # not pbnb.demo: that imports traitlets
 
         return _run(make_demo_service(), "the pbnb demo", args)
     try:

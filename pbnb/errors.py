@@ -122,6 +122,10 @@ class LimitExceeded(ProtocolError):
     """A configured limit (frame size, depth, lengths, outstanding calls, ...) was hit."""
 
 
+class ReadOnlyField(Error):
+    """A peer tried to set a field its ``WritableCacheable`` owner does not list in ``writable_fields``."""
+
+
 class SerializationError(PBError, TypeError):
     """A value cannot be put on the wire (an unsupported type, a foreign reference)."""
 

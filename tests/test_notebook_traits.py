@@ -121,7 +121,7 @@ async def test_fields_not_marked_stay_local_and_the_owner_refuses_them(owner):
     assert owner.label == "clicks" and owner.writes == 0
     with pytest.raises(pb.RemoteError) as refused:
         await cache._pb_writer.callRemote("set", "label", "forced")
-    assert refused.value.remote_type == "pbnb.notebook._writable.ReadOnlyField"
+    assert refused.value.remote_type == "pbnb.errors.ReadOnlyField"
     with pytest.raises(pb.RemoteError, match="must be an int"):
         await cache._pb_writer.callRemote("set", "value", "seven")
     assert owner.value == 1

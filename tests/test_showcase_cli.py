@@ -178,7 +178,8 @@ class Listener(pb.Referenceable):
 
 
 async def test_demo_broker_serves_callbacks_copies_and_live_caches():
-    server = await PbnbProcess.start("demo", "--port", "0")
+    # The import log on stderr shows every module the demo server ever loaded.
+    server = await PbnbProcess.start("demo", "--port", "0", env={"PYTHONPROFILEIMPORTTIME": "1"})
     try:
         async with (
             await pb.connect(server.host, server.port) as alice,
@@ -223,6 +224,10 @@ async def test_demo_broker_serves_callbacks_copies_and_live_caches():
     finally:
         await server.kill()
     assert status == 0, err
+    imported = {line.rpartition("|")[2].strip() for line in err.splitlines() if line.startswith("import time:")}
+    assert "pbnb.demo_service" in imported and "msgpack" in imported
+    # A demo server (even one whose copies are written to by peers) is a plain asyncio program.
+    assert not {"traitlets", "ipywidgets", "IPython"} & imported
 
 
 class Mind(pb.Referenceable):

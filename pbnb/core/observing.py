@@ -10,6 +10,12 @@ Fields named in ``observed_fields`` are broadcast when assigned (``observe_set``
 or several at once with ``update()`` (``observe_update``); ``ObservedRemoteCache``
 applies both on the receiving side.
 
+``WritableCacheable`` lets the observing peers write back: each copy's state
+carries a small Referenceable, the field writer, made for that one observer.
+The owner applies a peer's write and broadcasts it to every *other* observer
+(the writer's own copy never gets its change echoed back, which would make a
+dragged slider jump back to older values).
+
 Like the flavors, this module never imports the broker: it only talks to
 observers, through ``callRemoteNoAnswer`` or, for arguments that every
 connection would encode alike, a call packed once for all of them.
@@ -20,14 +26,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from ..errors import DeadReferenceError
-from .flavors import Cacheable, RemoteCache
+from ..errors import DeadReferenceError, ReadOnlyField
+from .flavors import Cacheable, Referenceable, RemoteCache
 from .serialize import PLAIN, Encoder, needs_graph
 from .wire import Limits
 
 #: What ``notify_each``'s function returns for one perspective: the positional
 #: and keyword arguments of that observer's call, or None to skip it.
 CallArguments = tuple[tuple[Any, ...], Mapping[str, Any]] | None
+
+#: The state key under which a WritableCacheable's copy receives its field writer.
+WRITER_KEY = "_pb_writer"
 
 
 class ObservedCacheable(Cacheable):
@@ -84,12 +93,16 @@ class ObservedCacheable(Cacheable):
         Plain arguments (no references, copies or shared objects) are packed
         once for all observers; anything else is encoded for each connection.
         """
+        return self._tell_all(_name, args, kwargs, None)
+
+    def _tell_all(self, name: str, args: tuple, kwargs: dict[str, Any], skip: Any) -> int:
+        """``notify`` to every observer but ``skip``."""
         if not self._watchers():
             return 0
         payload = _pack_for_everyone(args, kwargs)
         if payload is None:
-            return self.notify_each(_name, lambda perspective: (args, kwargs))
-        return self._broadcast(_name, payload, None)
+            return self._broadcast(name, None, lambda perspective: (args, kwargs), skip)
+        return self._broadcast(name, payload, None, skip)
 
     def notify_each(self, name: str, arguments_for: Callable[[Any], CallArguments]) -> int:
         """Like ``notify``, with arguments chosen per observer's perspective.
@@ -97,12 +110,16 @@ class ObservedCacheable(Cacheable):
         ``arguments_for(perspective)`` returns ``(args, kwargs)``, or None to
         leave that observer out.
         """
-        return self._broadcast(name, None, arguments_for)
+        return self._broadcast(name, None, arguments_for, None)
 
     def _broadcast(
-        self, name: str, payload: bytes | None, arguments_for: Callable[[Any], CallArguments] | None
+        self,
+        name: str,
+        payload: bytes | None,
+        arguments_for: Callable[[Any], CallArguments] | None,
+        skip: Any,
     ) -> int:
-        """Send ``name`` to every observer: ``payload`` packed once, or arguments per perspective.
+        """Send ``name`` to all but ``skip``: ``payload`` packed once, or arguments per perspective.
 
         Returns how many observers were told. Observers whose connection is
         gone are dropped. If one send fails (say, a peer with a smaller frame
@@ -117,6 +134,8 @@ class ObservedCacheable(Cacheable):
         for observer, perspective in list(watchers.items()):
             if observer._broker.disconnected:
                 del watchers[observer]
+                continue
+            if observer is skip:
                 continue
             try:
                 if payload is not None:
@@ -151,6 +170,62 @@ class ObservedCacheable(Cacheable):
         super().__setattr__(name, value)
         if name in self._pb_field_set:
             self.notify("set", name, value)
+
+
+class WritableCacheable(ObservedCacheable):
+    """An ObservedCacheable whose ``writable_fields`` the observing peers may set.
+
+    Each copy's state is the ``observed_fields`` dict plus a field writer under
+    ``WRITER_KEY`` (``pbnb.notebook.TraitCache`` uses it for traits tagged
+    ``to_owner``). Override ``accept_write(name, value)`` to check or convert a
+    peer's value (raise ``pbnb.Error`` to refuse it); the value it returns is
+    assigned and broadcast like any ``observe_set``.
+    """
+
+    #: Fields a peer may set; each must also be in ``observed_fields``.
+    writable_fields: ClassVar[tuple[str, ...]] = ()
+
+    def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> Any:
+        """Record ``observer``; its state carries a field writer made for it."""
+        state = super().getStateToCacheAndObserveFor(perspective, observer)
+        if not isinstance(state, dict):
+            raise TypeError(f"{type(self).__qualname__} must cache a dict state to accept writes")
+        return {**state, WRITER_KEY: FieldWriter(self, observer)}
+
+    def accept_write(self, name: str, value: Any) -> Any:
+        """Check a peer's new value for ``name``; return the value to assign."""
+        return value
+
+    def write_from_peer(self, name: str, value: Any, origin: Any) -> int:
+        """Apply a peer's write and broadcast it; return how many observers were told.
+
+        ``origin`` (the writer's observer) is told too only if ``accept_write``
+        changed the value: it already shows what it sent.
+        """
+        if name not in self.writable_fields or name not in self.observed_fields:
+            raise ReadOnlyField(f"{type(self).__qualname__}.{name} cannot be set by a peer")
+        accepted = self.accept_write(name, value)
+        object.__setattr__(self, name, accepted)  # not __setattr__: that would tell the origin too
+        return self._tell_all("set", (name, accepted), {}, origin if _same(accepted, value) else None)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # an odd __eq__: assume they differ and send the value
+        return False
+
+
+class FieldWriter(Referenceable):
+    """What one observer's copy calls to change a writable field on the owner."""
+
+    def __init__(self, cacheable: WritableCacheable, observer: Any):
+        self.cacheable = cacheable
+        self.observer = observer
+
+    def remote_set(self, name: str, value: Any) -> None:
+        """Set ``name`` to ``value`` on the owner."""
+        self.cacheable.write_from_peer(name, value, self.observer)
 
 
 class _PerConnection(Exception):

@@ -1,7 +1,7 @@
 """pbnb in Jupyter: magics, widgets for remote objects, and traitlets-backed caches.
 
 ``%load_ext pbnb`` registers the magics. Names load on first use, so a server
-that only needs ``WritableCacheable`` does not import IPython or ipywidgets.
+that only imports ``pbnb.notebook`` does not import IPython or ipywidgets.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ _WHERE = {
     "FutureWidget": "._widgets",
     "link": "._link",
     "TraitCache": "._traits",
-    "WritableCacheable": "._writable",
-    "ReadOnlyField": "._writable",
+    # In the core since they need nothing from Jupyter; still importable from here.
+    "WritableCacheable": "pbnb.core.observing",
+    "ReadOnlyField": "pbnb.errors",
 }
 
 __all__ = sorted(_WHERE)

@@ -23,11 +23,11 @@ import ipywidgets as widgets
 import traitlets
 
 from ..core.flavors import RemoteCache
-from ..errors import DeadReferenceError, PBConnectionLost
+from ..core.observing import WRITER_KEY
+from ..errors import DeadReferenceError, PBConnectionLost, ReadOnlyField
 from ._link import link
 from ._loop import call_on_loop, loop_of
 from ._widgets import error_text, widget_bundle
-from ._writable import WRITER_KEY, ReadOnlyField
 
 
 class TraitCache(traitlets.HasTraits, RemoteCache):
