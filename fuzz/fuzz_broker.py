@@ -120,11 +120,12 @@ def feed(stream: bytes, cuts: list[int] | tuple[int, ...] = ()) -> list[Any]:
     seen: list[Any] = []
     start = 0
     for cut in sorted({c for c in cuts if 0 < c < len(stream)} | {len(stream)}):
-        seen += _handle(broker, broker.receive_data(stream[start:cut]))
+        broker.receive_data(stream[start:cut])
+        seen += _handle(broker, broker.next_events())
         start = cut
     broker.flush_collected()
-    seen += _handle(broker, broker.drain_events())
-    seen += _handle(broker, broker.connection_lost())
+    broker.connection_lost()
+    seen += _handle(broker, broker.next_events())
     sizes = broker.table_sizes()
     assert not any(sizes.values()), f"tables not empty after the connection was lost: {sizes}"
     return seen

@@ -116,20 +116,32 @@ class ConnectionPair:
         data = sender.data_to_send()
         if not data:
             return False
-        receiver = self.peer(sender)
+        self.feed(self.peer(sender), data)
+        return True
+
+    def feed(self, receiver: Broker, data: bytes) -> None:
+        """Hand ``data`` to ``receiver`` (whole, or byte by byte) and handle its events."""
         if self.byte_by_byte:
             for i in range(len(data)):
-                self.handle(receiver, receiver.receive_data(data[i : i + 1]))
+                receiver.receive_data(data[i : i + 1])
+                self.drain(receiver)
         else:
-            self.handle(receiver, receiver.receive_data(data))
-        return True
+            receiver.receive_data(data)
+            self.drain(receiver)
+
+    def drain(self, broker: Broker) -> None:
+        """Handle ``broker``'s events, and those that handling them raised, until none are left."""
+        events = broker.next_events()
+        while events:
+            self.handle(broker, events)
+            events = broker.next_events()
 
     def pump(self, limit: int = 10_000) -> None:
         """Exchange bytes (and flush collected handles) until both sides are quiet."""
         for _ in range(limit):
             for broker in (self.client, self.server):
                 broker.flush_collected()
-                self.handle(broker, broker.drain_events())
+                self.drain(broker)
             moved = self.transfer(self.client)
             moved = self.transfer(self.server) or moved
             if not moved:
@@ -188,6 +200,7 @@ class ConnectionPair:
         deferred, self.deferred = self.deferred, []
         for broker, event in deferred:
             self.run(broker, event)
+            self.drain(broker)
         self.pump()
 
     def of_type(self, side: str, kind: type) -> list[Any]:
@@ -197,4 +210,5 @@ class ConnectionPair:
     def disconnect(self, reason: BaseException | None = None) -> None:
         """Both transports close: each broker reports its losses."""
         for broker in (self.client, self.server):
-            self.handle(broker, broker.connection_lost(reason))
+            broker.connection_lost(reason)
+            self.drain(broker)

@@ -37,7 +37,8 @@ def deliver(pair: ConnectionPair, receiver: Broker, data: bytes) -> list:
     chunks = [data[i : i + 1] for i in range(len(data))] if pair.byte_by_byte else [data]
     reported = []
     for chunk in chunks:
-        events = receiver.receive_data(chunk)
+        receiver.receive_data(chunk)
+        events = receiver.next_events()
         reported.extend(events)
         pair.handle(receiver, events)
     return reported

@@ -136,11 +136,10 @@ def test_the_refusal_fails_the_handshake_however_it_is_split():
     data = refusal_handshake(pb.ServerFull("server at here is full (max_connections=1)"))
     for size in (1, 3, len(data)):
         broker = Broker(None)
-        events = [
-            event
-            for start in range(0, len(data), size)
-            for event in broker.receive_data(data[start : start + size])
-        ]
+        events = []
+        for start in range(0, len(data), size):
+            broker.receive_data(data[start : start + size])
+            events += broker.next_events()
         (failed,) = events
         assert isinstance(failed, ev.ConnectionFailed) and failed.by_peer
         assert type(failed.error) is pb.ServerFull

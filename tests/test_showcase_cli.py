@@ -224,7 +224,8 @@ async def test_demo_broker_serves_callbacks_copies_and_live_caches():
     finally:
         await server.kill()
     assert status == 0, err
-    imported = {line.rpartition("|")[2].strip() for line in err.splitlines() if line.startswith("import time:")}
+    lines = [line for line in err.splitlines() if line.startswith("import time:")]
+    imported = {line.rpartition("|")[2].strip() for line in lines}
     assert "pbnb.demo_service" in imported and "msgpack" in imported
     # A demo server (even one whose copies are written to by peers) is a plain asyncio program.
     assert not {"traitlets", "ipywidgets", "IPython"} & imported

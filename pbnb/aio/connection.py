@@ -181,7 +181,6 @@ class Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str = "?"
         self.ready: asyncio.Future[None] = self._loop.create_future()
-        self._handshaken = False
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.close_reason: BaseException | None = None
         self._flush_scheduled = False
@@ -234,19 +233,8 @@ class Connection(asyncio.BufferedProtocol):
         view = self._buffer[:nbytes]
         # Bytes parse faster, but while a large frame arrives the broker copies
         # each chunk from the view into it: no need for a copy in between.
-        self._dispatch(broker.receive_data(view if broker._assembly is not None else view.tobytes()))  # type: ignore[union-attr]
-        if not self._handshaken:
-            self._check_handshake()
-        if broker._out:  # type: ignore[union-attr]
-            self._flush()
-
-    def _check_handshake(self) -> None:
-        broker = self.broker
-        if not self.ready.done() and broker._hello_seen and not broker._closing:  # type: ignore[union-attr]
-            self._handshaken = True
-            self.ready.set_result(None)
-            if self._handshake_timer is not None:
-                self._handshake_timer.cancel()
+        broker.receive_data(view if broker._assembly is not None else view.tobytes())  # type: ignore[union-attr]
+        self._flush()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         reason = self.close_reason or exc
@@ -254,7 +242,8 @@ class Connection(asyncio.BufferedProtocol):
             if timer is not None:
                 timer.cancel()
         if self.broker is not None:
-            self._dispatch(self.broker.connection_lost(reason))
+            self.broker.connection_lost(reason)
+            self._flush()
         self._refusals.report(self.peer, self._loop.time())
         if not self.ready.done():
             self.ready.set_exception(_handshake_failure(reason))
@@ -283,9 +272,16 @@ class Connection(asyncio.BufferedProtocol):
     # ---------------------------------------------------------------- output
 
     def _flush(self) -> None:
+        """Act on the broker's events, then write what it queued."""
         self._flush_scheduled = False
         broker = self.broker
-        if broker is not None and broker._out and self.transport is not None:
+        if broker is None:
+            return
+        events = broker.next_events()
+        while events:  # acting on events (running calls) may raise more
+            self._dispatch(events)
+            events = broker.next_events()
+        if broker._out and self.transport is not None:
             self.transport.write(broker.data_to_send())
             if self._writing_paused and self.transport.get_write_buffer_size() > self._max_send_buffer:
                 self._abort(
@@ -348,7 +344,12 @@ class Connection(asyncio.BufferedProtocol):
                 self._dispatch_rare(event)
 
     def _dispatch_rare(self, event: Any) -> None:
-        if isinstance(event, ev.CancelRequested):
+        if isinstance(event, ev.HandshakeCompleted):
+            if not self.ready.done():
+                self.ready.set_result(None)
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+        elif isinstance(event, ev.CancelRequested):
             task = self._tasks.get(event.request_id)
             if task is not None:
                 task.cancel(msg="cancelled by the caller")
@@ -361,8 +362,6 @@ class Connection(asyncio.BufferedProtocol):
             self._refusals.refused(event, self.peer, self._loop.time())
         elif isinstance(event, ev.CallbackFailed):
             log.error("disconnect callback %r failed", event.callback, exc_info=event.error)
-        elif isinstance(event, ev.PongReceived):
-            pass  # buffer_updated already noted that the peer is alive
         elif isinstance(event, ev.ConnectionFailed):
             self.close_reason = event.error
             if event.by_peer:

@@ -64,6 +64,7 @@ from .tables import ReferenceTables
 from .wire import (
     FRAME_PREFIX,
     FRAME_PREFIX_SIZE,
+    MIN_FRAME,
     NO_ANSWER,
     PREAMBLE,
     PREAMBLE_SIZE,
@@ -87,6 +88,11 @@ _COPIED_PAYLOAD = 2048
 # each chunk with one copy (and takes views, see receive_data), rather than
 # kept as chunks and joined.
 _ASSEMBLED_FRAME = 256 * 1024
+# Room for every ERROR or GOODBYE header item but the type and message texts
+# (kind, request id, traceback, mode, the nil payload, length prefixes).
+_ERROR_OVERHEAD = 32
+# Where the payload's mode sits in an ERROR header.
+_ERROR_MODE = 5
 _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
 _SERVER_FULL = f"{ServerFull.__module__}.{ServerFull.__qualname__}"
 # Plain ints for the kinds met on every call: an IntEnum member costs an
@@ -179,14 +185,21 @@ class Broker(ReferenceTables):
     def has_data_to_send(self) -> bool:
         return bool(self._out)
 
-    def drain_events(self) -> list[Any]:
-        """Return and clear events produced outside receive_data()."""
-        events, self._events = self._events, []
+    def next_events(self) -> list[Any]:
+        """Return and clear every event raised since the last call.
+
+        There is one queue: ``receive_data()``, ``answer()``, ``fail()``,
+        ``call()``, ``flush_collected()`` and ``connection_lost()`` all add to
+        it, so a driver drains it after each of them (or once per loop turn).
+        """
+        events = self._events
+        if events:
+            self._events = []
         return events
 
     def _send(self, header: list, payload: bytes = b"") -> None:
         if not self.disconnected:
-            self._out.append(encode_frame(header, payload))
+            self._out.append(encode_frame(header, payload, self._peer_max_frame))
 
     def _emit(self, event: Any) -> None:
         if self._held_events is not None and not isinstance(event, ev.ConnectionFailed):
@@ -196,10 +209,12 @@ class Broker(ReferenceTables):
 
     # ------------------------------------------------------------- transactions
 
-    def _encode(self, value: Any, perspective: Any, kind: str) -> tuple[int, bytes]:
-        """Encode ``value`` as one transaction: table counts change only if it succeeds.
+    def _frame(self, head: list, value: Any, perspective: Any, mode_at: int = -1) -> bytes:
+        """The frame ``head`` carrying ``value``, encoded as one transaction.
 
-        Raises SerializationError, or LimitExceeded when it would not fit the
+        ``head[mode_at]`` holds PLAIN and is set to the payload's mode.
+        Table counts change only if the whole frame is made. Raises
+        SerializationError, or LimitExceeded when the frame would not fit the
         peer's frame limit; then nothing has changed.
         """
         if type(value) in _ATOMS:  # touches no table: no transaction needed
@@ -207,20 +222,21 @@ class Broker(ReferenceTables):
                 payload = self._pack_tree(value)
             except ValueError:
                 payload = b""  # the full path below says what was wrong
-            if payload and len(payload) + 64 <= self._peer_max_frame:
-                return _PLAIN, payload
+            if payload:
+                return encode_frame(head, payload, self._peer_max_frame)
         self._journal = []
         try:
             mode, payload = self._encoder.encode(value, perspective)
-            self._check_fits(payload, kind)
+            head[mode_at] = mode
+            frame = encode_frame(head, payload, self._peer_max_frame)
         except BaseException:
             self._rollback()
             raise
         self._commit()
-        return mode, payload
+        return frame
 
-    def _encode_call(self, args: tuple, kwargs: dict, perspective: Any) -> tuple[int, bytes]:
-        """Encode a call's ``[args, kwargs]`` like _encode.
+    def _call_frame(self, head: list, args: tuple, kwargs: dict, perspective: Any) -> bytes:
+        """The frame of a call's ``[args, kwargs]``, like _frame.
 
         Most calls carry a few atoms: those are packed at once, skipping the
         identity scan and the transaction.
@@ -236,17 +252,10 @@ class Broker(ReferenceTables):
                 try:
                     payload = self._pack_tree([list(args), kwargs])
                 except ValueError:
-                    payload = b""
-                if payload and len(payload) + 64 <= self._peer_max_frame:
-                    return _PLAIN, payload
-        return self._encode([list(args), kwargs], perspective, "call")
-
-    def _check_fits(self, payload: bytes, kind: str) -> None:
-        if len(payload) + 64 > self._peer_max_frame:
-            raise LimitExceeded(
-                f"{kind} of {len(payload)} bytes exceeds the peer's frame limit "
-                f"of {self._peer_max_frame} bytes"
-            )
+                    payload = b""  # the full path says what was wrong
+                if payload:
+                    return encode_frame(head, payload, self._peer_max_frame)
+        return self._frame(head, [list(args), kwargs], perspective)
 
     def _decode(self, mode: Any, payload: bytes | memoryview) -> Any:
         """Decode a payload as one transaction; refused references go straight back."""
@@ -298,13 +307,12 @@ class Broker(ReferenceTables):
             or not method.isidentifier()
         ):
             perspective = self._check_call(ref, method, perspective)
-        mode, payload = self._encode_call(args, kwargs, perspective)
-        request_id = NO_ANSWER
+        request_id = self._next_request_id if answer else NO_ANSWER
+        frame = self._call_frame([ref._kind, request_id, ref._id, method, _PLAIN], args, kwargs, perspective)
         if answer:
-            request_id = self._next_request_id
             self._next_request_id += 1
             self._calls[request_id] = token
-        self._out.append(encode_frame([ref._kind, request_id, ref._id, method, mode], payload))
+        self._out.append(frame)
         return request_id
 
     def call_packed(self, ref: RemoteReference, method: str, payload: bytes) -> None:
@@ -323,9 +331,8 @@ class Broker(ReferenceTables):
             or not method.isidentifier()
         ):
             self._check_call(ref, method, None)  # raises unless ref is a sound plain reference
-        if len(payload) + 64 > self._peer_max_frame:
-            self._check_fits(payload, "call")
-        self._out.append(encode_frame([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload))
+        frame = encode_frame([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload, self._peer_max_frame)
+        self._out.append(frame)
 
     def _check_call(self, ref: RemoteReference, method: str, perspective: Any) -> Any:
         """Raise unless ``method`` can be called on ``ref`` now; return the perspective to encode under."""
@@ -380,12 +387,12 @@ class Broker(ReferenceTables):
         if request_id not in self._inbound:
             return  # cancelled by the peer, asked for no answer, or connection gone
         try:
-            mode, payload = self._encode(value, perspective, "answer")
+            frame = self._frame([_ANSWER, request_id, _PLAIN], value, perspective)
         except Exception as exc:
             self.fail(request_id, exc, perspective)
             return
         self._inbound.discard(request_id)
-        self._out.append(encode_frame([_ANSWER, request_id, mode], payload))
+        self._out.append(frame)
 
     def fail(self, request_id: int, error: BaseException, perspective: Any = None) -> None:
         """Send an exception as the result of the peer's call ``request_id``."""
@@ -402,16 +409,31 @@ class Broker(ReferenceTables):
         tb = None
         if self.send_tracebacks and error.__traceback__ is not None:
             tb = "".join(traceback.format_exception(error))
-        mode, payload = serialize.PLAIN, _NIL
-        if isinstance(error, Copyable):
-            try:
-                mode, payload = self._encode(error, perspective, "error")
-            except Exception as exc:
-                message = f"{message} (its copy could not be sent: {exc})"
         # The header must fit its u16 length whatever the texts hold.
         message, remote_type = clip(message, 16384), clip(remote_type, MAX_TYPE_NAME)
         tb = clip(tb, 32768, keep_end=True) if tb is not None else None
-        self._send([Kind.ERROR, request_id, remote_type, message, tb, mode, base_names(error)], payload)
+        head = [Kind.ERROR, request_id, remote_type, message, tb, _PLAIN, base_names(error)]
+        frame = None
+        if isinstance(error, Copyable):
+            try:
+                frame = self._frame(head, error, perspective, _ERROR_MODE)
+            except Exception as exc:
+                head[3] = message = f"{message} (its copy could not be sent: {exc})"
+                head[_ERROR_MODE] = _PLAIN
+        if frame is None:
+            try:
+                frame = encode_frame(head, _NIL, self._peer_max_frame)
+            except LimitExceeded:
+                # Too long for the peer: the texts are clipped to fit (no
+                # traceback, no bases), so the caller still learns what failed
+                # and the connection lives on.
+                max_frame = self._peer_max_frame
+                remote_type = clip(remote_type, min(MAX_TYPE_NAME, max_frame // 4))
+                message = clip(message, max_frame - len(remote_type.encode()) - _ERROR_OVERHEAD)
+                head = [Kind.ERROR, request_id, remote_type, message, None, _PLAIN, []]
+                frame = encode_frame(head, _NIL, max_frame)
+        if not self.disconnected:
+            self._out.append(frame)
 
     def _refuse(self, request_id: int, error: BaseException, description: str) -> None:
         self._emit(ev.MessageRefused(error, description))
@@ -420,21 +442,21 @@ class Broker(ReferenceTables):
 
     # ----------------------------------------------------------------- input
 
-    def receive_data(self, data: bytes | memoryview) -> list[Any]:
-        """Take bytes from the peer; return the events they complete.
+    def receive_data(self, data: bytes | memoryview) -> None:
+        """Take bytes from the peer; the events they complete go to ``next_events()``.
 
         ``data`` may be a view of a buffer the caller reuses: what the broker
         keeps, it copies.
         """
         if self.disconnected or self._closing or not data:
-            return self.drain_events()
+            return
         rest = None
         assembly = self._assembly
         if assembly is not None:
             taken = min(len(data), self._needed - len(assembly))
             assembly += data[:taken]
             if len(assembly) < self._needed:
-                return self.drain_events()
+                return
             self._assembly = None
             data, rest = assembly, data[taken:]
         else:
@@ -444,7 +466,7 @@ class Broker(ReferenceTables):
                 self._pending_in.append(data)
                 self._pending_size += len(data)
                 if self._pending_size < self._needed:
-                    return self.drain_events()
+                    return
                 data = b"".join(self._pending_in)
                 self._pending_in.clear()
                 self._pending_size = 0
@@ -453,10 +475,8 @@ class Broker(ReferenceTables):
             self._parse(data)
         except ProtocolError as exc:
             self._fail_connection(exc)
-        events, self._events = self._events, []
         if rest:  # what followed a large frame in the same read
-            events += self.receive_data(rest)
-        return events
+            self.receive_data(rest)
 
     def _parse(self, data: bytes | bytearray) -> None:
         pos = 0
@@ -534,8 +554,11 @@ class Broker(ReferenceTables):
             raise ProtocolError("HELLO must carry a settings map")
         peer_max = settings.get("max_frame")
         if isinstance(peer_max, int) and peer_max > 0:
+            if peer_max < MIN_FRAME:
+                raise ProtocolError(f"peer announced max_frame {peer_max}; the least is {MIN_FRAME} bytes")
             self._peer_max_frame = peer_max
         self._hello_seen = True
+        self._events.append(ev.HandshakeCompleted(self._peer_max_frame))
 
     def _on_call(self, header: list, payload: bytes | memoryview) -> None:
         kind, request_id, target_id, name, mode = header
@@ -667,11 +690,11 @@ class Broker(ReferenceTables):
         cache.observer = CacheObserver(self, remote_id)
         try:
             state = cache.cacheable.getStateToCacheAndObserveFor(cache.perspective, cache.observer)
-            mode, state_payload = self._encode(state, cache.perspective, "cache state")
+            frame = self._frame([Kind.CACHE_STATE, remote_id, _PLAIN], state, cache.perspective)
         except Exception as exc:
             self._emit(ev.MessageRefused(exc, f"state of cache {remote_id}"))
-            mode, state_payload = _PLAIN, _NIL
-        self._send([Kind.CACHE_STATE, remote_id, mode], state_payload)
+            frame = encode_frame([Kind.CACHE_STATE, remote_id, _PLAIN], _NIL)
+        self._out.append(frame)
 
     def _on_cache_state(self, header: list, payload: bytes | memoryview) -> None:
         _, cache_id, mode = header
@@ -728,7 +751,7 @@ class Broker(ReferenceTables):
         self._send([Kind.PONG, header[1]])
 
     def _on_pong(self, header: list, payload: bytes | memoryview) -> None:
-        self._emit(ev.PongReceived(header[1]))
+        pass  # the driver saw bytes arrive: that was the sign of life it wanted
 
     def _on_goodbye(self, header: list, payload: bytes | memoryview) -> None:
         _, error_type, message = header
@@ -762,13 +785,13 @@ class Broker(ReferenceTables):
     def _fail_connection(self, error: ProtocolError) -> None:
         """The stream is broken: tell the peer why, then report it."""
         self._closing = True
-        self._out.append(_goodbye(error))
+        self._out.append(_goodbye(error, self._peer_max_frame))
         self._events.append(ev.ConnectionFailed(error))
 
-    def connection_lost(self, reason: BaseException | None = None) -> list[Any]:
-        """The transport closed: fail pending calls, release everything; return events."""
+    def connection_lost(self, reason: BaseException | None = None) -> None:
+        """The transport closed: fail pending calls, release everything (events follow)."""
         if self.disconnected:
-            return self.drain_events()
+            return
         self.disconnected = True
         if self._held_events:
             self._events.extend(self._held_events)
@@ -804,7 +827,6 @@ class Broker(ReferenceTables):
         self._viewpoints.clear()
         self._out.clear()
         self._assembly = None
-        return self.drain_events()
 
     def known_methods(self, ref: RemoteReference) -> list[str]:
         """Method names learned from a describe() of ``ref``, for tab completion."""
@@ -817,11 +839,14 @@ def refusal_handshake(error: PBError) -> bytes:
     Without a HELLO the opener's handshake cannot complete, however the bytes
     are split, so it fails with ``error`` rather than seeming to succeed first.
     """
-    return PREAMBLE + _goodbye(error)
+    return PREAMBLE + _goodbye(error, Limits().max_frame)
 
 
-def _goodbye(error: BaseException) -> bytes:
-    return encode_frame([Kind.GOODBYE, qualified_type(error), str(error)[:4096]])
+def _goodbye(error: BaseException, max_frame: int) -> bytes:
+    # Clipped to fit any peer: it may not have announced its limit yet.
+    remote_type = clip(qualified_type(error), max_frame // 4)
+    message = clip(text_of(error), min(4096, max_frame - len(remote_type.encode()) - _ERROR_OVERHEAD))
+    return encode_frame([Kind.GOODBYE, remote_type, message], b"", max_frame)
 
 
 def _check_ints(*values: Any) -> None:

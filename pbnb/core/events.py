@@ -1,8 +1,9 @@
 """What a Broker reports to the layer that drives it.
 
-``Broker.receive_data()`` and ``Broker.drain_events()`` return these; the
-asyncio layer turns each into an action (run a method, settle a future, call
-``stoppedObserving``, close the transport). They carry no behaviour.
+Every event goes into the broker's one queue; ``Broker.next_events()``
+drains it. A driver turns each into an action (run a method, settle a
+future, call ``stoppedObserving``, close the transport). They carry no
+behaviour.
 """
 
 from __future__ import annotations
@@ -10,6 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(slots=True)
+class HandshakeCompleted:
+    """The peer's preamble and HELLO arrived: calls may go out and come in.
+
+    ``max_frame`` is the largest frame body the peer accepts (from its HELLO).
+    """
+
+    max_frame: int
 
 
 @dataclass(slots=True)
@@ -81,13 +92,6 @@ class CallbackFailed:
 
 
 @dataclass(slots=True)
-class PongReceived:
-    """The peer answered a keepalive ping."""
-
-    token: int
-
-
-@dataclass(slots=True)
 class ConnectionFailed:
     """The byte stream can no longer be trusted; close the transport.
 
@@ -99,8 +103,10 @@ class ConnectionFailed:
     by_peer: bool = False
 
 
+#: Every event a broker reports.
 Event = (
-    CallReceived
+    HandshakeCompleted
+    | CallReceived
     | AnswerReceived
     | CallFailed
     | CancelRequested
@@ -108,6 +114,5 @@ Event = (
     | CacheReleased
     | MessageRefused
     | CallbackFailed
-    | PongReceived
     | ConnectionFailed
 )

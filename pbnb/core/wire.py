@@ -63,6 +63,14 @@ class Kind(IntEnum):
 # request_id 0 in CALL/OBSERVE asks for no answer.
 NO_ANSWER = 0
 
+#: The smallest ``max_frame`` a side may announce: room for an ERROR or
+#: GOODBYE with a clipped message, so every failure can still be reported.
+MIN_FRAME = 128
+#: The largest body the u32 length prefix can announce.
+MAX_FRAME = 0xFFFFFFFF
+# What a refused frame is called in LimitExceeded's message.
+_WHAT = {Kind.CALL: "call", Kind.OBSERVE: "call", Kind.ANSWER: "answer", Kind.CACHE_STATE: "cache state"}
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -84,8 +92,10 @@ class Limits:
         for name, value in vars(self).items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"limit {name} must be a positive int, got {value!r}")
-        if self.max_frame > 0xFFFFFFFF:
+        if self.max_frame > MAX_FRAME:
             raise ValueError("max_frame cannot exceed 4 GiB - 1 (u32 length prefix)")
+        if self.max_frame < MIN_FRAME:
+            raise ValueError(f"max_frame must be at least {MIN_FRAME} bytes, got {self.max_frame}")
 
     @classmethod
     def from_options(cls, **options: int) -> Limits:
@@ -96,13 +106,22 @@ class Limits:
         return cls(**options)
 
 
-def encode_frame(header: list, payload: bytes = b"") -> bytes:
-    """Return one framed message."""
+def encode_frame(header: list, payload: bytes = b"", max_frame: int = MAX_FRAME) -> bytes:
+    """Return one framed message; raise LimitExceeded if its body exceeds ``max_frame``.
+
+    This is the one size check of everything a side sends: the broker passes
+    the ``max_frame`` its peer announced, so a frame the peer would refuse
+    (and drop the connection for) is refused here instead.
+    """
     head = _HEADER_PACKER.pack(header)
     head_len = len(head)
-    if head_len > MAX_HEADER:
-        raise LimitExceeded(f"frame header is {head_len} bytes; the wire allows {MAX_HEADER}")
-    return b"".join((FRAME_PREFIX.pack(2 + head_len + len(payload), head_len), head, payload))
+    body = 2 + head_len + len(payload)
+    if body > max_frame or head_len > MAX_HEADER:
+        if head_len > MAX_HEADER:
+            raise LimitExceeded(f"frame header is {head_len} bytes; the wire allows {MAX_HEADER}")
+        what = _WHAT.get(header[0]) or Kind(header[0]).name.lower()
+        raise LimitExceeded(f"{what} of {body} bytes exceeds the peer's frame limit of {max_frame} bytes")
+    return b"".join((FRAME_PREFIX.pack(body, head_len), head, payload))
 
 
 def check_prefix(body: int, head_len: int, max_frame: int) -> None:
