@@ -196,7 +196,7 @@ def test_bad_input_gets_a_clear_error(shell):
         run(shell, "%pb_connect 1 --user ada --password-env PBNB_UNSET_VARIABLE")
     port = run(shell, "srv = %pb_serve Greeter()\nsrv.port")
     run(shell, f"%pb_serve --stop {port}")
-    assert text_of(shell, shell.user_ns["srv"]) == f"<pbnb.Server 127.0.0.1:{port} 0 connection(s)>"
+    assert text_of(shell, shell.user_ns["srv"]) == f"<pbnb Server: Greeter on 127.0.0.1:{port}, stopped>"
     with pytest.raises(ConnectionRefusedError, match=f"no pbnb server at 127.0.0.1:{port}"):
         run(shell, f"%pb_connect {port}")
 

@@ -24,8 +24,9 @@ from ..core.flavors import Referenceable
 from ..core.reference import RemoteReference
 from . import _widgets
 from ._complete import RemoteMethodMatcher
+from ._log import panel
 from ._loop import AwaitMagics, start
-from ._status import StatusReport
+from ._status import StatusReport, server_bundle
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -257,6 +258,8 @@ def load_ipython_extension(shell: Any) -> None:
     shell.input_transformers_post.append(AwaitMagics(shell))
     shell.Completer.custom_matchers.append(RemoteMethodMatcher(shell))
     _widgets.register_formatters(shell)
+    shell.display_formatter.mimebundle_formatter.for_type(Server, server_bundle)
+    panel.install()
 
 
 def unload_ipython_extension(shell: Any) -> None:
@@ -268,6 +271,8 @@ def unload_ipython_extension(shell: Any) -> None:
     matchers = shell.Completer.custom_matchers
     matchers[:] = [m for m in matchers if not isinstance(m, RemoteMethodMatcher)]
     _widgets.unregister_formatters(shell)
+    shell.display_formatter.mimebundle_formatter.pop(Server, None)
+    panel.uninstall()
     for kind, names in PBMagics.magics.items():
         for name in names:
             shell.magics_manager.magics[kind].pop(name, None)

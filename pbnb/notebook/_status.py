@@ -1,12 +1,19 @@
-"""What ``%pb_status`` shows: this kernel's servers, connections, references and caches."""
+"""What ``%pb_status`` shows: this kernel's servers, connections, references, caches and log.
+
+The widget follows the state by itself: it looks again every second while it
+is shown, and at once when a connection is lost.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import html
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
 
+from ._log import log_section
 from ._widgets import kind_of, widget_bundle
 
 _TABLE_STYLE = "border-collapse:collapse;margin:2px 0 8px 0"
@@ -36,7 +43,7 @@ class StatusReport:
         self.connections = []
         for name, connected in self._magics.connections.items():
             role = f"avatar of {connected.user}" if connected.user else "root"
-            state = "connected" if connected.client.connected else "closed"
+            state = "connected" if connected.client.connected else "disconnected"
             self.connections.append((name, state, f"{role}: {kind_of(connected.reference)}"))
         brokers = [c.client.broker for c in self._magics.connections.values() if c.client.broker]
         brokers += [c.broker for s in self._magics.servers.values() for c in s.connections if c.broker]
@@ -86,16 +93,20 @@ class StatusReport:
         return "".join(parts)
 
     def widget(self) -> widgets.VBox:
-        """A widget with the report and a button that refreshes it."""
+        """A widget with the report, kept up to date while shown, and the log."""
         view = widgets.HTML(self.html())
-        button = widgets.Button(description="refresh", icon="refresh")
+        view.add_class("pbnb-status-view")
 
-        def refresh(_button: Any) -> None:
+        def refresh(_ref: Any = None) -> None:
             self.take()
-            view.value = self.html()
+            fresh = self.html()
+            if view.value != fresh:
+                view.value = fresh
 
-        button.on_click(refresh)
-        box = widgets.VBox([view, button])
+        for connected in self._magics.connections.values():
+            connected.reference.notifyOnDisconnect(refresh)
+        follow(view, refresh)
+        box = widgets.VBox([view, log_section()])
         box.add_class("pbnb-status-report")
         return box
 
@@ -104,3 +115,47 @@ class StatusReport:
 
     def __repr__(self) -> str:
         return self.text()
+
+
+def follow(view: widgets.Widget, refresh: Callable[[], None], every: float = 1.0) -> None:
+    """Call ``refresh()`` every ``every`` seconds on the running loop until ``view`` is closed."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop (a plain script): a snapshot it is
+
+    def tick() -> None:
+        if view.comm is None:  # closed: stop looking
+            return
+        refresh()
+        loop.call_later(every, tick)
+
+    loop.call_later(every, tick)
+
+
+def server_text(server: Any) -> str:
+    """One line about a server: what it serves, where, and to how many."""
+    kind = type(server.root).__qualname__
+    if not server.sockets:
+        return f"<pbnb Server: {kind} on {server.host}:{server.port}, stopped>"
+    return f"<pbnb Server: {kind} on {server.host}:{server.port}, {len(server.connections)} connection(s)>"
+
+
+def server_widget(server: Any) -> widgets.VBox:
+    """A server shown live: what it serves, where, its connections, and the log."""
+    head = widgets.HTML()
+    head.add_class("pbnb-server")
+
+    def refresh() -> None:
+        fresh = html.escape(server_text(server).strip("<>"))
+        if head.value != fresh:
+            head.value = fresh
+
+    refresh()
+    follow(head, refresh)
+    return widgets.VBox([head, log_section()])
+
+
+def server_bundle(server: Any) -> dict[str, Any]:
+    """Display data for a Server: a live widget with the log in a kernel, text everywhere."""
+    return widget_bundle(lambda: server_widget(server), server_text(server))
