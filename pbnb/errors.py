@@ -151,3 +151,7 @@ TRANSPORTED = {
     f"{__name__}.{cls.__name__}": cls
     for cls in (NoSuchMethod, InsecureJelly, LimitExceeded, ProtocolError, SerializationError, CallCancelled)
 }
+
+
+class BackplaneUnavailable(PBError, ConnectionError):
+    """The Redis backplane cannot be reached (at start, or to load a shared cache)."""

@@ -1,0 +1,123 @@
+"""SharedCacheable: a WritableCacheable whose state and changes live in Redis.
+
+Every broker process that serves the object holds a local replica: an
+instance of the same class, attached to a backplane under one name. A change
+made in any process (the owner's code assigning a field, ``update()``,
+``notify()``, or a peer writing through its copy) is not broadcast at once:
+it is appended to the shared log in Redis, and every process, the one that
+made it included, applies the log in its one order and fans each change out
+to its own observers. So every observer of every process sees the same
+changes in the same order, each once.
+
+The replica needs nothing of Redis itself: ``pbnb.backplane.link`` calls
+``_pb_deliver`` for each change it reads, and the object calls the link's
+``publish`` for each change it makes. Unattached, the object is an ordinary
+WritableCacheable of one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..core.observing import CallArguments, WritableCacheable
+
+if TYPE_CHECKING:
+    from .link import Follower
+
+#: The objects ``share()`` marked in this process, by name: what ``connect()`` attaches.
+_registered: dict[str, SharedCacheable] = {}
+
+
+class SharedCacheable(WritableCacheable):
+    """A cache whose ``observed_fields`` are shared by every process attached to one backplane.
+
+    Fields are last-writer-wins: the log's order decides. The owner's code
+    reads its own writes at once; a new observer starts from the state the
+    log has reached in this process, so it never sees a change twice. The
+    values of fields and notifications must be plain data (numbers, text,
+    bytes, containers, dates): a reference means nothing to another process.
+    ``notify_each`` (arguments per perspective) is refused once attached.
+    """
+
+    __slots__ = ("_pb_link",)
+
+    def _link(self) -> Follower | None:
+        try:
+            return self._pb_link
+        except AttributeError:
+            return None
+
+    @property
+    def shared_name(self) -> str | None:
+        """The name this object is shared under in Redis, or None if it is not attached."""
+        link = self._link()
+        return None if link is None else link.name
+
+    def getStateToCacheFor(self, perspective: Any) -> Any:
+        """The observed fields as far as this process has applied the shared log."""
+        link = self._link()
+        if link is None:
+            return super().getStateToCacheFor(perspective)
+        return dict(link.state)
+
+    def _tell_all(self, name: str, args: tuple, kwargs: dict[str, Any], skip: Any) -> int:
+        # Every change of a WritableCacheable passes here (assignment, update,
+        # notify, a peer's write): attached, it goes to the log instead.
+        link = self._link()
+        if link is None:
+            return super()._tell_all(name, args, kwargs, skip)
+        try:
+            link.publish(name, args, kwargs, skip)
+        except BaseException:
+            # Refused where it was made: the assignment that led here must not
+            # linger in this one process.
+            for field, value in link.local_fields(name, args).items():
+                object.__setattr__(self, field, value)
+            raise
+        return len(self._watchers())
+
+    def notify_each(self, name: str, arguments_for: Callable[[Any], CallArguments]) -> int:
+        """Per-perspective arguments stay in one process: refused once attached."""
+        if self._link() is not None:
+            raise TypeError(
+                f"{type(self).__qualname__} is shared: every process sends the same change to "
+                "every observer, so notify_each (arguments per perspective) cannot be used"
+            )
+        return super().notify_each(name, arguments_for)
+
+    def _pb_deliver(self, method: str, payload: bytes, fields: dict[str, Any], skip: Any) -> int:
+        """Apply one change from the log (``fields`` already filtered by the link) and fan it out."""
+        for field, value in fields.items():
+            object.__setattr__(self, field, value)
+        if not self._watchers():
+            return 0
+        return self._broadcast(method, payload, None, skip)
+
+
+def share(obj: SharedCacheable, name: str) -> SharedCacheable:
+    """Mark ``obj`` to be shared under ``name`` by the backplane this process connects; return it.
+
+    ``pbnb.backplane.connect(url)`` (and ``python -m pbnb serve --backplane``)
+    attaches every object marked so, loading its state from Redis (or storing
+    this process's state there if Redis has none yet).
+    """
+    if not isinstance(obj, SharedCacheable):
+        raise TypeError(f"only a SharedCacheable can be shared, not {type(obj).__qualname__}")
+    check_name(name)
+    other = _registered.get(name)
+    if other is not None and other is not obj:
+        raise ValueError(f"{name!r} is already shared by {other!r}")
+    _registered[name] = obj
+    return obj
+
+
+def registered() -> dict[str, SharedCacheable]:
+    """A snapshot of the objects ``share()`` marked in this process."""
+    return dict(_registered)
+
+
+def check_name(name: Any) -> None:
+    """A shared name is a non-empty str without braces (they delimit it in the Redis keys)."""
+    if not isinstance(name, str) or not name or "{" in name or "}" in name:
+        raise ValueError(f"a shared name is a non-empty str without braces, not {name!r}")
