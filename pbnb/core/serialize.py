@@ -323,7 +323,16 @@ class Encoder:
             return ExtType(EXT_REMOTE, _ID.pack(self._tables.export(obj, self._perspective)))
         if isinstance(obj, RemoteReference):
             return self._tables.send_home(obj)
-        raise SerializationError(f"cannot send a {kind.__module__}.{kind.__qualname__}: {obj!r:.60}")
+        raise _refused(obj)
+
+
+def _refused(obj: Any) -> InsecureJelly:
+    """The error for an object no rule sends: PB's InsecureJelly, raised before anything leaves."""
+    kind = type(obj)
+    return InsecureJelly(
+        f"cannot send a {kind.__module__}.{kind.__qualname__}: {obj!r:.60} "
+        "(send values, or make it a pbnb.Copyable or Referenceable)"
+    )
 
 
 def _hashable(written: Any) -> Any:
@@ -406,7 +415,7 @@ class _GraphWriter:
             state = obj.getStateToCopyFor(self._perspective)
             self._alive.append(state)
             return [_TAG_EXT[TAG_COPY], type_name, write(state, depth)]
-        raise SerializationError(f"cannot send a {kind.__module__}.{kind.__qualname__}: {obj!r:.60}")
+        raise _refused(obj)
 
 
 class Decoder:
