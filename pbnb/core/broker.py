@@ -118,8 +118,10 @@ class Broker(ReferenceTables):
         self.registry = registry or default_registry
         self.send_tracebacks = send_tracebacks
         self.peer_name = peer_name
-        # The perspective for calls and sends not tied to an avatar or view
-        # point: the latest avatar logged in on this connection, else None.
+        # The perspective our own calls go out under when they are made outside
+        # any remote method of this connection: the latest avatar logged in on
+        # it, else None. Calls from the peer never use it: each acts for the
+        # perspective its target was sent to.
         self.perspective: Any = None
         # Set by the I/O layer: makes RemoteReference.callRemote work.
         self.invoker: Any = None
@@ -570,6 +572,7 @@ class Broker(ReferenceTables):
             entry = self._exports.get(target_id)
             target = None if entry is None else entry.obj
         else:
+            entry = None
             cache = self._cache_imports.get(target_id)
             weak = None if cache is None or cache.awaiting_state else cache.weak
             target = None if weak is None else weak()
@@ -602,7 +605,9 @@ class Broker(ReferenceTables):
             )
         if request_id:
             self._inbound.add(request_id)
-        perspective = target._pb_perspective(self.perspective) if kind == _CALL else None
+        # A call acts for the perspective its target was sent to (the avatar's own,
+        # or a view's), never for whoever logged in last on this connection.
+        perspective = None if entry is None else target._pb_perspective(entry.perspective)
         event = ev.CallReceived(request_id, method, args, kwargs, perspective, target, name)
         if self._held_events is None:
             self._events.append(event)
@@ -727,7 +732,7 @@ class Broker(ReferenceTables):
         self._inbound.add(request_id)
         if self.root is None:
             return self.fail(request_id, ProtocolError("this side serves no root object"))
-        self.answer(request_id, self.root, self.perspective)
+        self.answer(request_id, self.root, None)  # the root is everyone's: it acts for no one
 
     def _on_describe(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id, target_id = header

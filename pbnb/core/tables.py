@@ -26,11 +26,17 @@ from .wire import Kind
 
 
 class _Export:
-    __slots__ = ("count", "obj")
+    __slots__ = ("count", "key", "obj", "perspective")
 
-    def __init__(self, obj: Any):
+    def __init__(self, obj: Any, key: Any, perspective: Any):
         self.obj = obj
+        self.key = key  # in _export_ids
+        self.perspective = perspective  # the one it was sent to: calls on it act for it
         self.count = 0
+
+
+#: What ``_pb_perspective`` is given to learn whether an export acts for a fixed perspective.
+_UNBOUND = object()
 
 
 class _Import:
@@ -74,8 +80,9 @@ class ReferenceTables:
     def __init__(self) -> None:
         # export id -> object we sent the peer as a reference, with its send count
         self._exports: dict[int, _Export] = {}
-        # id(exported object) -> export id; the _Export keeps the object alive
-        self._export_ids: dict[int, int] = {}
+        # id(exported object) -> export id; (id(object), id(perspective)) for a
+        # plain Referenceable sent under a login. The _Export keeps both alive.
+        self._export_ids: dict[Any, int] = {}
         # (id(viewable), id(perspective)) -> its exported ViewPoint
         self._viewpoints: dict[tuple[int, int], Any] = {}
         self._next_export_id = 1
@@ -164,7 +171,13 @@ class ReferenceTables:
                 target = self._viewpoints[key] = obj._pb_exported_for(perspective)
         else:
             target = obj
-        export_id = self._export_ids.get(id(target))
+        key: Any = id(target)
+        if perspective is not None and target._pb_perspective(_UNBOUND) is _UNBOUND:
+            # It acts for whoever it is sent to (a plain Referenceable, unlike an
+            # Avatar or a view): one export per perspective, so an object a user
+            # reached keeps acting for that user whoever logs in later.
+            key = (key, id(perspective))
+        export_id = self._export_ids.get(key)
         if export_id is None:
             if len(self._exports) >= self.limits.max_references:
                 raise LimitExceeded(
@@ -172,8 +185,8 @@ class ReferenceTables:
                 )
             export_id = self._next_export_id
             self._next_export_id += 1
-            entry = self._exports[export_id] = _Export(target)
-            self._export_ids[id(target)] = export_id
+            entry = self._exports[export_id] = _Export(target, key, perspective)
+            self._export_ids[key] = export_id
         else:
             entry = self._exports[export_id]
         entry.count += 1
@@ -181,7 +194,7 @@ class ReferenceTables:
         return export_id
 
     def _drop_export(self, entry: _Export, *, notify: bool) -> None:
-        export_id = self._export_ids.pop(id(entry.obj), None)
+        export_id = self._export_ids.pop(entry.key, None)
         if export_id is not None:
             del self._exports[export_id]
         if isinstance(entry.obj, ViewPoint):
