@@ -1,7 +1,9 @@
 """``python -m pbnb``: serve an object, run the demo broker, manage a password file.
 
 * ``serve MODULE:ATTR``: serve a Root, a Portal, or a factory called per connection
-  (``--certfile``/``--keyfile`` for TLS, ``--max-connections N`` to cap the clients served at once).
+  (``--certfile``/``--keyfile`` for TLS, ``--max-connections N`` to cap the clients served at once;
+  ``--backplane redis://...`` to share the module's ``SharedCacheable`` objects with other broker
+  processes, ``--workers N`` to run N of them on this port: see ``docs/scaling.md``).
 * ``demo``: the demo broker the notebooks and Binder use (``pbnb.demo``).
 * ``passwd``: edit a password file for ``FilePasswordChecker`` (``pbnb.cred.passwd``).
 
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pbnb as pb
+from pbnb.errors import BackplaneUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,12 +44,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pbnb.demo_service import make_demo_service  # not pbnb.demo: that imports traitlets
 
         return _run(make_demo_service(), "the pbnb demo", args)
+    if args.workers > 1:
+        return _supervise(argv, args)
     try:
         target = load_target(args.target)
     except (ValueError, ImportError, AttributeError) as exc:
         print(f"pbnb serve: {exc}", file=sys.stderr)
         return 2
     return _run(target, args.target, args)
+
+
+def _supervise(argv: list[str], args: argparse.Namespace) -> int:
+    from pbnb.workers import Supervisor
+
+    # The workers get our arguments but these, which the supervisor sets for them.
+    child_args = _without(argv[1:], {"--workers": True, "--host": True, "--port": True})
+    supervisor = Supervisor(args.target, child_args, args.host, args.port, args.workers)
+    try:
+        return asyncio.run(supervisor.run())
+    except OSError as exc:
+        print(f"pbnb: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def _without(argv: list[str], options: dict[str, bool]) -> list[str]:
+    """``argv`` less the given options (``--opt value`` or ``--opt=value``; True: takes a value)."""
+    kept: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        name = item.partition("=")[0]
+        if name in options:
+            skip = options[name] and "=" not in item
+            continue
+        kept.append(item)
+    return kept
 
 
 def load_target(spec: str) -> Any:
@@ -81,6 +115,31 @@ def _parser() -> argparse.ArgumentParser:
             metavar="N",
             help="serve at most N clients at once; more are told the server is full (no cap)",
         )
+    serve.add_argument(
+        "--backplane",
+        metavar="URL",
+        help="share the served module's SharedCacheables through Redis "
+        "(redis://[:password@]host:port/db, rediss:// for TLS; needs pbnb[redis])",
+    )
+    serve.add_argument(
+        "--backplane-history",
+        type=_positive,
+        default=10_000,
+        metavar="N",
+        help="changes each shared log keeps for processes catching up (10000)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N broker processes sharing the port, each with its own connections (1)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="listen with SO_REUSEPORT, so other processes may serve the same port",
+    )
     commands.add_parser("passwd", help="edit a password file (see: passwd --help)")
     return parser
 
@@ -115,18 +174,57 @@ def _run(root: Any, label: str, args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(_serve_until_stopped(root, label, args, tls))
+    except _NoBackplane as exc:
+        print(f"pbnb: {exc}", file=sys.stderr)
+        return exc.status
     except OSError as exc:
         print(f"pbnb: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
+class _NoBackplane(Exception):
+    """--backplane could not be used; ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+async def _connect_backplane(args: argparse.Namespace) -> Any:
+    """The backplane named by ``--backplane``, sharing every object the module marked, or None."""
+    if getattr(args, "backplane", None) is None:
+        return None
+    try:
+        from pbnb.backplane import connect
+
+        return await connect(args.backplane, history=args.backplane_history)
+    except ImportError as exc:
+        raise _NoBackplane(str(exc), 2) from None
+    except ValueError as exc:
+        raise _NoBackplane(f"--backplane: {exc}", 2) from None
+    except BackplaneUnavailable as exc:
+        raise _NoBackplane(str(exc), 1) from None
+
+
 async def _serve_until_stopped(
     root: Any, label: str, args: argparse.Namespace, tls: ssl.SSLContext | None
 ) -> None:
-    server = await pb.serve(
-        root, host=args.host, port=args.port, ssl=tls, max_connections=args.max_connections
-    )
+    # Shared state is loaded before the first client can ask for it.
+    backplane = await _connect_backplane(args)
+    try:
+        server = await pb.serve(
+            root,
+            host=args.host,
+            port=args.port,
+            ssl=tls,
+            max_connections=args.max_connections,
+            reuse_port=getattr(args, "reuse_port", False),
+        )
+    except BaseException:
+        if backplane is not None:
+            await backplane.close()
+        raise
     over = " over TLS" if tls else ""
     print(f"pbnb: serving {label}{over} on {server.host}:{server.port}", flush=True)
     loop = asyncio.get_running_loop()
@@ -140,6 +238,8 @@ async def _serve_until_stopped(
         for signum in signals:
             loop.remove_signal_handler(signum)
         await server.close()
+        if backplane is not None:
+            await backplane.close()
     print("pbnb: stopped", flush=True)
 
 

@@ -128,12 +128,15 @@ async def serve(
     *,
     ssl: _ssl.SSLContext | None = None,
     max_connections: int | None = None,
+    reuse_port: bool = False,
     **options: Any,
 ) -> Server:
     """Start serving ``root`` (a Root, a Portal, or a factory called per connection).
 
     ``max_connections`` caps the connections served at once (None: no cap); a
-    client over the cap gets ``ServerFull`` from ``connect``. Other keywords
+    client over the cap gets ``ServerFull`` from ``connect``. ``reuse_port``
+    (SO_REUSEPORT) lets several processes listen on one port, the kernel
+    spreading new connections over them. Other keywords
     are limits (``max_frame=...``; see ``Limits``) or connection options:
     ``send_tracebacks`` (send tracebacks with errors), ``keepalive`` and
     ``dead_peer_timeout`` (seconds), ``handshake_timeout`` (seconds, 30),
@@ -159,7 +162,9 @@ async def serve(
         )
 
     # Listening starts once the Server exists, so no connection arrives before it.
-    listener = await loop.create_server(make, host, port, ssl=ssl, start_serving=False)
+    listener = await loop.create_server(
+        make, host, port, ssl=ssl, start_serving=False, reuse_port=reuse_port or None
+    )
     server = Server(listener, root, max_connections)
     await listener.start_serving()
     log.info("serving %r on %s:%d", root, server.host, server.port)
