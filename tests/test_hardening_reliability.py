@@ -1,49 +1,29 @@
-"""The short reliability run (``scripts/reliability.py --short``) passes every row.
+"""Every row of the reliability table (docs/reliability.md) as its own test.
 
-The full run behind ``docs/reliability.md`` is the same script without
-``--short``; this keeps the script working and its claims true in CI.
+The cases live in ``tests/reliability``; ``scripts/reliability.py`` runs the
+same functions (with a ten times longer soak) to print the table. A row fails
+with its own description, so a failure names the case and what went wrong.
 """
 
 from __future__ import annotations
 
-import pathlib
-import subprocess
-import sys
+import pytest
+from reliability import CASES, soak
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
 
 
-def test_short_reliability_run_passes_every_row():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "reliability.py"), "--short"],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        cwd=ROOT,
+@pytest.mark.timeout(600)
+async def test_soak():
+    row = await soak(calls=100_000)
+    assert row.ok, row.markdown()
+    assert (
+        "0 wrong, 0 client errors" in row.result
+        and "0 entries, 0 Items alive, 0 cache observers" in row.result
     )
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert len(rows) >= 19, result.stdout
-    assert all("| pass: " in row for row in rows), result.stdout
-    soak = rows[0]
-    assert soak.startswith("| soak: 50 clients")
-    assert "0 wrong, 0 client errors" in soak and "0 entries, 0 Items alive, 0 cache observers" in soak
-    for kind in (
-        "limit: max_frame",
-        "limit: max_string_len",
-        "limit: max_depth",
-        "limit: max_container_len",
-        "limit: max_inbound_calls",
-        "limit: max_references",
-        "limit: max_caches",
-        "limit: failed logins",
-        "SIGKILL",
-        "reset",
-        "stops reading",
-        "1 byte every",
-        "silent peer",
-        "garbage",
-        "mutated",
-        "idle",
-    ):
-        assert any(kind in row for row in rows), f"no row for {kind}"
+
+
+@pytest.mark.parametrize("case", [case for _, case in CASES], ids=[name for name, _ in CASES])
+async def test_row(case):
+    row = await case()
+    assert row.ok, row.markdown()

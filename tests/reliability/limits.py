@@ -1,0 +1,144 @@
+"""Rows for each limit: the peer over it gets a clear error, the bystander carries on."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pbnb as pb
+from pbnb.core.wire import Kind
+
+from .harness import WAIT, Case, Row, Solo, expect_limit, read_frames, until
+from .objects import Doubler, SoakRoot
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+async def frame() -> Row:
+    async with Case("limit: max_frame (1 GiB frame announced)", max_frame=1 << 20) as case:
+        reader, writer = await case.raw()
+        case.send(writer, (1 << 30).to_bytes(4, "big") + (8).to_bytes(2, "big"))
+        headers = await read_frames(reader)
+        writer.close()
+        ok = headers[-1][0] == Kind.GOODBYE and headers[-1][1] == "pbnb.errors.LimitExceeded"
+        return await case.finish(f"connection closed with GOODBYE: {headers[-1][2][:80]}", ok)
+
+
+async def frame_sender() -> Row:
+    async with Case("limit: max_frame=1 MiB, sender side (from the peer's HELLO)", max_frame=1 << 20) as case:
+        client, root = await case.client()
+        ok, text = await expect_limit(root.callRemote("echo", b"x" * (2 << 20)), "frame limit")
+        ok = ok and client.connected and await root.callRemote("echo", "small") == "small"
+        case.calls += 2
+        await client.close()
+        return await case.finish(f"refused before sending: {text}; connection kept", ok)
+
+
+async def in_call(name: str, value: Any, option: str, **limits: Any) -> Row:
+    async with Case(f"limit: {option}", **limits) as case:
+        client, root = await case.client()
+        ok, text = await expect_limit(root.callRemote("echo", value), name)
+        ok = ok and await root.callRemote("echo", 1) == 1 and client.connected
+        case.calls += 2
+        await client.close()
+        return await case.finish(f"call failed with {text}; connection kept", ok)
+
+
+async def string() -> Row:
+    return await in_call(
+        "exceeds max_bin_len", b"x" * (2 << 20), "max_string_len=1 MiB", max_string_len=1 << 20
+    )
+
+
+async def depth() -> Row:
+    return await in_call("deeper than 32", nested(64), "max_depth=32", max_depth=32)
+
+
+async def container() -> Row:
+    return await in_call(
+        "exceeds max_array_len", list(range(10_001)), "max_container_len=10000", max_container_len=10_000
+    )
+
+
+async def inbound() -> Row:
+    async with Case("limit: max_inbound_calls=100", max_inbound_calls=100) as case:
+        client, peer_root = await case.client()
+        hanging = [peer_root.callRemote("hang") for _ in range(100)]
+        connection = case.attacker()
+        await until(lambda: connection.broker.table_sizes()["inbound_calls"] == 100)
+        extra = await asyncio.gather(
+            *(peer_root.callRemote("echo", i) for i in range(50)), return_exceptions=True
+        )
+        refused = sum(isinstance(error, pb.LimitExceeded) for error in extra)
+        for call in hanging:
+            call.cancel()
+        await asyncio.gather(*hanging, return_exceptions=True)
+        await until(lambda: connection.broker.table_sizes()["inbound_calls"] == 0)
+        ok = refused == 50 and await peer_root.callRemote("echo", 2) == 2
+        case.calls += 151
+        await client.close()
+        return await case.finish(f"{refused} of 50 calls over the limit refused; cancelled the rest", ok)
+
+
+async def references() -> Row:
+    async with Case("limit: max_references=100", max_references=100) as case:
+        client, root = await case.client()
+        held = [await root.callRemote("item", i) for i in range(99)]  # plus the root: 100
+        ok, text = await expect_limit(root.callRemote("item", 100), "max_references")
+        sent_ok, sent_text = await expect_limit(
+            root.callRemote("echo", [Doubler() for _ in range(101)]), "max_references"
+        )
+        del held
+        gc.collect()
+        connection = case.attacker()
+        await until(lambda: connection.broker.table_sizes()["exports"] == 1)
+        ok = ok and sent_ok and await (await root.callRemote("item", 1)).callRemote("value") == 1
+        case.calls += 103
+        await client.close()
+        return await case.finish(f"handing out: {text}; receiving: {sent_text}; slots freed by DECREF", ok)
+
+
+async def caches() -> Row:
+    async with Case("limit: max_caches=10", SoakRoot(), max_caches=10) as case:
+        client, root = await case.client()
+        boards = await root.callRemote("boards", 10)
+        ok, text = await expect_limit(root.callRemote("boards", 1), "max_caches")
+        ok = ok and len(boards) == 10 and await root.callRemote("echo", 3) == 3
+        case.calls += 3
+        await client.close()
+        return await case.finish(f"{text}; connection kept", ok)
+
+
+async def logins() -> Row:
+    from pbnb.cred import InMemoryPasswordChecker, Portal, UnauthorizedLogin, UsernamePassword
+
+    class Realm:
+        def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: type) -> tuple:
+            return interfaces[0], pb.Avatar(), lambda: None
+
+    checker = InMemoryPasswordChecker(ada="lovelace", iterations=4096)
+    portal = Portal(Realm(), [checker], max_failures=3)
+    measure = Solo()
+    server = await pb.serve(portal)
+    try:
+        guesser = await pb.connect("127.0.0.1", server.port)
+        refused = 0
+        for attempt in range(5):
+            try:
+                await guesser.login(UsernamePassword("ada", f"guess {attempt}"))
+            except (UnauthorizedLogin, pb.PBConnectionLost, pb.DeadReferenceError):
+                refused += 1
+        await asyncio.wait_for(guesser.wait_closed(), WAIT)
+        honest = await pb.connect("127.0.0.1", server.port)
+        ok = refused == 5 and await honest.login(UsernamePassword("ada", "lovelace")) is not None
+        await honest.close()
+    finally:
+        await server.close()
+    result = "5 guesses refused, connection dropped after the 3rd failure; an honest login then works"
+    return measure.row("limit: failed logins (max_failures=3)", 2, 6, result, ok)
