@@ -17,13 +17,15 @@ from .checkers import (
     PasswordChecker,
 )
 from .credentials import Anonymous, IAnonymous, ICredentials, IUsernamePassword, UsernamePassword
-from .errors import UnauthorizedLogin, UnhandledCredentials
+from .errors import LoginThrottled, UnauthorizedLogin, UnhandledCredentials
 from .login_root import LoginRoot, LoginSession
 from .portal import IPerspective, IRealm, Portal
-from .scram import ScramSecret
+from .scram import MAX_USERNAME, ScramSecret
+from .throttle import LoginThrottle
 
 __all__ = [
     "ANONYMOUS",
+    "MAX_USERNAME",
     "AllowAnonymousAccess",
     "Anonymous",
     "FilePasswordChecker",
@@ -35,6 +37,8 @@ __all__ = [
     "InMemoryPasswordChecker",
     "LoginRoot",
     "LoginSession",
+    "LoginThrottle",
+    "LoginThrottled",
     "PasswordChecker",
     "Portal",
     "ScramSecret",

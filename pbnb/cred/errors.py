@@ -1,4 +1,4 @@
-"""The two ways a login fails.
+"""The ways a login fails.
 
 Both are ``pbnb.Error`` subclasses (expected failures, not logged as crashes)
 and travel as registered copies, so the client catches the same classes the
@@ -19,9 +19,16 @@ class UnauthorizedLogin(Error, Copyable, RemoteCopy):
     """
 
 
+class LoginThrottled(UnauthorizedLogin):
+    """Too many logins failed lately for this user name or from this address.
+
+    The message says when to try again (see ``pbnb.cred.LoginThrottle``).
+    """
+
+
 class UnhandledCredentials(Error, Copyable, RemoteCopy):
     """No checker of the portal accepts this kind of credentials."""
 
 
-for _error in (UnauthorizedLogin, UnhandledCredentials):
+for _error in (UnauthorizedLogin, LoginThrottled, UnhandledCredentials):
     setUnjellyableForClass(_error, _error)

@@ -7,6 +7,11 @@ The login exchange is ordinary PB calls on it:
   mind)`` returns ``(server_final, avatar)`` if the proof is right.
 * ``anonymous(mind)`` returns an avatar where a checker allows it.
 
+What a stranger can make the server do before logging in is bounded: the first
+message is read only if it is short (``scram.MAX_FIRST_MESSAGE``), at most
+``Portal(max_pending_logins=)`` exchanges may be unfinished at once, and every
+refusal counts towards ``max_failures`` and the portal's ``LoginThrottle``.
+
 A login session ends (its logout runs) exactly once: when the client lets go
 of the avatar, or when the connection closes. An avatar the realm produces
 after the client went away, or gave up waiting, is logged out at once.
@@ -20,12 +25,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ..core.failure import clip
 from ..core.flavors import Referenceable, Root
 from ..errors import PBConnectionLost
 from .checkers import REFUSED
 from .credentials import Anonymous
-from .errors import UnauthorizedLogin
-from .scram import ServerExchange
+from .errors import LoginThrottled, UnauthorizedLogin
+from .scram import ServerExchange, username_of
 
 log = logging.getLogger("pbnb.cred")
 
@@ -80,6 +86,8 @@ class LoginRoot(Root):
         self._failures = 0
         self._closing: asyncio.Future | None = None
         self._sessions: dict[LoginSession, None] = {}  # ordered: the newest is the default perspective
+        self._pending: dict[_ScramChallenge, None] = {}  # SCRAM exchanges started and not finished
+        self._address = connection.peer.rpartition(":")[0] or connection.peer  # host, without the port
         connection.closed.add_done_callback(self._connection_closed)
 
     @property
@@ -100,13 +108,26 @@ class LoginRoot(Root):
         try:
             if not isinstance(client_first, str):
                 raise ValueError("the SCRAM first message must be a str")
+            username = username_of(client_first)
+        except ValueError as exc:
+            self._refuse(None, f"malformed login message: {exc}")
+        self._check_throttle(username)
+        limit = self._portal.max_pending_logins
+        if len(self._pending) >= limit:
+            message = f"too many unfinished logins on this connection (max_pending_logins={limit})"
+            self._refuse(username, message)
+        try:
             server_first = exchange.first(client_first)
         except ValueError as exc:
             self._refuse(None, f"malformed login message: {exc}")
-        return server_first, _ScramChallenge(self, exchange)
+        challenge = _ScramChallenge(self, exchange)
+        self._pending[challenge] = None
+        self._connection.on_release(challenge, lambda: self._pending.pop(challenge, None))
+        return server_first, challenge
 
     async def remote_anonymous(self, mind: Any = None) -> Referenceable:
         """Log in anonymously where a checker allows it."""
+        self._check_throttle(None)
         try:
             avatar_id = await self._portal.check(Anonymous())
         except UnauthorizedLogin:
@@ -115,28 +136,42 @@ class LoginRoot(Root):
 
     # ---------------------------------------------------------------- inside
 
-    async def _finish_scram(self, exchange: ServerExchange, client_final: Any, mind: Any) -> tuple:
+    async def _finish_scram(self, challenge: _ScramChallenge, client_final: Any, mind: Any) -> tuple:
+        self._pending.pop(challenge, None)
+        exchange = challenge.exchange
         server_final = exchange.final(client_final) if isinstance(client_final, str) else None
         if server_final is None:
             self._refuse(exchange.username, REFUSED)
         return server_final, await self._deliver(exchange.username, mind)
 
-    def _refuse(self, username: str | None, message: str) -> NoReturn:
+    def _check_throttle(self, username: str | None) -> None:
+        throttle = self._portal.throttle
+        if throttle is None:
+            return
+        try:
+            throttle.check(username, self._address)
+        except LoginThrottled as exc:
+            self._refuse(username, str(exc), throttled=True)
+
+    def _refuse(self, username: str | None, message: str, *, throttled: bool = False) -> NoReturn:
         self._failures += 1
         peer = self._connection.peer
+        if self._portal.throttle is not None and not throttled:  # waiting out a throttle is not a new guess
+            self._portal.throttle.failed(username, self._address)
         log.warning(
-            "failed login as %r from %s (%d of %d allowed)",
-            username,
+            "failed login as %s from %s (%d of %d allowed): %s",
+            clip(repr(username), 100),
             peer,
             self._failures,
             self._portal.max_failures,
+            message,
         )
         if self._failures >= self._portal.max_failures:
             log.warning("dropping %s after %d failed logins", peer, self._failures)
             # Runs after the refusal is queued, so the client still reads it.
             asyncio.get_running_loop().call_soon(self._drop_connection)
             message = f"{message}; too many failed logins, closing the connection"
-        raise UnauthorizedLogin(message)
+        raise (LoginThrottled if throttled else UnauthorizedLogin)(message)
 
     def _drop_connection(self) -> None:
         # Held here because the loop keeps only a weak reference to a running task.
@@ -180,11 +215,11 @@ class _ScramChallenge(Referenceable):
 
     def __init__(self, root: LoginRoot, exchange: ServerExchange):
         self._root: LoginRoot | None = root
-        self._exchange = exchange
+        self.exchange = exchange
 
     async def remote_scram_final(self, client_final: str, mind: Any = None) -> tuple[str, Referenceable]:
         """Check the client proof; return the server-final message and the avatar."""
         root, self._root = self._root, None
         if root is None:
             raise UnauthorizedLogin("this login attempt is over; start a new one")
-        return await root._finish_scram(self._exchange, client_final, mind)
+        return await root._finish_scram(self, client_final, mind)

@@ -18,6 +18,7 @@ from .credentials import ICredentials, IUsernamePassword
 from .errors import UnauthorizedLogin, UnhandledCredentials
 from .login_root import LoginRoot
 from .scram import ScramSecret, decoy_secret
+from .throttle import LoginThrottle
 
 #: What a realm's requestAvatar returns: (interface, avatar, logout).
 LoginResult = tuple[type, Any, Callable[[], Any]]
@@ -59,10 +60,15 @@ class IRealm(Protocol, metaclass=_Interface):
 class Portal:
     """Log users in: ``Portal(realm, [checker, ...])``, then ``pbnb.serve(portal)``.
 
-    ``max_failures`` failed logins on one connection make the server drop it.
-    An unknown user is shown a decoy salt derived from the name and
-    ``decoy_key`` (random by default); pass a fixed secret key to keep decoy
-    salts stable across restarts, as real users' salts are.
+    ``max_failures`` failed logins on one connection make the server drop it;
+    ``throttle`` (a ``LoginThrottle``; ``True``, the default, makes one with its
+    defaults, ``None`` turns it off) refuses logins for a user name or from an
+    address after too many recent failures over all connections. At most
+    ``max_pending_logins`` password logins may be unfinished at once on a
+    connection. An unknown user is shown a decoy salt derived from the name and
+    ``decoy_key`` (random by default), with the iteration count and salt length
+    of the first password checker's entries; pass a fixed secret key to keep
+    decoy salts stable across restarts, as real users' salts are.
     """
 
     def __init__(
@@ -72,13 +78,19 @@ class Portal:
         *,
         max_failures: int = 5,
         decoy_key: bytes | None = None,
+        throttle: LoginThrottle | bool | None = True,
+        max_pending_logins: int = 3,
     ):
         if max_failures < 1:
             raise ValueError("max_failures must be at least 1")
+        if max_pending_logins < 1:
+            raise ValueError("max_pending_logins must be at least 1")
         if decoy_key is not None and len(decoy_key) < 16:
             raise ValueError("decoy_key must be a secret of at least 16 bytes")
         self.realm = realm
         self.max_failures = max_failures
+        self.max_pending_logins = max_pending_logins
+        self.throttle: LoginThrottle | None = LoginThrottle() if throttle is True else throttle or None
         self._checkers: dict[type, list[Any]] = {}
         self._decoy_key = decoy_key or os.urandom(32)
         for checker in checkers:
@@ -133,7 +145,10 @@ class Portal:
                 secret = checker.secret_for(username)
                 if secret is not None:
                     return secret
-            return decoy_secret(self._decoy_key, username)
+            decoy_for = getattr(checkers[0], "decoy_for", None)  # a checker written for Twisted may lack it
+            if decoy_for is None:
+                return decoy_secret(self._decoy_key, username)
+            return decoy_for(self._decoy_key, username)
 
         return lookup
 

@@ -26,6 +26,12 @@ DEFAULT_ITERATIONS = 4096
 SALT_BYTES = 32
 _MIN_SALT_BYTES = 12
 _MECHANISM = ScramMechanism(MECHANISM)
+#: The longest user name a login may carry, in characters. Checked before SASLprep,
+#: whose cost grows with the name: a stranger must not make the server work for it.
+MAX_USERNAME = 256
+#: The longest SCRAM first message a server reads: the longest user name, escaped
+#: (``,`` and ``=`` take three characters each), plus a nonce and headers.
+MAX_FIRST_MESSAGE = 3 * MAX_USERNAME + 256
 
 
 def _b64(data: bytes) -> str:
@@ -104,15 +110,44 @@ class ScramSecret:
         return f"<ScramSecret {MECHANISM} iterations={self.iterations}>"
 
 
-def decoy_secret(key: bytes, username: str, iterations: int = DEFAULT_ITERATIONS) -> ScramSecret:
-    """A secret for a user who does not exist.
+def decoy_secret(
+    key: bytes, username: str, iterations: int = DEFAULT_ITERATIONS, salt_bytes: int = SALT_BYTES
+) -> ScramSecret:
+    """A secret for a user who does not exist, shaped like real ones (``iterations``, ``salt_bytes``).
 
     Its salt is derived from ``username`` and a server-side ``key``, so asking
     twice for the same unknown user shows the same salt, as a real user would;
     its keys are random, so no password matches.
     """
-    salt = hmac.new(key, username.encode("utf-8"), hashlib.sha256).digest()[:SALT_BYTES]
+    salt, block = b"", username.encode("utf-8")
+    while len(salt) < salt_bytes:  # one block for our own 32-byte salts, more for longer ones
+        block = hmac.new(key, block, hashlib.sha256).digest()
+        salt += block
+    salt = salt[:salt_bytes]
     return ScramSecret(salt, secrets.token_bytes(32), secrets.token_bytes(32), iterations)
+
+
+def check_username_length(username: str) -> None:
+    """Raise ValueError if ``username`` is longer than ``MAX_USERNAME`` characters."""
+    if len(username) > MAX_USERNAME:
+        raise ValueError(f"user names are at most {MAX_USERNAME} characters, got {len(username):,}")
+
+
+def username_of(client_first: str) -> str:
+    """The user name a SCRAM client-first message carries, read cheaply (no SASLprep).
+
+    Raises ValueError if the message or the name is too long, or has no name.
+    """
+    if len(client_first) > MAX_FIRST_MESSAGE:
+        size = len(client_first)
+        raise ValueError(f"the first message has {size:,} characters; at most {MAX_FIRST_MESSAGE}")
+    # gs2-header (two fields), then "n=<name>,r=<nonce>[,...]"
+    fields = client_first.split(",")
+    if len(fields) < 4 or not fields[2].startswith("n="):
+        raise ValueError("the first message names no user")
+    username = fields[2][2:].replace("=2C", ",").replace("=3D", "=")
+    check_username_length(username)
+    return username
 
 
 class ServerExchange:
@@ -136,6 +171,7 @@ class ServerExchange:
 
         Raises ValueError if the message is malformed.
         """
+        username_of(client_first)  # bounds the work before scramp parses and SASLpreps it
         try:
             self._server.set_client_first(client_first)
             return self._server.get_server_first()
@@ -156,6 +192,7 @@ class ClientExchange:
 
     def __init__(self, username: str, password: str):
         """Raises ValueError if SCRAM cannot carry this user name or password (SASLprep)."""
+        check_username_length(username)
         try:
             self._client = ScramClient([MECHANISM], username, password)
             self._first = self._client.get_client_first()
