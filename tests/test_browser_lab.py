@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from notebook_fixtures.servers import KERNEL_IDLE, UI_WAIT, jupyterlab, live_notebook, needs_chromium
 
-pytestmark = [pytest.mark.timeout(240), needs_chromium]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), needs_chromium]
 
 
 def test_run_all_in_jupyterlab(tmp_path):

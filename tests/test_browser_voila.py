@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from notebook_fixtures.servers import UI_WAIT, live_notebook, needs_chromium, voila
 
-pytestmark = [pytest.mark.timeout(240), needs_chromium]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), needs_chromium]
 
 
 def test_live_cache_and_method_call_in_voila(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import pbnb as pb
 from tests.cache_helpers import Waiting, empty_tables, server_side
 from tests.core_net import serving
@@ -39,6 +41,7 @@ class Source(pb.Root):
         return self.tally
 
 
+@pytest.mark.slow
 async def test_ten_thousand_updates_reach_a_hundred_observers_complete_and_in_order():
     tally = Tally()
     async with serving(Source(tally)) as server:

@@ -155,6 +155,7 @@ async def test_identity_and_cycles_within_one_message(session):
     assert got[0] is got[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["add", "add_later"])
 async def test_thousands_of_outstanding_calls(session, method):
     """Behaviour 5: 20,000 calls in flight on one connection; each answer reaches its caller.
@@ -169,6 +170,7 @@ async def test_thousands_of_outstanding_calls(session, method):
     assert session.client.broker.pending_calls == 0
 
 
+@pytest.mark.slow
 async def test_many_mib_values_go_through_by_default(session):
     """Behaviour 6: many MiB each way with the default limits (the original capped at 640 KiB)."""
     payload = bytes(range(256)) * (24 * MiB // 256)

@@ -14,6 +14,8 @@ from core_net import serving, within
 
 import pbnb as pb
 
+pytestmark = pytest.mark.slow
+
 PROCS = Path(__file__).parent / "procs"
 REPO = Path(__file__).parent.parent
 

@@ -41,6 +41,7 @@ async def _whoami(server, username: str, password: str) -> str:
         return await within(avatar.callRemote("whoami"))
 
 
+@pytest.mark.slow
 async def test_the_command_writes_a_private_file_the_checker_reads_without_restart(tmp_path) -> None:
     users = tmp_path / "users.txt"
     done = _passwd(str(users), "alice", password="first pass")
@@ -64,6 +65,7 @@ async def test_the_command_writes_a_private_file_the_checker_reads_without_resta
     assert users.read_text().splitlines()[0] == text.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_bad_command_lines_fail_with_a_message(tmp_path) -> None:
     users = tmp_path / "users.txt"
     missing = _passwd(str(users), "alice", "--password-env", "PBNB_NOT_SET_ANYWHERE")

@@ -139,6 +139,7 @@ async def test_names_and_passwords_scram_cannot_carry_fail_locally(username, pas
         ScramSecret.from_password("\a")
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(first=st.text(max_size=60), final=st.text(max_size=80), proof=st.binary(max_size=40))
 def test_any_text_from_a_client_gives_a_refusal_never_a_crash(first: str, final: str, proof: bytes) -> None:

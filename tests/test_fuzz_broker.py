@@ -15,6 +15,7 @@ import sys
 import tracemalloc
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +46,7 @@ def test_the_seed_sessions_are_valid():
     tail=st.binary(max_size=64),
     cuts=st.lists(st.integers(0, 2_000), max_size=6),
 )
+@pytest.mark.slow
 def test_mutated_sessions_never_break_the_broker(seed, edits, tail, cuts):
     harness.feed(harness.mutate(seed, edits, tail), cuts)
 
@@ -66,6 +68,7 @@ frames = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=250)
 @given(st.lists(frames, max_size=8), st.lists(st.integers(0, 500), max_size=4))
 def test_random_frames_after_a_valid_handshake_never_break_the_broker(body, cuts):
@@ -103,6 +106,7 @@ def test_memory_stays_bounded_by_the_frame_limit():
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_a_short_coverage_guided_pass():
     """The atheris target runs a bounded pass without finding a crash."""
     result = subprocess.run(
@@ -141,6 +145,7 @@ raw_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=300)
 @given(st.lists(st.tuples(st.integers(0, 1), raw_values), min_size=1, max_size=4))
 def test_crafted_payloads_for_both_modes_never_break_the_broker(calls):

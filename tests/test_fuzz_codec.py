@@ -11,6 +11,7 @@ from datetime import timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pair import ConnectionPair
@@ -179,12 +180,14 @@ def walk_ordered(value: Any) -> list:
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(trees)
 def test_trees_round_trip(value):
     assert_same_graph(value, round_trip(value))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(graphs())
 def test_shared_and_cyclic_graphs_round_trip_with_identity(value):
@@ -193,6 +196,7 @@ def test_shared_and_cyclic_graphs_round_trip_with_identity(value):
     assert identity_classes(got) == identity_classes(value)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(graphs())
 def test_graphs_round_trip_fed_one_byte_at_a_time(value):

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from notebook_fixtures.harness import BrokerProcess, Kernel
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from showcase_helpers import NOTEBOOKS, REPO
 # rather than starting their own.
 CHECK_BROKER = """
 import asyncio, os, re, pbnb as pb, pbnb.demo
+
+pytestmark = pytest.mark.slow
 async def main():
     host, port = os.environ["PBNB_DEMO"].rsplit(":", 1)
     async with await pb.connect(host, int(port)) as client:

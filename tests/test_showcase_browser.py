@@ -25,7 +25,7 @@ from showcase_helpers import NOTEBOOKS, REPO
 
 from pbnb.aio import blocking
 
-pytestmark = [pytest.mark.timeout(600), needs_chromium]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), needs_chromium]
 
 # Run All reads from JupyterLab's own notebook model, not the DOM: Lab 4 renders only
 # the cells near the viewport, so prompts scrolled out of view can read as unrun.

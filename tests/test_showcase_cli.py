@@ -19,6 +19,8 @@ import pbnb as pb
 from pbnb.cred import FilePasswordChecker, UnauthorizedLogin, UsernamePassword
 from pbnb.demo import DEMO_USERS, RemoteCounter, RemoteRecord, RemoteTicker
 
+pytestmark = pytest.mark.slow
+
 SERVED_MODULE = textwrap.dedent(
     """
     import pbnb as pb

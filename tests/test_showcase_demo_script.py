@@ -17,6 +17,8 @@ from showcase_helpers import REPO
 
 import pbnb as pb
 
+pytestmark = pytest.mark.slow
+
 # Run argv[1:] with SIGINT at its default, as a shell started from a terminal has it.
 # pytest run in the background inherits SIGINT ignored, and a non-interactive bash that
 # starts with a signal ignored cannot trap it: demo.sh would never see our Ctrl-C.

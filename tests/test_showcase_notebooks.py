@@ -7,6 +7,8 @@ import pytest
 from nbclient import NotebookClient
 from showcase_helpers import NOTEBOOKS
 
+pytestmark = pytest.mark.slow
+
 
 def execute_notebook(path):
     """Run every cell of ``path`` in a new python3 kernel; return the executed notebook."""
