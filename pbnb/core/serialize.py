@@ -66,6 +66,13 @@ EXT_DECIMAL = 26  # the ASCII text str() gives, which Decimal() reads back exact
 #: The longest Decimal text either side accepts: enough for any precision
 #: people compute with, and a bound on what a peer can make us parse.
 MAX_DECIMAL_TEXT = 4096
+#: At most this many distinct values of one message may share a hash. Ints, Decimals
+#: and tuples of them hash predictably (an int is ``n mod (2**61 - 1)``), so a peer
+#: could fill a dict or set with keys that all collide and make building it take
+#: quadratic time; with this bound it stays linear.
+MAX_SAME_HASH = 32
+#: Keys whose hash is salted per process: a peer cannot make them collide.
+_SALTED_HASH = frozenset({str, bytes})
 
 _ID = struct.Struct(">Q")
 _DATE = struct.Struct(">HBB")  # year, month, day
@@ -418,6 +425,28 @@ class _GraphWriter:
         raise _refused(obj)
 
 
+class _HashGuard:
+    """Counts the distinct values per hash in one message; refuses a flood of collisions."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[int, list] = {}  # keyed by hash values, which never collide with each other
+
+    def add(self, value: Any) -> None:
+        try:
+            same = self._seen.setdefault(hash(value), [])
+        except TypeError:  # unhashable: cannot be a key or a set member
+            return
+        if value in same:  # equal values are one key, however often they occur
+            return
+        if len(same) >= MAX_SAME_HASH:
+            raise LimitExceeded(
+                f"more than {MAX_SAME_HASH} distinct keys with one hash in a message (hash flooding)"
+            )
+        same.append(value)
+
+
 class Decoder:
     """Turns payload bytes back into values for one broker."""
 
@@ -438,7 +467,9 @@ class Decoder:
         # unpacking a small call.
         common = {**self._limits, "strict_map_key": False}
         self._plain_options = {**common, "ext_hook": self._plain_ext, "list_hook": self._plain_list}
-        self._graph_options = {**common, "use_list": False}
+        # Maps arrive as lists of pairs, so that the reader builds each dict under a _HashGuard.
+        self._graph_options = {**common, "use_list": False, "object_pairs_hook": _RawMap}
+        self._guard = _HashGuard()
         # unpackb bounds every length by the payload's own size unless told
         # otherwise, so a payload no longer than the limits cannot break them.
         self._small_payload = min(max_len, max_string)
@@ -466,9 +497,12 @@ class Decoder:
             # small call). Any ext, or any error, takes the full path from the
             # start, before an ext hook has touched the tables.
             try:
+                # Without hooks every key is an atom, and atoms cannot be made to collide
+                # much (at most a few dozen ints or floats share a hash).
                 return msgpack.unpackb(payload, strict_map_key=False, ext_hook=refuse_ext)
             except Exception:
                 pass
+        self._guard = _HashGuard()  # the hooks below count the keys they build
         return self._unpack(payload, self._plain_options)
 
     def _unpack(self, payload: bytes | memoryview, options: dict[str, Any]) -> Any:
@@ -476,6 +510,8 @@ class Decoder:
             return msgpack.unpackb(payload, **options)
         except (InsecureJelly, LimitExceeded, ProtocolError):
             raise
+        except msgpack.StackError:  # msgpack's own bound, about 1,000 levels, comes before ours
+            raise LimitExceeded(f"value nests deeper than {self._max_depth} containers") from None
         except ValueError as exc:
             if "exceeds max" in str(exc):
                 raise LimitExceeded(str(exc)) from None
@@ -487,7 +523,10 @@ class Decoder:
         tag = _TAGS.get(code)
         if tag is not None:
             return tag
-        return self.resolve_ext(code, data)
+        value = self.resolve_ext(code, data)
+        if code == EXT_BIGINT or code == EXT_DECIMAL:
+            self._guard.add(value)
+        return value
 
     def resolve_ext(self, code: int, data: bytes) -> Any:
         """Resolve the ext types that mean the same in both modes."""
@@ -510,16 +549,18 @@ class Decoder:
                 raise ProtocolError(f"malformed {name} (ext {code}): {exc}") from None
         raise ProtocolError(f"unexpected ext type {code} in this payload")
 
-    @staticmethod
-    def _plain_list(items: list) -> Any:
+    def _plain_list(self, items: list) -> Any:
         if items and type(items[0]) is _Tag:
             builder = _PLAIN_BUILDERS.get(items[0].code)
             if builder is None:
                 raise ProtocolError(f"tag {items[0].code} is only valid in GRAPH payloads")
             try:
-                return builder(items[1:])
+                built = builder(items[1:])
             except TypeError as exc:
                 raise ProtocolError(f"bad set member: {exc}") from None
+            if builder is not set:
+                self._guard.add(built)  # a tuple or frozenset may become a key or a member
+            return built
         return items
 
     def copy_class(self, type_name: Any, base: type) -> type:
@@ -532,6 +573,12 @@ class Decoder:
                 "on this side (see setUnjellyableForClass)"
             )
         return cls
+
+
+class _RawMap(list):
+    """A GRAPH payload's map, as msgpack read it: a list of (key, value) pairs."""
+
+    __slots__ = ()
 
 
 def refuse_ext(code: int, data: bytes) -> Any:
@@ -553,6 +600,7 @@ class _GraphReader:
         self._tables = tables
         self._objects: list[Any] = []
         self._max_depth = decoder._max_depth
+        self._guard = _HashGuard()
 
     def read(self, raw: Any, depth: int) -> Any:
         kind = type(raw)
@@ -562,12 +610,15 @@ class _GraphReader:
             raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")
         depth += 1
         read = self.read
-        if kind is dict:
+        if kind is _RawMap:
             result: dict = {}
             self._objects.append(result)
+            guard = self._guard.add
             try:
-                for raw_key, value in raw.items():
+                for raw_key, value in raw:
                     key = read(raw_key, depth)  # before the value, in the writer's order
+                    if type(key) not in _SALTED_HASH:
+                        guard(key)
                     result[key] = read(value, depth)
             except InsecureJelly:  # a TypeError too, but no fault of the key's
                 raise
@@ -597,12 +648,16 @@ class _GraphReader:
             if code == TAG_SET:
                 result: set = set()
                 self._objects.append(result)
-                result.update(read(item, depth) for item in raw[1:])
+                result.update(self._members(raw, depth))
                 return result
-            if code in (TAG_TUPLE, TAG_FROZENSET):
-                built = (tuple if code == TAG_TUPLE else frozenset)(read(item, depth) for item in raw[1:])
+            if code == TAG_TUPLE:
+                built = tuple(read(item, depth) for item in raw[1:])
                 self._objects.append(built)
                 return built
+            if code == TAG_FROZENSET:
+                members = frozenset(self._members(raw, depth))
+                self._objects.append(members)
+                return members
             if code in (TAG_TUPLE_SEEN, TAG_FROZENSET_SEEN):
                 index = raw[1]
                 for item in raw[2:]:
@@ -630,3 +685,12 @@ class _GraphReader:
                 obj.setCopyableState(state)
             return obj
         raise ProtocolError(f"malformed tagged array (tag {code}, {len(raw)} items)")
+
+    def _members(self, raw: tuple, depth: int) -> Any:
+        """The members of a set or frozenset, each counted by the guard before it is hashed in."""
+        guard = self._guard.add
+        for item in raw[1:]:
+            member = self.read(item, depth)
+            if type(member) not in _SALTED_HASH:
+                guard(member)
+            yield member
