@@ -24,6 +24,19 @@ from .flavors import Referenceable, RemoteCache, Viewable, ViewPoint
 from .reference import CacheObserver, RemoteReference
 from .wire import Kind
 
+# What the bytes of a payload must contain for it to carry a reference or a cache:
+# the fixext 8 header of EXT_REMOTE or EXT_CACHED ids, or the empty ext TAG_CACHE.
+_REFERENCE_MARKERS = (
+    bytes([0xD7, serialize.EXT_REMOTE]),
+    bytes([0xD7, serialize.EXT_CACHED]),
+    bytes([0xC7, 0, serialize.TAG_CACHE]),
+)
+_CACHE_TAG = object()
+
+
+def _drop(pairs: list) -> None:
+    """A map seen by the reference scan: nothing in it is needed once its items were read."""
+
 
 class _Export:
     __slots__ = ("count", "key", "obj", "perspective")
@@ -131,31 +144,50 @@ class ReferenceTables:
                     self._awaited_states.discard(item.remote_id)
 
     def _return_references(self, payload: bytes | memoryview) -> None:
-        """Give back the references a refused message carried (see module docstring)."""
+        """Give back the references a refused message carried (see module docstring).
+
+        The scan reads the payload once more under the same length limits as the
+        decoder, keeps no structure (each array and map is dropped as soon as it
+        has been looked at, so no dict is built and memory follows the largest
+        array), and does not run at all when no reference can be in the bytes.
+        A payload the scan cannot read within the limits gives nothing back: the
+        references stay counted on the sender's side, which sent them.
+        """
+        # `in` finds no bytes in a memoryview: look in the buffer under it (a superset:
+        # a false hit only costs the scan), or in a copy if that buffer cannot be searched.
+        haystack = payload.obj if isinstance(payload, memoryview) else payload
+        if not isinstance(haystack, (bytes, bytearray)):
+            haystack = bytes(payload)
+        if not any(marker in haystack for marker in _REFERENCE_MARKERS):
+            return
         counts: dict[tuple[int, int], int] = {}
 
         def note(code: int, data: bytes) -> Any:
             if code in (serialize.EXT_REMOTE, serialize.EXT_CACHED) and len(data) == 8:
                 key = (code, int.from_bytes(data, "big"))
                 counts[key] = counts.get(key, 0) + 1
-            return msgpack.ExtType(code, data)
+            return _CACHE_TAG if code == serialize.TAG_CACHE else None
 
+        def array(items: list) -> None:
+            if len(items) > 1 and items[0] is _CACHE_TAG and type(items[1]) is int:
+                key = (serialize.EXT_CACHED, items[1])
+                counts[key] = counts.get(key, 0) + 1
+
+        longest = self.limits.max_string_len
         try:
-            raw = msgpack.unpackb(payload, ext_hook=note, use_list=False, strict_map_key=False)
+            msgpack.unpackb(
+                payload,
+                ext_hook=note,
+                list_hook=array,
+                object_pairs_hook=_drop,
+                max_str_len=longest,
+                max_bin_len=longest,
+                max_array_len=self.limits.max_container_len,
+                max_map_len=self.limits.max_container_len,
+                max_ext_len=longest,
+            )
         except Exception:
-            return  # not even msgpack: nothing we could have counted
-        stack = [raw]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, tuple):
-                head = item[0] if item else None
-                if isinstance(head, msgpack.ExtType) and head.code == serialize.TAG_CACHE and len(item) > 1:
-                    key = (serialize.EXT_CACHED, item[1])
-                    counts[key] = counts.get(key, 0) + 1
-                stack.extend(item)
-            elif isinstance(item, dict):
-                stack.extend(item.keys())
-                stack.extend(item.values())
+            return  # not msgpack, or over a limit: see above
         for (code, remote_id), count in counts.items():
             kind = Kind.DECREF if code == serialize.EXT_REMOTE else Kind.DECACHE
             self._send([kind, remote_id, count])
