@@ -24,18 +24,20 @@ from reliability import CASES, Row, soak  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
+    def wanted(name: str) -> bool:
+        return not args.only or any(word in name for word in args.only)
+
     rows: list[Row] = []
-    chosen = [
-        (name, case) for name, case in CASES if not args.only or any(word in name for word in args.only)
-    ]
-    if not args.only or any(word in "soak" for word in args.only):
+    if wanted("soak"):
         rows.append(await soak(args.calls, args.clients, args.processes))
         print(rows[-1].markdown(), file=sys.stderr, flush=True)
-    for name, case in chosen:
+    for spec in CASES:
+        if not wanted(spec.id):
+            continue
         try:
-            rows.append(await case())
+            rows.append(await spec.run())
         except Exception as exc:  # a crashed case is a failed row, not a lost report
-            rows.append(Row(name, 0, 0, 0, None, 0, 0, 0, f"crashed: {exc!r}", False))
+            rows.append(Row(spec.id, 0, 0, 0, None, 0, 0, 0, f"crashed: {exc!r}", False))
         print(rows[-1].markdown(), file=sys.stderr, flush=True)
     return rows
 

@@ -9,32 +9,51 @@ round trip of a bystander client that called the server throughout.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from . import attacks, faults, limits
 from .harness import Row
 from .soak import soak
 
-# (test id, case): in the order of the table.
-CASES: list[tuple[str, Callable[[], Awaitable[Row]]]] = [
-    ("limit-frame", limits.frame),
-    ("limit-frame-sender", limits.frame_sender),
-    ("limit-string", limits.string),
-    ("limit-depth", limits.depth),
-    ("limit-container", limits.container),
-    ("limit-inbound-calls", limits.inbound),
-    ("limit-references", limits.references),
-    ("limit-caches", limits.caches),
-    ("limit-failed-logins", limits.logins),
-    ("fault-client-killed", faults.client_killed),
-    ("fault-server-killed", faults.server_killed),
-    ("fault-reset", faults.reset),
-    ("fault-stalled-reader", faults.stalled_reader),
-    ("fault-slow-peer", faults.slow_peer),
-    ("fault-silent-peer", faults.silent_peer),
-    ("attack-garbage", attacks.garbage),
-    ("attack-fuzzed", attacks.fuzzed),
-    ("attack-idle-flood", attacks.idle_flood),
+
+@dataclass(frozen=True)
+class Spec:
+    """One row: its test id, the case, and whether it is slow (seconds, processes, crowds)."""
+
+    id: str
+    run: Callable[[], Awaitable[Row]]
+    slow: bool = True
+
+
+_fast = functools.partial(Spec, slow=False)
+
+# In the order of the table.
+CASES: list[Spec] = [
+    Spec("limit-frame", limits.frame),
+    Spec("limit-frame-sender", limits.frame_sender),
+    Spec("limit-string", limits.string),
+    Spec("limit-depth", limits.depth),
+    Spec("limit-container", limits.container),
+    Spec("limit-inbound-calls", limits.inbound),
+    Spec("limit-references", limits.references),
+    Spec("limit-caches", limits.caches),
+    Spec("limit-failed-logins", limits.logins),
+    Spec("fault-client-killed", faults.client_killed),
+    Spec("fault-server-killed", faults.server_killed),
+    Spec("fault-reset", faults.reset),
+    Spec("fault-stalled-reader", faults.stalled_reader),
+    Spec("fault-slow-peer", faults.slow_peer),
+    Spec("fault-silent-peer", faults.silent_peer),
+    Spec("attack-garbage", attacks.garbage),
+    Spec("attack-fuzzed", attacks.fuzzed),
+    Spec("attack-idle-flood", attacks.idle_flood),
+    _fast("attack-hash-flood-bigint", attacks.hash_flood),
+    _fast("attack-hash-flood-set", functools.partial(attacks.hash_flood, "set")),
+    _fast("attack-hash-flood-login", functools.partial(attacks.hash_flood, "tuple", 32_768, login=True)),
+    _fast("attack-refused-nils", functools.partial(attacks.refused, "nils")),
+    _fast("attack-refused-references", functools.partial(attacks.refused, "references")),
 ]
 
-__all__ = ["CASES", "Row", "soak"]
+__all__ = ["CASES", "Row", "Spec", "soak"]

@@ -7,9 +7,15 @@ import importlib.util
 import random
 from typing import Any
 
-from pbnb.core.wire import PREAMBLE, Kind
+import msgpack
+from msgpack import ExtType
 
-from .harness import ROOT, WAIT, Case, Row, read_frames, until
+from pbnb.core import serialize
+from pbnb.core.serialize import EXT_BIGINT
+from pbnb.core.wire import PREAMBLE, Kind, encode_frame
+
+from .harness import ROOT, WAIT, Case, RawPeer, Row, read_frames, until
+from .objects import login_portal
 
 
 async def garbage(count: int = 400) -> Row:
@@ -82,4 +88,94 @@ async def idle_flood(count: int = 1000, keepalive: float = 1.0) -> Row:
             writer.close()
         return await case.finish(
             f"all {count} dropped by keepalive (peak {peak:.0f} MiB while held); bystander stayed", True
+        )
+
+
+# Python hashes an int as n mod (2**61 - 1): multiples of that prime all collide.
+_PRIME = 2**61 - 1
+_EMPTY_TAG = {"tuple": ExtType(1, b""), "set": ExtType(2, b"")}
+
+
+def _bigint(n: int) -> ExtType:
+    return ExtType(EXT_BIGINT, n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True))
+
+
+def colliding_keys(count: int, kind: str) -> bytes:
+    """A CALL payload ``[[value], {}]`` whose value is a map or set of ``count`` keys with one hash.
+
+    ``bigint``: a map of big ints, all multiples of the prime. ``tuple``: a map of 5-tuples of
+    ints under 2**64, each item one of 8 ints with the same hash, so all tuples collide too.
+    ``set``: a set of big ints.
+    """
+    packer = msgpack.Packer()
+    if kind == "set":
+        return packer.pack([[[_EMPTY_TAG["set"], *(_bigint(k * _PRIME) for k in range(1, count + 1))]], {}])
+    head = b"\x92\x91\xdf" + count.to_bytes(4, "big")  # [[ map32 ...
+    pairs = []
+    for i in range(count):
+        if kind == "bigint":
+            key = packer.pack(_bigint((i + 1) * _PRIME))
+        else:
+            key = packer.pack([_EMPTY_TAG["tuple"], *(5 + ((i >> (3 * j)) & 7) * _PRIME for j in range(5))])
+        pairs.append(key + b"\x00")
+    return head + b"".join(pairs) + b"\x80"  # ... ], {}]
+
+
+async def hash_flood(kind: str = "bigint", count: int = 40_000, login: bool = False) -> Row:
+    payload = colliding_keys(count, kind)
+    where = "as the first message to a Portal" if login else "to an echo"
+    name = f"attack: hash flood, {count:,} colliding {kind} keys ({len(payload) / 1024:,.0f} KiB) {where}"
+    async with Case(name, login_portal() if login else None, login=login) as case:
+        peer = await RawPeer.open(case)
+        method = "scram_first" if login else "echo"
+        peer.send(encode_frame([Kind.CALL, 2, 1, method, serialize.PLAIN], payload))
+        header = await peer.answer(2)
+        peer.send(
+            encode_frame([Kind.CALL, 3, 1, method, serialize.PLAIN], msgpack.packb([["n,,n=ada,r=x"], {}]))
+        )
+        after = await peer.answer(3)
+        peer.close()
+        ok = header[0] == Kind.ERROR and header[2] == "pbnb.errors.LimitExceeded" and after[1] == 3
+        growth = case.memory.peak - case.memory.before
+        return await case.finish(
+            f"{header[2]}: {header[3][:80]}; the connection carried on; "
+            f"RSS +{growth:.0f} MiB for {case.bytes_sent / 2**20:.1f} MiB sent",
+            ok,
+        )
+
+
+def _call(request_id: int, target: int, method: str, payload: bytes) -> bytes:
+    return encode_frame([Kind.CALL, request_id, target, method, serialize.PLAIN], payload)
+
+
+def refused_payload(kind: str) -> bytes:
+    """Call arguments for an object that does not exist: 57 MiB of nils, or 20 MB of maps and a reference."""
+    if kind == "nils":
+        count = 57 << 20
+        return b"\x92\x91\xdd" + count.to_bytes(4, "big") + b"\xc0" * count + b"\x80"
+    item = msgpack.packb({"k": 258})
+    count = 20_000_000 // len(item)
+    reference = msgpack.packb(ExtType(serialize.EXT_REMOTE, (1).to_bytes(8, "big")))
+    return b"\x92\x91\xdd" + (count + 1).to_bytes(4, "big") + item * count + reference + b"\x80"
+
+
+async def refused(kind: str) -> Row:
+    payload = refused_payload(kind)
+    frame = _call(2, 999, "echo", payload)
+    what = "57 MiB of nils" if kind == "nils" else f"{len(payload) / 1e6:.0f} MB of maps and one reference"
+    async with Case(f"attack: a call of {what} to an object that does not exist") as case:
+        peer = await RawPeer.open(case)
+        await peer.send_big(frame)
+        header = await peer.answer(2)
+        peer.send(_call(3, 1, "echo", msgpack.packb([[1], {}])))
+        after = await peer.answer(3)
+        peer.close()
+        returned = [h for h in peer.seen if h[0] == Kind.DECREF]
+        ok = header[0] == Kind.ERROR and "no object 999" in header[3] and after[0] == Kind.ANSWER
+        ok = ok and returned == ([] if kind == "nils" else [[Kind.DECREF, 1, 1]])
+        growth = case.memory.peak - case.memory.before
+        return await case.finish(
+            f"{header[2]}: {header[3][:60]}; {len(returned)} reference given back; the connection "
+            f"carried on; RSS +{growth:.0f} MiB for {case.bytes_sent / 2**20:.0f} MiB sent",
+            ok,
         )

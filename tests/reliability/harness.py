@@ -16,7 +16,7 @@ import msgpack
 import pbnb as pb
 from pbnb.core.wire import PREAMBLE, Kind, encode_frame
 
-from .objects import SoakRoot
+from .objects import USERS, SoakRoot
 
 # A hang detector, not a timing claim: generous, so a loaded 2-core machine never trips it.
 WAIT = 60.0
@@ -90,7 +90,14 @@ class PeakMemory:
 
 
 class Bystander:
-    """A client that keeps calling ``echo`` through the whole row and remembers its worst round trip."""
+    """A client that keeps calling ``echo`` through the whole row and remembers its worst round trip.
+
+    It runs in the server's process, so while the event loop is frozen it cannot even
+    send: a round trip is timed from when the call was due (every 10 ms), as a
+    bystander in another process would have sent it, not from when it went out.
+    """
+
+    PERIOD = 0.01
 
     def __init__(self, root: Any, echo: Callable[[Any, Any], Awaitable[Any]] | None = None):
         self.root = root
@@ -100,8 +107,9 @@ class Bystander:
         self.error: BaseException | None = None
         self._task = asyncio.create_task(self._run())
 
-    async def call(self, value: Any) -> bool:
-        started = time.perf_counter()
+    async def call(self, value: Any, due: float | None = None) -> bool:
+        """One echo of ``value``; its round trip counts from ``due`` (default: now)."""
+        started = time.perf_counter() if due is None else due
         answer = await self.echo(self.root, value)
         self.worst = max(self.worst, time.perf_counter() - started)
         self.calls += 1
@@ -110,9 +118,10 @@ class Bystander:
     async def _run(self) -> None:
         try:
             while True:
-                if not await self.call(self.calls):
+                due = time.perf_counter() + self.PERIOD
+                await asyncio.sleep(self.PERIOD)
+                if not await self.call(self.calls, due):
                     raise AssertionError("the bystander got a wrong answer")
-                await asyncio.sleep(0.01)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -132,10 +141,13 @@ class Case:
         root: Any = None,
         *,
         echo: Callable[[Any, Any], Awaitable[Any]] | None = None,
+        login: bool = False,
         **options: Any,
     ):
+        """``login=True``: the root is a Portal (``objects.login_portal``); the bystander logs in."""
         self.name = name
         self.echo = echo
+        self.login = login
         self.root = root if root is not None else SoakRoot()
         self.options = options
         self.connections = 1
@@ -147,7 +159,14 @@ class Case:
         self.started = time.perf_counter()
         self.server = await pb.serve(self.root, **self.options)
         self.bystander = await pb.connect("127.0.0.1", self.server.port)
-        self.bystander_root = await self.bystander.getRootObject()
+        if self.login:
+            from pbnb.cred import UsernamePassword
+
+            credentials = UsernamePassword("bystander", USERS["bystander"])
+            self.bystander_root = await self.bystander.login(credentials)
+            self.echo = self.echo or _perspective_echo
+        else:
+            self.bystander_root = await self.bystander.getRootObject()
         self.watch = Bystander(self.bystander_root, self.echo)
         return self
 
@@ -203,7 +222,7 @@ class Case:
         self.send(writer, HELLO if opening is None else opening)
         return reader, writer
 
-    def send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+    def send(self, writer: asyncio.StreamWriter, data: bytes | memoryview) -> None:
         self.bytes_sent += len(data)
         writer.write(data)
 
@@ -215,6 +234,63 @@ class Case:
 
 
 HELLO = PREAMBLE + encode_frame([Kind.HELLO, {"max_frame": 1 << 20}])
+
+
+async def _perspective_echo(avatar: Any, value: Any) -> Any:
+    return await avatar.callRemote("echo", value)
+
+
+class RawPeer:
+    """A hand-made client: sends frames as given and reads the server's frames one by one."""
+
+    def __init__(self, case: Case, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.case = case
+        self.reader = reader
+        self.writer = writer
+        self._preamble_read = False
+        self.seen: list[list] = []  # the headers of the frames answer() skipped
+
+    @classmethod
+    async def open(cls, case: Case) -> RawPeer:
+        """Connect, send the preamble and a HELLO, and ask for the root (request id 1, export id 1)."""
+        reader, writer = await case.raw()
+        peer = cls(case, reader, writer)
+        peer.send(encode_frame([Kind.ROOT, 1]))
+        await peer.answer(1)
+        return peer
+
+    def send(self, data: bytes) -> None:
+        self.case.send(self.writer, data)
+
+    async def send_big(self, data: bytes) -> None:
+        """Send in 1 MiB pieces, each once the socket took the last: no second copy in a buffer."""
+        view = memoryview(data)
+        for start in range(0, len(data), 1 << 20):
+            self.send(view[start : start + (1 << 20)])
+            await self.writer.drain()
+
+    async def frame(self) -> tuple[list, bytes]:
+        """The next frame's header and payload."""
+        if not self._preamble_read:
+            await asyncio.wait_for(self.reader.readexactly(len(PREAMBLE)), WAIT)
+            self._preamble_read = True
+        size = int.from_bytes(await asyncio.wait_for(self.reader.readexactly(4), WAIT), "big")
+        frame = await asyncio.wait_for(self.reader.readexactly(size), WAIT)
+        head_len = int.from_bytes(frame[:2], "big")
+        return msgpack.unpackb(frame[2 : 2 + head_len]), frame[2 + head_len :]
+
+    async def answer(self, request_id: int) -> list:
+        """The header of the ANSWER or ERROR to ``request_id`` (other frames are skipped)."""
+        while True:
+            header, _ = await self.frame()
+            if header[0] == Kind.GOODBYE:
+                raise ConnectionError(f"the server said goodbye: {header}")
+            if header[0] in (Kind.ANSWER, Kind.ERROR) and header[1] == request_id:
+                return header
+            self.seen.append(header)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def read_frames(reader: asyncio.StreamReader) -> list[list]:

@@ -106,3 +106,26 @@ class Recorder:
 class Doubler(pb.Referenceable):
     def remote_twice(self, n: int) -> int:
         return 2 * n
+
+
+class EchoAvatar(pb.Avatar):
+    """What a bystander logged in through a Portal calls."""
+
+    def perspective_echo(self, value: Any) -> Any:
+        return value
+
+
+class EchoRealm:
+    def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: type) -> tuple:
+        return interfaces[0], EchoAvatar(), lambda: None
+
+
+#: The users of ``login_portal()``; the bystander logs in as the first.
+USERS = {"bystander": "watching closely", "ada": "lovelace"}
+
+
+def login_portal(**options: Any) -> Any:
+    """A Portal whose users get an EchoAvatar."""
+    from pbnb.cred import InMemoryPasswordChecker, Portal
+
+    return Portal(EchoRealm(), [InMemoryPasswordChecker(USERS)], **options)
