@@ -447,6 +447,9 @@ class _HashGuard:
         same.append(value)
 
 
+_IDLE_GUARD = _HashGuard()  # what a Decoder holds between decodes; no hook runs then
+
+
 class Decoder:
     """Turns payload bytes back into values for one broker."""
 
@@ -469,7 +472,7 @@ class Decoder:
         self._plain_options = {**common, "ext_hook": self._plain_ext, "list_hook": self._plain_list}
         # Maps arrive as lists of pairs, so that the reader builds each dict under a _HashGuard.
         self._graph_options = {**common, "use_list": False, "object_pairs_hook": _RawMap}
-        self._guard = _HashGuard()
+        self._guard = _IDLE_GUARD
         # unpackb bounds every length by the payload's own size unless told
         # otherwise, so a payload no longer than the limits cannot break them.
         self._small_payload = min(max_len, max_string)
@@ -503,7 +506,10 @@ class Decoder:
             except Exception:
                 pass
         self._guard = _HashGuard()  # the hooks below count the keys they build
-        return self._unpack(payload, self._plain_options)
+        try:
+            return self._unpack(payload, self._plain_options)
+        finally:
+            self._guard = _IDLE_GUARD  # it holds the message's tuples: let them go with the message
 
     def _unpack(self, payload: bytes | memoryview, options: dict[str, Any]) -> Any:
         try:
