@@ -14,6 +14,8 @@ import sys
 import pytest
 from showcase_helpers import REPO
 
+pytestmark = pytest.mark.slow  # every example runs as processes
+
 EXAMPLES = REPO / "examples" / "porting"
 _PORT = re.compile(r"(?:port |:)(\d+)\s*$")
 _ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(REPO)]), "PYTHONUNBUFFERED": "1"}
