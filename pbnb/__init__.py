@@ -23,6 +23,7 @@ from .core.flavors import (
     RemoteCopy,
     Root,
     Viewable,
+    allowInstancesOf,
     setUnjellyableForClass,
 )
 from .core.observing import ObservedCacheable, ObservedRemoteCache, WritableCacheable
@@ -89,6 +90,7 @@ __all__ = [
     "ServerFull",
     "Viewable",
     "WritableCacheable",
+    "allowInstancesOf",
     "connect",
     "current_perspective",
     "current_server",

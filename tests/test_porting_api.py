@@ -219,3 +219,58 @@ async def test_python_m_pbnb_serve_exits_when_its_server_is_closed(tmp_path):
         assert "Traceback" not in err.decode()
     finally:
         await process.kill()
+
+
+class Point:
+    """A plain class, as jelly sent them once allowed."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+class Point3(Point):
+    pass
+
+
+class Geometry(pb.Root):
+    def remote_mirror(self, point):
+        assert type(point) is Point
+        return Point(-point.x, -point.y)
+
+    def remote_same(self, pair):
+        return pair[0] is pair[1]
+
+
+async def test_allow_instances_of_plain_classes_on_both_sides():
+    both, server_only, nobody = pb.CopyRegistry(), pb.CopyRegistry(), pb.CopyRegistry()
+    both.allowInstancesOf(Point)
+    server_only.allowInstancesOf(Point)
+    async with await pb.serve(Geometry(), registry=both) as server:
+        async with await pb.connect("127.0.0.1", server.port, registry=both) as client:
+            root = await client.getRootObject()
+            mirrored = await root.callRemote("mirror", Point(1, 2))
+            assert type(mirrored) is Point and (mirrored.x, mirrored.y) == (-1, -2)
+            point = Point(3, 4)
+            assert await root.callRemote("same", [point, point]) is True  # identity kept
+            with pytest.raises(pb.InsecureJelly, match="Point3"):  # exactly the class, no subclass
+                await root.callRemote("mirror", Point3(1, 2))
+        async with await pb.connect("127.0.0.1", server.port, registry=nobody) as client:
+            root = await client.getRootObject()
+            with pytest.raises(pb.InsecureJelly, match="Point"):  # we did not allow sending it
+                await root.callRemote("mirror", Point(1, 2))
+    async with await pb.serve(Geometry(), registry=nobody) as server:
+        async with await pb.connect("127.0.0.1", server.port, registry=server_only) as client:
+            root = await client.getRootObject()
+            with pytest.raises(pb.InsecureJelly, match="refused a copy"):  # the server did not allow it
+                await root.callRemote("mirror", Point(1, 2))
+            assert await root.callRemote("same", [1, 1]) is True  # and it keeps serving
+
+
+def test_allow_instances_of_takes_plain_classes_only():
+    registry = pb.CopyRegistry()
+    for flavored in (pb.Referenceable, pb.Copyable, pb.RemoteCopy, int):
+        with pytest.raises(TypeError):
+            registry.allowInstancesOf(flavored)
+    registry.allowInstancesOf(Point)
+    registry.unregister(Point)
+    assert registry.instance_name(Point) is None and registry.lookup(f"{__name__}.Point") is None

@@ -196,11 +196,13 @@ class CopyRegistry:
     """Which type names a side accepts as copies, and the class each becomes.
 
     This is the security allow-list: a copy of a type that is not registered is
-    refused with ``InsecureJelly``.
+    refused with ``InsecureJelly``. It also lists the plain classes this side
+    agreed to send and receive by their ``__dict__`` (``allowInstancesOf``).
     """
 
     def __init__(self) -> None:
         self._classes: dict[str, type] = {}
+        self._instances: dict[type, str] = {}  # plain class -> the name it travels under
 
     def register(self, class_or_name: type | str, remote_class: type) -> None:
         """Accept copies of ``class_or_name`` and rebuild them as ``remote_class``."""
@@ -209,14 +211,42 @@ class CopyRegistry:
         name = class_or_name if isinstance(class_or_name, str) else _qualified_name(class_or_name)
         self._classes[name] = remote_class
 
+    def allowInstancesOf(self, *classes: type) -> None:
+        """Send and accept plain instances of ``classes`` by their ``__dict__``.
+
+        Twisted's ``jelly.globalSecurity.allowInstancesOf``, made explicit: an
+        instance of exactly one of these classes (not a subclass) travels as a
+        copy under its qualified name, and one arriving is rebuilt as the same
+        class, without ``__init__``, its ``__dict__`` updated from what was sent.
+        Both sides must allow the class: the sender to send it, the receiver to
+        accept it. Prefer ``Copyable``/``RemoteCopy``, which say what is sent.
+        """
+        for cls in classes:
+            if not isinstance(cls, type) or issubclass(cls, (Referenceable, Copyable, RemoteCopy)):
+                raise TypeError(f"{cls!r} must be a plain class (flavors say how they travel themselves)")
+            if cls.__module__ == "builtins" or "__dict__" not in dir(cls):
+                raise TypeError(f"instances of {cls.__qualname__} have no __dict__ to send")
+            name = _qualified_name(cls)
+            self._instances[cls] = name
+            self._classes[name] = cls
+
     def unregister(self, class_or_name: type | str) -> None:
-        """Stop accepting copies of ``class_or_name``."""
+        """Stop accepting copies of ``class_or_name`` (and sending it, if it was a plain class)."""
         name = class_or_name if isinstance(class_or_name, str) else _qualified_name(class_or_name)
-        self._classes.pop(name, None)
+        cls = self._classes.pop(name, None)
+        self._instances.pop(cls, None)  # type: ignore[arg-type]
 
     def lookup(self, name: str) -> type | None:
         """The class registered for ``name``, or None if copies of it are refused."""
         return self._classes.get(name)
+
+    def instance_name(self, cls: type) -> str | None:
+        """The name plain instances of ``cls`` are sent under, or None if they may not be sent."""
+        return self._instances.get(cls)
+
+    def accepts_instances(self, cls: type) -> bool:
+        """Whether ``cls`` is a plain class whose instances this side accepts."""
+        return cls in self._instances
 
 
 default_registry = CopyRegistry()
@@ -225,6 +255,11 @@ default_registry = CopyRegistry()
 def setUnjellyableForClass(class_or_name: type | str, remote_class: type) -> None:
     """Allow copies of ``class_or_name`` to arrive, rebuilt as ``remote_class``."""
     default_registry.register(class_or_name, remote_class)
+
+
+def allowInstancesOf(*classes: type) -> None:
+    """Send and accept plain instances of ``classes`` (see ``CopyRegistry.allowInstancesOf``)."""
+    default_registry.allowInstancesOf(*classes)
 
 
 class _Annotation:

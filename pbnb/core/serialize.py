@@ -422,6 +422,12 @@ class _GraphWriter:
             state = obj.getStateToCopyFor(self._perspective)
             self._alive.append(state)
             return [_TAG_EXT[TAG_COPY], type_name, write(state, depth)]
+        type_name = self._tables.registry.instance_name(kind)
+        if type_name is not None:  # a plain class this side allowed (allowInstancesOf)
+            self._number(obj)
+            state = dict(vars(obj))
+            self._alive.append(state)
+            return [_TAG_EXT[TAG_COPY], type_name, write(state, depth)]
         raise _refused(obj)
 
 
@@ -573,6 +579,8 @@ class Decoder:
         if not isinstance(type_name, str):
             raise ProtocolError(f"copy type name must be a string, got {type_name!r:.60}")
         cls = self._registry.lookup(type_name)
+        if cls is not None and base is RemoteCopy and self._registry.accepts_instances(cls):
+            return cls
         if cls is None or not issubclass(cls, base):
             raise InsecureJelly(
                 f"refused a copy of {type_name!r}: no {base.__name__} class is registered for it "
@@ -679,7 +687,13 @@ class _GraphReader:
             cls = self._decoder.copy_class(raw[1], RemoteCopy)
             obj = cls.__new__(cls)
             self._objects.append(obj)
-            obj.setCopyableState(read(raw[2], depth))
+            state = read(raw[2], depth)
+            if isinstance(obj, RemoteCopy):
+                obj.setCopyableState(state)
+            elif type(state) is dict and all(type(key) is str for key in state):  # allowInstancesOf
+                obj.__dict__.update(state)
+            else:
+                raise ProtocolError(f"the state of a {raw[1]} instance must be a dict with str keys")
             return obj
         if code == TAG_CACHE and len(raw) == 4:
             cls = self._decoder.copy_class(raw[2], RemoteCache)
