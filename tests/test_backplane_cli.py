@@ -4,94 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import sys
-import tempfile
-from pathlib import Path
 
 import trustme
-from backplane_helpers import TIMEOUT
+from backplane_helpers import TARGET, TIMEOUT, Broker, CounterCopy
 from redis_helpers import free_port, needs_redis, redis_server
-from showcase_helpers import REPO
 
 import pbnb as pb
 
 pytestmark = needs_redis
-
-TARGET = "tests.procs.shared_counter:root"
-_ADDRESS = re.compile(rb"on (\S+):(\d+)")
-
-
-class CounterCopy(pb.ObservedRemoteCache):
-    def setCopyableState(self, state):
-        super().setCopyableState(state)
-        self.changes = asyncio.Event()
-
-    def changed(self, fields):
-        self.changes.set()
-
-    async def wait_until(self, condition, timeout: float = TIMEOUT) -> None:
-        async def poll() -> None:
-            while not condition():
-                self.changes.clear()
-                await self.changes.wait()
-
-        await asyncio.wait_for(poll(), timeout)
-
-
-pb.setUnjellyableForClass("tests.procs.shared_counter.Counter", CounterCopy)
-
-
-class Broker:
-    """``python -m pbnb serve ...`` in a subprocess; stderr goes to a file (never a full pipe)."""
-
-    def __init__(self, process: asyncio.subprocess.Process, first_line: bytes, stderr: Path):
-        self.process = process
-        self.first_line = first_line
-        self.stderr_path = stderr
-        self._stderr = ""
-        match = _ADDRESS.search(first_line)
-        self.port = int(match[2]) if match else None
-
-    @classmethod
-    async def start(cls, *args: str) -> Broker:
-        stderr = Path(tempfile.mkstemp(prefix="pbnb-broker-", suffix=".log")[1])
-        with stderr.open("wb") as sink:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "pbnb",
-                "serve",
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=sink,
-                cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-            )
-        line = await asyncio.wait_for(process.stdout.readline(), TIMEOUT)
-        return cls(process, line, stderr)
-
-    @property
-    def stderr(self) -> str:
-        """What it wrote on stderr so far (all of it, once stopped)."""
-        if self.stderr_path.exists():
-            self._stderr = self.stderr_path.read_text(errors="replace")
-        return self._stderr
-
-    async def stop(self) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), TIMEOUT)
-        finally:
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
-            _ = self.stderr
-            self.stderr_path.unlink(missing_ok=True)
-        return self.process.returncode
 
 
 async def observe(port: int) -> tuple[pb.Client, pb.RemoteReference, int, CounterCopy]:

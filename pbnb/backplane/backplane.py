@@ -102,8 +102,21 @@ class Backplane:
         await follower.stop()
         object.__delattr__(follower.obj, "_pb_link")
 
-    async def close(self) -> None:
-        """Stop following; the objects become plain caches of this process again."""
+    async def flush(self) -> None:
+        """Wait until every change made in this process so far is in Redis."""
+        await asyncio.gather(*(follower.flush() for follower in self._followers.values()))
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Send what waits (for up to ``timeout`` seconds), then stop following.
+
+        The objects become plain caches of this process again.
+        """
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            for name, follower in self._followers.items():
+                if follower.waiting:
+                    log.warning("shared cache %r: %d changes never reached Redis", name, follower.waiting)
         for name in list(self._followers):
             await self._detach(name)
         await self.redis.aclose()

@@ -118,6 +118,8 @@ class Follower:
         self._counter = 0
         self._unsent: deque[_Pending] = deque()
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set while no change made here waits for Redis
+        self._drained.set()
         # Own changes not yet back from the log, per field: while one is on its way,
         # changes from elsewhere do not overwrite the owner's own newer assignment.
         self._own_pending: Counter[str] = Counter()
@@ -146,6 +148,7 @@ class Follower:
             )
         self._counter += 1
         self._unsent.append(pending)
+        self._drained.clear()
         self._own_pending.update(change.fields.keys())
         self._own_latest.update(change.fields)
         if skip is not None and change.method == "set":
@@ -162,6 +165,15 @@ class Follower:
         return {
             name: self._own_latest[name] if self._own_pending[name] else self.state[name] for name in names
         }
+
+    async def flush(self) -> None:
+        """Wait until every change made here so far is in the log."""
+        await self._drained.wait()
+
+    @property
+    def waiting(self) -> int:
+        """How many changes made here wait to be appended to the log."""
+        return len(self._unsent)
 
     # -------------------------------------------------------------- applying
 
@@ -311,6 +323,7 @@ class Follower:
     async def _write(self) -> None:
         while True:
             if not self._unsent:
+                self._drained.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue

@@ -39,5 +39,10 @@ class Root(pb.Root):
     def remote_set(self, value: int) -> None:
         counter.value = value
 
+    def remote_count_to(self, last: int) -> None:
+        """Assign every value up to ``last``: many changes queued for Redis at once."""
+        for value in range(counter.value + 1, last + 1):
+            counter.value = value
+
 
 root = Root()
