@@ -1,7 +1,8 @@
 """``python -m pbnb``: serve an object, run the demo broker, manage a password file.
 
 * ``serve MODULE:ATTR``: serve a Root, a Portal, or a factory called per connection
-  (``--certfile``/``--keyfile`` for TLS, ``--max-connections N`` to cap the clients served at once;
+  (``--certfile``/``--keyfile`` for TLS, ``--max-connections N`` to cap the clients served at once,
+  ``--keepalive SECONDS`` and ``--handshake-timeout SECONDS`` for servers facing strangers;
   ``--backplane redis://...`` to share the module's ``SharedCacheable`` objects with other broker
   processes, ``--workers N`` to run N of them on this port: see ``docs/scaling.md``).
 * ``demo``: the demo broker the notebooks and Binder use (``pbnb.demo``).
@@ -115,6 +116,19 @@ def _parser() -> argparse.ArgumentParser:
             metavar="N",
             help="serve at most N clients at once; more are told the server is full (no cap)",
         )
+        command.add_argument(
+            "--keepalive",
+            type=_seconds,
+            metavar="SECONDS",
+            help="ping each client this often and drop one silent for three pings (off)",
+        )
+        command.add_argument(
+            "--handshake-timeout",
+            type=_seconds,
+            default=10.0,
+            metavar="SECONDS",
+            help="drop a client that has not completed the handshake by then (10)",
+        )
     serve.add_argument(
         "--backplane",
         metavar="URL",
@@ -154,6 +168,16 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
 
 
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -220,6 +244,8 @@ async def _serve_until_stopped(
             ssl=tls,
             max_connections=args.max_connections,
             reuse_port=getattr(args, "reuse_port", False),
+            keepalive=args.keepalive,
+            handshake_timeout=args.handshake_timeout,
         )
     except BaseException:
         if backplane is not None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.broker import refusal_handshake
-from ..errors import ServerFull
+from ..errors import ProtocolError, ServerFull
 from ._options import split_options
 from .connection import Connection, _serving
 
@@ -20,19 +20,41 @@ log = logging.getLogger("pbnb")
 # refused connections cannot hold many sockets for long.
 _REFUSAL_GRACE = 5.0
 
+#: A server's defaults for clients that have connected but not yet completed the TLS
+#: and pbnb handshakes: an honest client needs milliseconds, so both are small.
+HANDSHAKE_TIMEOUT = 10.0
+MAX_PENDING_HANDSHAKES = 64
+
 
 class Server:
     """A listening PB server. ``port`` is the bound port (useful with port=0).
 
     ``connections`` holds the live connections; with ``max_connections`` set,
-    a client arriving while that many are live is turned away with ``ServerFull``.
+    a client arriving while that many have completed the handshake is turned away
+    with ``ServerFull``. Clients still on their handshake (TLS, then pbnb's) are
+    counted apart: at most ``max_pending_handshakes`` at once (a newcomer over it
+    pushes out the one that has waited longest), each for at most
+    ``handshake_timeout`` seconds, so sockets that never start cannot lock out
+    real clients.
     """
 
-    def __init__(self, server: asyncio.base_events.Server, root: Any, max_connections: int | None = None):
+    def __init__(
+        self,
+        server: asyncio.base_events.Server,
+        root: Any,
+        max_connections: int | None = None,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+    ):
         self._server = server
         self.root = root
         self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.max_pending_handshakes = max_pending_handshakes
         self.connections: set[Connection] = set()
+        # Arrival order, oldest first; each with the timer that drops it.
+        self._pending: dict[_ServerConnection, asyncio.TimerHandle] = {}
         self._refusals: set[_Refusal] = set()
         # Kept, so port, host and repr still answer after close() emptied the socket list.
         self._address = server.sockets[0].getsockname()[:2]
@@ -73,8 +95,15 @@ class Server:
             return done
         return asyncio.shield(self._closing)
 
+    @property
+    def pending_handshakes(self) -> int:
+        """How many clients have connected but not completed the handshake yet."""
+        return len(self._pending)
+
     async def _close(self) -> None:
         self._server.close()
+        for pending in list(self._pending):
+            pending.drop_pending(ProtocolError("the server is closing"))
         refusals = list(self._refusals)
         for refusal in refusals:
             refusal.transport.abort()
@@ -110,9 +139,36 @@ class Server:
     def __repr__(self) -> str:
         return f"<pbnb.Server {self.host}:{self.port} {len(self.connections)} connection(s)>"
 
+    def _arrive(self, connection: _ServerConnection) -> None:
+        """Count a new client as pending; push out the oldest pending one if there are too many."""
+        if len(self._pending) >= self.max_pending_handshakes:
+            oldest = next(iter(self._pending))
+            oldest.drop_pending(
+                ProtocolError(
+                    f"{oldest.peer} was pushed out by newer clients: {len(self._pending)} handshakes "
+                    f"were pending (max_pending_handshakes={self.max_pending_handshakes})"
+                )
+            )
+        timeout = self.handshake_timeout
+        why = ProtocolError(f"{connection.peer} did not complete the handshake in {timeout:g}s")
+        self._pending[connection] = asyncio.get_running_loop().call_later(
+            timeout, connection.drop_pending, why
+        )
+
+    def _settle(self, connection: _ServerConnection) -> None:
+        """The client completed its handshake, or left: it is no longer pending."""
+        timer = self._pending.pop(connection, None)
+        if timer is not None:
+            timer.cancel()
+
     def _admits(self, transport: asyncio.BaseTransport) -> bool:
         """Whether a new connection may be served; if not, turn it away saying why."""
-        if self.max_connections is None or len(self.connections) < self.max_connections:
+        if self.max_connections is None:
+            return True
+        established = len(self.connections) - sum(
+            1 for pending in self._pending if pending in self.connections
+        )
+        if established < self.max_connections:
             return True
         here = _address(transport.get_extra_info("sockname"))  # as the client named us
         full = ServerFull(f"server at {here} is full (max_connections={self.max_connections})")
@@ -129,22 +185,31 @@ async def serve(
     ssl: _ssl.SSLContext | None = None,
     max_connections: int | None = None,
     reuse_port: bool = False,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
     **options: Any,
 ) -> Server:
     """Start serving ``root`` (a Root, a Portal, or a factory called per connection).
 
     ``max_connections`` caps the connections served at once (None: no cap); a
-    client over the cap gets ``ServerFull`` from ``connect``. ``reuse_port``
+    client over the cap gets ``ServerFull`` from ``connect``. A client has
+    ``handshake_timeout`` seconds (10) to complete the TLS and pbnb handshakes,
+    and at most ``max_pending_handshakes`` (64) may be on theirs at once: the
+    longest waiting is dropped to make room. ``reuse_port``
     (SO_REUSEPORT) lets several processes listen on one port, the kernel
     spreading new connections over them. Other keywords
     are limits (``max_frame=...``; see ``Limits``) or connection options:
     ``send_tracebacks`` (send tracebacks with errors), ``keepalive`` and
-    ``dead_peer_timeout`` (seconds), ``handshake_timeout`` (seconds, 30),
-    ``max_send_buffer`` (bytes held for a peer that stops reading, 64 MiB),
+    ``dead_peer_timeout`` (seconds), ``max_send_buffer`` (bytes held for a peer that stops reading, 64 MiB),
     ``registry`` (a ``CopyRegistry`` instead of the global one).
     """
     _check_max_connections(max_connections)
+    if not handshake_timeout > 0:
+        raise ValueError(f"handshake_timeout must be positive, got {handshake_timeout}")
+    if max_pending_handshakes < 1:
+        raise ValueError(f"max_pending_handshakes must be at least 1, got {max_pending_handshakes}")
     connection_options, limits = split_options(options)
+    connection_options["handshake_timeout"] = None  # the server times the whole handshake, TLS included
     loop = asyncio.get_running_loop()
     server: Server | None = None
 
@@ -155,6 +220,7 @@ async def serve(
     def make() -> Connection:
         return _ServerConnection(
             server,  # type: ignore[arg-type]
+            ssl,
             root,
             limits=limits,
             on_close=closed,
@@ -162,10 +228,16 @@ async def serve(
         )
 
     # Listening starts once the Server exists, so no connection arrives before it.
-    listener = await loop.create_server(
-        make, host, port, ssl=ssl, start_serving=False, reuse_port=reuse_port or None
+    # TLS is started by each connection (see _ServerConnection), so that a client still
+    # on its TLS handshake is counted and can be dropped like any other pending one.
+    listener = await loop.create_server(make, host, port, start_serving=False, reuse_port=reuse_port or None)
+    server = Server(
+        listener,
+        root,
+        max_connections,
+        handshake_timeout=handshake_timeout,
+        max_pending_handshakes=max_pending_handshakes,
     )
-    server = Server(listener, root, max_connections)
     await listener.start_serving()
     log.info("serving %r on %s:%d", root, server.host, server.port)
     return server
@@ -198,18 +270,95 @@ def _check_max_connections(value: Any) -> None:
 
 
 class _ServerConnection(Connection):
-    def __init__(self, server: Server, *args: Any, **kwargs: Any):
+    """A server's connection: pending (counted by the Server) until its handshakes are done."""
+
+    def __init__(self, server: Server, tls: _ssl.SSLContext | None, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._server = server
+        self._tls = tls
+        self._raw: asyncio.BaseTransport | None = None  # the TCP transport, until pbnb runs on it
+        self._starting: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._raw = transport
+        self.peer = _address(transport.get_extra_info("peername"))
+        self._server._arrive(self)
+        if self._tls is None:
+            self._open(transport)
+            return
+        transport.pause_reading()  # start_tls takes it over; no byte may reach us before
+        self._starting = self._loop.create_task(self._start_tls(transport))
+
+    async def _start_tls(self, raw: asyncio.BaseTransport) -> None:
+        # Until pbnb runs on it, what arrives over TLS (the client may send its preamble
+        # at once) waits in `held`.
+        held = _Held(lambda: self._server._settle(self))
+        try:
+            tls = await self._loop.start_tls(
+                raw,  # type: ignore[arg-type]
+                held,
+                self._tls,  # type: ignore[arg-type]
+                server_side=True,
+                ssl_handshake_timeout=self._server.handshake_timeout,
+            )
+        except (TimeoutError, OSError, _ssl.SSLError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc or type(exc).__name__)
+            self._server._settle(self)
+            raw.abort()
+            return
+        if tls is None or held.lost:  # dropped while the handshake ran
+            return
+        tls.set_protocol(self)
+        self._open(tls)
+        if held.data and self.broker is not None and self.transport is tls:
+            self.broker.receive_data(bytes(held.data))
+            self._flush()
+
+    def _open(self, transport: asyncio.BaseTransport) -> None:
         # Counted and checked only once made: a connection whose TLS handshake fails
-        # is never made nor lost, and would hold its place (and Server.close()) forever.
+        # is never served, and must not hold a place among the connections.
         if not self._server._admits(transport):
+            self._server._settle(self)
             return
         super().connection_made(transport)
+        self._raw = None
         self._server.connections.add(self)
+        self.ready.add_done_callback(lambda _ready: self._server._settle(self))
         log.info("connection from %s", self.peer)
+
+    def drop_pending(self, reason: BaseException) -> None:
+        """Drop a client that has not completed its handshake (logged at INFO: strangers do that)."""
+        self._server._settle(self)
+        log.info("dropping %s", reason)
+        if self.transport is not None:
+            self.close_reason = reason
+            self.transport.abort()
+        elif self._raw is not None:
+            self._raw.abort()
+        if self._starting is not None:
+            self._starting.cancel()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._server._settle(self)
+        if self.transport is None:  # lost during the TLS handshake: never served
+            return
+        super().connection_lost(exc)
+
+
+class _Held(asyncio.Protocol):
+    """Keeps what arrives over a fresh TLS transport until its connection takes over."""
+
+    def __init__(self, on_lost: Callable[[], Any]):
+        self.data = bytearray()
+        self.lost = False
+        self._on_lost = on_lost
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+        self._on_lost()
 
 
 class _Refusal(asyncio.Protocol):

@@ -49,6 +49,7 @@ CASES: list[Spec] = [
     Spec("attack-garbage", attacks.garbage),
     Spec("attack-fuzzed", attacks.fuzzed),
     Spec("attack-idle-flood", attacks.idle_flood),
+    Spec("attack-tls-flood", functools.partial(attacks.idle_flood, 500, tls=True)),
     _fast("attack-hash-flood-bigint", attacks.hash_flood),
     _fast("attack-hash-flood-set", functools.partial(attacks.hash_flood, "set")),
     _fast("attack-hash-flood-login", functools.partial(attacks.hash_flood, "tuple", 32_768, login=True)),

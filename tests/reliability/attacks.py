@@ -14,7 +14,7 @@ from pbnb.core import serialize
 from pbnb.core.serialize import EXT_BIGINT
 from pbnb.core.wire import PREAMBLE, Kind, encode_frame
 
-from .harness import ROOT, WAIT, Case, RawPeer, Row, read_frames, until
+from .harness import ROOT, Case, RawPeer, Row, read_frames, until
 from .objects import login_portal
 
 
@@ -69,26 +69,52 @@ async def fuzzed(count: int = 1000) -> Row:
         return await case.finish("server kept serving; every mutated connection closed", True)
 
 
-async def idle_flood(count: int = 1000, keepalive: float = 1.0) -> Row:
-    async with Case(
-        f"attack: {count} idle connections (no handshake)",
-        keepalive=keepalive,
-        dead_peer_timeout=3 * keepalive,
-    ) as case:
-        sockets = [await asyncio.open_connection("127.0.0.1", case.server.port) for _ in range(count)]
+async def idle_flood(count: int = 1000, tls: bool = False) -> Row:
+    """Sockets that never send a byte (or never finish TLS) while real clients keep arriving."""
+    options: dict[str, Any] = {"max_connections": 50, "max_pending_handshakes": 64, "handshake_timeout": 2.0}
+    client_options: dict[str, Any] = {}
+    if tls:
+        server_context, client_context = tls_contexts()
+        options["ssl"] = server_context
+        client_options = {"ssl": client_context, "server_hostname": "localhost"}
+    never = "finish TLS" if tls else "send a byte"
+    name = f"attack: {count:,} sockets that never {never} (max_connections=50, max_pending_handshakes=64)"
+    async with Case(name, client=client_options, **options) as case:
+        sockets = []
+        most_pending = 0
+        joined = 0
+        for n in range(count):
+            sockets.append(await asyncio.open_connection("127.0.0.1", case.server.port))
+            most_pending = max(most_pending, case.server.pending_handshakes)
+            if n % 50 == 49:  # a real client arrives every 50 strangers, and is served
+                client, root = await case.client(**client_options)
+                joined += await root.callRemote("echo", n) == n
+                await client.close()
         case.connections += count
-        # Each was accepted once the server's preamble arrives on it. (Waiting to see all
-        # of them live at once would race the keepalive, which may drop the first ones
-        # before the last are open on a loaded machine.)
-        for reader, _ in sockets:
-            await asyncio.wait_for(reader.readexactly(len(PREAMBLE)), WAIT)
-        peak = case.memory.peak
-        await until(lambda: len(case.server.connections) == 1, WAIT)
+        await until(lambda: case.server.pending_handshakes == 0 and len(case.server.connections) == 1)
         for _, writer in sockets:
             writer.close()
+        real = count // 50
+        ok = joined == real and most_pending <= 64
         return await case.finish(
-            f"all {count} dropped by keepalive (peak {peak:.0f} MiB while held); bystander stayed", True
+            f"{joined} of {real} real clients served among them; at most {most_pending} handshakes "
+            f"pending at once; every stranger dropped",
+            ok,
         )
+
+
+def tls_contexts() -> tuple[Any, Any]:
+    """A server and a client SSL context from a throwaway certificate authority."""
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    return server_context, client_context
 
 
 # Python hashes an int as n mod (2**61 - 1): multiples of that prime all collide.

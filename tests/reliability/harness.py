@@ -142,12 +142,14 @@ class Case:
         *,
         echo: Callable[[Any, Any], Awaitable[Any]] | None = None,
         login: bool = False,
+        client: dict[str, Any] | None = None,
         **options: Any,
     ):
         """``login=True``: the root is a Portal (``objects.login_portal``); the bystander logs in."""
         self.name = name
         self.echo = echo
         self.login = login
+        self.client_options = client or {}  # how the bystander connects (ssl=..., for example)
         self.root = root if root is not None else SoakRoot()
         self.options = options
         self.connections = 1
@@ -158,7 +160,7 @@ class Case:
         self.memory = PeakMemory()
         self.started = time.perf_counter()
         self.server = await pb.serve(self.root, **self.options)
-        self.bystander = await pb.connect("127.0.0.1", self.server.port)
+        self.bystander = await pb.connect("127.0.0.1", self.server.port, **self.client_options)
         if self.login:
             from pbnb.cred import UsernamePassword
 
