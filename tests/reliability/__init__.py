@@ -40,6 +40,7 @@ CASES: list[Spec] = [
     Spec("limit-references", limits.references),
     Spec("limit-caches", limits.caches),
     Spec("limit-failed-logins", limits.logins),
+    _fast("login-user-enumeration", limits.user_enumeration),
     Spec("fault-client-killed", faults.client_killed),
     Spec("fault-server-killed", faults.server_killed),
     Spec("fault-reset", faults.reset),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
+import time
 from typing import Any
 
 import pbnb as pb
@@ -142,3 +144,49 @@ async def logins() -> Row:
         await server.close()
     result = "5 guesses refused, connection dropped after the 3rd failure; an honest login then works"
     return measure.row("limit: failed logins (max_failures=3)", 2, 6, result, ok)
+
+
+async def user_enumeration(rounds: int = 400) -> Row:
+    """Unknown and known user names: the same challenge shape; the time to answer, compared."""
+    import base64
+    import statistics
+
+    from pbnb.cred import InMemoryPasswordChecker, Portal
+    from pbnb.cred.scram import ClientExchange
+
+    from .objects import USERS, EchoRealm
+
+    portal = Portal(EchoRealm(), [InMemoryPasswordChecker(USERS, iterations=10_000)])
+    async with Case("login: unknown vs known user name (iterations=10000)", portal, login=True) as case:
+        client, root = await case.client()
+        # Names of one length: SASLprep's time grows with the name, whoever it is.
+        times: dict[str, list[float]] = {"ada": [], "eve": [], "ada again": []}
+        shapes = {}
+        order = list(times)
+        shuffle = random.Random(20).shuffle
+        for _ in range(rounds):
+            shuffle(order)  # no name always goes first
+            for label in order:
+                name = label.split()[0]
+                first = ClientExchange(name, "guess").first()
+                started = time.perf_counter()
+                server_first, challenge = await root.callRemote("scram_first", first)
+                times[label].append(time.perf_counter() - started)
+                fields = dict(field.split("=", 1) for field in server_first.split(","))
+                shapes[name] = (fields["i"], len(base64.b64decode(fields["s"])))
+                del challenge  # ends the exchange, freeing its slot (max_pending_logins)
+        case.calls += 3 * rounds
+        await client.close()
+
+        def median_us(label: str) -> float:
+            return statistics.median(times[label]) * 1e6
+
+        known, unknown, again = median_us("ada"), median_us("eve"), median_us("ada again")
+        ok = shapes["ada"] == shapes["eve"] == ("10000", 32)
+        iterations, salt = shapes["eve"]
+        return await case.finish(
+            f"decoy challenge shaped as a real one (i={iterations}, {salt}-byte salt); "
+            f"median answer over {rounds} rounds: known {known:.0f} µs, unknown {unknown:.0f} µs "
+            f"(difference {unknown - known:+.0f} µs; known against itself {again - known:+.0f} µs)",
+            ok,
+        )
