@@ -35,6 +35,7 @@ CASES: list[Spec] = [
     Spec("limit-frame-sender", limits.frame_sender),
     Spec("limit-string", limits.string),
     Spec("limit-depth", limits.depth),
+    _fast("limit-deep-nesting", limits.deep_nesting),
     Spec("limit-container", limits.container),
     Spec("limit-inbound-calls", limits.inbound),
     Spec("limit-references", limits.references),

@@ -190,3 +190,20 @@ async def user_enumeration(rounds: int = 400) -> Row:
             f"(difference {unknown - known:+.0f} µs; known against itself {again - known:+.0f} µs)",
             ok,
         )
+
+
+async def deep_nesting(levels: int = 2000) -> Row:
+    """Nesting deeper than msgpack itself reads (about 1,000 levels) is LimitExceeded too."""
+    from pbnb.core import serialize
+    from pbnb.core.wire import encode_frame
+
+    from .harness import RawPeer
+
+    async with Case(f"limit: {levels:,} levels of nesting (beyond msgpack's own bound)") as case:
+        peer = await RawPeer.open(case)
+        payload = b"\x92\x91" + b"\x91" * levels + b"\xc0\x80"  # [[ [[[...nil...]]] ], {}]
+        peer.send(encode_frame([Kind.CALL, 2, 1, "echo", serialize.PLAIN], payload))
+        header = await peer.answer(2)
+        peer.close()
+        ok = header[0] == Kind.ERROR and header[2] == "pbnb.errors.LimitExceeded" and header[3]
+        return await case.finish(f"{header[2]}: {header[3][:80]}", bool(ok))
