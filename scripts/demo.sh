@@ -27,10 +27,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Token-less is safe only because it listens on 127.0.0.1.
+# Token-less is safe only because it listens on 127.0.0.1. notebook_shim (for classic
+# Notebook extensions, which Lab does not need) reads the deprecated ServerApp.token.
 PATH="$PWD/.venv/bin:$PATH" TMPDIR="$settings" setsid binder/start jupyter lab --no-browser "${as_root[@]}" \
     --ServerApp.ip=127.0.0.1 --port="$port" --port-retries=0 \
-    --ServerApp.token= --ServerApp.password= \
+    --IdentityProvider.token= \
+    --ServerApp.jpserver_extensions='{"notebook_shim": False}' \
     --ServerApp.root_dir="$PWD/notebooks" --LabApp.app_settings_dir="$settings" &
 lab_pid=$!
 

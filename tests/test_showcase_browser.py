@@ -7,19 +7,25 @@ where its widgets must follow the demo broker with no cell running.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
 
 import nbformat
 import pytest
+from notebook_fixtures.harness import child_env
 from notebook_fixtures.servers import (
+    BIN,
     KERNEL_IDLE,
     UI_WAIT,
     browser_page,
+    free_port,
     lab_server,
     needs_chromium,
-    voila_server,
+    wait_listening,
 )
 from showcase_helpers import NOTEBOOKS, REPO
 
@@ -109,23 +115,52 @@ def test_every_notebook_survives_run_all_in_jupyterlab(tmp_path, demo_broker):
             expect(page.locator("body")).not_to_contain_text("Kernel Restarting")
 
 
-def test_dashboard_widgets_follow_the_demo_broker_in_voila(tmp_path, demo_broker):
-    """The README's screenshot, live: the ticker moves and a change by another client shows."""
+@contextlib.contextmanager
+def dashboard_command(home):
+    """The documented dashboard command, ``binder/start voila notebooks/04-live-dashboard.ipynb``.
+
+    Yields (Voila's URL, the demo broker's "host:port"); stops Voila and the broker.
+    """
+    port = free_port()
+    log = home / "dashboard.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                str(REPO / "binder" / "start"),
+                "voila",
+                str(REPO / "notebooks" / "04-live-dashboard.ipynb"),
+                "--no-browser",
+                f"--port={port}",
+                "--Voila.port_retries=0",
+                "--Voila.ip=127.0.0.1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**child_env(home), "PATH": f"{BIN}:{os.environ['PATH']}", "TMPDIR": str(home)},
+            cwd=REPO,
+            start_new_session=True,  # the broker binder/start leaves running is in this group
+        )
+    try:
+        wait_listening(port, process, log)
+        broker = re.search(r"pbnb demo broker on (\S+)", log.read_text())
+        assert broker, log.read_text()
+        yield f"http://127.0.0.1:{port}", broker[1]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_the_voila_dashboard_is_live_and_shared_by_every_visitor(tmp_path):
+    """The README's screenshot, live: the whole dashboard notebook in Voila, twice, one broker."""
     from playwright.sync_api import expect
 
-    # The dashboard as far as its widgets (the notebook then checks itself and disconnects).
-    dashboard = nbformat.read(REPO / "notebooks" / "04-live-dashboard.ipynb", 4)
-    last = next(i for i, cell in enumerate(dashboard.cells) if "dashboard.add_class" in cell.source)
-    dashboard.cells = dashboard.cells[: last + 1]
-    nbformat.write(dashboard, tmp_path / "dashboard.ipynb")
-    env = {"PBNB_DEMO": "{}:{}".format(*demo_broker)}
-    with (
-        voila_server("dashboard.ipynb", tmp_path, env) as url,
-        browser_page(tmp_path, "showcase-dashboard") as page,
-        blocking.connect(*demo_broker) as other_client,
-    ):
+    with dashboard_command(tmp_path) as (url, broker), browser_page(tmp_path, "showcase-dashboard") as page:
         page.goto(url, timeout=120_000)
         expect(page.locator(".pbnb-dashboard")).to_be_visible(timeout=120_000)
+        # %pb_status, near the end, ran:
+        expect(page.locator("body")).to_contain_text("exported (our Cacheables observed)", timeout=120_000)
+        assert "Error" not in page.locator("body").inner_text()
         count = page.locator(".pbnb-cache .pbnb-field-count input")
         first = int(count.input_value())
         page.wait_for_function(
@@ -133,7 +168,14 @@ def test_dashboard_widgets_follow_the_demo_broker_in_voila(tmp_path, demo_broker
             arg=first + 2,
             timeout=30_000,
         )
-        new_value = other_client.getRootObject().callRemote("increment", 17, by="another client")
-        readout = page.locator(".pbnb-dashboard .widget-readout")
-        expect(readout).to_have_text(str(new_value), timeout=UI_WAIT)
-        expect(page.locator(".pbnb-dashboard")).to_contain_text("last changed by another client")
+        second = page.context.browser.new_page()  # another visitor
+        second.goto(url, timeout=120_000)
+        expect(second.locator(".pbnb-dashboard")).to_be_visible(timeout=120_000)
+        host, port = broker.rsplit(":", 1)
+        with blocking.connect(host, int(port)) as other_client:
+            new_value = other_client.getRootObject().callRemote("increment", 17, by="another client")
+        for visitor in (page, second):
+            readout = visitor.locator(".pbnb-dashboard .widget-readout")
+            expect(readout).to_have_text(str(new_value), timeout=UI_WAIT)
+            expect(visitor.locator(".pbnb-dashboard")).to_contain_text("last changed by another client")
+            expect(visitor.locator(".pbnb-cache").first).to_contain_text("live copy")

@@ -67,6 +67,7 @@ async def stop_everything(process: asyncio.subprocess.Process, marker: str) -> N
 @pytest.mark.timeout(300)
 async def test_demo_script_starts_broker_and_lab_then_stops_both(tmp_path):
     lab_port, broker_port = free_port(), free_port()
+    stderr = (tmp_path / "stderr").open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -81,7 +82,7 @@ async def test_demo_script_starts_broker_and_lab_then_stops_both(tmp_path):
             "PBNB_DEMO_PORT": str(broker_port),
         },
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
         start_new_session=True,
     )
     try:
@@ -109,5 +110,8 @@ async def test_demo_script_starts_broker_and_lab_then_stops_both(tmp_path):
     finally:
         if process.returncode is None:
             await stop_everything(process, f"PBNB_LAB_PORT={lab_port}")
+        stderr.close()
     assert not is_listening(lab_port)
     assert not is_listening(broker_port)
+    logged = (tmp_path / "stderr").read_text()
+    assert "deprecat" not in logged.lower(), logged
