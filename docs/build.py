@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 #: The modules whose ``__all__`` is public API, in the order the page shows them.
-MODULES = ["pbnb", "pbnb.cred", "pbnb.aio.blocking", "pbnb.notebook", "pbnb.demo"]
+MODULES = ["pbnb", "pbnb.cred", "pbnb.aio.blocking", "pbnb.backplane", "pbnb.notebook", "pbnb.demo"]
 
 
 def signature_of(obj: object) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 
+import pytest
 import trustme
 from backplane_helpers import TARGET, TIMEOUT, Broker, CounterCopy
 from redis_helpers import free_port, needs_redis, redis_server
@@ -125,3 +126,41 @@ async def test_rediss_with_a_password(tmp_path):
         finally:
             assert await broker.stop() == 0
         assert "pa55word" not in broker.stderr and ":***@" in broker.stderr
+
+
+pb.setUnjellyableForClass("examples.scaling.scoreboard.Scoreboard", CounterCopy)
+
+
+async def test_the_three_process_setup_of_the_scaling_page():
+    """docs/scaling.md: three brokers of examples/scaling/scoreboard.py on one Redis."""
+    async with redis_server(persistent=True) as redis:
+        brokers = []
+        clients = []
+        try:
+            for _ in range(3):
+                brokers.append(
+                    await Broker.start(
+                        "examples.scaling.scoreboard:root", "--port", "0", "--backplane", redis.url
+                    )
+                )
+            roots, copies = [], []
+            for broker in brokers:
+                client = await pb.connect("127.0.0.1", broker.port)
+                clients.append(client)
+                roots.append(await client.getRootObject())
+                copies.append(await roots[-1].callRemote("board"))
+            assert len({await root.callRemote("pid") for root in roots}) == 3
+            await roots[0].callRemote("score", 2, 1)
+            for copy in copies:
+                await copy.wait_until(lambda copy=copy: (copy.home, copy.away) == (2, 1))
+            await copies[2]._pb_writer.callRemote("set", "comment", "what a match")
+            for copy in copies[:2]:
+                await copy.wait_until(lambda copy=copy: copy.comment == "what a match")
+            with pytest.raises(pb.RemoteError, match="at most 200"):
+                await copies[1]._pb_writer.callRemote("set", "comment", "!" * 201)
+            assert all(copy.history[-1] == {"comment": "what a match"} for copy in copies[:2])
+        finally:
+            for client in clients:
+                await client.close()
+            for broker in brokers:
+                assert await broker.stop() == 0
