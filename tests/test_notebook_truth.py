@@ -136,3 +136,54 @@ def test_server_logging_goes_to_the_log_panel_not_into_cells(kernel):
         wait_all(kernel, logged)
     streams = [m["content"]["text"] for m in kernel.seen if m["msg_type"] == "stream"]
     assert not [text for text in streams if "oops" in text or "Traceback" in text]
+
+
+def error_text(kernel: Kernel) -> str:
+    [error] = [m for m in kernel.seen if m["msg_type"] == "error"]
+    return "\n".join(error["content"]["traceback"])
+
+
+def test_tracebacks_show_the_users_line_and_our_message_and_tb_the_rest(kernel, broker):
+    free = (
+        "import socket\n"
+        "with socket.socket() as s:\n"
+        "    s.bind(('127.0.0.1', 0))\n"
+        "    port = s.getsockname()[1]"
+    )
+    assert_clean(kernel.run_all(["%load_ext pbnb", free]))
+    [refused] = kernel.run_all(["root = %pb_connect {port}"])
+    assert refused["errors"] and refused["errors"][0].startswith("ConnectionRefusedError: ")
+    shown = error_text(kernel)
+    assert "root = %pb_connect {port}" in shown and "no pbnb server at 127.0.0.1:" in shown
+    for internal in ("run_line_magic", "_magics.py", "client.py", "connection.py", "asyncio"):
+        assert internal not in shown, shown
+    assert "%tb shows the full traceback" in shown
+    kernel.run_all(["%tb"])
+    assert "client.py" in error_text(kernel)  # the whole chain is one magic away
+
+    cells = [
+        "import pbnb\n"
+        "class Secret(pbnb.Copyable):\n"
+        "    pass\n"
+        "class Leaky(pbnb.Root):\n"
+        "    def remote_secret(self):\n"
+        "        return Secret()\n"
+        "srv = %pb_serve Leaky()\n"
+        "leaky = %pb_connect {srv.port}",
+        "await leaky.remote.secret()",
+    ]
+    results = kernel.run_all(cells)
+    assert results[1]["errors"][0].startswith("InsecureJelly: refused a copy of")
+    shown = error_text(kernel)
+    assert "await leaky.remote.secret()" in shown and "serialize.py" not in shown and "broker.py" not in shown
+    assert "the receiving side has no RemoteCopy class" in shown
+    assert "refused here, by the caller, receiving the answer" in shown
+
+    assert_clean(kernel.run_all([f"root = %pb_connect {broker.port}"]))
+    broker.close()
+    [dead] = kernel.run_all(
+        ["import asyncio\nwhile root.connected:\n    await asyncio.sleep(0.05)\nawait root.remote.hello('x')"]
+    )
+    assert dead["errors"][0].startswith("DeadReferenceError")
+    shown = error_text(kernel)
+    assert "await root.remote.hello('x')" in shown and "reference.py" not in shown

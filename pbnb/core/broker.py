@@ -598,6 +598,7 @@ class Broker(ReferenceTables):
                     if type(key) is not str:
                         raise ProtocolError("call arguments must be [list, dict with str keys]")
         except (ProtocolError, InsecureJelly) as exc:
+            exc.args = (f"{exc} [refused by the callee, receiving the arguments of {name!r}]",)
             return self._refuse(request_id, exc, f"arguments of {name!r}")
         except (ValueError, TypeError) as exc:
             return self._refuse(
@@ -623,7 +624,10 @@ class Broker(ReferenceTables):
                 self._send([_ANSWER, request_id, _PLAIN], _NIL)
             return
         what = "object" if kind == _CALL else "cache"
-        self._refuse(request_id, ProtocolError(f"no {what} {target_id} on this side"), "call")
+        error = ProtocolError(
+            f"the callee has no {what} {target_id} (released, or never sent on this connection)"
+        )
+        self._refuse(request_id, error, "call")
 
     def _on_answer(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id, mode = header
@@ -633,6 +637,7 @@ class Broker(ReferenceTables):
         try:
             value = self._decode(mode, payload)
         except (ProtocolError, InsecureJelly) as exc:
+            exc.args = (f"{exc} [refused here, by the caller, receiving the answer]",)
             if token is not None:
                 self._emit(ev.CallFailed(token, exc))
             return
@@ -740,7 +745,10 @@ class Broker(ReferenceTables):
         self._inbound.add(request_id)
         entry = self._exports.get(target_id)
         if entry is None:
-            return self.fail(request_id, ProtocolError(f"no object {target_id} on this side"))
+            error = ProtocolError(
+                f"the callee has no object {target_id} (released, or never sent on this connection)"
+            )
+            return self.fail(request_id, error)
         self.answer(
             request_id,
             {"type": type(entry.obj._pb_original()).__qualname__, "methods": describe_methods(entry.obj)},

@@ -583,8 +583,8 @@ class Decoder:
             return cls
         if cls is None or not issubclass(cls, base):
             raise InsecureJelly(
-                f"refused a copy of {type_name!r}: no {base.__name__} class is registered for it "
-                "on this side (see setUnjellyableForClass)"
+                f"refused a copy of {type_name!r}: the receiving side has no {base.__name__} class "
+                "registered for it (see setUnjellyableForClass)"
             )
         return cls
 

@@ -34,6 +34,7 @@ class link(traitlets.link):  # lower case, like the widgets.link it replaces
         self._sync_enabled()
 
     def link(self) -> None:
+        """Show the copy's value on the widget, then follow both ways."""
         try:
             with self._busy_updating():
                 self._show(getattr(self.source[0], self.source[1]))
@@ -42,6 +43,7 @@ class link(traitlets.link):  # lower case, like the widgets.link it replaces
             self.target[0].observe(self._update_source, names=self.target[1])
 
     def unlink(self) -> None:
+        """Stop following (the widget keeps its state, enabled or not)."""
         super().unlink()
         copy = self.source[0]
         if copy.has_trait("pb_state"):

@@ -22,7 +22,7 @@ from ..aio.client import Client, connect
 from ..aio.server import Server, serve
 from ..core.flavors import Referenceable
 from ..core.reference import RemoteReference
-from . import _widgets
+from . import _traceback, _widgets
 from ._complete import RemoteMethodMatcher
 from ._log import panel
 from ._loop import AwaitMagics, start
@@ -260,6 +260,7 @@ def load_ipython_extension(shell: Any) -> None:
     _widgets.register_formatters(shell)
     shell.display_formatter.mimebundle_formatter.for_type(Server, server_bundle)
     panel.install()
+    _traceback.install(shell)
 
 
 def unload_ipython_extension(shell: Any) -> None:
@@ -273,6 +274,7 @@ def unload_ipython_extension(shell: Any) -> None:
     _widgets.unregister_formatters(shell)
     shell.display_formatter.mimebundle_formatter.pop(Server, None)
     panel.uninstall()
+    _traceback.uninstall(shell)
     for kind, names in PBMagics.magics.items():
         for name in names:
             shell.magics_manager.magics[kind].pop(name, None)
