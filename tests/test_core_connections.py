@@ -243,7 +243,7 @@ async def test_connection_lost_before_any_byte_logs_no_error(caplog):
     """Behaviour 29: a client that connects and leaves at once is not an error on the server."""
     caplog.set_level(logging.DEBUG, logger="pbnb")
     async with serving(Waiter()) as server:
-        with LogWatch("closed") as watch:
+        with LogWatch("hung up before it said anything") as watch:
             _, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.close()
             await writer.wait_closed()
@@ -282,7 +282,8 @@ async def test_a_server_that_never_answers_the_handshake_times_out():
 @pytest.mark.parametrize(
     ("opening", "message"),
     [
-        (b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", b"does not speak pbnb"),
+        # A TLS ClientHello: neither PB nor HTTP (HTTP gets an HTTP answer: test_websocket_refusals).
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00", b"does not speak pbnb"),
         (MAGIC + b"\x00\x09\x00\x00", b"version 9"),
         (PREAMBLE + b"\xff\xff\xff\xff\x00\x01", b"limit"),
     ],

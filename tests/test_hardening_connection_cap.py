@@ -83,6 +83,7 @@ async def test_a_refused_client_gets_a_goodbye_instead_of_a_hello_and_close_drop
     async with serving(Counter(), max_connections=1) as server:
         async with await pb.connect("127.0.0.1", server.port) as client:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(PREAMBLE)  # a server waits for the client's first bytes
             try:
                 reply = await within(reader.read())  # the server half-closes after saying why
                 assert reply == refusal_handshake(pb.ServerFull(full_message(server)))
@@ -102,6 +103,7 @@ async def test_a_refused_client_that_never_hangs_up_is_dropped_after_a_grace(mon
     async with serving(Counter(), max_connections=1) as server:
         async with await pb.connect("127.0.0.1", server.port):
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(PREAMBLE)
             try:
                 assert (await within(reader.read())).startswith(PREAMBLE)
                 # Nobody but the grace timer closes it (it may already have, on a slow machine).

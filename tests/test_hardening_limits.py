@@ -270,11 +270,13 @@ class RawPeer:
         self.writer = writer
 
     @classmethod
-    async def open(cls, port: int, *, hello: bool = True) -> RawPeer:
+    async def open(cls, port: int, *, opening: bytes | None = None) -> RawPeer:
+        """Connect and send ``opening`` (default: a preamble and HELLO); the server answers after it."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         peer = cls(reader, writer)
-        if hello:
-            writer.write(PREAMBLE + encode_frame([Kind.HELLO, {"max_frame": 1 << 20}]))
+        if opening is None:
+            opening = PREAMBLE + encode_frame([Kind.HELLO, {"max_frame": 1 << 20}])
+        writer.write(opening)
         await asyncio.wait_for(reader.readexactly(len(PREAMBLE)), WAIT)
         return peer
 
@@ -310,8 +312,7 @@ async def test_a_frame_over_the_limit_ends_that_connection_as_soon_as_announced(
 
 async def test_a_peer_speaking_another_protocol_gets_a_clear_goodbye(service):
     server, _, _ = service
-    peer = await RawPeer.open(server.port, hello=False)
-    peer.writer.write(b"GET / HTTP/1.1\r\n\r\n")
+    peer = await RawPeer.open(server.port, opening=b"\x16\x03\x01\x00\xa5\x01\x00\x00")  # TLS
     headers = await peer.headers_until_closed()
     assert headers[-1][0] == Kind.GOODBYE
     assert "does not speak pbnb" in headers[-1][2]
@@ -319,8 +320,7 @@ async def test_a_peer_speaking_another_protocol_gets_a_clear_goodbye(service):
 
 async def test_a_peer_with_another_version_gets_a_clear_goodbye(service):
     server, _, _ = service
-    peer = await RawPeer.open(server.port, hello=False)
-    peer.writer.write(b"PBNB\x00\x63\x00\x00")
+    peer = await RawPeer.open(server.port, opening=b"PBNB\x00\x63\x00\x00")
     headers = await peer.headers_until_closed()
     assert "version 99" in headers[-1][2]
 

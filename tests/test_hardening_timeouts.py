@@ -37,14 +37,17 @@ class BoardRoot(pb.Root):
         return self.board
 
 
-async def test_a_peer_that_never_sends_the_preamble_is_dropped_after_the_handshake_timeout():
+@pytest.mark.parametrize("opening", [b"", b"PBNB\x00\x01\x00\x00"], ids=["silent", "preamble-only"])
+async def test_a_peer_that_never_completes_the_handshake_is_dropped_after_the_handshake_timeout(opening):
     # Long enough for the bystander's own handshake on a loaded machine.
     async with serving(Echo(), handshake_timeout=2.0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(opening)
         try:
-            # The server sends its own preamble and HELLO, then gives up on us: EOF.
+            # A server waits for the client's first bytes: a silent peer hears nothing.
+            # After a preamble it answers with its own and HELLO. Then it gives up on us: EOF.
             received = await within(reader.read())
-            assert received.startswith(b"PBNB")
+            assert received.startswith(b"PBNB") if opening else received == b""
             async with await pb.connect("127.0.0.1", server.port) as bystander:
                 root = await within(bystander.getRootObject())
                 assert await within(root.callRemote("echo", "still serving")) == "still serving"

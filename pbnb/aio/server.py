@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core.broker import refusal_handshake
 from ..errors import ProtocolError, ServerFull
 from ._options import split_options
 from .connection import Connection, _serving
+from .intake import Intake
+from .ws_stream import deliver
 
 log = logging.getLogger("pbnb")
 
@@ -46,8 +48,11 @@ class Server:
         *,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+        websocket: Any = None,
     ):
         self._server = server
+        # Who may upgrade to WebSocket (a WebSocketPolicy), or None: raw PB only.
+        self.websocket = websocket
         self.root = root
         self.max_connections = max_connections
         self.handshake_timeout = handshake_timeout
@@ -187,9 +192,20 @@ async def serve(
     reuse_port: bool = False,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+    websocket: bool = True,
+    websocket_path: str | None = None,
+    websocket_origins: Iterable[str] | str | None = None,
     **options: Any,
 ) -> Server:
     """Start serving ``root`` (a Root, a Portal, or a factory called per connection).
+
+    The port takes raw PB clients (``connect(host, port)``) and, unless
+    ``websocket=False``, WebSocket clients (``connect("ws://host:port/path")``,
+    browsers): the server tells them apart by their first bytes.
+    ``websocket_path`` restricts the path (None: any); ``websocket_origins``
+    lists the browser origins (``"https://example.org:8000"``, or ``"*"``) whose
+    pages may connect besides same-origin ones: by default a web page from
+    another site is refused, since any page a user opens could drive the broker.
 
     ``max_connections`` caps the connections served at once (None: no cap); a
     client over the cap gets ``ServerFull`` from ``connect``. A client has
@@ -208,6 +224,7 @@ async def serve(
         raise ValueError(f"handshake_timeout must be positive, got {handshake_timeout}")
     if max_pending_handshakes < 1:
         raise ValueError(f"max_pending_handshakes must be at least 1, got {max_pending_handshakes}")
+    policy = _websocket_policy(websocket_path, websocket_origins) if websocket else None
     connection_options, limits = split_options(options)
     connection_options["handshake_timeout"] = None  # the server times the whole handshake, TLS included
     loop = asyncio.get_running_loop()
@@ -237,6 +254,7 @@ async def serve(
         max_connections,
         handshake_timeout=handshake_timeout,
         max_pending_handshakes=max_pending_handshakes,
+        websocket=policy,
     )
     await listener.start_serving()
     log.info("serving %r on %s:%d", root, server.host, server.port)
@@ -254,6 +272,14 @@ def current_server() -> Server:
     if server is None:
         raise LookupError("current_server() is only known inside a remote method served by pbnb.serve")
     return server
+
+
+def _websocket_policy(path: str | None, origins: Iterable[str] | str | None) -> Any:
+    # Checked now, so a bad argument fails serve() rather than every client. Imported
+    # here so that `import pbnb` needs no websockets library (Pyodide has none).
+    from .websocket import WebSocketPolicy
+
+    return WebSocketPolicy.build(path, origins)
 
 
 def _address(peername: Any) -> str:
@@ -278,13 +304,14 @@ class _ServerConnection(Connection):
         self._tls = tls
         self._raw: asyncio.BaseTransport | None = None  # the TCP transport, until pbnb runs on it
         self._starting: asyncio.Task[None] | None = None
+        self._upgrading: Any = None  # the WebSocketTransport while its upgrade is pending
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = transport
         self.peer = _address(transport.get_extra_info("peername"))
         self._server._arrive(self)
         if self._tls is None:
-            self._open(transport)
+            self._begin(transport)
             return
         transport.pause_reading()  # start_tls takes it over; no byte may reach us before
         self._starting = self._loop.create_task(self._start_tls(transport))
@@ -309,10 +336,47 @@ class _ServerConnection(Connection):
         if tls is None or held.lost:  # dropped while the handshake ran
             return
         tls.set_protocol(self)
-        self._open(tls)
-        if held.data and self.broker is not None and self.transport is tls:
-            self.broker.receive_data(bytes(held.data))
-            self._flush()
+        self._begin(tls, bytes(held.data))
+
+    def _begin(self, transport: asyncio.BaseTransport, head: bytes = b"") -> None:
+        """Serve a client whose TCP (and TLS) handshake is done; ``head``: what it sent meanwhile.
+
+        A server that takes WebSocket clients too waits for the client's first
+        bytes to learn which kind it is (see intake.py); otherwise PB starts at once.
+        """
+        if self._server.websocket is None:
+            self._open(transport)
+            if head and self.transport is transport:
+                deliver(self, head)
+            return
+        intake = Intake(
+            self.peer,
+            lambda http, data: self._sniffed(transport, http, data),
+            lambda: self._server._settle(self),
+        )
+        transport.set_protocol(intake)
+        if head:
+            intake.data_received(head)
+
+    def _sniffed(self, transport: asyncio.BaseTransport, http: bool, head: bytes) -> None:
+        if not http:
+            transport.set_protocol(self)
+            self._open(transport)
+            deliver(transport.get_protocol(), head)  # to a refusal if the server is full
+            return
+        from .websocket import WebSocketTransport
+
+        def opened(ws: WebSocketTransport) -> None:
+            self._upgrading = None
+            ws.set_protocol(self)
+            self._open(ws)
+
+        self._upgrading = ws = WebSocketTransport.server(
+            self._server.websocket, opened, on_failed=lambda: self._server._settle(self)
+        )
+        transport.set_protocol(ws)
+        ws.connection_made(transport)
+        ws.data_received(head)
 
     def _open(self, transport: asyncio.BaseTransport) -> None:
         # Counted and checked only once made: a connection whose TLS handshake fails
@@ -330,7 +394,9 @@ class _ServerConnection(Connection):
         """Drop a client that has not completed its handshake (logged at INFO: strangers do that)."""
         self._server._settle(self)
         log.info("dropping %s", reason)
-        if self.transport is not None:
+        if self._upgrading is not None:  # an HTTP client: answer in HTTP
+            self._upgrading.refuse(reason)
+        elif self.transport is not None:
             self.close_reason = reason
             self.transport.abort()
         elif self._raw is not None:
@@ -373,6 +439,7 @@ class _Refusal(asyncio.Protocol):
         self, transport: asyncio.BaseTransport, error: ServerFull, forget: Callable[[_Refusal], None]
     ):
         self.transport: Any = transport
+        self.close_reason = error  # read by a WebSocket transport for its close code
         self._forget = forget
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         transport.set_protocol(self)

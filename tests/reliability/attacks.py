@@ -19,7 +19,13 @@ from .objects import login_portal
 
 
 async def garbage(count: int = 400) -> Row:
-    openings = [b"GET / HTTP/1.1\r\n\r\n", b"PBNB\x00\x09\x00\x00", b"\x00" * 64, PREAMBLE + b"\xff" * 16]
+    # Neither PB nor HTTP (a TLS ClientHello), another version, zeros, a broken frame.
+    openings = [
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00",
+        b"PBNB\x00\x09\x00\x00",
+        b"\x00" * 64,
+        PREAMBLE + b"\xff" * 16,
+    ]
     async with Case(f"attack: {count} connections of garbage / wrong versions") as case:
         goodbyes = 0
         for i in range(count):
