@@ -248,3 +248,27 @@ def test_importing_pbnb_does_not_import_the_notebook_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "[]\n"
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_help_and_completion_tell_the_remote_truth(shell):
+    run(shell, "srv = %pb_serve Greeter()\nroot = %pb_connect 127.0.0.1:{srv.port}")
+    _, matches = shell.complete("root.remote.nothing_like_this")
+    assert matches == []
+    completions = list(shell.Completer.completions("root.remote.hel", 15))
+    assert {(c.text, c.type) for c in completions} == {
+        ("root.remote.hello", "remote method"),
+        ("root.remote.help_me", "remote method"),
+    }
+
+    info = shell.object_inspect("root.remote.hello")
+    assert info["found"] and info["definition"].endswith("hello(name: str) -> str")
+    assert info["docstring"].startswith("remote method hello(name: str) -> str on the peer")
+    missing = shell.object_inspect("root.remote.nothing_like_this")
+    offers = "has no remote method 'nothing_like_this' (it offers: boom, hello, help_me)"
+    assert offers in missing["docstring"]
+    assert "Awaitable" not in (missing["definition"] or "")
+
+    for magic in ("pb_serve", "pb_connect", "pb_disconnect", "pb_status"):
+        text = shell.object_inspect(f"%{magic}")["docstring"]
+        assert "``" not in text and "%%" not in text, text

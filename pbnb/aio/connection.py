@@ -488,8 +488,8 @@ class Connection(asyncio.BufferedProtocol):
 
         def remember(done: asyncio.Future) -> None:
             if not done.cancelled() and done.exception() is None:
-                names = [method["name"] for method in done.result()["methods"]]
-                self.broker.described[ref._id] = names  # type: ignore[union-attr]
+                methods = {method["name"]: method for method in done.result()["methods"]}
+                self.broker.described[ref._id] = methods  # type: ignore[union-attr]
 
         future.add_done_callback(remember)
         return future

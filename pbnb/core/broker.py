@@ -130,8 +130,9 @@ class Broker(ReferenceTables):
         # schedule a later call to flush_collected().
         self.on_collected: Callable[[], None] | None = None
         self.disconnected = False
-        # Method names learned by describe(), by the peer's export id (tab completion).
-        self.described: dict[int, list[str]] = {}
+        # What describe() learned of each remote object's methods, by the peer's export id
+        # (tab completion and help): {name: {"name", "signature", "doc", "docstring", "is_async"}}.
+        self.described: dict[int, dict[str, dict[str, Any]]] = {}
         # The stream is broken or the peer said goodbye: ignore further input.
         self._closing = False
 
@@ -843,7 +844,11 @@ class Broker(ReferenceTables):
 
     def known_methods(self, ref: RemoteReference) -> list[str]:
         """Method names learned from a describe() of ``ref``, for tab completion."""
-        return self.described.get(ref._id, [])
+        return list(self.described.get(ref._id, ()))
+
+    def method_description(self, ref: RemoteReference, name: str) -> dict[str, Any] | None:
+        """What describe() said of ``ref``'s method ``name``; None if not described or unknown."""
+        return self.described.get(ref._id, {}).get(name)
 
 
 def refusal_handshake(error: PBError) -> bytes:

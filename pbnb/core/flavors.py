@@ -308,6 +308,7 @@ def describe_methods(obj: Any) -> list[dict[str, Any]]:
                 "name": attr[len(prefix) :],
                 "signature": text,
                 "doc": doc.strip().splitlines()[0] if doc.strip() else "",
+                "docstring": doc.strip(),
                 "is_async": inspect.iscoroutinefunction(method),
             }
         )

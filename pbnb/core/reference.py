@@ -9,6 +9,8 @@ asyncio layer provides, so this module stays free of I/O.
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -117,8 +119,89 @@ class _MethodProxy:
         def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
             return ref.callRemote(name, *args, **kwargs)
 
-        call.__name__ = name
+        call.__name__ = call.__qualname__ = name
+        _document(call, ref, name)
         return call
 
     def __dir__(self) -> list[str]:
         return list(self._ref._broker.known_methods(self._ref))
+
+
+def _document(call: Any, ref: RemoteReference, name: str) -> None:
+    """Give ``call`` the remote method's signature and docstring, for help and the inspector."""
+    broker = ref._broker
+    call.__signature__ = _ANY_ARGUMENTS
+    if ref._id not in broker.described:
+        call.__doc__ = f"Calls {name!r} on the peer (not described yet: ref.describe() asks what it offers)."
+        return
+    method = broker.method_description(ref, name)
+    if method is None:
+        offered = ", ".join(broker.known_methods(ref)) or "none"
+        call.__doc__ = f"The peer's object has no remote method {name!r} (it offers: {offered})."
+        return
+    kind = "async remote method" if method.get("is_async") else "remote method"
+    head = f"{kind} {name}{method['signature']} on the peer; await the call for its result."
+    body = method.get("docstring") or method.get("doc") or ""
+    call.__doc__ = f"{head}\n\n{body}" if body else head
+    signature = _signature(method["signature"])
+    if signature is not None:
+        call.__signature__ = signature
+
+
+_ANY_ARGUMENTS = inspect.Signature(
+    [
+        inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+    ]
+)
+
+
+class _Text:
+    """An annotation or default shown exactly as the peer wrote it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _signature(text: str) -> inspect.Signature | None:
+    """An inspect.Signature from the peer's signature text, names and defaults kept as text."""
+    try:
+        tree = ast.parse(f"def _f{text}: pass").body[0]
+    except SyntaxError:
+        return None
+    assert isinstance(tree, ast.FunctionDef)
+    spec = tree.args
+
+    def annotation(node: ast.expr | None) -> Any:
+        return inspect.Parameter.empty if node is None else _Text(ast.unparse(node))
+
+    params = []
+    positional = [*spec.posonlyargs, *spec.args]
+    defaults = [None] * (len(positional) - len(spec.defaults)) + list(spec.defaults)
+    for index, (arg, default) in enumerate(zip(positional, defaults, strict=True)):
+        kind = (
+            inspect.Parameter.POSITIONAL_ONLY
+            if index < len(spec.posonlyargs)
+            else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
+        params.append(_parameter(arg, kind, default, annotation))
+    if spec.vararg:
+        params.append(_parameter(spec.vararg, inspect.Parameter.VAR_POSITIONAL, None, annotation))
+    for arg, default in zip(spec.kwonlyargs, spec.kw_defaults, strict=True):
+        params.append(_parameter(arg, inspect.Parameter.KEYWORD_ONLY, default, annotation))
+    if spec.kwarg:
+        params.append(_parameter(spec.kwarg, inspect.Parameter.VAR_KEYWORD, None, annotation))
+    try:
+        return inspect.Signature(params, return_annotation=annotation(tree.returns))
+    except ValueError:
+        return None
+
+
+def _parameter(arg: ast.arg, kind: Any, default: ast.expr | None, annotation: Any) -> inspect.Parameter:
+    value = inspect.Parameter.empty if default is None else _Text(ast.unparse(default))
+    return inspect.Parameter(arg.arg, kind, default=value, annotation=annotation(arg.annotation))

@@ -12,35 +12,47 @@ import inspect
 import re
 from typing import Any
 
+from IPython.core.completer import SimpleCompletion
+
 from ..core.reference import RemoteReference
 from ._loop import loop_of, spawn
 from ._widgets import describe
 
-_REMOTE_ATTRIBUTE = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.remote\.(\w*)")
+_REMOTE_ATTRIBUTE = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.remote\.(\w*)$")
 
 
 class RemoteMethodMatcher:
-    """An IPython matcher (API v1: text -> completions) for ``<reference>.remote.<name>``."""
+    """An IPython matcher (API v2) for ``<reference>.remote.<name>``: the remote names, and only them.
+
+    Each completion's type says whether the method is async on the peer; the
+    other matchers are silenced there, so nothing local is offered as remote.
+    """
 
     matcher_identifier = "pbnb.remote_methods"
-    matcher_api_version = 1
+    matcher_api_version = 2
 
     def __init__(self, shell: Any):
         self.shell = shell
         self.__qualname__ = type(self).__qualname__  # IPython names matchers by it
 
-    def __call__(self, text: str) -> list[str]:
-        match = _REMOTE_ATTRIBUTE.fullmatch(text)
-        if match is None:
-            return []
+    def __call__(self, context: Any) -> dict[str, Any]:
+        match = _REMOTE_ATTRIBUTE.search(context.text_until_cursor)
+        if match is None or not context.token.endswith(match[0]):
+            return {"completions": []}
         path, prefix = match.groups()
         ref = self._lookup(path)
         if not isinstance(ref, RemoteReference):
-            return []
+            return {"completions": []}
         names = dir(ref.remote)
         if not names and ref.connected:
             spawn(loop_of(ref), lambda: describe(ref))
-        return [f"{path}.remote.{name}" for name in names if name.startswith(prefix)]
+        completions = []
+        for name in names:
+            if name.startswith(prefix):
+                method = ref._broker.method_description(ref, name) or {}
+                kind = "async remote method" if method.get("is_async") else "remote method"
+                completions.append(SimpleCompletion(f"{path}.remote.{name}", type=kind))
+        return {"completions": completions, "suppress": True}
 
     def _lookup(self, path: str) -> Any:
         first, *rest = path.split(".")

@@ -72,9 +72,9 @@ class PBMagics(Magics):
     def pb_serve(self, line: str) -> Any:
         """Serve an object from inside this kernel; returns the Server.
 
-        ``%pb_serve Greeter() --port 8787`` evaluates the expression in the
+        %pb_serve Greeter() --port 8787 evaluates the expression in the
         notebook's namespace and serves it; several servers may run at once.
-        ``%pb_serve --stop 8787`` stops one (``%pb_status`` lists them).
+        %pb_serve --stop 8787 stops one (%pb_status lists them).
         """
         args = parse_argstring(self.pb_serve, line)
         expr = " ".join(args.expr)
@@ -133,9 +133,9 @@ class PBMagics(Magics):
     def pb_connect(self, line: str) -> Any:
         """Connect to a PB server; returns the root reference (or, with --user, the avatar).
 
-        ``root = %pb_connect localhost:8787`` makes ``root`` usable on the next
-        line. With ``--user ada`` the password is asked for without echo, or read
-        from the variable named by ``--password-env``; never give it on the line.
+        root = %pb_connect localhost:8787 makes root usable on the next line.
+        With --user ada the password is asked for without echo, or read from
+        the variable named by --password-env; never give it on the line.
         """
         args = _parse_connect(self.pb_connect, line)
         host, port = parse_address(args.address)
@@ -187,7 +187,7 @@ class PBMagics(Magics):
     @argument("--all", action="store_true", help="Close every connection opened with %%pb_connect")
     @line_magic
     def pb_disconnect(self, line: str) -> Any:
-        """Close a connection opened with ``%pb_connect`` (or all of them with --all)."""
+        """Close a connection opened with %pb_connect (or all of them with --all)."""
         args = parse_argstring(self.pb_disconnect, line)
         if args.all:
             names = list(self.connections)
@@ -220,7 +220,7 @@ class PBMagics(Magics):
 
     @line_magic
     def pb_status(self, line: str = "") -> None:
-        """Show this kernel's servers, connections, live references and caches."""
+        """Show this kernel's servers, connections, references, caches and pbnb's log, kept up to date."""
         from IPython.display import display
 
         display(StatusReport(self))
