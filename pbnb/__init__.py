@@ -25,6 +25,7 @@ from .core.flavors import (
     Viewable,
     allowInstancesOf,
     setUnjellyableForClass,
+    survives_disconnect,
 )
 from .core.observing import ObservedCacheable, ObservedRemoteCache, WritableCacheable
 from .core.reference import CacheObserver, RemoteReference
@@ -97,6 +98,7 @@ __all__ = [
     "portno",
     "serve",
     "setUnjellyableForClass",
+    "survives_disconnect",
 ]
 
 

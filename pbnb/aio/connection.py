@@ -12,15 +12,25 @@ import contextvars
 import inspect
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from ..core import events as ev
 from ..core.broker import Broker
+from ..core.failure import clip, text_of
 from ..core.flavors import CopyRegistry, Referenceable
 from ..core.reference import RemoteReference
 from ..core.wire import Limits
-from ..errors import CallCancelled, Error, NoSuchMethod, PBConnectionLost, PBError, ProtocolError
+from ..errors import (
+    CallCancelled,
+    Error,
+    LimitExceeded,
+    NoSuchMethod,
+    PBConnectionLost,
+    PBError,
+    ProtocolError,
+)
 
 log = logging.getLogger("pbnb")
 
@@ -29,6 +39,8 @@ log = logging.getLogger("pbnb")
 _NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple, set, frozenset})
 # Calls queued in one loop turn are written in groups of this many frames.
 _BURST_FRAMES = 16
+# Seconds between the pings that check a half-closed peer is still there to read its answers.
+_PROBE_INTERVAL = 0.5
 # The most one socket read takes, as for asyncio's own transports.
 _RECEIVE_BUFFER_SIZE = 256 * 1024
 _receive_buffers = threading.local()
@@ -90,15 +102,111 @@ class CallFuture(asyncio.Future):
 #: Refused messages logged one by one on each connection; later ones are only
 #: counted and summed up, so a peer sending bad messages in a loop cannot flood the log.
 REFUSALS_LOGGED = 10
-#: The fewest seconds between two summaries of one connection's refusals.
+#: The fewest seconds between two summaries of one connection's (or address's) refusals.
 REFUSAL_SUMMARY_INTERVAL = 10.0
+#: Refused messages logged one by one per client address, over all its connections:
+#: a peer that reconnects to start afresh is summed up too. The count starts over
+#: once the address has sent nothing refused for ``ADDRESS_QUIET`` seconds.
+ADDRESS_REFUSALS_LOGGED = 100
+ADDRESS_QUIET = 60.0
+#: What a log line quotes of a peer's text (a method name, an error message), in bytes.
+LOGGED_TEXT = 200
+# Addresses remembered for their refusals; the longest quiet is forgotten first.
+_ADDRESSES_KEPT = 10_000
+
+
+def _refusal_text(event: ev.MessageRefused) -> str:
+    """``description: ErrorType: error`` as a summary quotes it, clipped: both may carry the peer's text."""
+    error = clip(text_of(event.error), LOGGED_TEXT)
+    return f"{clip(event.description, LOGGED_TEXT)}: {type(event.error).__name__}: {error}"
+
+
+def _level(event: ev.MessageRefused) -> int:
+    # A missing method or a call that does not fit the method is a peer's everyday
+    # mistake; anything else may be malice or a bug.
+    return logging.INFO if isinstance(event.error, (NoSuchMethod, TypeError)) else logging.WARNING
+
+
+def _fits(event: ev.CallReceived) -> bool:
+    """Whether the call's arguments fit the method's signature (asked once a call raised TypeError)."""
+    try:
+        inspect.signature(event.method).bind(*event.args, **event.kwargs)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to check (some builtins): assume the method's own fault
+        return True
+    return True
+
+
+class _AddressRefusals:
+    """One client address's refusals over all its connections, past its first few."""
+
+    __slots__ = ("held", "held_warning", "last", "last_at", "logged", "reported_at", "timer")
+
+    def __init__(self) -> None:
+        self.logged = 0  # logged one by one since the address was last quiet
+        self.last_at = -ADDRESS_QUIET
+        self.held = 0
+        self.held_warning = False
+        self.last: tuple[ev.MessageRefused, str] | None = None
+        self.reported_at = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def may_log(self, now: float) -> bool:
+        """Count a refusal; whether it may still be logged on its own line."""
+        if now - self.last_at >= ADDRESS_QUIET:
+            self.logged = 0
+        self.last_at = now
+        self.logged += 1
+        return self.logged <= ADDRESS_REFUSALS_LOGGED
+
+    def hold(self, event: ev.MessageRefused, peer: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.held += 1
+        self.held_warning |= _level(event) == logging.WARNING
+        self.last = (event, peer)
+        if self.timer is None:  # one summary per interval, even if no connection is left to close
+            wait = max(0.0, REFUSAL_SUMMARY_INTERVAL - (loop.time() - self.reported_at))
+            self.timer = loop.call_later(wait, self.report, loop)
+
+    def report(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = None
+        if self.last is None:
+            return
+        event, peer = self.last
+        now = loop.time()
+        log.log(
+            logging.WARNING if self.held_warning else logging.INFO,
+            "refused %d more message(s) from %s's address in the last %.1f s, over its connections; last: %s",
+            self.held,
+            peer,
+            now - self.reported_at if self.reported_at else now - self.last_at,
+            _refusal_text(event),
+        )
+        self.held, self.held_warning, self.last, self.reported_at = 0, False, None, now
+
+
+_addresses: OrderedDict[str, _AddressRefusals] = OrderedDict()
+
+
+def _refusals_of(peer: str) -> _AddressRefusals:
+    """The refusal record of ``peer``'s address (host without port)."""
+    host = peer.rpartition(":")[0] or peer
+    record = _addresses.pop(host, None) or _AddressRefusals()
+    _addresses[host] = record
+    if len(_addresses) > _ADDRESSES_KEPT:
+        for stale in list(_addresses)[: len(_addresses) - _ADDRESSES_KEPT]:
+            if _addresses[stale].timer is None:
+                del _addresses[stale]
+    return record
 
 
 class _RefusalLog:
     """One connection's refused messages: the first few logged one by one, the rest in summaries.
 
     No timer: each refusal looks at the loop's clock, and closing the
-    connection reports whatever is still held back.
+    connection reports whatever is still held back. The address's own record
+    (``_AddressRefusals``) holds back what a reconnecting peer would otherwise
+    get logged afresh on each connection.
     """
 
     __slots__ = ("_count", "_held", "_held_warning", "_last", "_reported_at")
@@ -110,13 +218,24 @@ class _RefusalLog:
         self._last: ev.MessageRefused | None = None  # the latest held-back refusal
         self._reported_at = 0.0  # loop time of the last line about this connection's refusals
 
-    def refused(self, event: ev.MessageRefused, peer: str, now: float) -> None:
+    def refused(self, event: ev.MessageRefused, peer: str, loop: asyncio.AbstractEventLoop) -> None:
         """Log ``event`` if it is among the first few; otherwise count it and maybe sum up."""
-        # A missing method is a peer's everyday mistake; anything else may be malice or a bug.
-        level = logging.INFO if isinstance(event.error, NoSuchMethod) else logging.WARNING
+        now = loop.time()
+        level = _level(event)
         self._count += 1
         if self._count <= REFUSALS_LOGGED:
-            log.log(level, "refused %s from %s: %s", event.description, peer, event.error)
+            address = _refusals_of(peer)
+            if address.may_log(now):
+                description = clip(event.description, LOGGED_TEXT)
+                log.log(
+                    level,
+                    "refused %s from %s: %s",
+                    description,
+                    peer,
+                    clip(text_of(event.error), LOGGED_TEXT),
+                )
+            else:
+                address.hold(event, peer, loop)
             self._reported_at = now
             return
         self._held += 1
@@ -132,15 +251,12 @@ class _RefusalLog:
             return
         log.log(
             logging.WARNING if self._held_warning else logging.INFO,
-            "refused %d more message(s) from %s in the last %.1f s (%d in all on this connection); "
-            "last: %s: %s: %s",
+            "refused %d more message(s) from %s in the last %.1f s (%d in all on this connection); last: %s",
             self._held,
             peer,
             now - self._reported_at,
             self._count,
-            last.description,
-            type(last.error).__name__,
-            last.error,
+            _refusal_text(last),
         )
         self._last = None
         self._held = 0
@@ -185,7 +301,12 @@ class Connection(asyncio.BufferedProtocol):
         self.close_reason: BaseException | None = None
         self._flush_scheduled = False
         self._collect_scheduled = False
-        self._tasks: dict[int, asyncio.Task] = {}
+        self._tasks: dict[int, asyncio.Task] = {}  # running calls that want an answer, by request id
+        self._quiet_tasks: set[asyncio.Task] = set()  # running calls that want none
+        self._survivors: set[asyncio.Task] = set()  # calls not to cancel at the close
+        self._max_running = (limits or Limits()).max_inbound_calls
+        self._peer_done = False  # the peer half-closed: close once its calls are answered
+        self._probe_timer: asyncio.TimerHandle | None = None
         self._release_hooks: dict[int, list[Callable[[], Any]]] = {}
         self._last_heard = self._loop.time()
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -194,6 +315,7 @@ class Connection(asyncio.BufferedProtocol):
         # unread, so its draining of our send buffer is the sign of life instead.
         self._writing_paused = False
         self._buffered_at_tick = 0
+        self._buffered_at_pause = 0
         self._refusals = _RefusalLog()
 
     # ---------------------------------------------------------------- asyncio
@@ -238,7 +360,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         reason = self.close_reason or exc
-        for timer in (self._keepalive_timer, self._handshake_timer):
+        for timer in (self._keepalive_timer, self._handshake_timer, self._probe_timer):
             if timer is not None:
                 timer.cancel()
         if self.broker is not None:
@@ -248,18 +370,47 @@ class Connection(asyncio.BufferedProtocol):
         if not self.ready.done():
             self.ready.set_exception(_handshake_failure(reason))
             self.ready.exception()  # the opener reports it; don't warn about it twice
-        for task in list(self._tasks.values()):
-            task.cancel()
+        # The calls the peer started go nowhere now: stop them (unless marked survives_disconnect).
+        for task in [*self._tasks.values(), *self._quiet_tasks]:
+            if task not in self._survivors:
+                task.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
         if self._on_close is not None:
             self._on_close(self)
         self._release_hooks.clear()
 
+    def eof_received(self) -> bool:
+        # The peer has sent all it will (shutdown(SHUT_WR)) but may still read: finish the
+        # calls it is waiting for, then close. Keeping the transport open says so to asyncio.
+        self._peer_done = True
+        if self._tasks:
+            self._probe()
+            return True
+        self._flush()
+        return False
+
+    def _probe(self) -> None:
+        """While answers are owed to a half-closed peer, ping it now and then.
+
+        A peer that died sends the same end-of-file as one that half-closed; only
+        writing to it tells them apart (the dead one's host answers with a reset,
+        which ends the connection and so cancels the calls it started).
+        """
+        if not self._tasks or self.transport is None or self.transport.is_closing():
+            return
+        self._ping_token += 1
+        self.broker.ping(self._ping_token)  # type: ignore[union-attr]
+        self._flush()
+        self._probe_timer = self._loop.call_later(_PROBE_INTERVAL, self._probe)
+
     def pause_writing(self) -> None:
         # The peer is not reading our answers: stop reading its requests.
         self._writing_paused = True
         self._buffered_at_tick = self.transport.get_write_buffer_size() if self.transport else 0
+        # What the write that paused us left buffered (a large answer, maybe) is not the peer's
+        # fault: max_send_buffer bounds only what piles up beyond it while the peer does not read.
+        self._buffered_at_pause = self._buffered_at_tick
         if self.transport is not None:
             self.transport.pause_reading()
 
@@ -283,7 +434,8 @@ class Connection(asyncio.BufferedProtocol):
             events = broker.next_events()
         if broker._out and self.transport is not None:
             self.transport.write(broker.data_to_send())
-            if self._writing_paused and self.transport.get_write_buffer_size() > self._max_send_buffer:
+            piled_up = self.transport.get_write_buffer_size() - self._buffered_at_pause
+            if self._writing_paused and piled_up > self._max_send_buffer:
                 self._abort(
                     PBConnectionLost(
                         f"peer {self.peer} is not reading: more than {self._max_send_buffer} bytes "
@@ -359,7 +511,7 @@ class Connection(asyncio.BufferedProtocol):
         elif isinstance(event, ev.CacheReleased):
             self._run_hook(lambda: event.cacheable.stoppedObserving(event.perspective, event.observer))
         elif isinstance(event, ev.MessageRefused):
-            self._refusals.refused(event, self.peer, self._loop.time())
+            self._refusals.refused(event, self.peer, self._loop)
         elif isinstance(event, ev.CallbackFailed):
             log.error("disconnect callback %r failed", event.callback, exc_info=event.error)
         elif isinstance(event, ev.ConnectionFailed):
@@ -394,6 +546,13 @@ class Connection(asyncio.BufferedProtocol):
         self._release_hooks.setdefault(id(obj), []).append(hook)
 
     def _run_call(self, event: ev.CallReceived) -> None:
+        if not event.request_id and len(self._quiet_tasks) + len(self._tasks) >= self._max_running:
+            # The broker counts calls awaiting answers; calls that want none are counted here.
+            error = LimitExceeded(
+                f"peer has {len(self._quiet_tasks) + len(self._tasks)} calls running here (max_inbound_calls)"
+            )
+            self._refusals.refused(ev.MessageRefused(error, f"call of {event.name!r}"), self.peer, self._loop)
+            return
         reset = current_perspective.set(event.perspective)
         reset_serving = _serving.set(self)
         try:
@@ -409,6 +568,12 @@ class Connection(asyncio.BufferedProtocol):
             task = self._loop.create_task(self._finish_call(event, result))
             if event.request_id:
                 self._tasks[event.request_id] = task
+            else:  # counted against max_inbound_calls, and cancelled at the close, all the same
+                self._quiet_tasks.add(task)
+                task.add_done_callback(self._quiet_tasks.discard)
+            if getattr(event.method, "_pb_survives_disconnect", False):
+                self._survivors.add(task)
+                task.add_done_callback(self._survivors.discard)
         elif event.request_id:
             self.broker.answer(event.request_id, result, event.perspective)  # type: ignore[union-attr]
 
@@ -427,10 +592,15 @@ class Connection(asyncio.BufferedProtocol):
         finally:
             self._tasks.pop(event.request_id, None)
             self._flush_soon()
+            if self._peer_done and not self._tasks and self.transport is not None:
+                self._loop.call_soon(self.transport.close)  # after the flush: the answers go first
 
     def _report_failure(self, event: ev.CallReceived, exc: Exception) -> None:
-        where = f"{type(event.target).__qualname__}.{event.name} called by {self.peer}"
-        if isinstance(exc, Error):
+        where = f"{type(event.target).__qualname__}.{clip(event.name, LOGGED_TEXT)} called by {self.peer}"
+        if isinstance(exc, TypeError) and not _fits(event):
+            # The caller's mistake, like a missing method: one line (summed up in a flood), no traceback.
+            self._refusals.refused(ev.MessageRefused(exc, f"call of {event.name!r}"), self.peer, self._loop)
+        elif isinstance(exc, Error):
             log.debug("%s raised %s", where, repr(exc))  # a string: records must not pin frames
         else:
             log.error("unhandled error in %s", where, exc_info=exc)

@@ -313,3 +313,14 @@ def describe_methods(obj: Any) -> list[dict[str, Any]]:
             }
         )
     return described
+
+
+def survives_disconnect(method: Any) -> Any:
+    """Mark a remote method (a coroutine) whose work must finish even if its caller leaves.
+
+    When a connection ends, the remote coroutines its peer started are cancelled,
+    since their answers could go nowhere; one marked with this decorator runs on,
+    and its result is dropped.
+    """
+    method._pb_survives_disconnect = True
+    return method

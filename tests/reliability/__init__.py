@@ -48,6 +48,8 @@ CASES: list[Spec] = [
     Spec("fault-stalled-reader", faults.stalled_reader),
     Spec("fault-slow-peer", faults.slow_peer),
     Spec("fault-silent-peer", faults.silent_peer),
+    _fast("fault-big-messages", attacks.big_messages),
+    _fast("fault-half-close", attacks.half_close),
     Spec("attack-garbage", attacks.garbage),
     Spec("attack-fuzzed", attacks.fuzzed),
     Spec("attack-idle-flood", attacks.idle_flood),
@@ -55,6 +57,9 @@ CASES: list[Spec] = [
     _fast("attack-hash-flood-bigint", attacks.hash_flood),
     _fast("attack-hash-flood-set", functools.partial(attacks.hash_flood, "set")),
     _fast("attack-hash-flood-login", functools.partial(attacks.hash_flood, "tuple", 32_768, login=True)),
+    _fast("attack-log-flood-signature", attacks.log_flood_signature),
+    _fast("attack-log-flood-names", attacks.log_flood_names),
+    _fast("attack-fire-and-forget", attacks.fire_and_forget),
     _fast("attack-refused-nils", functools.partial(attacks.refused, "nils")),
     _fast("attack-refused-references", functools.partial(attacks.refused, "references")),
 ]

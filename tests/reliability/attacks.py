@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import logging
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
 from msgpack import ExtType
 
+import pbnb as pb
 from pbnb.core import serialize
 from pbnb.core.serialize import EXT_BIGINT
 from pbnb.core.wire import PREAMBLE, Kind, encode_frame
 
-from .harness import ROOT, Case, RawPeer, Row, read_frames, until
-from .objects import login_portal
+from .harness import ROOT, WAIT, Case, RawPeer, Row, read_frames, until
+from .objects import SoakRoot, login_portal
 
 
 async def garbage(count: int = 400) -> Row:
@@ -211,3 +215,128 @@ async def refused(kind: str) -> Row:
             f"carried on; RSS +{growth:.0f} MiB for {case.bytes_sent / 2**20:.0f} MiB sent",
             ok,
         )
+
+
+class _LogTally(logging.Handler):
+    """Counts what the pbnb logger writes: lines, characters, tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines = self.chars = self.tracebacks = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines += 1
+        self.chars += len(record.getMessage())
+        self.tracebacks += record.exc_info is not None
+
+
+@contextlib.contextmanager
+def log_tally() -> Iterator[_LogTally]:
+    logger = logging.getLogger("pbnb")
+    tally, level = _LogTally(), logger.level
+    logger.addHandler(tally)
+    logger.setLevel(logging.INFO)
+    try:
+        yield tally
+    finally:
+        logger.removeHandler(tally)
+        logger.setLevel(level)
+
+
+async def log_flood_signature(count: int = 1000) -> Row:
+    async with Case(f"attack: {count:,} calls that do not fit the method's signature") as case:
+        client, root = await case.client()
+        with log_tally() as tally:
+            results = await asyncio.gather(
+                *(root.callRemote("add", 1) for _ in range(count)), return_exceptions=True
+            )
+            await client.close()
+            await until(lambda: len(case.server.connections) == 1)
+        case.calls += count
+        refused = sum(
+            isinstance(result, pb.RemoteError) or isinstance(result, TypeError) for result in results
+        )
+        ok = refused == count and tally.tracebacks == 0 and tally.lines <= 20
+        return await case.finish(
+            f"each caller got TypeError; the log got {tally.lines} lines ({tally.chars:,} characters), "
+            f"{tally.tracebacks} tracebacks",
+            ok,
+        )
+
+
+async def log_flood_names(connections: int = 50, calls: int = 10, length: int = 60_000) -> Row:
+    name = "x" * length
+    async with Case(
+        f"attack: {connections} connections x {calls} calls of unknown {length:,}-character method names"
+    ) as case:
+        with log_tally() as tally:
+            for _ in range(connections):
+                peer = await RawPeer.open(case)
+                for n in range(calls):
+                    peer.send(_call(n + 2, 1, name, msgpack.packb([[], {}])))
+                for n in range(calls):
+                    await peer.answer(n + 2)
+                peer.close()
+            await until(lambda: len(case.server.connections) == 1)
+        ok = tally.chars < 200_000
+        return await case.finish(
+            f"{case.bytes_sent / 2**20:.0f} MiB of names sent; the log got {tally.lines} lines "
+            f"({tally.chars:,} characters)",
+            ok,
+        )
+
+
+async def fire_and_forget(count: int = 20_000) -> Row:
+    root = SoakRoot()
+    async with Case(
+        f"attack: {count:,} fire-and-forget calls that never end (max_inbound_calls=1000)",
+        root,
+        max_inbound_calls=1000,
+    ) as case:
+        peer = await RawPeer.open(case)
+        peer.send(_call(0, 1, "finish", msgpack.packb([[0.5], {}])))  # work that must survive the peer
+        empty = msgpack.packb([[], {}])
+        for start in range(0, count, 1000):
+            peer.send(b"".join(_call(0, 1, "hang", empty) for _ in range(start, start + 1000)))
+            await peer.writer.drain()
+        peer.send(_call(2, 1, "echo", msgpack.packb([["done"], {}])))
+        await peer.answer(2)
+        running = root.hanging
+        peer.close()
+        await until(lambda: len(case.server.connections) == 1)
+        await until(lambda: root.hanging == 0)
+        await until(lambda: root.finished == 1)
+        ok = running == 999  # and the one that finishes
+        return await case.finish(
+            f"{running + 1:,} ran at once, the rest were refused; all cancelled when the peer left, "
+            "but the one marked survives_disconnect finished",
+            ok,
+        )
+
+
+async def big_messages(size: int = 80 << 20) -> Row:
+    limits = {"max_string_len": 2 * size}
+    name = f"fault: a {size >> 20} MiB answer and argument (max_send_buffer 64 MiB)"
+    async with Case(name, **limits) as case:
+        client, root = await case.client(**limits)
+        blob = await root.callRemote("blob", size)
+        length = await root.callRemote("size", blob)
+        case.calls += 2
+        ok = len(blob) == size and length == size and client.connected
+        del blob
+        await client.close()
+        return await case.finish("both went through with back-pressure; the connection lived on", ok)
+
+
+async def half_close(pending: int = 10) -> Row:
+    async with Case(f"fault: a client half-closes with {pending} answers pending") as case:
+        peer = await RawPeer.open(case)
+        for n in range(pending):
+            peer.send(_call(n + 2, 1, "sleep", msgpack.packb([[0.2, n], {}])))
+        await peer.writer.drain()
+        peer.writer.write_eof()
+        answers = [await peer.answer(n + 2) for n in range(pending)]
+        closed = await asyncio.wait_for(peer.reader.read(), WAIT) == b""
+        peer.close()
+        ok = all(header[0] == Kind.ANSWER for header in answers) and closed
+        return await case.finish(f"all {pending} answered after the half-close, then the server closed", ok)

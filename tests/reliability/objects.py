@@ -49,6 +49,8 @@ class SoakRoot(pb.Root):
         self.board = Board()
         self.answered = 0
         self.sent = {"item": 0, "callback": 0, "board": 0}
+        self.hanging = 0  # remote_hang calls running
+        self.finished = 0  # remote_finish calls done
 
     def remote_echo(self, value: Any) -> Any:
         self.answered += 1
@@ -81,7 +83,27 @@ class SoakRoot(pb.Root):
         return [Board() for _ in range(count)]
 
     async def remote_hang(self) -> None:
-        await asyncio.get_running_loop().create_future()
+        self.hanging += 1
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self.hanging -= 1
+
+    @pb.survives_disconnect
+    async def remote_finish(self, seconds: float) -> None:
+        """Work that must finish even if the caller leaves."""
+        await asyncio.sleep(seconds)
+        self.finished += 1
+
+    async def remote_sleep(self, seconds: float, value: Any) -> Any:
+        await asyncio.sleep(seconds)
+        return value
+
+    def remote_size(self, data: bytes) -> int:
+        return len(data)
+
+    def remote_add(self, a: int, b: int) -> int:
+        return a + b
 
 
 class Recorder:
