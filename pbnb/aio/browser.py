@@ -36,8 +36,9 @@ class BrowserWebSocketTransport(asyncio.Transport):
 
     def __init__(self, url: str, make_protocol: Callable[[], asyncio.BaseProtocol]):
         super().__init__()
-        import js  # type: ignore[import-not-found]
         from pyodide.ffi import create_proxy, to_js  # type: ignore[import-not-found]
+
+        import js  # type: ignore[import-not-found]
 
         self._url = url
         self._make_protocol = make_protocol

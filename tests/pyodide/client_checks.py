@@ -113,7 +113,11 @@ async def refusals():
         check("raw tcp", str(exc))
 
 
-await calls_references_and_caches()
-await login()
-await refusals()
-check("websockets imported at the end", "websockets" in sys.modules)
+async def main():
+    await calls_references_and_caches()
+    await login()
+    await refusals()
+    check("websockets imported at the end", "websockets" in sys.modules)
+
+
+await main()  # noqa: F704 (runPythonAsync runs the file as top-level async code, as a notebook cell)
