@@ -9,6 +9,7 @@ changing imports and awaiting instead of adding callbacks. Login lives in
 
 from __future__ import annotations
 
+from .aio.address import PB_PORT
 from .aio.client import Client, connect
 from .aio.connection import CallFuture, current_perspective
 from .aio.reconnect import ReconnectingClient, ReconnectStatus
@@ -49,8 +50,9 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-#: The port PB servers listen on by default, as in Twisted (``python -m pbnb serve`` uses it).
-portno = 8787
+#: The port PB servers listen on by default, as in Twisted (``python -m pbnb serve`` uses it,
+#: and so does a ``pb://host`` URL without a port).
+portno = PB_PORT
 
 __all__ = [
     "Anonymous",

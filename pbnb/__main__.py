@@ -123,6 +123,22 @@ def _parser() -> argparse.ArgumentParser:
             help="ping each client this often and drop one silent for three pings (off)",
         )
         command.add_argument(
+            "--websocket-origin",
+            action="append",
+            metavar="ORIGIN",
+            help="a web page origin (https://host:port, or *) whose pages may connect over WebSocket; "
+            "repeatable (same-origin pages only)",
+        )
+        command.add_argument(
+            "--websocket-path", metavar="PATH", help="take WebSocket clients on this path only (any)"
+        )
+        command.add_argument(
+            "--no-websocket",
+            dest="websocket",
+            action="store_false",
+            help="take raw PB clients only, not WebSocket ones on the same port",
+        )
+        command.add_argument(
             "--handshake-timeout",
             type=_seconds,
             default=10.0,
@@ -246,6 +262,9 @@ async def _serve_until_stopped(
             reuse_port=getattr(args, "reuse_port", False),
             keepalive=args.keepalive,
             handshake_timeout=args.handshake_timeout,
+            websocket=args.websocket,
+            websocket_path=args.websocket_path,
+            websocket_origins=args.websocket_origin,
         )
     except BaseException:
         if backplane is not None:
@@ -253,6 +272,12 @@ async def _serve_until_stopped(
         raise
     over = " over TLS" if tls else ""
     print(f"pbnb: serving {label}{over} on {server.host}:{server.port}", flush=True)
+    if server.websocket is not None:
+        scheme = "wss" if tls else "ws"
+        print(
+            f"pbnb: WebSocket clients: {scheme}://{server.host}:{server.port}{args.websocket_path or '/'}",
+            flush=True,
+        )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for signum in signals:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-#: The port of a ``pb://`` URL that names none (Twisted PB's customary port).
+#: The port of a ``pb://`` URL that names none (Twisted PB's customary port; ``pbnb.portno``).
 PB_PORT = 8787
 _DEFAULT_PORTS = {"pb": PB_PORT, "ws": 80, "wss": 443}
 
