@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import ipywidgets as widgets
@@ -62,7 +63,7 @@ async def test_the_widget_shows_what_the_reference_points_at_and_its_methods(roo
     assert "<b>Demo</b> at 127.0.0.1:" in widget.header.value
     assert "connected" in widget.status.value
     names = [f.name for f in widget.methods.children]
-    assert names == ["boom", "child", "counter", "hello"]
+    assert names == ["boom", "child", "counter", "hello", "records", "wait"]
     hello = html_of(form(widget, "hello"))
     assert "<code>hello(name: " in hello and "punctuation: " in hello
     assert "<i>Greet someone.</i>" in hello
@@ -114,7 +115,7 @@ async def test_the_status_turns_to_disconnected_when_the_peer_goes_away():
 async def test_an_unawaited_call_renders_live(root):
     future = root.callRemote("hello", "later")
     widget = FutureWidget(future)
-    assert "pending: hello() on" in html_of(widget)
+    assert "pending: <code>hello() on" in html_of(widget)
     assert await future == "hello later!"
     await until(widget, "children", lambda c: "pending" not in html_of(c[0]))
     assert "hello later!" in html_of(widget)
@@ -123,3 +124,46 @@ async def test_an_unawaited_call_renders_live(root):
     with pytest.raises(pb.RemoteError):
         await failing
     await until(widget, "children", lambda c: "kaboom" in html_of(c[0]))
+
+
+async def test_a_pending_call_shows_its_time_disables_the_button_and_cancels_on_the_peer():
+    demo = Demo(Counter())
+    async with connected(demo) as session:
+        widget = await described(session.root)
+        wait = form(widget, "wait")
+        wait.call("30")
+        [pending] = wait.output.children
+        assert wait.button.disabled and "pending: <code>wait(30)</code> · " in pending.label.value
+        first = pending.label.value
+        await until(pending.label, "value", lambda v: v != first)  # the time so far goes up
+        pending.cancel.click()
+        await asyncio.wait_for(demo.cancelled.wait(), 10)  # the peer's task was cancelled
+        assert "cancelled (the peer was told to stop)" in await outcome(wait)
+        assert not wait.button.disabled
+
+
+async def test_enter_in_the_argument_box_calls(root):
+    widget = await described(root)
+    hello = form(widget, "hello")
+    hello.arguments.value = "'enter'"
+    submit = {"content": {"data": {"method": "custom", "content": {"event": "submit"}}}, "buffers": []}
+    hello.arguments._handle_msg(submit)  # what the browser sends on Enter
+    assert "hello enter!" in await outcome(hello)
+
+
+async def test_results_render_richly_and_docstrings_as_text(root):
+    widget = await described(root)
+    records = form(widget, "records")
+    records.call("")
+    shown = await outcome(records)
+    assert (
+        "<table class='pbnb-records'>" in shown
+        and "<th" in shown
+        and "<td style='padding:0 12px 0 0'>grace</td>" in shown
+    )
+    nested = form(widget, "hello")
+    assert "<details><summary>docstring</summary>" not in html_of(nested)  # one line: nothing more to show
+    wait = html_of(form(widget, "wait"))
+    assert (
+        "<details><summary>docstring</summary>" in wait and "sets cancelled on" in wait and "``" not in wait
+    )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import asyncio
 import html
+import pprint
+import re
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +26,7 @@ from ._loop import Pending, call_on_loop, loop_of, spawn
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _MAX_REPR = 2000
+_MAX_ROWS = 200
 
 # What each reference's peer said it offers: {"type": ..., "methods": [...]}.
 _descriptions: weakref.WeakKeyDictionary[RemoteReference, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -100,6 +103,55 @@ def _short_repr(value: Any) -> str:
 # ----------------------------------------------------------- rendering values
 
 
+def _records(value: Any) -> tuple[list[str], list[list[Any]]] | None:
+    """Columns and rows if ``value`` is a list of like records (dicts or copies), else None."""
+    if not isinstance(value, (list, tuple)) or not value or len(value) > _MAX_ROWS:
+        return None
+    if all(isinstance(item, dict) for item in value):
+        columns = list(value[0])
+        if all(list(item) == columns for item in value) and all(isinstance(c, str) for c in columns):
+            return columns, [[item[c] for c in columns] for item in value]
+        return None
+    kinds = {type(item) for item in value}
+    if len(kinds) != 1 or not hasattr(value[0], "__dict__") or isinstance(value[0], RemoteReference):
+        return None
+    columns = [name for name in vars(value[0]) if not name.startswith("_")]
+    if not columns or any([n for n in vars(item) if not n.startswith("_")] != columns for item in value):
+        return None
+    return columns, [[getattr(item, c) for c in columns] for item in value]
+
+
+def _cell_text(value: Any) -> str:
+    return value if isinstance(value, str) and len(value) <= _MAX_REPR else _short_repr(value)
+
+
+def value_html(value: Any) -> str:
+    """A call's plain result as HTML: like records as a table, anything else pretty-printed."""
+    records = _records(value)
+    if records is not None:
+        columns, rows = records
+        head = "".join(
+            f"<th style='text-align:left;padding:0 12px 0 0'>{html.escape(c)}</th>" for c in columns
+        )
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td style='padding:0 12px 0 0'>{html.escape(_cell_text(cell))}</td>" for cell in row)
+            + "</tr>"
+            for row in rows
+        )
+        kind = html.escape(type(value[0]).__name__)
+        caption = f"<caption style='text-align:left'>{len(rows)} {kind} records</caption>"
+        return f"<table class='pbnb-records'>{caption}<tr>{head}</tr>{body}</table>"
+    text = (
+        value
+        if isinstance(value, str) and "\n" in value
+        else pprint.pformat(value, width=88, sort_dicts=False)
+    )
+    if len(text) > _MAX_REPR:
+        text = text[:_MAX_REPR] + "…"
+    return f"<pre class='pbnb-value' style='margin:0'>{html.escape(text)}</pre>"
+
+
 def value_widget(value: Any) -> widgets.Widget:
     """A widget for a call's result: references and live caches get their own widget."""
     if isinstance(value, RemoteReference):
@@ -109,7 +161,7 @@ def value_widget(value: Any) -> widgets.Widget:
     make = getattr(value, "_pb_widget", None)
     if callable(make):
         return make()
-    return widgets.HTML(f"<pre class='pbnb-value'>{html.escape(_short_repr(value))}</pre>")
+    return widgets.HTML(value_html(value))
 
 
 def error_widget(error: BaseException) -> widgets.HTML:
@@ -124,22 +176,60 @@ def error_widget(error: BaseException) -> widgets.HTML:
 def outcome_widget(future: asyncio.Future) -> widgets.Widget:
     """The result, the error or the cancellation of a finished call."""
     if future.cancelled():
-        return widgets.HTML("<span class='pbnb-error'>cancelled</span>")
+        return widgets.HTML("<span class='pbnb-error'>cancelled (the peer was told to stop)</span>")
     if future.exception() is not None:
         return error_widget(future.exception())  # type: ignore[arg-type]
     return value_widget(future.result())
 
 
-def _pending_widget(what: str) -> widgets.HTML:
-    return widgets.HTML(f"<span class='pbnb-pending'>pending: {html.escape(what)}…</span>")
+_SPINNER = (
+    "<style>@keyframes pbnb-spin{to{transform:rotate(360deg)}}</style>"
+    "<span class='pbnb-spinner' style='display:inline-block;animation:pbnb-spin 1s linear infinite'>◐</span>"
+)
+
+
+class PendingCall(widgets.HBox):
+    """A call in flight: a spinner, what was called, the time so far, and a button that cancels it.
+
+    Cancelling tells the peer (the remote method's task is cancelled there).
+    """
+
+    def __init__(self, future: asyncio.Future, what: str):
+        self.future = future
+        self.what = what
+        self.label = widgets.HTML()
+        self.cancel = widgets.Button(description="cancel", icon="stop", tooltip=f"cancel {what} on the peer")
+        self.cancel.add_class("pbnb-cancel")
+        self.cancel.on_click(lambda _b: call_on_loop(future.get_loop(), future.cancel))
+        super().__init__([widgets.HTML(_SPINNER), self.label, self.cancel])
+        self.add_class("pbnb-pending")
+        loop = future.get_loop()
+        self._started = loop.time()
+        self._show(loop)
+        call_on_loop(loop, self._tick, loop)
+
+    def _show(self, loop: asyncio.AbstractEventLoop) -> None:
+        elapsed = loop.time() - self._started
+        self.label.value = f"<span>pending: <code>{html.escape(self.what)}</code> · {elapsed:.1f} s</span>"
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.future.done():
+            self.cancel.disabled = True
+            return
+        self._show(loop)
+        loop.call_later(0.2, self._tick, loop)
+
+
+def _call_text(name: str, text: str) -> str:
+    return f"{name}({text.strip()})"
 
 
 class FutureWidget(widgets.VBox):
-    """A call's awaitable shown live: pending, then its result or error."""
+    """A call's awaitable shown live: pending (with a cancel button), then its result or error."""
 
     def __init__(self, future: asyncio.Future, what: str = ""):
         what = what or getattr(future, "description", "") or "call"
-        super().__init__(children=[_pending_widget(what)])
+        super().__init__(children=[PendingCall(future, what)])
         self.add_class("pbnb-future")
         self.future = future
         # The done callback runs on the future's loop, however the widget was made.
@@ -169,20 +259,41 @@ def parse_arguments(text: str) -> tuple[list[Any], dict[str, Any]]:
     return args, kwargs  # type: ignore[return-value]
 
 
+_RST_ROLE = re.compile(r":\w+:`([^`]*)`")
+_RST_LITERAL = re.compile(r"``([^`]*)``")
+
+
+def plain_docstring(text: str) -> str:
+    """A docstring as text: reStructuredText roles and literals reduced to their words."""
+    return _RST_LITERAL.sub(r"\1", _RST_ROLE.sub(r"\1", text))
+
+
 class MethodForm(widgets.VBox):
-    """One remote method: its signature and doc, an argument box, a call button and its output."""
+    """One remote method: its signature and doc, an argument box, a call button and its output.
+
+    Enter in the argument box calls too; while a call is pending the button is
+    disabled and the output shows the call, its time so far and a cancel button.
+    """
 
     def __init__(self, ref: RemoteReference, method: dict[str, Any]):
         self.ref = ref
         self.name: str = method["name"]
         signature = html.escape(f"{self.name}{method['signature']}")
-        doc = f" <i>{html.escape(method['doc'])}</i>" if method["doc"] else ""
+        summary = plain_docstring(method["doc"])
+        doc = f" <i>{html.escape(summary)}</i>" if summary else ""
+        full = plain_docstring(method.get("docstring", ""))
+        if full and full != summary:
+            doc += (
+                "<details><summary>docstring</summary>"
+                f"<pre style='white-space:pre-wrap;margin:0'>{html.escape(full)}</pre></details>"
+            )
         marker = "async " if method["is_async"] else ""
         self.arguments = widgets.Text(
-            placeholder="arguments as Python literals, e.g. 'ada', 2, loud=True",
+            placeholder="arguments as Python literals, e.g. 'ada', 2, loud=True (Enter calls)",
             layout=widgets.Layout(width="60%"),
         )
         self.arguments.add_class("pbnb-args")
+        self.arguments.on_msg(self._submitted)
         self.button = widgets.Button(description="call", tooltip=f"call {self.name} on the peer")
         self.button.add_class("pbnb-call")
         self.output = widgets.VBox()
@@ -199,6 +310,10 @@ class MethodForm(widgets.VBox):
         self.add_class(f"pbnb-method-{self.name}")
         self.button.on_click(self._clicked)
 
+    def _submitted(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
+        if content.get("event") == "submit" and not self.button.disabled:  # Enter in the box
+            self._clicked()
+
     def _clicked(self, _button: Any = None) -> None:
         # May run on a comm thread: read the text here, touch the reference on its loop.
         call_on_loop(loop_of(self.ref), self.call, self.arguments.value)
@@ -213,13 +328,15 @@ class MethodForm(widgets.VBox):
             self.output.children = [error_widget(exc)]
             return
         future = self.ref.callRemote(self.name, *args, **kwargs)
-        self.output.children = [_pending_widget(f"{self.name}()")]
+        self.button.disabled = True
+        self.output.children = [PendingCall(future, _call_text(self.name, text))]  # type: ignore[arg-type]
 
         def settled(done: asyncio.Future) -> None:
-            if number == self._calls:  # only the latest click shows its outcome
+            if number == self._calls:  # only the latest call shows its outcome
+                self.button.disabled = not self.ref.connected
                 self.output.children = [outcome_widget(done)]
 
-        future.add_done_callback(settled)
+        future.add_done_callback(settled)  # type: ignore[attr-defined]
 
 
 class ReferenceWidget(widgets.VBox):

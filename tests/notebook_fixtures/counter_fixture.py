@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import traitlets
 
 import pbnb as pb
@@ -52,6 +54,7 @@ class Demo(pb.Root):
 
     def __init__(self, counter: Counter):
         self.counter = counter
+        self.cancelled = asyncio.Event()
 
     def remote_hello(self, name: str, punctuation: str = "!") -> str:
         """Greet someone."""
@@ -64,6 +67,22 @@ class Demo(pb.Root):
     def remote_child(self) -> Child:
         """A reference to another object."""
         return Child()
+
+    async def remote_wait(self, seconds: float = 60.0) -> str:
+        """Wait, then answer.
+
+        A cancelled wait sets ``cancelled`` on the owner's side.
+        """
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return "waited"
+
+    def remote_records(self) -> list[dict]:
+        """Two records."""
+        return [{"name": "ada", "score": 9.5}, {"name": "grace", "score": 9.8}]
 
     def remote_boom(self) -> None:
         """Always fails."""
