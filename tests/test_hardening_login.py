@@ -185,3 +185,33 @@ def test_throttle_and_portal_options_are_checked():
         make_portal(max_pending_logins=0)
     assert make_portal(throttle=None).throttle is None
     assert isinstance(make_portal().throttle, LoginThrottle)
+
+
+def test_the_security_page_states_every_pre_auth_default():
+    """docs/security.md's table "Before login" gives the defaults the code has."""
+    import inspect
+    from pathlib import Path
+
+    from pbnb.core.serialize import MAX_SAME_HASH
+    from pbnb.cred import Portal
+    from pbnb.cred.scram import MAX_FIRST_MESSAGE
+
+    page = (Path(__file__).parent.parent / "docs" / "security.md").read_text()
+    table = page[page.index("### Before login") :]
+    serve = inspect.signature(pb.serve).parameters
+    portal = inspect.signature(Portal).parameters
+    throttle = inspect.signature(LoginThrottle).parameters
+    rows = {
+        "`serve(handshake_timeout=)`": f"{serve['handshake_timeout'].default:g} s",
+        "`serve(max_pending_handshakes=)`": str(serve["max_pending_handshakes"].default),
+        "colliding keys": f"{MAX_SAME_HASH} per message",
+        "user name": f"{MAX_USERNAME} characters",
+        "`Portal(max_pending_logins=)`": str(portal["max_pending_logins"].default),
+        "`Portal(max_failures=)`": str(portal["max_failures"].default),
+        "`Portal(throttle=": f"{throttle['per_user'].default} failures per user name, "
+        f"{throttle['per_address'].default} per address, in {throttle['window'].default:g} s",
+    }
+    for name, default in rows.items():
+        (line,) = [line for line in table.splitlines() if line.startswith(f"| {name}")]
+        assert f"| {default} |" in line, (name, default, line)
+    assert f"{MAX_FIRST_MESSAGE:,} characters" in table

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl as _ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core.broker import refusal_handshake
-from ..errors import ProtocolError, ServerFull
+from ..errors import PBError, ProtocolError, ServerFull
 from ._options import split_options
 from .connection import Connection, _serving
 from .intake import Intake
@@ -25,6 +26,8 @@ _REFUSAL_GRACE = 5.0
 #: A server's defaults for clients that have connected but not yet completed the TLS
 #: and pbnb handshakes: an honest client needs milliseconds, so both are small.
 HANDSHAKE_TIMEOUT = 10.0
+# The first byte of a TLS client's first record (a handshake record: its ClientHello).
+_TLS_HANDSHAKE_RECORD = 0x16
 MAX_PENDING_HANDSHAKES = 64
 
 
@@ -317,6 +320,15 @@ class _ServerConnection(Connection):
         self._starting = self._loop.create_task(self._start_tls(transport))
 
     async def _start_tls(self, raw: asyncio.BaseTransport) -> None:
+        first = await self._peek(raw)
+        if first and first[0] != _TLS_HANDSHAKE_RECORD:
+            # A client without TLS (pbnb's preamble, or HTTP): tell it in the clear, so that
+            # its connect() says what is wrong instead of finding the connection closed.
+            self._server._settle(self)
+            error = ProtocolError(f"the server at {_address(raw.get_extra_info('sockname'))} requires TLS")
+            log.info("refused %s: it did not start TLS", self.peer)
+            self._server._refusals.add(_Refusal(raw, error, self._server._refusals.discard))
+            return
         # Until pbnb runs on it, what arrives over TLS (the client may send its preamble
         # at once) waits in `held`.
         held = _Held(lambda: self._server._settle(self))
@@ -337,6 +349,22 @@ class _ServerConnection(Connection):
             return
         tls.set_protocol(self)
         self._begin(tls, bytes(held.data))
+
+    async def _peek(self, raw: asyncio.BaseTransport) -> bytes:
+        """The client's first byte, left unread for TLS to read (b"" if it hangs up first)."""
+        sock = raw.get_extra_info("socket").dup()  # a socket of our own on the same connection
+        try:
+            readable = self._loop.create_future()
+            self._loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+            try:
+                await readable
+            finally:
+                self._loop.remove_reader(sock.fileno())
+            return sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return b""
+        finally:
+            sock.close()
 
     def _begin(self, transport: asyncio.BaseTransport, head: bytes = b"") -> None:
         """Serve a client whose TCP (and TLS) handshake is done; ``head``: what it sent meanwhile.
@@ -435,9 +463,7 @@ class _Refusal(asyncio.Protocol):
     destroy the explanation before the client reads it.
     """
 
-    def __init__(
-        self, transport: asyncio.BaseTransport, error: ServerFull, forget: Callable[[_Refusal], None]
-    ):
+    def __init__(self, transport: asyncio.BaseTransport, error: PBError, forget: Callable[[_Refusal], None]):
         self.transport: Any = transport
         self.close_reason = error  # read by a WebSocket transport for its close code
         self._forget = forget
