@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 
 import pytest
 from backplane_helpers import TIMEOUT, Replica, Scoreboard, values
@@ -188,3 +190,9 @@ async def test_redis_down_at_start_is_a_clear_error():
         await asyncio.wait_for(connect(f"redis://127.0.0.1:{port}/0", timeout=5), TIMEOUT)
     with pytest.raises(ValueError, match="not a Redis URL"):
         await connect("http://127.0.0.1:1/0")
+
+
+def test_importing_pbnb_and_the_backplane_does_not_import_redis():
+    code = "import sys, pbnb, pbnb.backplane; print('redis' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

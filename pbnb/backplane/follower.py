@@ -233,9 +233,10 @@ class Follower:
                 self.synced.set()
                 await self._follow()
             except Resync as exc:
+                # After the short pause below, so a log that keeps contradicting its
+                # snapshot (written by something else) cannot spin this loop.
                 log.warning("shared cache %r: %s; loading the snapshot", self.name, exc)
                 self._need_snapshot = True
-                continue
             except self.backplane.transient as exc:
                 self.synced.clear()
                 if self._lost is None:

@@ -9,7 +9,7 @@ made it included, applies the log in its one order and fans each change out
 to its own observers. So every observer of every process sees the same
 changes in the same order, each once.
 
-The replica needs nothing of Redis itself: ``pbnb.backplane.link`` calls
+The replica needs nothing of Redis itself: ``pbnb.backplane.follower`` calls
 ``_pb_deliver`` for each change it reads, and the object calls the link's
 ``publish`` for each change it makes. Unattached, the object is an ordinary
 WritableCacheable of one process.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.observing import CallArguments, WritableCacheable
 
 if TYPE_CHECKING:
-    from .link import Follower
+    from .follower import Follower
 
 #: The objects ``share()`` marked in this process, by name: what ``connect()`` attaches.
 _registered: dict[str, SharedCacheable] = {}
@@ -41,6 +41,7 @@ class SharedCacheable(WritableCacheable):
     """
 
     __slots__ = ("_pb_link",)
+    _pb_link: Follower  # set while attached (see Backplane.share)
 
     def _link(self) -> Follower | None:
         try:
