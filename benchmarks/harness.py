@@ -28,7 +28,7 @@ from typing import Any
 
 from .workloads import WORKLOADS
 
-PEERS = ("raw_asyncio", "pbnb_peer", "twisted_peer", "pyro_peer", "rpyc_peer")
+PEERS = ("raw_asyncio", "pbnb_peer", "pbnb_ws_peer", "twisted_peer", "pyro_peer", "rpyc_peer")
 
 
 def announce(port: int) -> None:

@@ -371,8 +371,11 @@ class WebSocketTransport(asyncio.Transport, asyncio.Protocol):
         ws = self._ws
         if self._closing or ws.state is not State.OPEN:
             return  # as asyncio's own transports, once closing: dropped
-        for payload in messages(data):
-            ws.send_binary(payload)
+        if len(data) <= MAX_MESSAGE:
+            ws.send_binary(data)
+        else:
+            for payload in messages(data):
+                ws.send_binary(payload)
         tcp = self._tcp
         for chunk in ws.data_to_send():
             tcp.write(chunk)
