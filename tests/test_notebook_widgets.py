@@ -167,3 +167,27 @@ async def test_results_render_richly_and_docstrings_as_text(root):
     assert (
         "<details><summary>docstring</summary>" in wait and "sets cancelled on" in wait and "``" not in wait
     )
+
+
+async def test_a_reconnecting_client_shows_its_state_live_and_starts_over_on_click():
+    from pbnb.notebook._widgets import reconnecting_widget
+
+    server = await pb.serve(Demo(Counter()))
+    port = server.port
+    client = pb.ReconnectingClient("127.0.0.1", port, max_attempts=1, initial_delay=0.01)
+    box = reconnecting_widget(client)
+    [row] = box.children
+    state, again = row.children
+    try:
+        await client.root()
+        await until(state, "value", lambda v: "● connected" in v)
+        assert again.layout.display == "none"
+        await server.close()
+        await until(state, "value", lambda v: "● failed" in v)  # one attempt allowed, and refused
+        assert again.layout.display is None and "refused" in state.value
+        server = await pb.serve(Demo(Counter()), port=port)
+        again.click()
+        await until(state, "value", lambda v: "● connected" in v and "(2 connection(s)" in v)
+    finally:
+        await client.close()
+        await server.close()

@@ -150,6 +150,12 @@ class ReconnectingClient:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def retry(self) -> None:
+        """Start over after giving up (FAILED) or closing: connect again, with a fresh backoff."""
+        if self._task is not None and self._task.done():
+            self._task = None
+        self.start()
+
     async def root(self) -> RemoteReference:
         """Return the reference of the current connection, waiting for one if needed.
 

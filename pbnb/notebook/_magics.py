@@ -42,11 +42,12 @@ def parse_address(text: str) -> tuple[str, int]:
 
 @dataclass
 class Connected:
-    """One connection opened by ``%pb_connect``: its client and the reference it returned."""
+    """One connection opened by ``%pb_connect``: its client, the reference it returned, how to redo it."""
 
     client: Client
     reference: RemoteReference
     user: str | None
+    redo: Any = None  # a coroutine function making the connection again, if it can be made unattended
 
 
 @magics_class
@@ -142,7 +143,39 @@ class PBMagics(Magics):
         password = self._password(args) if args.user else None
         name = self._connection_name(args.name or (f"{args.user}@" if args.user else "") + f"{host}:{port}")
         work = self._connect(name, host, port, args.user, password, args.timeout)
-        return start(work, f"%pb_connect {args.address}")
+        if args.user is None or args.password_env:  # no prompt needed: a button can do it again
+
+            def redo() -> Any:
+                again = self._password(args) if args.user else None
+                return self._reconnect(name, host, port, args.user, again, args.timeout)
+        else:
+            redo = None
+        return start(self._remember(work, name, redo), f"%pb_connect {args.address}")
+
+    async def _remember(self, work: Any, name: str, redo: Any) -> RemoteReference:
+        reference = await work
+        self.connections[name].redo = redo
+        if redo is not None:
+            _widgets.reconnectors[reference] = redo
+        return reference
+
+    async def _reconnect(
+        self, name: str, host: str, port: int, user: str | None, password: str | None, timeout: float
+    ) -> RemoteReference:
+        """Open ``name``'s connection again; variables that held the old reference get the new one."""
+        old = self.connections.pop(name, None)
+        if old is not None and old.client.connected:
+            await old.client.close()
+        reference = await self._connect(name, host, port, user, password, timeout)
+        self.connections[name].redo = old.redo if old is not None else None
+        if old is not None:
+            if old.redo is not None:
+                _widgets.reconnectors[reference] = old.redo
+            namespace = self.shell.user_ns
+            for variable, value in list(namespace.items()):
+                if value is old.reference and not variable.startswith("_"):
+                    namespace[variable] = reference
+        return reference
 
     @staticmethod
     def _password(args: Any) -> str:

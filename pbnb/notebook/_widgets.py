@@ -15,12 +15,13 @@ import html
 import pprint
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..aio.connection import CallFuture
+from ..aio.reconnect import ReconnectingClient, ReconnectStatus
 from ..core.reference import RemoteReference
 from ._loop import Pending, call_on_loop, loop_of, spawn
 
@@ -339,27 +340,47 @@ class MethodForm(widgets.VBox):
         future.add_done_callback(settled)  # type: ignore[attr-defined]
 
 
+#: How to open a reference's connection again, for the references %pb_connect made.
+reconnectors: weakref.WeakKeyDictionary[RemoteReference, Callable[[], Awaitable[RemoteReference]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class ReferenceWidget(widgets.VBox):
-    """A RemoteReference: what it points at, its live connection state, and its methods."""
+    """A RemoteReference: what it points at, its live connection state, and its methods.
+
+    Once disconnected, a reference that ``%pb_connect`` made offers a reconnect
+    button: it opens the connection again and the widget (and every variable
+    that held the old reference) moves to the new one.
+    """
 
     def __init__(self, ref: RemoteReference):
         self.ref = ref
         self.header = widgets.HTML()
         self.status = widgets.HTML()
         self.status.add_class("pbnb-status")
-        self.methods = widgets.VBox([widgets.HTML("<i>asking the peer what it offers…</i>")])
+        self.reconnect = widgets.Button(description="reconnect", icon="refresh", tooltip="connect again")
+        self.reconnect.add_class("pbnb-reconnect")
+        self.reconnect.layout.display = "none"
+        self.reconnect.on_click(lambda _b: spawn(loop_of(self.ref), self._reconnect))
+        self.methods = widgets.VBox()
         super().__init__(
-            children=[widgets.HBox([self.header, self.status]), self.methods],
+            children=[widgets.HBox([self.header, self.status, self.reconnect]), self.methods],
             layout=widgets.Layout(border_left="3px solid #cfd8dc", padding="0 0 0 8px"),
         )
         self.add_class("pbnb-reference")
+        self._follow(ref)
+
+    def _follow(self, ref: RemoteReference) -> None:
+        self.ref = ref
         self._show_header()
         self._show_status()
         if ref.connected:
+            self.methods.children = [widgets.HTML("<i>asking the peer what it offers…</i>")]
             ref.notifyOnDisconnect(self._disconnected)
             spawn(loop_of(ref), self._describe)
         else:
-            self.methods.children = []
+            self._disconnected(ref)
 
     def _show_header(self) -> None:
         self.header.value = (
@@ -367,18 +388,35 @@ class ReferenceWidget(widgets.VBox):
             f"<span style='color:#777'>(reference #{self.ref._id})</span>"
         )
 
-    def _show_status(self) -> None:
+    def _show_status(self, note: str = "") -> None:
         up = self.ref.connected
         color = "#1b7f3a" if up else "#b00020"
-        self.status.value = (
-            f"<span class='pbnb-state' style='color:{color}'>● {'connected' if up else 'disconnected'}</span>"
-        )
+        state = note or ("connected" if up else "disconnected: calls fail")
+        self.status.value = f"<span class='pbnb-state' style='color:{color}'>● {html.escape(state)}</span>"
 
     def _disconnected(self, _ref: RemoteReference) -> None:
         self._show_status()
         for form in self.methods.children:
             if isinstance(form, MethodForm):
                 form.button.disabled = True
+        if self.ref in reconnectors:
+            self.reconnect.layout.display = None
+
+    async def _reconnect(self) -> None:
+        redo = reconnectors.get(self.ref)
+        if redo is None:
+            return
+        self.reconnect.disabled = True
+        self._show_status("reconnecting…")
+        try:
+            ref = await redo()
+        except Exception as exc:
+            self._show_status(f"disconnected; reconnecting failed: {error_text(exc)}")
+            return
+        finally:
+            self.reconnect.disabled = False
+        self.reconnect.layout.display = "none"
+        self._follow(ref)
 
     async def _describe(self) -> None:
         try:
@@ -393,6 +431,36 @@ class ReferenceWidget(widgets.VBox):
     def close(self) -> None:
         self.ref.dontNotifyOnDisconnect(self._disconnected)
         super().close()
+
+
+def reconnecting_widget(client: Any) -> widgets.VBox:
+    """A ReconnectingClient shown live: its status, its last error, and a button to start over."""
+    state = widgets.HTML()
+    state.add_class("pbnb-reconnecting")
+    again = widgets.Button(description="reconnect", icon="refresh", tooltip="start connecting again")
+    again.add_class("pbnb-reconnect")
+    loop = asyncio.get_running_loop()
+    again.on_click(lambda _b: call_on_loop(loop, client.retry))
+    colors = {ReconnectStatus.CONNECTED: "#1b7f3a", ReconnectStatus.CONNECTING: "#8a5a00"}
+
+    def show(status: Any = None) -> None:
+        status = client.status
+        error = (
+            f": {error_text(client.last_error)}"
+            if client.last_error and status is not ReconnectStatus.CONNECTED
+            else ""
+        )
+        color = colors.get(status, "#b00020")
+        state.value = (
+            f"<b>ReconnectingClient</b> {html.escape(client.host)}:{client.port} "
+            f"<span style='color:{color}'>● {status.value}{html.escape(error)}</span> "
+            f"<span style='color:#777'>({client.connections} connection(s) so far)</span>"
+        )
+        again.layout.display = None if status in (ReconnectStatus.FAILED, ReconnectStatus.CLOSED) else "none"
+
+    client.watch(show)
+    show()
+    return widgets.VBox([widgets.HBox([state, again])])
 
 
 # ------------------------------------------------------- IPython registration
@@ -424,7 +492,17 @@ def pending_bundle(pending: Pending) -> dict[str, Any]:
     return widget_bundle(lambda: FutureWidget(pending.task, pending.what), repr(pending))
 
 
-_FORMATTERS = {RemoteReference: reference_bundle, CallFuture: future_bundle, Pending: pending_bundle}
+def reconnecting_bundle(client: Any) -> dict[str, Any]:
+    """Display data for a ReconnectingClient: its live status widget in a kernel, text everywhere."""
+    return widget_bundle(lambda: reconnecting_widget(client), repr(client))
+
+
+_FORMATTERS = {
+    RemoteReference: reference_bundle,
+    CallFuture: future_bundle,
+    Pending: pending_bundle,
+    ReconnectingClient: reconnecting_bundle,
+}
 
 
 def register_formatters(shell: Any) -> None:
