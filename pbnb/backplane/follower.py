@@ -256,15 +256,17 @@ class Follower:
         flat = await self.backplane.script("attach", self.keys, [secrets.token_hex(8), *state_pairs])
         snapshot = dict(zip(flat[::2], flat[1::2], strict=True))
         epoch = snapshot[b"epoch"]
+        # Drop the waiting changes that did arrive before the link broke (none, in a new
+        # history: its origins start empty). First, so a snapshot that holds them is not
+        # expected to send them back.
+        arrived = int(await redis.hget(self.keys[2], self.backplane.token) or 0)
+        while self._unsent and self._unsent[0].counter <= arrived:
+            self._unsent.popleft()
         if epoch != self.epoch or self._need_snapshot:
             state = self._snapshot_fields(snapshot)
             self.epoch, self.seq, self.last_id = epoch, int(snapshot[b"seq"]), snapshot[b"last"]
             self._need_snapshot = False
             self._adopt(state)
-        # Drop the waiting changes that did arrive before the link broke.
-        arrived = int(await redis.hget(self.keys[2], self.backplane.token) or 0)
-        while self._unsent and self._unsent[0].counter <= arrived:
-            self._unsent.popleft()
 
     def _snapshot_fields(self, snapshot: dict[bytes, bytes]) -> dict[str, Any]:
         state = {}
