@@ -26,6 +26,7 @@ from . import _traceback, _widgets
 from ._complete import RemoteMethodMatcher
 from ._log import panel
 from ._loop import AwaitMagics, start
+from ._proxy import proxy_url
 from ._status import StatusReport, server_bundle
 
 
@@ -104,6 +105,8 @@ class PBMagics(Magics):
     async def _serve(self, root: Any, host: str, port: int, max_connections: int | None) -> Server:
         server = await serve(root, host=host, port=port, max_connections=max_connections)
         self.servers[f"{server.host}:{server.port}"] = server
+        if url := proxy_url(server.port):
+            print(f"pbnb: through jupyter-server-proxy at {url} (pbnb.connect(URL), with a token)")
         return server
 
     def _server_name(self, text: str) -> str:
