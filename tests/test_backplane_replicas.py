@@ -196,3 +196,31 @@ def test_importing_pbnb_and_the_backplane_does_not_import_redis():
     code = "import sys, pbnb, pbnb.backplane; print('redis' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+async def test_a_writer_racing_other_processes_ends_with_everyone_else(redis):
+    """A peer's write is not echoed back to it, unless another change to that field came in between."""
+    owner, other = await Replica.start(redis.url), await Replica.start(redis.url)
+    try:
+        (watcher,) = await owner.observe()
+        (writer,) = await other.observe()
+        calls = []
+        for round_ in range(40):
+            # The writer's copy shows its own value at once (as a TraitCache does) and
+            # sends it; meanwhile the owner's code assigns the same field.
+            writer.__dict__["home"] = 1000 + round_
+            calls.append(writer._pb_writer.callRemote("set", "home", 1000 + round_))
+            owner.board.home = round_
+            await asyncio.sleep(0)
+        await asyncio.gather(*calls)
+        await owner.backplane.flush()
+        await other.backplane.flush()
+        # Every write above is in the log now; this change comes after all of them.
+        owner.board.away = 10_000
+        await writer.wait_until(lambda: writer.away == 10_000)
+        await watcher.wait_until(lambda: watcher.away == 10_000)
+        await asyncio.wait_for(other.backplane.flush(), TIMEOUT)
+        assert writer.home == watcher.home == other.board.home == owner.board.home
+    finally:
+        await other.close()
+        await owner.close()
