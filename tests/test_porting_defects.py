@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import logging
+
+import pytest
+
 import pbnb as pb
 from pbnb.cred import AllowAnonymousAccess, Anonymous, InMemoryPasswordChecker, LoginRoot, UsernamePassword
 
@@ -117,3 +123,128 @@ async def test_an_object_reached_before_any_login_acts_for_no_one():
         assert await _acts_for(early) == [None, None, None]
         later = await (await client.getRootObject()).callRemote("desk")  # the root is no one's
         assert await _acts_for(later) == [None, None, None]
+
+
+# ------------------------------------------------- a cache dropped as it is updated
+
+
+class Counter(pb.Cacheable):
+    """Keeps its observers in a list and updates them in a loop, as cache_classes.py does."""
+
+    def __init__(self):
+        self.observers = []
+        self.value = 0
+        self.stopped = 0
+        self.pending = []  # what observer.callRemote returned
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        self.observers.append(observer)
+        return {"value": self.value}
+
+    def stoppedObserving(self, perspective, observer):
+        self.observers.remove(observer)
+        self.stopped += 1
+
+
+class CounterCopy(pb.RemoteCache):
+    def observe_set(self, value):
+        self.value = value
+
+
+pb.setUnjellyableForClass(Counter, CounterCopy)
+
+
+class CounterRoot(pb.Root):
+    def __init__(self):
+        self.counter = Counter()
+        self.seen = []  # how many observers each bump found
+
+    def remote_counter(self):
+        return self.counter
+
+    def remote_bump(self, answer):
+        counter = self.counter
+        counter.value += 1
+        self.seen.append(len(counter.observers))
+        for observer in counter.observers:
+            if answer:
+                counter.pending.append(observer.callRemote("set", counter.value))
+            else:
+                observer.callRemoteNoAnswer("set", counter.value)
+        return "bump ok"
+
+
+@pytest.mark.parametrize("answer", [False, True], ids=["callRemoteNoAnswer", "callRemote"])
+async def test_a_cache_dropped_as_an_update_is_sent_fails_no_call(answer, caplog):
+    root = CounterRoot()
+    async with await pb.serve(root) as server, await pb.connect("127.0.0.1", server.port) as client:
+        ref = await client.getRootObject()
+        for _ in range(5):
+            copy = await ref.callRemote("counter")
+            del copy
+            gc.collect()  # the DECACHE goes out right after the next call
+            assert await ref.callRemote("bump", answer) == "bump ok"
+        kept = await ref.callRemote("counter")
+        assert await ref.callRemote("bump", answer) == "bump ok"
+        assert await ref.callRemote("counter") is kept  # the loop above left the live copy alone
+        await asyncio.wait_for(_until(lambda: kept.value == root.counter.value), 30)
+        # Updates sent to the dropped copies settled quietly (no answer to wait for).
+        assert [await update for update in root.counter.pending] == [None] * len(root.counter.pending)
+        assert root.counter.stopped == 5 and root.counter.observers != []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("pbnb")]
+
+
+async def test_stopped_observing_runs_before_the_next_message_is_dispatched():
+    root = CounterRoot()
+    async with await pb.serve(root) as server, await pb.connect("127.0.0.1", server.port) as client:
+        ref = await client.getRootObject()
+        for _ in range(5):
+            copy = await ref.callRemote("counter")
+            del copy
+            await asyncio.sleep(0)  # asyncio holds the last answer for one loop turn
+            gc.collect()
+            await asyncio.sleep(0)  # and one more: the DECACHE leaves before the next call
+            assert await ref.callRemote("bump", True) == "bump ok"
+        assert root.seen == [0] * 5  # no bump ever found the dropped copy's observer
+        assert root.counter.stopped == 5
+
+
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+# ------------------------------------------------------------ errors at call time
+
+
+class Echo(pb.Root):
+    def remote_echo(self, value):
+        return value
+
+
+async def test_call_on_a_dead_reference_raises_at_once():
+    async with await pb.serve(Echo()) as server:
+        client = await pb.connect("127.0.0.1", server.port)
+        ref = await client.getRootObject()
+        await client.close()
+        with pytest.raises(pb.DeadReferenceError):
+            ref.callRemote("echo", 1)  # raised by the call itself: Twisted's try/except works
+        with pytest.raises(pb.DeadReferenceError):
+            ref.callRemoteNoAnswer("echo", 1)
+
+        other = await pb.connect("127.0.0.1", server.port)
+        ref = await other.getRootObject()
+        await server.close()  # the server goes: the client learns it, then calls
+        await asyncio.wait_for(other.wait_closed(), 30)
+        with pytest.raises(pb.DeadReferenceError):
+            ref.callRemote("echo", 1)
+
+
+async def test_a_refused_argument_raises_at_call_time():
+    async with await pb.serve(Echo()) as server, await pb.connect("127.0.0.1", server.port) as client:
+        ref = await client.getRootObject()
+        with pytest.raises(pb.InsecureJelly, match=r"cannot send a builtins\.object"):
+            ref.callRemote("echo", object())
+        with pytest.raises(pb.SerializationError):  # InsecureJelly is one, as PB users catch it
+            ref.callRemote("echo", [1, {"x": object()}])
+        assert await ref.callRemote("echo", 7) == 7  # nothing was sent, nothing is owed
