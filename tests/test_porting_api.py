@@ -169,12 +169,16 @@ class Stoppable(pb.Root):
         return "bye for now"
 
 
+@pytest.mark.parametrize("transport", ["tcp", "websocket"])
 @pytest.mark.parametrize("method", ["shutdown", "shutdown_awaiting"])
-async def test_a_remote_method_closes_its_server_and_still_answers(method):
+async def test_a_remote_method_closes_its_server_and_still_answers(method, transport):
     root = Stoppable()
     server = root.server = await pb.serve(root)
     watcher = await pb.connect("127.0.0.1", server.port)  # another client: closed too
-    client = await pb.connect("127.0.0.1", server.port)
+    if transport == "websocket":
+        client = await pb.connect(f"ws://127.0.0.1:{server.port}/")
+    else:
+        client = await pb.connect("127.0.0.1", server.port)
     ref = await client.getRootObject()
     assert (await ref.callRemote(method)).startswith("bye")
     await asyncio.wait_for(server.serve_forever(), 30)  # returns: the server is closed
