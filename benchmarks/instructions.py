@@ -39,7 +39,7 @@ async def _served(peer: str, workload: str, calls: int) -> None:
         port = server.port
         client = pbnb_peer.Client()
     else:
-        server = await asyncio.start_server(raw_asyncio._handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(raw_asyncio.handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = raw_asyncio.Client()
     await client.connect(port)

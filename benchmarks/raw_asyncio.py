@@ -31,7 +31,7 @@ async def _read(reader: asyncio.StreamReader) -> object:
     return msgpack.unpackb(await reader.readexactly(size))
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     methods = {"echo": lambda value: value}
     try:
         while True:
@@ -45,7 +45,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 def serve() -> None:
     async def main() -> None:
-        server = await asyncio.start_server(_handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
         announce(server.sockets[0].getsockname()[1])
         await server.serve_forever()
 

@@ -39,8 +39,8 @@ def _codecs() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
 
     def pbnb_round_trip(value: Any) -> Any:
         args, kwargs = value
-        mode, payload = broker._encode_call(args, kwargs, None)
-        return broker._decode(mode, memoryview(payload))
+        mode, payload = broker.encode_arguments(args, kwargs)
+        return broker.decode_payload(mode, memoryview(payload))
 
     def msgpack_round_trip(value: Any) -> Any:
         return msgpack.unpackb(msgpack.packb(value))

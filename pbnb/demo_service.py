@@ -182,7 +182,8 @@ class DemoWorld:
             checker.addUser(user, password)
         self.portal = Portal(self.chat, [checker])
 
-    def _pb_root_for(self, connection: Any) -> DemoRoot:
+    def rootObject(self, connection: Any) -> DemoRoot:
+        """Each connection's own root (see ``pbnb.IPBRoot``)."""
         return DemoRoot(self, connection)
 
 

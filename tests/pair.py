@@ -12,7 +12,7 @@ from typing import Any
 
 from pbnb.core import events as ev
 from pbnb.core.broker import Broker
-from pbnb.core.reference import RemoteReference
+from pbnb.core.reference import CacheObserver, Invoker, RemoteReference
 
 _PENDING = object()
 _SETTLING = (ev.CallReceived, ev.AnswerReceived, ev.CallFailed)
@@ -49,7 +49,7 @@ class Outcome:
         return self._error
 
 
-class SyncInvoker:
+class SyncInvoker(Invoker):
     """The ``broker.invoker`` of a test broker: calls return an ``Outcome`` at once."""
 
     def __init__(self, broker: Broker):
@@ -66,7 +66,7 @@ class SyncInvoker:
     def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:
         self.broker.call(ref, name, args, kwargs, None, answer=False)
 
-    def call_packed(self, ref: RemoteReference, name: str, payload: bytes) -> None:
+    def call_packed(self, ref: CacheObserver, name: str, payload: bytes) -> None:
         self.broker.call_packed(ref, name, payload)
 
     def describe(self, ref: RemoteReference) -> Outcome:

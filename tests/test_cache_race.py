@@ -15,7 +15,7 @@ import pytest
 
 from pbnb.core import events as ev
 from pbnb.core.broker import Broker
-from pbnb.core.wire import Kind, encode_frame, split_frame
+from pbnb.core.wire import Kind, decode_header, encode_frame
 from pbnb.errors import DeadReferenceError
 from tests.cache_helpers import Board, BoardCopy, Owner
 from tests.pair import ConnectionPair
@@ -26,7 +26,7 @@ def frame_kinds(data: bytes) -> list[int]:
     kinds = []
     while data:
         (body,) = struct.unpack_from(">I", data)
-        header, _ = split_frame(memoryview(data)[4 : 4 + body])
+        header = decode_header(data[6 : 6 + int.from_bytes(data[4:6], "big")])
         kinds.append(header[0])
         data = data[4 + body :]
     return kinds

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from core_net import connected, within
 from pair import ConnectionPair
 
 import pbnb as pb
+from pbnb.aio.connection import connection_of
 from pbnb.core import events as ev
+from pbnb.core.broker import Broker
+from pbnb.core.reference import Undriven
+from pbnb.core.wire import (
+    MIN_FRAME,
+    PREAMBLE,
+    RECEIVABLE,
+    ConnectionState,
+    FrameReader,
+    Kind,
+    encode_frame,
+)
+
+
+def frame_kinds(stream: bytes, preamble: bool = True) -> list[int]:
+    """The kinds of the frames in ``stream``, read by a FrameReader that accepts any kind."""
+    kinds: list[int] = []
+
+    class EveryKind(dict):
+        def get(self, kind, default=None):
+            return lambda header, payload: kinds.append(header[0])
+
+    reader = FrameReader(1 << 30, EveryKind(), lambda kind: None)
+    reader.feed(stream if preamble else PREAMBLE + stream)
+    return kinds
 
 
 class Loud(pb.Root):
@@ -104,3 +131,128 @@ def test_every_event_goes_through_one_queue():
     pair.transfer(pair.client)  # the call reaches the server, which answers at once
     (released,) = pair.of_type("server", ev.CacheReleased)  # handed over in the same drain
     assert released.cacheable is board
+
+
+# ------------------------------------------------------------ the state machine
+
+
+def handshake_bytes(max_frame: int = 1 << 20) -> bytes:
+    return PREAMBLE + encode_frame([Kind.HELLO, {"max_frame": max_frame}])
+
+
+def test_the_states_of_a_connection_and_the_handshake_event():
+    broker = Broker()
+    assert broker.state is ConnectionState.AWAITING_PREAMBLE and broker.has_data_to_send()
+    assert broker.data_to_send().startswith(PREAMBLE)  # ours goes out at once
+    broker.receive_data(PREAMBLE[:5])
+    assert broker.state is ConnectionState.AWAITING_PREAMBLE
+    broker.receive_data(PREAMBLE[5:])
+    assert broker.state is ConnectionState.AWAITING_HELLO and broker.next_events() == []
+    broker.receive_data(encode_frame([Kind.HELLO, {"max_frame": 4096}]))
+    assert broker.state is ConnectionState.OPEN
+    assert broker.next_events() == [ev.HandshakeCompleted(max_frame=4096)]
+    broker.receive_data(encode_frame([Kind.GOODBYE, "x.Y", "bye"]) + encode_frame([Kind.PING, 1]))
+    (failed,) = broker.next_events()
+    assert isinstance(failed, ev.ConnectionFailed) and failed.by_peer
+    assert broker.state is ConnectionState.CLOSING and not broker.has_data_to_send()  # the PING was ignored
+    broker.receive_data(b"anything at all")
+    assert broker.next_events() == []
+    broker.connection_lost()
+    assert broker.state is ConnectionState.CLOSED and broker.disconnected
+
+
+@pytest.mark.parametrize("kind", sorted(set(Kind) - RECEIVABLE[ConnectionState.AWAITING_HELLO]))
+def test_before_hello_only_hello_and_goodbye_are_legal(kind):
+    broker = Broker()
+    broker.data_to_send()
+    broker.receive_data(PREAMBLE + encode_frame([kind, 1, 2, 3]))
+    (failed,) = broker.next_events()
+    assert isinstance(failed, ev.ConnectionFailed) and "before HELLO" in str(failed.error)
+    assert broker.state is ConnectionState.CLOSING
+    assert frame_kinds(broker.data_to_send(), preamble=False) == [Kind.GOODBYE]  # the peer is told why
+
+
+def test_a_second_hello_and_an_unknown_kind_are_refused_once_open():
+    for frame, message in (
+        (encode_frame([Kind.HELLO, {}]), "sent HELLO while the connection is open"),
+        (encode_frame([99]), "unknown message kind 99"),
+    ):
+        broker = Broker()
+        broker.receive_data(handshake_bytes())
+        assert isinstance(broker.next_events()[0], ev.HandshakeCompleted)
+        broker.receive_data(frame)
+        (failed,) = broker.next_events()
+        assert isinstance(failed, ev.ConnectionFailed) and message in str(failed.error)
+
+
+def test_every_kind_has_a_handler_and_every_state_a_row():
+    assert set(RECEIVABLE) == set(ConnectionState)
+    assert RECEIVABLE[ConnectionState.OPEN] == frozenset(Kind) - {Kind.HELLO}
+    pair = ConnectionPair().handshake()
+    assert pair.client.state is pair.server.state is ConnectionState.OPEN
+
+
+def test_a_peer_announcing_a_tiny_frame_limit_is_refused():
+    broker = Broker()
+    broker.receive_data(handshake_bytes(max_frame=MIN_FRAME - 1))
+    (failed,) = broker.next_events()
+    assert isinstance(failed, ev.ConnectionFailed) and f"the least is {MIN_FRAME}" in str(failed.error)
+    with pytest.raises(ValueError, match="at least"):
+        pb.Limits(max_frame=MIN_FRAME - 1)
+
+
+def test_receiving_large_frame_and_queued_frames():
+    sender, receiver = Broker(), Broker()
+    receiver.receive_data(sender.data_to_send())
+    big = encode_frame([Kind.PING, 1], b"\xc0" * (1 << 20))  # a nil payload padded out: large
+    receiver.receive_data(big[:1000])
+    assert receiver.receiving_large_frame
+    receiver.receive_data(memoryview(big)[1000:])
+    assert not receiver.receiving_large_frame
+    assert receiver.queued_frames == 3  # preamble, HELLO, the PONG
+    receiver.data_to_send()
+    assert receiver.queued_frames == 0 and not receiver.has_data_to_send()
+
+
+# ------------------------------------------------------------ the public hooks
+
+
+class PerConnection:
+    """Not a Referenceable: an IPBRoot that gives each connection a root of its own."""
+
+    def __init__(self):
+        self.made = []
+
+    def rootObject(self, connection):
+        root = Loud()
+        self.made.append((connection, root))
+        return root
+
+
+async def test_an_ipbroot_gives_each_connection_its_own_root():
+    source = PerConnection()
+    assert isinstance(source, pb.IPBRoot) and isinstance(Loud(), pb.IPBRoot)
+    async with connected(source) as first, connected(source) as second:
+        assert await within(first.root.callRemote("hello", "a")) == "hello a"
+        assert await within(second.root.callRemote("hello", "b")) == "hello b"
+        assert len({id(root) for _, root in source.made}) == 2
+        assert connection_of(first.root) is first.client.connection
+        assert connection_of(first.root).loop is asyncio.get_running_loop()
+
+
+async def test_a_description_is_asked_once_and_kept_by_the_broker():
+    async with connected(Loud()) as session:
+        root = session.root
+        assert root.description is None and dir(root.remote) == []
+        described = await within(root.describe())
+        assert root.description == described and described["type"] == "Loud"
+        assert "hello" in dir(root.remote) and root.broker.known_methods(root) == dir(root.remote)
+        assert root.export_id == 1 and root.broker is session.client.broker
+
+
+def test_a_broker_without_a_driver_says_so():
+    pair = ConnectionPair(server_root=Loud()).handshake()
+    root = pair.root()
+    pair.client.invoker = Undriven()
+    with pytest.raises(RuntimeError, match="no driver"):
+        root.callRemote("hello", "x")

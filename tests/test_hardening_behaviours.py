@@ -11,7 +11,7 @@ from core_net import connected
 
 import pbnb as pb
 from pbnb.aio.reconnect import backoff_delays
-from pbnb.core.wire import PREAMBLE, Kind, encode_frame, split_frame
+from pbnb.core.wire import PREAMBLE, Kind, decode_header, encode_frame
 
 # A hang detector, not an assertion: generous, so a loaded 2-core CI machine never trips it.
 WAIT = 60.0
@@ -62,7 +62,7 @@ def kinds_sent(stream: bytes) -> list[int]:
     kinds, pos = [], len(PREAMBLE)
     while pos + 4 <= len(stream):
         body = int.from_bytes(stream[pos : pos + 4], "big")
-        header, _ = split_frame(memoryview(stream)[pos + 4 : pos + 4 + body])
+        header = decode_header(stream[pos + 6 : pos + 6 + int.from_bytes(stream[pos + 4 : pos + 6], "big")])
         kinds.append(header[0])
         pos += 4 + body
     return kinds

@@ -17,7 +17,7 @@ import pbnb as pb
 import pbnb.aio.server as server_module
 from pbnb.core import events as ev
 from pbnb.core.broker import Broker, refusal_handshake
-from pbnb.core.wire import PREAMBLE, Kind, encode_frame
+from pbnb.core.wire import PREAMBLE, ConnectionState, Kind, encode_frame
 
 
 class Counter(pb.Root):
@@ -146,7 +146,7 @@ def test_the_refusal_fails_the_handshake_however_it_is_split():
         assert isinstance(failed, ev.ConnectionFailed) and failed.by_peer
         assert type(failed.error) is pb.ServerFull
         assert str(failed.error) == "server at here is full (max_connections=1)"
-        assert not broker._hello_seen
+        assert broker.state is ConnectionState.CLOSING
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import msgpack
 import pytest
 
 import pbnb as pb
+from pbnb.aio.connection import connection_of
 from pbnb.core import serialize
 from pbnb.core.wire import PREAMBLE, Kind, encode_frame
 
@@ -72,7 +73,7 @@ async def served():
 
 def only_other_connection(server: pb.Server, bystander_root: pb.RemoteReference):
     """The server-side connection that is not the bystander's."""
-    local = bystander_root._broker.invoker.transport.get_extra_info("sockname")[1]
+    local = connection_of(bystander_root).transport.get_extra_info("sockname")[1]
     (connection,) = [c for c in server.connections if not c.peer.endswith(f":{local}")]
     return connection
 

@@ -16,7 +16,7 @@ import pytest
 
 import pbnb as pb
 from pbnb.core import serialize
-from pbnb.core.wire import PREAMBLE, Kind, Limits, encode_frame, split_frame
+from pbnb.core.wire import PREAMBLE, Kind, Limits, decode_header, encode_frame
 
 # A hang detector, not an assertion: generous, so a loaded 2-core CI machine never trips it.
 WAIT = 60.0
@@ -287,7 +287,7 @@ class RawPeer:
         except asyncio.IncompleteReadError:
             return None
         body = await self.reader.readexactly(int.from_bytes(prefix, "big"))
-        return split_frame(memoryview(body))[0]
+        return decode_header(body[2 : 2 + int.from_bytes(body[:2], "big")])
 
     async def headers_until_closed(self) -> list[list]:
         headers = []

@@ -89,7 +89,7 @@ async def test_a_local_change_reaches_the_owner_and_the_other_copies_only(owner)
 
 async def test_widget_callbacks_from_another_thread_hop_onto_the_loop(owner):
     client, _root, cache = await copy_of(owner)
-    box = cache._pb_widget()
+    box = cache.pb_widget()
     [editor] = [w for w in box.children if "pbnb-field-value" in w._dom_classes]
     thread = threading.Thread(target=setattr, args=(editor, "value", 42))
     thread.start()
@@ -100,7 +100,7 @@ async def test_widget_callbacks_from_another_thread_hop_onto_the_loop(owner):
 
 async def test_generated_widget_edits_writable_fields_and_shows_the_rest(owner):
     client, _root, cache = await copy_of(owner)
-    box = cache._pb_widget()
+    box = cache.pb_widget()
     fields = {c: w for w in box.children for c in w._dom_classes if c.startswith("pbnb-field-")}
     value, label = fields["pbnb-field-value"], fields["pbnb-field-label"]
     assert isinstance(value, widgets.IntText) and not value.disabled
@@ -184,7 +184,7 @@ async def test_a_refused_write_rolls_the_copy_and_its_linked_widgets_back(owner,
     client, root, cache = await copy_of(owner)
     slider = widgets.IntSlider(max=5000)
     link((cache, "value"), (slider, "value"))
-    panel = cache._pb_widget()
+    panel = cache.pb_widget()
     [problem] = [w for w in panel.children if "pbnb-cache-problem" in w._dom_classes]
     slider.value = 3000  # what a person dragging the slider does; the owner refuses over 1000
     await until(cache, "pb_problem", bool)
@@ -220,7 +220,7 @@ async def test_a_disconnected_copy_says_so_refuses_writes_and_disables_its_widge
     client, _root, cache = await copy_of(owner)
     slider = widgets.IntSlider(max=1000)
     link((cache, "value"), (slider, "value"))
-    panel = cache._pb_widget()
+    panel = cache.pb_widget()
     [state] = [w for w in panel.children if "pbnb-cache-state" in w._dom_classes]
     fields = {c: w for w in panel.children for c in w._dom_classes if c.startswith("pbnb-field-")}
     assert "live copy" in state.value and not slider.disabled and cache.connected

@@ -70,7 +70,7 @@ def test_python_blocks_run(page, tmp_path):
 
 def test_core_pages_exist_and_are_linked_from_the_index():
     index = (REPO / "docs" / "index.md").read_text()
-    for name in ("concepts", "tutorial", "porting", "security", "api", "protocol"):
+    for name in ("concepts", "tutorial", "porting", "security", "api", "protocol", "architecture"):
         assert (REPO / "docs" / f"{name}.md").exists(), name
         assert f"({name}.md)" in index, name
 

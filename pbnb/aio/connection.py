@@ -1,8 +1,10 @@
 """The asyncio glue: pump bytes through a Broker and run what its events ask for.
 
-There is no protocol logic here. A ``Connection`` feeds the transport's bytes
-to the broker, writes what the broker queues, runs remote methods (plain or
-``async def``) and settles the futures of calls made through RemoteReferences.
+There is no protocol logic here, and only the broker's public driver API is
+used (docs/architecture.md). A ``Connection`` feeds the transport's bytes to
+the broker, acts on its events, writes what it queues, runs remote methods
+(plain or ``async def``) and settles the futures of calls made through
+RemoteReferences: it is the broker's ``Invoker``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 from ..core import events as ev
 from ..core.broker import Broker
 from ..core.failure import clip, text_of
-from ..core.flavors import CopyRegistry, Referenceable
-from ..core.reference import RemoteReference
+from ..core.flavors import CopyRegistry, IPBRoot, Referenceable
+from ..core.reference import CacheObserver, RemoteReference
 from ..core.wire import Limits
 from ..errors import (
     CallCancelled,
@@ -77,25 +79,44 @@ def _handshake_failure(reason: BaseException | None) -> BaseException:
     return error
 
 
+def connection_of(ref: RemoteReference) -> Connection:
+    """The asyncio Connection that ``ref`` travels over; TypeError if another driver runs it."""
+    invoker = ref.broker.invoker
+    if not isinstance(invoker, Connection):
+        raise TypeError(f"{ref!r} is not driven by a pbnb.aio Connection but by {type(invoker).__qualname__}")
+    return invoker
+
+
 class CallFuture(asyncio.Future):
-    """The awaitable a ``callRemote`` returns; cancelling it tells the peer."""
+    """The awaitable a ``callRemote`` returns; cancelling it tells the peer.
+
+    Once the request is queued, ``connection`` is the Connection it went out
+    on, ``request_id`` its number there (0 for none), and for a call, ``ref``
+    and ``method`` say what was called; before that (or for a call refused
+    locally) they are unset.
+    """
 
     # Filled in by Connection once the request is queued; no __init__, which
     # would cost every call a Python-level frame.
-    __slots__ = ("_pb_connection", "_pb_method", "_pb_ref", "_pb_request_id")
+    __slots__ = ("connection", "method", "ref", "request_id")
+
+    connection: Connection
+    method: str
+    ref: RemoteReference
+    request_id: int
 
     @property
     def description(self) -> str:
         """What was called, e.g. ``hello() on <RemoteReference 3 at 127.0.0.1:8787>``."""
-        ref = getattr(self, "_pb_ref", None)
-        return "remote request" if ref is None else f"{self._pb_method}() on {ref!r}"
+        ref = getattr(self, "ref", None)
+        return "remote request" if ref is None else f"{self.method}() on {ref!r}"
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg=msg):
             return False
-        connection = getattr(self, "_pb_connection", None)  # unset if the request never went out
-        if connection is not None and self._pb_request_id:
-            connection._cancel_call(self._pb_request_id)
+        connection = getattr(self, "connection", None)  # unset if the request never went out
+        if connection is not None and self.request_id:
+            connection.cancel_call(self.request_id)
         return True
 
 
@@ -318,6 +339,11 @@ class Connection(asyncio.BufferedProtocol):
         self._buffered_at_pause = 0
         self._refusals = _RefusalLog()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this connection runs on (where calls on its references must be made)."""
+        return self._loop
+
     # ---------------------------------------------------------------- asyncio
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -326,8 +352,8 @@ class Connection(asyncio.BufferedProtocol):
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         root = self._root_source
-        if hasattr(root, "_pb_root_for"):  # a Portal: each connection gets its own login root
-            root = root._pb_root_for(self)
+        if isinstance(root, IPBRoot) and not isinstance(root, type):
+            root = root.rootObject(self)  # a Root (itself), or a Portal (a login root per connection)
         elif callable(root) and not isinstance(root, Referenceable):
             root = root()  # a factory: one root per connection
         self.broker = Broker(
@@ -355,7 +381,7 @@ class Connection(asyncio.BufferedProtocol):
         view = self._buffer[:nbytes]
         # Bytes parse faster, but while a large frame arrives the broker copies
         # each chunk from the view into it: no need for a copy in between.
-        broker.receive_data(view if broker._assembly is not None else view.tobytes())  # type: ignore[union-attr]
+        broker.receive_data(view if broker.receiving_large_frame else view.tobytes())  # type: ignore[union-attr]
         self._flush()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -432,7 +458,7 @@ class Connection(asyncio.BufferedProtocol):
         while events:  # acting on events (running calls) may raise more
             self._dispatch(events)
             events = broker.next_events()
-        if broker._out and self.transport is not None:
+        if broker.has_data_to_send() and self.transport is not None:
             self.transport.write(broker.data_to_send())
             piled_up = self.transport.get_write_buffer_size() - self._buffered_at_pause
             if self._writing_paused and piled_up > self._max_send_buffer:
@@ -616,14 +642,14 @@ class Connection(asyncio.BufferedProtocol):
         # _sending_perspective(), written out: this runs for every call.
         perspective = current_perspective.get() if _serving.get() is self else broker.perspective  # type: ignore[union-attr]
         try:
-            future._pb_request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)  # type: ignore[union-attr]
+            future.request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)  # type: ignore[union-attr]
         except Exception as exc:
             future.set_exception(exc)
             return future
-        future._pb_connection = self
-        future._pb_ref = ref
-        future._pb_method = name
-        if len(broker._calls) == 1 or len(broker._out) >= _BURST_FRAMES:  # type: ignore[union-attr]
+        future.connection = self
+        future.ref = ref
+        future.method = name
+        if broker.pending_calls == 1 or broker.queued_frames >= _BURST_FRAMES:  # type: ignore[union-attr]
             # Alone, or a burst already worth a write: send now rather than a
             # loop turn later, so the peer starts on these calls while we make the rest.
             self._flush()
@@ -637,7 +663,7 @@ class Connection(asyncio.BufferedProtocol):
         )
         self._flush_soon()
 
-    def call_packed(self, ref: RemoteReference, name: str, payload: bytes) -> None:
+    def call_packed(self, ref: CacheObserver, name: str, payload: bytes) -> None:
         """Queue a broadcast call whose arguments were packed once for every peer."""
         self.broker.call_packed(ref, name, payload)  # type: ignore[union-attr]
         if not self._flush_scheduled:
@@ -654,15 +680,8 @@ class Connection(asyncio.BufferedProtocol):
         return self.broker.perspective  # type: ignore[union-attr]
 
     def describe(self, ref: RemoteReference) -> asyncio.Future:
-        future = self._request(lambda token: self.broker.request_description(ref, token))  # type: ignore
-
-        def remember(done: asyncio.Future) -> None:
-            if not done.cancelled() and done.exception() is None:
-                methods = {method["name"]: method for method in done.result()["methods"]}
-                self.broker.described[ref._id] = methods  # type: ignore[union-attr]
-
-        future.add_done_callback(remember)
-        return future
+        """Ask the peer to describe ``ref`` (the broker keeps the answer: ``ref.description``)."""
+        return self._request(lambda token: self.broker.request_description(ref, token))  # type: ignore
 
     def get_root(self) -> asyncio.Future:
         """Ask the peer for its root object."""
@@ -671,15 +690,16 @@ class Connection(asyncio.BufferedProtocol):
     def _request(self, send: Callable[[Any], int]) -> CallFuture:
         future = CallFuture(loop=self._loop)
         try:
-            future._pb_request_id = send(future)
+            future.request_id = send(future)
         except Exception as exc:
             future.set_exception(exc)
             return future
-        future._pb_connection = self
+        future.connection = self
         self._flush_soon()
         return future
 
-    def _cancel_call(self, request_id: int) -> None:
+    def cancel_call(self, request_id: int) -> None:
+        """Stop waiting for the answer to ``request_id`` and tell the peer (CallFuture.cancel)."""
         if self.broker is not None and not self.broker.disconnected:
             self.broker.cancel(request_id)
             self._flush_soon()

@@ -58,36 +58,26 @@ from .flavors import (
     default_registry,
     describe_methods,
 )
-from .reference import CacheObserver, RemoteReference
+from .reference import CacheObserver, Invoker, RemoteReference, Undriven
 from .serialize import Decoder, Encoder
 from .tables import ReferenceTables
 from .wire import (
-    FRAME_PREFIX,
-    FRAME_PREFIX_SIZE,
     MIN_FRAME,
     NO_ANSWER,
     PREAMBLE,
-    PREAMBLE_SIZE,
+    RECEIVABLE,
+    ConnectionState,
+    FrameReader,
     Kind,
     Limits,
-    check_preamble,
-    check_prefix,
-    decode_header,
     encode_frame,
 )
 
 _NIL = msgpack.packb(None)
 _PLAIN = serialize.PLAIN
 _ATOMS = serialize.ATOMS
-_read_prefix = FRAME_PREFIX.unpack_from
 _unpackb = msgpack.unpackb
 _no_ext = serialize.refuse_ext
-# Payloads up to this many bytes are copied out of the received data rather than viewed.
-_COPIED_PAYLOAD = 2048
-# A frame at least this long is assembled in one growing buffer, which takes
-# each chunk with one copy (and takes views, see receive_data), rather than
-# kept as chunks and joined.
-_ASSEMBLED_FRAME = 256 * 1024
 # Room for every ERROR or GOODBYE header item but the type and message texts
 # (kind, request id, traceback, mode, the nil payload, length prefixes).
 _ERROR_OVERHEAD = 32
@@ -95,6 +85,9 @@ _ERROR_OVERHEAD = 32
 _ERROR_MODE = 5
 _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
 _SERVER_FULL = f"{ServerFull.__module__}.{ServerFull.__qualname__}"
+_AWAITING_PREAMBLE = ConnectionState.AWAITING_PREAMBLE
+_CLOSING = ConnectionState.CLOSING
+_CLOSED = ConnectionState.CLOSED
 # Plain ints for the kinds met on every call: an IntEnum member costs an
 # attribute lookup through its metaclass (50 ns) each time it is named.
 _CALL = int(Kind.CALL)
@@ -119,22 +112,20 @@ class Broker(ReferenceTables):
         self.send_tracebacks = send_tracebacks
         self.peer_name = peer_name
         # The perspective our own calls go out under when they are made outside
-        # any remote method of this connection: the latest avatar logged in on
-        # it, else None. Calls from the peer never use it: each acts for the
-        # perspective its target was sent to.
-        self.perspective: Any = None
-        # Set by the I/O layer: makes RemoteReference.callRemote work.
-        self.invoker: Any = None
-        # Set by the I/O layer: called (from any thread, maybe inside the garbage
-        # collector) when a RemoteReference or RemoteCache dies; it must only
-        # schedule a later call to flush_collected().
+        # any remote method of this connection (see the ``perspective`` property).
+        self._perspective: Any = None
+        #: The driver: what makes ``RemoteReference.callRemote`` work (see ``Invoker``).
+        self.invoker: Invoker = Undriven()
+        #: Set by the driver: called (from any thread, maybe inside the garbage
+        #: collector) when a RemoteReference or RemoteCache dies; it must only
+        #: schedule a later call to ``flush_collected()``.
         self.on_collected: Callable[[], None] | None = None
+        #: Whether ``state`` is CLOSED (kept as a plain flag: every call tests it).
         self.disconnected = False
-        # What describe() learned of each remote object's methods, by the peer's export id
-        # (tab completion and help): {name: {"name", "signature", "doc", "docstring", "is_async"}}.
-        self.described: dict[int, dict[str, dict[str, Any]]] = {}
-        # The stream is broken or the peer said goodbye: ignore further input.
-        self._closing = False
+        # The peer's describe() answers, by its export id: asked once, kept for displays.
+        self._descriptions: dict[int, dict[str, Any]] = {}
+        # request id of a DESCRIBE in flight -> the export id it describes
+        self._describing: dict[int, int] = {}
 
         self._encoder = Encoder(self, self.limits.max_depth)
         self._pack_tree = self._encoder.pack_tree
@@ -147,19 +138,19 @@ class Broker(ReferenceTables):
         # it decodes with a bare unpackb: no hooks, no journal.
         self._quick_plain = min(limits.max_depth, limits.max_container_len, limits.max_string_len)
         self._max_inbound_calls = limits.max_inbound_calls
-        self._max_frame = limits.max_frame
-        self._out: list[bytes] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": self.limits.max_frame}])]
-        self._events: list[Any] = []
-        # Receive side: bytes waiting for a whole frame, and how many we need.
-        self._pending_in: list[bytes] = []
-        self._pending_size = 0
-        self._needed = PREAMBLE_SIZE
-        # A large frame being received: it grows as its bytes arrive, so a peer
-        # that announces a big frame and sends little makes us hold little.
-        self._assembly: bytearray | None = None
-        self._handshaken = False
-        self._hello_seen = False
+        self._out: list[bytes] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": limits.max_frame}])]
+        # The one event queue; next_events() drains it.
+        self._events: list[ev.Event] = []
         self._peer_max_frame = Limits().max_frame
+        # For each state, the handlers of the kinds RECEIVABLE then (bound once).
+        self._handlers_in = {
+            state: {int(kind): getattr(self, _HANDLERS[kind]) for kind in kinds}
+            for state, kinds in RECEIVABLE.items()
+        }
+        self._reader = FrameReader(
+            limits.max_frame, self._handlers_in[_AWAITING_PREAMBLE], self._illegal_kind, self._on_preamble
+        )
+        self._state = _AWAITING_PREAMBLE
 
         ReferenceTables.__init__(self)
         self._held_events: list[Any] | None = None
@@ -175,6 +166,60 @@ class Broker(ReferenceTables):
         # next batch), so only earlier ones count towards max_inbound_calls
         self._running = 0
 
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> ConnectionState:
+        """Where the connection stands; ``RECEIVABLE[state]`` is what the peer may send now."""
+        return self._state
+
+    def _enter(self, state: ConnectionState) -> None:
+        """The one place the state changes."""
+        self._state = state
+        self._reader.handlers = self._handlers_in[state]
+        if state is _CLOSING or state is _CLOSED:
+            self._reader.close()
+        self.disconnected = state is _CLOSED
+
+    def _on_preamble(self) -> None:
+        self._enter(ConnectionState.AWAITING_HELLO)
+
+    def _illegal_kind(self, kind: int) -> None:
+        if kind not in _KNOWN_KINDS:
+            raise ProtocolError(f"unknown message kind {kind}")
+        if self._state is ConnectionState.AWAITING_HELLO:
+            raise ProtocolError(f"peer sent message kind {kind} ({Kind(kind).name}) before HELLO")
+        raise ProtocolError(f"peer sent {Kind(kind).name} while the connection is {self._state.value}")
+
+    @property
+    def perspective(self) -> Any:
+        """The perspective our own calls go out under when made outside any remote method.
+
+        Login sets it to the latest avatar logged in on this connection (and
+        back when that one logs out); None before any login. Calls from the
+        peer never use it: each acts for the perspective its target was sent to.
+        """
+        return self._perspective
+
+    @perspective.setter
+    def perspective(self, avatar: Any) -> None:
+        self._perspective = avatar
+
+    @property
+    def pending_calls(self) -> int:
+        """How many of our calls wait for their answer."""
+        return len(self._calls)
+
+    @property
+    def receiving_large_frame(self) -> bool:
+        """Whether a large frame is arriving: then ``receive_data`` copies from a view, so pass one."""
+        return self._reader.receiving_large_frame
+
+    @property
+    def queued_frames(self) -> int:
+        """How many frames wait in ``data_to_send()`` (a driver may write once enough are queued)."""
+        return len(self._out)
+
     # ------------------------------------------------------------------ output
 
     def data_to_send(self) -> bytes:
@@ -186,9 +231,10 @@ class Broker(ReferenceTables):
         return data
 
     def has_data_to_send(self) -> bool:
+        """Whether ``data_to_send()`` has bytes for the peer."""
         return bool(self._out)
 
-    def next_events(self) -> list[Any]:
+    def next_events(self) -> list[ev.Event]:
         """Return and clear every event raised since the last call.
 
         There is one queue: ``receive_data()``, ``answer()``, ``fail()``,
@@ -204,7 +250,7 @@ class Broker(ReferenceTables):
         if not self.disconnected:
             self._out.append(encode_frame(header, payload, self._peer_max_frame))
 
-    def _emit(self, event: Any) -> None:
+    def _emit(self, event: ev.Event) -> None:
         if self._held_events is not None and not isinstance(event, ev.ConnectionFailed):
             self._held_events.append(event)
         else:
@@ -238,30 +284,49 @@ class Broker(ReferenceTables):
         self._commit()
         return frame
 
-    def _call_frame(self, head: list, args: tuple, kwargs: dict, perspective: Any) -> bytes:
-        """The frame of a call's ``[args, kwargs]``, like _frame.
+    def _plain_arguments(self, args: tuple, kwargs: dict) -> bytes | None:
+        """A call's ``[args, kwargs]`` packed PLAIN if they are all atoms, else None.
 
         Most calls carry a few atoms: those are packed at once, skipping the
-        identity scan and the transaction.
+        identity scan and the transaction (the quick twin of ``_frame``'s encode).
         """
         for item in args:
             if type(item) not in _ATOMS:
-                break
-        else:
-            for item in kwargs.values():
-                if type(item) not in _ATOMS:
-                    break
-            else:
-                try:
-                    payload = self._pack_tree([list(args), kwargs])
-                except ValueError:
-                    payload = b""  # the full path says what was wrong
-                if payload:
-                    return encode_frame(head, payload, self._peer_max_frame)
-        return self._frame(head, [list(args), kwargs], perspective)
+                return None
+        for item in kwargs.values():
+            if type(item) not in _ATOMS:
+                return None
+        try:
+            return self._pack_tree([list(args), kwargs])
+        except ValueError:
+            return None  # the full path says what was wrong
 
-    def _decode(self, mode: Any, payload: bytes | memoryview) -> Any:
-        """Decode a payload as one transaction; refused references go straight back."""
+    def encode_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], perspective: Any = None
+    ) -> tuple[int, bytes]:
+        """A call's arguments as ``(mode, payload)``, exactly as ``call()`` would send them.
+
+        References and caches in them are counted as sent. For benchmarks and
+        for drivers that frame calls themselves.
+        """
+        payload = self._plain_arguments(args, kwargs)
+        if payload is not None:
+            return _PLAIN, payload
+        value = [list(args), kwargs]
+        self._journal = []
+        try:
+            encoded = self._encoder.encode(value, perspective)
+        except BaseException:
+            self._rollback()
+            raise
+        self._commit()
+        return encoded
+
+    def decode_payload(self, mode: int, payload: bytes | memoryview) -> Any:
+        """Decode a message's payload as one transaction; refused references go straight back.
+
+        Raises ProtocolError or InsecureJelly for a payload this side refuses.
+        """
         quick = mode == _PLAIN and len(payload) <= self._quick_plain
         if quick:
             try:
@@ -311,7 +376,12 @@ class Broker(ReferenceTables):
         ):
             perspective = self._check_call(ref, method, perspective)
         request_id = self._next_request_id if answer else NO_ANSWER
-        frame = self._call_frame([ref._kind, request_id, ref._id, method, _PLAIN], args, kwargs, perspective)
+        head = [ref._kind, request_id, ref._id, method, _PLAIN]
+        payload = self._plain_arguments(args, kwargs)
+        if payload is not None:
+            frame = encode_frame(head, payload, self._peer_max_frame)
+        else:
+            frame = self._frame(head, [list(args), kwargs], perspective)
         if answer:
             self._next_request_id += 1
             self._calls[request_id] = token
@@ -358,8 +428,10 @@ class Broker(ReferenceTables):
         return self._simple_request(Kind.ROOT, token)
 
     def request_description(self, ref: RemoteReference, token: Any) -> int:
-        """Ask the peer to describe the methods of ``ref``'s object."""
-        return self._simple_request(Kind.DESCRIBE, token, ref._id)
+        """Ask the peer to describe the methods of ``ref``'s object (kept: ``description_of``)."""
+        request_id = self._simple_request(Kind.DESCRIBE, token, ref._id)
+        self._describing[request_id] = ref._id
+        return request_id
 
     def _simple_request(self, kind: Kind, token: Any, *extra: Any) -> int:
         if self.disconnected:
@@ -377,11 +449,8 @@ class Broker(ReferenceTables):
             self._send([Kind.CANCEL, request_id])
 
     def ping(self, token: int) -> None:
+        """Queue a keepalive PING; the peer answers with a PONG (which is not an event)."""
         self._send([Kind.PING, token])
-
-    @property
-    def pending_calls(self) -> int:
-        return len(self._calls)
 
     # ----------------------------------------------------------- their calls
 
@@ -445,113 +514,21 @@ class Broker(ReferenceTables):
 
     # ----------------------------------------------------------------- input
 
-    def receive_data(self, data: bytes | memoryview) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Take bytes from the peer; the events they complete go to ``next_events()``.
 
         ``data`` may be a view of a buffer the caller reuses: what the broker
-        keeps, it copies.
+        keeps, it copies. Bytes arriving while CLOSING or CLOSED are ignored.
         """
-        if self.disconnected or self._closing or not data:
+        if self._reader.closed or not data:
             return
-        rest = None
-        assembly = self._assembly
-        if assembly is not None:
-            taken = min(len(data), self._needed - len(assembly))
-            assembly += data[:taken]
-            if len(assembly) < self._needed:
-                return
-            self._assembly = None
-            data, rest = assembly, data[taken:]
-        else:
-            if type(data) is not bytes:
-                data = bytes(data)
-            if self._pending_size:
-                self._pending_in.append(data)
-                self._pending_size += len(data)
-                if self._pending_size < self._needed:
-                    return
-                data = b"".join(self._pending_in)
-                self._pending_in.clear()
-                self._pending_size = 0
         self._running = len(self._inbound)
         try:
-            self._parse(data)
+            self._reader.feed(data)
         except ProtocolError as exc:
             self._fail_connection(exc)
-        if rest:  # what followed a large frame in the same read
-            self.receive_data(rest)
 
-    def _parse(self, data: bytes | bytearray) -> None:
-        pos = 0
-        if not self._handshaken:
-            if len(data) < PREAMBLE_SIZE:
-                if not PREAMBLE.startswith(data[:4]):
-                    check_preamble(data)  # garbage: say so now rather than wait for 8 bytes
-                self._keep(data, PREAMBLE_SIZE)
-                return
-            check_preamble(data[:PREAMBLE_SIZE])
-            self._handshaken = True
-            pos = PREAMBLE_SIZE
-        max_frame = self._max_frame
-        end = len(data)
-        handlers = self._handlers
-        # The frame loop is written out in full (prefix, header, dispatch): it
-        # runs for every message, and each helper call would cost more than its work.
-        # Headers and small payloads are sliced as bytes: copying a few bytes is
-        # cheaper than a memoryview, and msgpack reads bytes faster.
-        view: memoryview | None = None
-        while pos < end and not self._closing:
-            if end - pos < FRAME_PREFIX_SIZE:
-                self._keep(data[pos:], FRAME_PREFIX_SIZE)
-                return
-            body, head_len = _read_prefix(data, pos)
-            if body > max_frame or head_len + 2 > body or head_len == 0:
-                check_prefix(body, head_len, max_frame)
-            stop = pos + 4 + body
-            if stop > end:
-                self._keep(data[pos:], 4 + body)
-                return
-            head_end = pos + FRAME_PREFIX_SIZE + head_len
-            try:
-                header = _unpackb(data[pos + FRAME_PREFIX_SIZE : head_end])
-            except Exception:
-                header = None
-            if type(header) is not list or not header or type(header[0]) is not int:
-                # The full decode: it accepts what the quick one refused (maps with
-                # non-str keys) and raises, saying why, for a header that is wrong.
-                header = decode_header(data[pos + FRAME_PREFIX_SIZE : head_end])
-            if stop - head_end <= _COPIED_PAYLOAD:
-                payload = data[head_end:stop]
-            else:
-                if view is None:
-                    view = memoryview(data)
-                payload = view[head_end:stop]
-            pos = stop
-            kind = header[0]
-            if not self._hello_seen and kind != Kind.GOODBYE:  # a peer refusing us says why instead
-                self._on_hello(header)
-                continue
-            handler = handlers.get(kind)
-            if handler is None:
-                raise ProtocolError(f"unknown message kind {kind}")
-            try:
-                handler(self, header, payload)
-            except (ValueError, TypeError, IndexError) as exc:
-                raise ProtocolError(f"malformed {Kind(kind).name} message: {exc}") from None
-        self._needed = FRAME_PREFIX_SIZE
-
-    def _keep(self, rest: bytes | bytearray, needed: int) -> None:
-        self._needed = needed
-        if needed >= _ASSEMBLED_FRAME:
-            self._assembly = bytearray(rest)
-            return
-        chunk = bytes(rest)
-        self._pending_in.append(chunk)
-        self._pending_size = len(chunk)
-
-    def _on_hello(self, header: list) -> None:
-        if header[0] != Kind.HELLO:
-            raise ProtocolError(f"peer sent message kind {header[0]} before HELLO")
+    def _on_hello(self, header: list, payload: bytes | memoryview) -> None:
         settings = header[1] if len(header) > 1 else None
         if not isinstance(settings, dict):
             raise ProtocolError("HELLO must carry a settings map")
@@ -560,7 +537,7 @@ class Broker(ReferenceTables):
             if peer_max < MIN_FRAME:
                 raise ProtocolError(f"peer announced max_frame {peer_max}; the least is {MIN_FRAME} bytes")
             self._peer_max_frame = peer_max
-        self._hello_seen = True
+        self._enter(ConnectionState.OPEN)
         self._events.append(ev.HandshakeCompleted(self._peer_max_frame))
 
     def _on_call(self, header: list, payload: bytes | memoryview) -> None:
@@ -591,7 +568,7 @@ class Broker(ReferenceTables):
             )
             return self._refuse(request_id, error, "call")
         try:
-            args, kwargs = self._decode(mode, payload)
+            args, kwargs = self.decode_payload(mode, payload)
             if type(args) is not list or type(kwargs) is not dict:
                 raise ProtocolError("call arguments must be [list, dict with str keys]")
             if kwargs:
@@ -636,12 +613,14 @@ class Broker(ReferenceTables):
         if token is None:
             token = self._take_call(request_id)  # raises unless we cancelled it
         try:
-            value = self._decode(mode, payload)
+            value = self.decode_payload(mode, payload)
         except (ProtocolError, InsecureJelly) as exc:
             exc.args = (f"{exc} [refused here, by the caller, receiving the answer]",)
             if token is not None:
                 self._emit(ev.CallFailed(token, exc))
             return
+        if self._describing:
+            self._remember_description(request_id, value)
         if token is None:
             return
         if self._held_events is None:
@@ -649,7 +628,13 @@ class Broker(ReferenceTables):
         else:
             self._emit(ev.AnswerReceived(token, value))
 
+    def _remember_description(self, request_id: int, value: Any) -> None:
+        export_id = self._describing.pop(request_id, None)
+        if export_id is not None and export_id in self._imports and isinstance(value, dict):
+            self._descriptions[export_id] = value
+
     def _take_call(self, request_id: int) -> Any:
+        self._describing.pop(request_id, None)
         token = self._calls.pop(request_id, None)
         if token is None and request_id not in self._cancelled:
             raise ProtocolError(f"peer answered request {request_id}, which is not pending")
@@ -665,7 +650,7 @@ class Broker(ReferenceTables):
         error: BaseException | None = None
         if payload and bytes(payload[:1]) != _NIL:
             try:
-                copy = self._decode(mode, payload)
+                copy = self.decode_payload(mode, payload)
                 if isinstance(copy, BaseException):
                     error = copy
             except (ProtocolError, InsecureJelly) as exc:
@@ -713,7 +698,7 @@ class Broker(ReferenceTables):
         self._cache_tombstones.pop(cache_id, None)
         obj = entry.weak() if entry is not None and entry.weak is not None else None
         try:
-            state = self._decode(mode, payload)
+            state = self.decode_payload(mode, payload)
         except (ProtocolError, InsecureJelly) as exc:
             self._emit(ev.MessageRefused(exc, f"state of cache {cache_id}"))
             state = None
@@ -775,30 +760,13 @@ class Broker(ReferenceTables):
         else:
             error = ProtocolError(f"peer closed the connection: {error_type}: {message}")
         self._emit(ev.ConnectionFailed(error, by_peer=True))
-        self._closing = True
-
-    _handlers: dict[int, Callable[[Broker, list, memoryview], None]] = {
-        Kind.CALL: _on_call,
-        Kind.OBSERVE: _on_call,
-        Kind.ANSWER: _on_answer,
-        Kind.ERROR: _on_error,
-        Kind.DECREF: _on_decref,
-        Kind.DECACHE: _on_decref,
-        Kind.CACHE_STATE: _on_cache_state,
-        Kind.UNCACHED: _on_uncached,
-        Kind.ROOT: _on_root,
-        Kind.DESCRIBE: _on_describe,
-        Kind.CANCEL: _on_cancel,
-        Kind.PING: _on_ping,
-        Kind.PONG: _on_pong,
-        Kind.GOODBYE: _on_goodbye,
-    }
+        self._enter(_CLOSING)
 
     # --------------------------------------------------------------- closing
 
     def _fail_connection(self, error: ProtocolError) -> None:
         """The stream is broken: tell the peer why, then report it."""
-        self._closing = True
+        self._enter(_CLOSING)
         self._out.append(_goodbye(error, self._peer_max_frame))
         self._events.append(ev.ConnectionFailed(error))
 
@@ -806,7 +774,7 @@ class Broker(ReferenceTables):
         """The transport closed: fail pending calls, release everything (events follow)."""
         if self.disconnected:
             return
-        self.disconnected = True
+        self._enter(_CLOSED)
         if self._held_events:
             self._events.extend(self._held_events)
         self._held_events = None
@@ -834,21 +802,53 @@ class Broker(ReferenceTables):
                 except Exception as exc:  # the receiver's own hook: report it, finish the teardown
                     self._events.append(ev.CallbackFailed(copy.connectionLost, exc))
         self._imports.clear()
+        self._descriptions.clear()
+        self._describing.clear()
         self._cache_imports.clear()
         self._cache_import_ids.clear()
         self._cache_tombstones.clear()
         self._collected.clear()
         self._viewpoints.clear()
         self._out.clear()
-        self._assembly = None
+
+    def description_of(self, ref: RemoteReference) -> dict[str, Any] | None:
+        """The peer's answer to the last ``describe()`` of ``ref``, or None if never described."""
+        return self._descriptions.get(ref._id)
 
     def known_methods(self, ref: RemoteReference) -> list[str]:
         """Method names learned from a describe() of ``ref``, for tab completion."""
-        return list(self.described.get(ref._id, ()))
+        found = self._descriptions.get(ref._id)
+        return [method["name"] for method in found["methods"]] if found else []
 
     def method_description(self, ref: RemoteReference, name: str) -> dict[str, Any] | None:
         """What describe() said of ``ref``'s method ``name``; None if not described or unknown."""
-        return self.described.get(ref._id, {}).get(name)
+        found = self._descriptions.get(ref._id)
+        for method in found["methods"] if found else ():
+            if method["name"] == name:
+                return method
+        return None
+
+
+#: The handler of each message kind the peer may send (a Broker method name).
+#: A new kind needs a row here, its handler, and its Kind in wire.py.
+_HANDLERS: dict[Kind, str] = {
+    Kind.HELLO: "_on_hello",
+    Kind.CALL: "_on_call",
+    Kind.OBSERVE: "_on_call",
+    Kind.ANSWER: "_on_answer",
+    Kind.ERROR: "_on_error",
+    Kind.DECREF: "_on_decref",
+    Kind.DECACHE: "_on_decref",
+    Kind.CACHE_STATE: "_on_cache_state",
+    Kind.UNCACHED: "_on_uncached",
+    Kind.ROOT: "_on_root",
+    Kind.DESCRIBE: "_on_describe",
+    Kind.CANCEL: "_on_cancel",
+    Kind.PING: "_on_ping",
+    Kind.PONG: "_on_pong",
+    Kind.GOODBYE: "_on_goodbye",
+}
+_KNOWN_KINDS = frozenset(int(kind) for kind in Kind)
 
 
 def refusal_handshake(error: PBError) -> bytes:

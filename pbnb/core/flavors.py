@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 
 def _callable_attribute(obj: Any, name: str) -> Callable[..., Any] | None:
@@ -56,8 +56,30 @@ class Referenceable:
         return self
 
 
+@runtime_checkable
+class IPBRoot(Protocol):
+    """What ``pb.serve`` can serve: something that gives each connection its root object.
+
+    ``rootObject(connection)`` runs once per connection (``connection`` is the
+    driver's, e.g. ``pbnb.aio.Connection``) and returns the Referenceable the
+    peer gets from ``getRootObject()``. A ``Root`` returns itself; a
+    ``pbnb.cred.Portal`` returns a login root made for that connection.
+    """
+
+    def rootObject(self, connection: Any) -> Referenceable:
+        """The root object for ``connection``."""
+        ...
+
+
 class Root(Referenceable):
-    """The object a server hands to every client that asks for its root."""
+    """The object a server hands to every client that asks for its root.
+
+    Override ``rootObject(connection)`` to hand each connection another object.
+    """
+
+    def rootObject(self, connection: Any) -> Referenceable:
+        """The root object for ``connection``: this one."""
+        return self
 
 
 class Avatar(Referenceable):

@@ -139,7 +139,7 @@ class ObservedCacheable(Cacheable):
                 continue
             try:
                 if payload is not None:
-                    observer._pb_call_packed(name, payload)
+                    observer.callRemotePacked(name, payload)
                 else:
                     call = arguments_for(perspective)  # type: ignore[misc]
                     if call is None:

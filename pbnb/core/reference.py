@@ -3,8 +3,8 @@
 A RemoteReference belongs to one broker and names one export id there. The
 broker hands out at most one live RemoteReference per remote object, so two
 handles for the same object are the same handle; equality and hashing go by
-(broker, id) all the same. Calls go through ``broker.invoker``, which the
-asyncio layer provides, so this module stays free of I/O.
+(broker, id) all the same. Calls go through ``broker.invoker``, the driver
+(an ``Invoker``), so this module stays free of I/O.
 """
 
 from __future__ import annotations
@@ -12,9 +12,46 @@ from __future__ import annotations
 import ast
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .wire import Kind
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+
+class Invoker(Protocol):
+    """What a driver provides so that ``RemoteReference.callRemote`` works.
+
+    The driver owns the I/O: each method queues the call on ``ref.broker``
+    (``Broker.call``, ``call_packed``, ``request_description``) with a token
+    it settles when the answer arrives, and sees that the bytes are sent.
+    ``pbnb.aio.Connection`` is the asyncio one; ``tests/pair.py`` has a
+    synchronous one.
+    """
+
+    def call(self, ref: RemoteReference, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Start a call; return what the caller awaits (or inspects)."""
+
+    def call_no_answer(
+        self, ref: RemoteReference, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Send a call whose answer nobody wants."""
+
+    def call_packed(self, ref: CacheObserver, name: str, payload: bytes) -> None:
+        """Send a no-answer call whose ``[args, kwargs]`` is already packed (a broadcast)."""
+
+    def describe(self, ref: RemoteReference) -> Any:
+        """Ask the peer to describe ``ref``; return what the caller awaits."""
+
+
+class Undriven:
+    """The invoker of a broker no driver has taken yet: every call says so."""
+
+    def _refuse(self, *args: Any) -> Any:
+        raise RuntimeError("this broker has no driver yet: set broker.invoker (see reference.Invoker)")
+
+    call = call_no_answer = call_packed = describe = _refuse
 
 
 class RemoteReference:
@@ -23,7 +60,7 @@ class RemoteReference:
     __slots__ = ("__weakref__", "_broker", "_disconnect_callbacks", "_id")
     _kind = Kind.CALL
 
-    def __init__(self, broker: Any, export_id: int):
+    def __init__(self, broker: Broker, export_id: int):
         self._broker = broker
         self._id = export_id
         self._disconnect_callbacks: list[Callable[[RemoteReference], Any]] | None = None
@@ -37,6 +74,16 @@ class RemoteReference:
         self._broker.invoker.call_no_answer(self, _name, args, kwargs)
 
     @property
+    def broker(self) -> Broker:
+        """The connection's protocol state this reference belongs to (its ``peer_name``, ``invoker``)."""
+        return self._broker
+
+    @property
+    def export_id(self) -> int:
+        """The number the peer gave this object on this connection (shown in displays)."""
+        return self._id
+
+    @property
     def remote(self) -> _MethodProxy:
         """Attribute-style calls: ``await ref.remote.hello("ada")``."""
         return _MethodProxy(self)
@@ -48,6 +95,11 @@ class RemoteReference:
         "doc", "is_async"}, ...]}``; the names also feed ``ref.remote`` completion.
         """
         return self._broker.invoker.describe(self)
+
+    @property
+    def description(self) -> dict[str, Any] | None:
+        """The answer of this reference's last ``describe()``, or None if it was never described."""
+        return self._broker.description_of(self)
 
     def notifyOnDisconnect(self, callback: Callable[[RemoteReference], Any]) -> None:
         """Call ``callback(self)`` once when this reference's connection is lost."""
@@ -100,9 +152,13 @@ class CacheObserver(RemoteReference):
     __eq__ = object.__eq__
     __hash__ = object.__hash__
 
-    def _pb_call_packed(self, name: str, payload: bytes) -> None:
-        """Queue a no-answer ``observe_<name>`` whose arguments were packed once for many observers."""
-        self._broker.invoker.call_packed(self, name, payload)
+    def callRemotePacked(self, _name: str, payload: bytes, /) -> None:
+        """Run ``observe_<_name>`` on the copy, without an answer, with arguments packed once for many.
+
+        ``payload`` is ``[args, kwargs]`` as PLAIN msgpack naming nothing of
+        any connection's tables (``ObservedCacheable.notify`` makes it).
+        """
+        self._broker.invoker.call_packed(self, _name, payload)
 
 
 class _MethodProxy:
@@ -131,7 +187,7 @@ def _document(call: Any, ref: RemoteReference, name: str) -> None:
     """Give ``call`` the remote method's signature and docstring, for help and the inspector."""
     broker = ref._broker
     call.__signature__ = _ANY_ARGUMENTS
-    if ref._id not in broker.described:
+    if broker.description_of(ref) is None:
         call.__doc__ = f"Calls {name!r} on the peer (not described yet: ref.describe() asks what it offers)."
         return
     method = broker.method_description(ref, name)

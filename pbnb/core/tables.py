@@ -380,6 +380,8 @@ class ReferenceTables:
             table = self._cache_imports if is_cache else self._imports
             if table.get(entry.remote_id) is entry:
                 del table[entry.remote_id]
+                if not is_cache:
+                    self._descriptions.pop(entry.remote_id, None)
                 if is_cache:
                     self._cache_tombstones[entry.remote_id] = entry.cls  # type: ignore[attr-defined]
                     if self._cache_import_ids.get(entry.obj_id) == entry.remote_id:  # type: ignore[attr-defined]

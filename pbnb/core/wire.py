@@ -11,13 +11,18 @@ unit is a frame::
 :mod:`pbnb.core.serialize`. Keeping the header apart lets a receiver fail the
 one call whose payload it could not decode and carry on. ``docs/protocol.md``
 describes every message.
+
+``RECEIVABLE`` says which kinds are legal in each ``ConnectionState``;
+``FrameReader`` cuts the incoming stream into frames and hands each to the
+handler the current state allows, so that table is enforced in one place.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 import msgpack
 
@@ -31,7 +36,6 @@ PREAMBLE_SIZE = len(PREAMBLE)
 #: ``u32 body_length | u16 header_length``: what starts every frame.
 FRAME_PREFIX = struct.Struct(">IH")
 FRAME_PREFIX_SIZE = FRAME_PREFIX.size
-_HEADER_LENGTH = struct.Struct(">H")
 MAX_HEADER = 0xFFFF
 # One packer for every header saves building a Packer per frame (half the cost
 # of a small frame). Sharing it across threads is safe: headers hold only
@@ -59,6 +63,33 @@ class Kind(IntEnum):
     CACHE_STATE = 13  # [CACHE_STATE, cache_id, mode] + state
     UNCACHED = 14  # [UNCACHED, cache_id]
 
+
+class ConnectionState(Enum):
+    """Where one side's connection stands; ``Broker.state``."""
+
+    #: Our preamble and HELLO are queued; the peer's preamble has not arrived.
+    AWAITING_PREAMBLE = "awaiting preamble"
+    #: The peer's preamble arrived; its HELLO (or a GOODBYE refusing us) has not.
+    AWAITING_HELLO = "awaiting hello"
+    #: The handshake is complete: calls go both ways.
+    OPEN = "open"
+    #: A GOODBYE went or came: input is ignored until the transport closes.
+    CLOSING = "closing"
+    #: The transport closed (``Broker.connection_lost``).
+    CLOSED = "closed"
+
+
+#: The message kinds a side accepts from its peer in each state; any other
+#: kind is a ProtocolError. A new kind is legal once the connection is open;
+#: list it here only if it may come earlier.
+RECEIVABLE: Mapping[ConnectionState, frozenset[Kind]] = {
+    ConnectionState.AWAITING_PREAMBLE: frozenset(),  # the reader takes the preamble itself
+    # A peer that will not serve us sends GOODBYE instead of HELLO, saying why.
+    ConnectionState.AWAITING_HELLO: frozenset({Kind.HELLO, Kind.GOODBYE}),
+    ConnectionState.OPEN: frozenset(Kind) - {Kind.HELLO},
+    ConnectionState.CLOSING: frozenset(),  # input is ignored, not refused
+    ConnectionState.CLOSED: frozenset(),
+}
 
 # request_id 0 in CALL/OBSERVE asks for no answer.
 NO_ANSWER = 0
@@ -127,7 +158,7 @@ def encode_frame(header: list, payload: bytes = b"", max_frame: int = MAX_FRAME)
 def check_prefix(body: int, head_len: int, max_frame: int) -> None:
     """Raise LimitExceeded or ProtocolError if a frame prefix is unacceptable.
 
-    ``FRAME_PREFIX`` gives ``body`` and ``head_len``. The broker tests
+    ``FRAME_PREFIX`` gives ``body`` and ``head_len``. FrameReader tests
     ``body > max_frame or head_len + 2 > body or head_len == 0`` inline and
     calls this only when that holds, to learn what to say.
     """
@@ -148,13 +179,6 @@ def decode_header(raw: bytes | memoryview) -> list:
     return header
 
 
-def split_frame(frame: memoryview) -> tuple[list, memoryview]:
-    """Decode a frame body (without its u32 length) into (header, payload view)."""
-    # struct reads the view in place; int.from_bytes(frame[:2]) would cost a slice and a copy.
-    end = 2 + _HEADER_LENGTH.unpack_from(frame)[0]
-    return decode_header(frame[2:end]), frame[end:]
-
-
 def check_preamble(data: bytes) -> None:
     """Validate the peer's 8-byte preamble; raise ProtocolError with what was wrong."""
     if data[:4] != MAGIC:
@@ -162,3 +186,175 @@ def check_preamble(data: bytes) -> None:
     version = int.from_bytes(data[4:6], "big")
     if version != VERSION:
         raise ProtocolError(f"peer speaks pbnb protocol version {version}; this side speaks {VERSION}")
+
+
+#: What a FrameReader hands each frame to: ``handler(header, payload)``.
+FrameHandler = Callable[[list, "bytes | memoryview"], None]
+
+_read_prefix = FRAME_PREFIX.unpack_from
+_unpackb = msgpack.unpackb
+# Payloads up to this many bytes are copied out of the received data rather than viewed.
+_COPIED_PAYLOAD = 2048
+# A frame at least this long is assembled in one growing buffer, which takes
+# each chunk with one copy (and takes views, see feed), rather than kept as
+# chunks and joined: a peer that announces a big frame and sends little makes
+# us hold little.
+_ASSEMBLED_FRAME = 256 * 1024
+
+
+class FrameReader:
+    """Cuts the peer's byte stream into its preamble and frames, and dispatches each frame.
+
+    ``feed(data)`` takes bytes as they arrive, in pieces of any size. After
+    the preamble (checked, then ``on_preamble()``), each whole frame goes to
+    ``handlers[kind](header, payload)``; ``handlers`` is the table of what is
+    legal now, which the owner swaps as its state changes. A kind missing from
+    it goes to ``on_illegal(kind)``, which must raise. ``feed`` raises
+    ProtocolError (or LimitExceeded) for a stream that breaks the framing;
+    a handler's ValueError, TypeError or IndexError becomes a ProtocolError
+    naming the message. ``payload`` may be a view of ``data``: a handler that
+    keeps it must copy it.
+    """
+
+    __slots__ = (
+        "_assembly",
+        "_needed",
+        "_on_illegal",
+        "_on_preamble",
+        "_pending",
+        "_pending_size",
+        "_preamble_seen",
+        "closed",
+        "handlers",
+        "max_frame",
+    )
+
+    def __init__(
+        self,
+        max_frame: int,
+        handlers: Mapping[int, FrameHandler],
+        on_illegal: Callable[[int], None],
+        on_preamble: Callable[[], None] | None = None,
+    ):
+        self.max_frame = max_frame
+        self.handlers = handlers
+        self._on_illegal = on_illegal
+        self._on_preamble = on_preamble
+        #: Set to stop reading: later bytes, and the rest of the current ones, are ignored.
+        self.closed = False
+        self._preamble_seen = False
+        # Bytes waiting for a whole frame, and how many we need.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._needed = PREAMBLE_SIZE
+        self._assembly: bytearray | None = None
+
+    @property
+    def receiving_large_frame(self) -> bool:
+        """Whether a large frame is arriving: then ``feed`` copies from views, so pass views."""
+        return self._assembly is not None
+
+    def close(self) -> None:
+        """Ignore all further input and drop what is held."""
+        self.closed = True
+        self._pending.clear()
+        self._pending_size = 0
+        self._assembly = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Take the next bytes of the stream; dispatch every frame they complete."""
+        if self.closed or not data:
+            return
+        rest = None
+        assembly = self._assembly
+        if assembly is not None:
+            taken = min(len(data), self._needed - len(assembly))
+            assembly += data[:taken]
+            if len(assembly) < self._needed:
+                return
+            self._assembly = None
+            data, rest = assembly, data[taken:]
+        else:
+            if type(data) is not bytes:
+                data = bytes(data)
+            if self._pending_size:
+                self._pending.append(data)
+                self._pending_size += len(data)
+                if self._pending_size < self._needed:
+                    return
+                data = b"".join(self._pending)
+                self._pending.clear()
+                self._pending_size = 0
+        self._parse(data)
+        if rest:  # what followed a large frame in the same read
+            self.feed(rest)
+
+    def _parse(self, data: bytes | bytearray) -> None:
+        pos = 0
+        if not self._preamble_seen:
+            if len(data) < PREAMBLE_SIZE:
+                if not PREAMBLE.startswith(data[:4]):
+                    check_preamble(data)  # garbage: say so now rather than wait for 8 bytes
+                self._keep(data, PREAMBLE_SIZE)
+                return
+            check_preamble(data[:PREAMBLE_SIZE])
+            self._preamble_seen = True
+            if self._on_preamble is not None:
+                self._on_preamble()
+            pos = PREAMBLE_SIZE
+        max_frame = self.max_frame
+        end = len(data)
+        # The frame loop is written out in full (prefix, header, dispatch): it
+        # runs for every message, and each helper call would cost more than its
+        # work. The checks inline are the quick forms of check_prefix and
+        # decode_header, which run only to say what is wrong (or to accept a
+        # header the quick decode refused); tests/test_core_twins.py checks
+        # that both forms agree. Headers and small payloads are sliced as
+        # bytes: copying a few bytes is cheaper than a memoryview, and msgpack
+        # reads bytes faster.
+        view: memoryview | None = None
+        while pos < end and not self.closed:
+            if end - pos < FRAME_PREFIX_SIZE:
+                self._keep(data[pos:], FRAME_PREFIX_SIZE)
+                return
+            body, head_len = _read_prefix(data, pos)
+            if body > max_frame or head_len + 2 > body or head_len == 0:
+                check_prefix(body, head_len, max_frame)
+            stop = pos + 4 + body
+            if stop > end:
+                self._keep(data[pos:], 4 + body)
+                return
+            head_end = pos + FRAME_PREFIX_SIZE + head_len
+            try:
+                header = _unpackb(data[pos + FRAME_PREFIX_SIZE : head_end])
+            except Exception:
+                header = None
+            if type(header) is not list or not header or type(header[0]) is not int:
+                header = decode_header(data[pos + FRAME_PREFIX_SIZE : head_end])
+            payload: bytes | bytearray | memoryview
+            if stop - head_end <= _COPIED_PAYLOAD:
+                payload = data[head_end:stop]
+            else:
+                if view is None:
+                    view = memoryview(data)
+                payload = view[head_end:stop]
+            pos = stop
+            kind = header[0]
+            handler = self.handlers.get(kind)
+            if handler is None:
+                self._on_illegal(kind)
+                raise ProtocolError(f"message kind {kind} is not allowed now")  # on_illegal must raise
+            try:
+                handler(header, payload)
+            except (ValueError, TypeError, IndexError) as exc:
+                raise ProtocolError(f"malformed {Kind(kind).name} message: {exc}") from None
+        self._needed = FRAME_PREFIX_SIZE
+
+    def _keep(self, rest: bytes | bytearray, needed: int) -> None:
+        self._needed = needed
+        if needed >= _ASSEMBLED_FRAME:
+            self._assembly = bytearray(rest)
+            return
+        chunk = bytes(rest)
+        self._pending.append(chunk)
+        self._pending_size = len(chunk)

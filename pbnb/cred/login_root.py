@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from ..core.failure import clip
@@ -120,7 +120,7 @@ class LoginRoot(Root):
             server_first = exchange.first(client_first)
         except ValueError as exc:
             self._refuse(None, f"malformed login message: {exc}")
-        challenge = _ScramChallenge(self, exchange)
+        challenge = _ScramChallenge(self._finish_scram, exchange)
         self._pending[challenge] = None
         self._connection.on_release(challenge, lambda: self._pending.pop(challenge, None))
         return server_first, challenge
@@ -213,13 +213,15 @@ class LoginRoot(Root):
 class _ScramChallenge(Referenceable):
     """The second half of one SCRAM login; usable once."""
 
-    def __init__(self, root: LoginRoot, exchange: ServerExchange):
-        self._root: LoginRoot | None = root
+    def __init__(
+        self, finish: Callable[[_ScramChallenge, Any, Any], Awaitable[tuple]], exchange: ServerExchange
+    ):
+        self._finish: Callable[[_ScramChallenge, Any, Any], Awaitable[tuple]] | None = finish
         self.exchange = exchange
 
     async def remote_scram_final(self, client_final: str, mind: Any = None) -> tuple[str, Referenceable]:
         """Check the client proof; return the server-final message and the avatar."""
-        root, self._root = self._root, None
-        if root is None:
+        finish, self._finish = self._finish, None
+        if finish is None:
             raise UnauthorizedLogin("this login attempt is over; start a new one")
-        return await root._finish_scram(self, client_final, mind)
+        return await finish(self, client_final, mind)

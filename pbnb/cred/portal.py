@@ -179,7 +179,8 @@ class Portal:
         """``request_avatar`` for a PB login: the realm is asked for an ``IPerspective``."""
         return await self.request_avatar(avatar_id, mind, IPerspective)
 
-    def _pb_root_for(self, connection: Any) -> Referenceable:
+    def rootObject(self, connection: Any) -> Referenceable:
+        """What ``pb.serve(portal)`` gives each connection: a login root of its own."""
         return LoginRoot(self, connection)
 
     def __repr__(self) -> str:

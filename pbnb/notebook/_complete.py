@@ -49,7 +49,7 @@ class RemoteMethodMatcher:
         completions = []
         for name in names:
             if name.startswith(prefix):
-                method = ref._broker.method_description(ref, name) or {}
+                method = ref.broker.method_description(ref, name) or {}
                 kind = "async remote method" if method.get("is_async") else "remote method"
                 completions.append(SimpleCompletion(f"{path}.remote.{name}", type=kind))
         return {"completions": completions, "suppress": True}

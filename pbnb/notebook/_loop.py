@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
+from ..aio.connection import connection_of
+
 #: The magics whose work is asynchronous; the transformer awaits their calls.
 ASYNC_MAGICS = ("pb_serve", "pb_connect", "pb_disconnect")
 
@@ -139,7 +141,7 @@ def spawn(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, Any
 
 def loop_of(ref: Any) -> asyncio.AbstractEventLoop:
     """The event loop that runs ``ref``'s connection: where widget callbacks must hop."""
-    return ref._broker.invoker.closed.get_loop()  # the invoker is the aio Connection
+    return connection_of(ref).loop
 
 
 def call_on_loop(loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any) -> None:

@@ -20,7 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..aio.client import Client, connect
 from ..aio.server import Server, serve
-from ..core.flavors import Referenceable
+from ..core.flavors import IPBRoot, Referenceable
 from ..core.reference import RemoteReference
 from . import _traceback, _widgets
 from ._complete import RemoteMethodMatcher
@@ -92,7 +92,7 @@ class PBMagics(Magics):
         root = eval(expr, self.shell.user_ns)  # the user typed it in their own notebook
         servable = (
             isinstance(root, Referenceable)
-            or hasattr(root, "_pb_root_for")
+            or isinstance(root, IPBRoot)
             or (isinstance(root, type) and issubclass(root, Referenceable))
         )
         if not servable:
@@ -241,7 +241,7 @@ class PBMagics(Magics):
         value = self.shell.user_ns.get(text)
         if isinstance(value, RemoteReference):
             for name, connected in self.connections.items():
-                if connected.client.broker is value._broker:
+                if connected.client.broker is value.broker:
                     return name
         raise UsageError(f"no connection {text!r} (open: {self._open_names()})")
 

@@ -165,7 +165,7 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
     def _pb_fields(self) -> list[str]:
         return [name for name in self.trait_names() if not name.startswith(("_", "pb_"))]
 
-    def _pb_widget(self) -> widgets.VBox:
+    def pb_widget(self) -> widgets.VBox:
         """A panel of the fields (linked both ways for ``to_owner`` traits), its state and problems."""
         title = widgets.HTML()
         title.add_class("pbnb-cache-state")
@@ -216,7 +216,7 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
         return f"<{type(self).__qualname__} {fields}{state}>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return widget_bundle(self._pb_widget, self._pb_text())
+        return widget_bundle(self.pb_widget, self._pb_text())
 
     def __repr__(self) -> str:
         return self._pb_text()

@@ -16,7 +16,7 @@ import pprint
 import re
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import ipywidgets as widgets
 
@@ -29,22 +29,18 @@ _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _MAX_REPR = 2000
 _MAX_ROWS = 200
 
-# What each reference's peer said it offers: {"type": ..., "methods": [...]}.
-_descriptions: weakref.WeakKeyDictionary[RemoteReference, dict[str, Any]] = weakref.WeakKeyDictionary()
-
 
 async def describe(ref: RemoteReference) -> dict[str, Any]:
-    """The peer's description of ``ref`` (asked once per reference, then remembered)."""
-    found = _descriptions.get(ref)
+    """The peer's description of ``ref`` (asked once per reference; the broker keeps it)."""
+    found = ref.description
     if found is None:
         found = await ref.describe()
-        _descriptions[ref] = found
     return found
 
 
 def kind_of(ref: RemoteReference) -> str:
     """The type name the peer gave for ``ref``, or "remote object" before it was described."""
-    found = _descriptions.get(ref)
+    found = ref.description
     return found["type"] if found else "remote object"
 
 
@@ -60,14 +56,14 @@ def in_kernel() -> bool:
 
 def peer_of(ref: RemoteReference) -> str:
     """The address of the peer that owns ``ref``'s object."""
-    return ref._broker.peer_name
+    return ref.broker.peer_name
 
 
 def reference_text(ref: RemoteReference) -> str:
     """A plain-text summary: what the reference points at, its state and its methods."""
-    found = _descriptions.get(ref)
+    found = ref.description
     state = "connected" if ref.connected else "disconnected"
-    lines = [f"<RemoteReference to {kind_of(ref)} at {peer_of(ref)} (#{ref._id}, {state})>"]
+    lines = [f"<RemoteReference to {kind_of(ref)} at {peer_of(ref)} (#{ref.export_id}, {state})>"]
     for method in found["methods"] if found else ():
         doc = f"  # {method['doc']}" if method["doc"] else ""
         prefix = "async " if method["is_async"] else ""
@@ -153,15 +149,23 @@ def value_html(value: Any) -> str:
     return f"<pre class='pbnb-value' style='margin:0'>{html.escape(text)}</pre>"
 
 
+@runtime_checkable
+class WidgetSource(Protocol):
+    """A value that brings its own widget (``TraitCache`` does): ``pb_widget()`` makes it."""
+
+    def pb_widget(self) -> widgets.Widget:
+        """A new widget showing this value."""
+        ...
+
+
 def value_widget(value: Any) -> widgets.Widget:
     """A widget for a call's result: references and live caches get their own widget."""
     if isinstance(value, RemoteReference):
         return ReferenceWidget(value)
     if isinstance(value, widgets.Widget):
         return value
-    make = getattr(value, "_pb_widget", None)
-    if callable(make):
-        return make()
+    if isinstance(value, WidgetSource):
+        return value.pb_widget()
     return widgets.HTML(value_html(value))
 
 
@@ -385,7 +389,7 @@ class ReferenceWidget(widgets.VBox):
     def _show_header(self) -> None:
         self.header.value = (
             f"<b>{html.escape(kind_of(self.ref))}</b> at {html.escape(peer_of(self.ref))} "
-            f"<span style='color:#777'>(reference #{self.ref._id})</span>"
+            f"<span style='color:#777'>(reference #{self.ref.export_id})</span>"
         )
 
     def _show_status(self, note: str = "") -> None:

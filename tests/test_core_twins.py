@@ -1,0 +1,214 @@
+"""Every fast path against its slow twin: the same bytes, the same values, the same errors.
+
+The broker and the frame reader keep quick forms of a few steps inline, for
+speed (see benchmarks/README.md). Each property here feeds both forms the same
+input and requires the same outcome, so the copies cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pair import ConnectionPair
+
+import pbnb as pb
+from pbnb.core import serialize
+from pbnb.core.broker import Broker
+from pbnb.core.wire import (
+    FRAME_PREFIX,
+    PREAMBLE,
+    FrameReader,
+    Kind,
+    check_prefix,
+    decode_header,
+    encode_frame,
+)
+
+atoms = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.binary(max_size=40),
+)
+values = st.recursive(
+    atoms,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class Panel(pb.ObservedCacheable):
+    pass
+
+
+class PanelCopy(pb.ObservedRemoteCache):
+    def observe_set(self, *args):
+        pass
+
+
+pb.setUnjellyableForClass(Panel, PanelCopy)
+
+
+class Echo(pb.Root):
+    def remote_echo(self, *args, **kwargs):
+        return [args, kwargs]
+
+
+def slow_payload(broker: Broker, value) -> tuple[int, bytes]:
+    """The full encoder, with its transaction: what every shortcut must match."""
+    broker._journal = []
+    try:
+        return broker._encoder.encode(value, None)
+    finally:
+        broker._commit()
+
+
+@FAST
+@given(st.lists(atoms, max_size=5), st.dictionaries(st.text(max_size=6), atoms, max_size=3))
+def test_atoms_only_calls_pack_like_the_encoder(args, kwargs):
+    broker = Broker()
+    quick = broker._plain_arguments(tuple(args), kwargs)
+    mode, payload = slow_payload(broker, [list(args), kwargs])
+    if quick is not None:  # None: an int too big for msgpack, left to the full path
+        assert (serialize.PLAIN, quick) == (mode, payload)
+    assert broker.encode_arguments(tuple(args), kwargs) == (mode, payload)
+
+
+@FAST
+@given(values)
+def test_the_atom_shortcut_of_an_answer_frame_matches_the_full_encode(value):
+    broker = Broker()
+    frame = broker._frame([Kind.ANSWER, 7, serialize.PLAIN], value, None)
+    mode, payload = slow_payload(broker, value)
+    assert frame == encode_frame([Kind.ANSWER, 7, mode], payload)
+
+
+@FAST
+@given(values)
+def test_the_quick_plain_decode_matches_the_decoder(value):
+    broker = Broker(limits=pb.Limits(max_depth=400))
+    mode, payload = slow_payload(broker, value)
+    full = broker._decoder.decode(mode, payload, try_bare=False)
+    assert broker.decode_payload(mode, payload) == full
+    assert broker.decode_payload(mode, memoryview(payload)) == full
+
+
+@FAST
+@given(st.lists(atoms, max_size=4))
+def test_a_packed_broadcast_call_is_the_call_it_stands_for(args):
+    pair = ConnectionPair().handshake()
+    board = Panel()
+    pair.server.root = type("R", (pb.Root,), {"remote_get": lambda self: board})()
+    pair.call(pair.root(), "get").result()
+    (observer,) = board.observers
+    payload = slow_payload(pair.server, [list(args), {}])[1]
+    pair.server.call_packed(observer, "set", payload)
+    packed = pair.server.data_to_send()
+    pair.server.call(observer, "set", tuple(args), {}, None, answer=False)
+    assert pair.server.data_to_send() == packed
+
+
+@pytest.mark.parametrize(
+    ("ref_kind", "method"),
+    [("own", "ok"), ("own", "not an identifier"), ("own", 7), ("foreign", "ok"), ("dead", "ok")],
+)
+def test_the_inline_call_guard_raises_what_the_full_check_raises(ref_kind, method):
+    pair = ConnectionPair(server_root=Echo()).handshake()
+    ref = pair.root()
+    if ref_kind == "foreign":
+        ref = ConnectionPair(server_root=Echo()).handshake().root()
+    if ref_kind == "dead":
+        pair.disconnect()
+
+    def outcome(action):
+        try:
+            action()
+        except Exception as exc:
+            return type(exc), str(exc)
+        return None
+
+    fast = outcome(lambda: pair.client.call(ref, method, (), {}, None, answer=False))
+    slow = outcome(lambda: pair.client._check_call(ref, method, None))
+    assert fast == slow
+
+
+# ------------------------------------------------------------------ the reader
+
+headers = st.lists(st.one_of(st.integers(0, 20), st.text(max_size=5), st.none()), min_size=0, max_size=4)
+
+
+def raw_frame(header_bytes: bytes, payload: bytes, body_delta: int = 0) -> bytes:
+    return FRAME_PREFIX.pack(2 + len(header_bytes) + len(payload) + body_delta, len(header_bytes)) + (
+        header_bytes + payload
+    )
+
+
+def reference_parse(stream: bytes, max_frame: int) -> tuple[list, type | None]:
+    """The slow twin of FrameReader's loop: check_prefix and decode_header on every frame."""
+    frames: list = []
+    pos = len(PREAMBLE)
+    try:
+        while len(stream) - pos >= FRAME_PREFIX.size:
+            body, head_len = FRAME_PREFIX.unpack_from(stream, pos)
+            check_prefix(body, head_len, max_frame)  # raises only for a bad prefix
+            if pos + 4 + body > len(stream):
+                break
+            header = decode_header(stream[pos + 6 : pos + 6 + head_len])
+            frames.append((header, bytes(stream[pos + 6 + head_len : pos + 4 + body])))
+            pos += 4 + body
+    except pb.ProtocolError as exc:
+        return frames, type(exc)
+    return frames, None
+
+
+def reader_parse(stream: bytes, max_frame: int, cuts: list[int]) -> tuple[list, type | None]:
+    frames: list = []
+
+    class EveryKind(dict):
+        def get(self, kind, default=None):
+            return lambda header, payload: frames.append((header, bytes(payload)))
+
+    reader = FrameReader(max_frame, EveryKind(), lambda kind: None)
+    start = 0
+    try:
+        for cut in [*sorted(c for c in cuts if 0 < c < len(stream)), len(stream)]:
+            reader.feed(stream[start:cut])
+            start = cut
+    except pb.ProtocolError as exc:
+        return frames, type(exc)
+    return frames, None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                headers.map(lambda h: msgpack.packb(h)),
+                st.binary(min_size=0, max_size=6),  # garbage headers
+                st.dictionaries(st.integers(0, 5), st.integers(-9, 9), max_size=2).map(
+                    lambda d: msgpack.packb([1, d])  # maps with int keys: only the full decode takes them
+                ),
+            ),
+            st.binary(max_size=300),
+            st.sampled_from([0, 0, 0, -1, 3]),
+        ),
+        max_size=5,
+    ),
+    st.lists(st.integers(0, 2000), max_size=6),
+)
+def test_the_frame_reader_agrees_with_check_prefix_and_decode_header(frames, cuts):
+    stream = PREAMBLE + b"".join(raw_frame(h, p, delta) for h, p, delta in frames)
+    max_frame = 200
+    expected = reference_parse(stream, max_frame)
+    assert reader_parse(stream, max_frame, []) == expected
+    assert reader_parse(stream, max_frame, cuts) == expected
