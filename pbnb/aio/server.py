@@ -147,7 +147,7 @@ class Server:
     def __repr__(self) -> str:
         return f"<pbnb.Server {self.host}:{self.port} {len(self.connections)} connection(s)>"
 
-    def _arrive(self, connection: _ServerConnection) -> None:
+    def arrive(self, connection: _ServerConnection) -> None:
         """Count a new client as pending; push out the oldest pending one if there are too many."""
         if len(self._pending) >= self.max_pending_handshakes:
             oldest = next(iter(self._pending))
@@ -163,13 +163,13 @@ class Server:
             timeout, connection.drop_pending, why
         )
 
-    def _settle(self, connection: _ServerConnection) -> None:
+    def settle(self, connection: _ServerConnection) -> None:
         """The client completed its handshake, or left: it is no longer pending."""
         timer = self._pending.pop(connection, None)
         if timer is not None:
             timer.cancel()
 
-    def _admits(self, transport: asyncio.BaseTransport) -> bool:
+    def admit(self, transport: asyncio.BaseTransport) -> bool:
         """Whether a new connection may be served; if not, turn it away saying why."""
         if self.max_connections is None:
             return True
@@ -312,7 +312,7 @@ class _ServerConnection(Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = transport
         self.peer = _address(transport.get_extra_info("peername"))
-        self._server._arrive(self)
+        self._server.arrive(self)
         if self._tls is None:
             self._begin(transport)
             return
@@ -331,7 +331,7 @@ class _ServerConnection(Connection):
             return
         # Until pbnb runs on it, what arrives over TLS (the client may send its preamble
         # at once) waits in `held`.
-        held = _Held(lambda: self._server._settle(self))
+        held = _Held(lambda: self._server.settle(self))
         try:
             tls = await self._loop.start_tls(
                 raw,  # type: ignore[arg-type]
@@ -342,7 +342,7 @@ class _ServerConnection(Connection):
             )
         except (TimeoutError, OSError, _ssl.SSLError) as exc:
             log.info("TLS handshake with %s failed: %s", self.peer, exc or type(exc).__name__)
-            self._server._settle(self)
+            self._server.settle(self)
             raw.abort()
             return
         if tls is None or held.lost:  # dropped while the handshake ran
@@ -380,7 +380,7 @@ class _ServerConnection(Connection):
         intake = Intake(
             self.peer,
             lambda http, data: self._sniffed(transport, http, data),
-            lambda: self._server._settle(self),
+            lambda: self._server.settle(self),
         )
         transport.set_protocol(intake)
         if head:
@@ -400,7 +400,7 @@ class _ServerConnection(Connection):
             self._open(ws)
 
         self._upgrading = ws = WebSocketTransport.server(
-            self._server.websocket, opened, on_failed=lambda: self._server._settle(self)
+            self._server.websocket, opened, on_failed=lambda: self._server.settle(self)
         )
         transport.set_protocol(ws)
         ws.connection_made(transport)
@@ -409,18 +409,18 @@ class _ServerConnection(Connection):
     def _open(self, transport: asyncio.BaseTransport) -> None:
         # Counted and checked only once made: a connection whose TLS handshake fails
         # is never served, and must not hold a place among the connections.
-        if not self._server._admits(transport):
-            self._server._settle(self)
+        if not self._server.admit(transport):
+            self._server.settle(self)
             return
         super().connection_made(transport)
         self._raw = None
         self._server.connections.add(self)
-        self.ready.add_done_callback(lambda _ready: self._server._settle(self))
+        self.ready.add_done_callback(lambda _ready: self._server.settle(self))
         log.info("connection from %s", self.peer)
 
     def drop_pending(self, reason: BaseException) -> None:
         """Drop a client that has not completed its handshake (logged at INFO: strangers do that)."""
-        self._server._settle(self)
+        self._server.settle(self)
         log.info("dropping %s", reason)
         if self._upgrading is not None:  # an HTTP client: answer in HTTP
             self._upgrading.refuse(reason)
@@ -433,7 +433,7 @@ class _ServerConnection(Connection):
             self._starting.cancel()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._server._settle(self)
+        self._server.settle(self)
         if self.transport is None:  # lost during the TLS handshake: never served
             return
         super().connection_lost(exc)

@@ -210,13 +210,15 @@ class LoginRoot(Root):
             self._end(session)
 
 
+# LoginRoot's second step of a SCRAM login, handed to the challenge it made.
+_Finish = Callable[["_ScramChallenge", Any, Any], Awaitable[tuple]]
+
+
 class _ScramChallenge(Referenceable):
     """The second half of one SCRAM login; usable once."""
 
-    def __init__(
-        self, finish: Callable[[_ScramChallenge, Any, Any], Awaitable[tuple]], exchange: ServerExchange
-    ):
-        self._finish: Callable[[_ScramChallenge, Any, Any], Awaitable[tuple]] | None = finish
+    def __init__(self, finish: _Finish, exchange: ServerExchange):
+        self._finish: _Finish | None = finish
         self.exchange = exchange
 
     async def remote_scram_final(self, client_final: str, mind: Any = None) -> tuple[str, Referenceable]:
