@@ -71,7 +71,7 @@ class DeskLoginRoot(LoginRoot):
 
 
 class FrontDesk(pb.Portal):
-    def _pb_root_for(self, connection):
+    def rootObject(self, connection):
         return DeskLoginRoot(self, connection)
 
 

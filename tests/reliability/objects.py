@@ -113,7 +113,7 @@ class Recorder:
         self.root = root
         self.connections: list = []
 
-    def _pb_root_for(self, connection: Any) -> SoakRoot:
+    def rootObject(self, connection: Any) -> SoakRoot:
         self.connections.append(connection)
         return self.root
 
