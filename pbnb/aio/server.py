@@ -169,6 +169,10 @@ class Server:
         if timer is not None:
             timer.cancel()
 
+    def refuse(self, transport: asyncio.BaseTransport, error: BaseException) -> None:
+        """Turn a client away: tell it ``error`` (over PB's handshake), then hang up."""
+        self._refusals.add(_Refusal(transport, error, self._refusals.discard))
+
     def admit(self, transport: asyncio.BaseTransport) -> bool:
         """Whether a new connection may be served; if not, turn it away saying why."""
         if self.max_connections is None:
@@ -181,7 +185,7 @@ class Server:
         here = _address(transport.get_extra_info("sockname"))  # as the client named us
         full = ServerFull(f"server at {here} is full (max_connections={self.max_connections})")
         log.warning("refused connection from %s: %s", _address(transport.get_extra_info("peername")), full)
-        self._refusals.add(_Refusal(transport, full, self._refusals.discard))
+        self.refuse(transport, full)
         return False
 
 
@@ -324,10 +328,10 @@ class _ServerConnection(Connection):
         if first and first[0] != _TLS_HANDSHAKE_RECORD:
             # A client without TLS (pbnb's preamble, or HTTP): tell it in the clear, so that
             # its connect() says what is wrong instead of finding the connection closed.
-            self._server._settle(self)
+            self._server.settle(self)
             error = ProtocolError(f"the server at {_address(raw.get_extra_info('sockname'))} requires TLS")
             log.info("refused %s: it did not start TLS", self.peer)
-            self._server._refusals.add(_Refusal(raw, error, self._server._refusals.discard))
+            self._server.refuse(raw, error)
             return
         # Until pbnb runs on it, what arrives over TLS (the client may send its preamble
         # at once) waits in `held`.
