@@ -18,6 +18,8 @@ import sys
 import pytest
 from showcase_helpers import NOTEBOOKS, REPO
 
+pytestmark = pytest.mark.slow
+
 # Runs inside the binder environment, after the notebooks, against the broker
 # binder/start launched: the two-kernel notebook leaves the shared counter at 4342
 # (+5, a write of 4242, +100), and the broker's log shows the connections the
@@ -26,7 +28,6 @@ from showcase_helpers import NOTEBOOKS, REPO
 CHECK_BROKER = """
 import asyncio, os, re, pbnb as pb, pbnb.demo
 
-pytestmark = pytest.mark.slow
 async def main():
     host, port = os.environ["PBNB_DEMO"].rsplit(":", 1)
     async with await pb.connect(host, int(port)) as client:
