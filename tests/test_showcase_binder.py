@@ -33,6 +33,9 @@ async def main():
     async with await pb.connect(host, int(port)) as client:
         counter = await (await client.getRootObject()).callRemote("counter")
         print("counter", counter.value)
+    async with await pb.connect(os.environ["PBNB_DEMO_WS"]) as client:  # the same broker over WebSocket
+        counter = await (await client.getRootObject()).callRemote("counter")
+        print("ws counter", counter.value)
 asyncio.run(main())
 log = open(os.environ["PBNB_DEMO_LOG"]).read()
 print("connections", len(re.findall(r"connection from \\S+$", log, re.M)))
@@ -85,5 +88,5 @@ def test_binder_files_alone_build_an_environment_that_runs_every_notebook(tmp_pa
             pass
     assert process.returncode == 0, f"{out[-3000:]}\n{err[-5000:]}"
     assert "pbnb demo broker on 127.0.0.1:" in err
-    assert "counter 4342" in out, out
-    assert "connections 4" in out, out  # the three above, and the check's own
+    assert "counter 4342" in out and "ws counter 4342" in out, out
+    assert "connections 5" in out, out  # the three above, and the check's own two
