@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 
 import msgpack
@@ -20,6 +21,7 @@ from cred_helpers import Realm, make_portal
 from ws_service import Service
 
 import pbnb
+import pbnb as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "js" / "run_pyodide.mjs"
@@ -109,6 +111,17 @@ async def test_a_pyodide_client_calls_passes_references_follows_a_cache_and_logs
         assert "could not open a WebSocket" in checks["wrong path"]
         assert "a browser cannot open" in checks["raw tcp"]
         assert 0 < checks["round trip us"] < 1_000_000
+        # The same calls from CPython in the same run, for benchmarks/README.md (-s shows it).
+        async with await pb.connect(f"ws://127.0.0.1:{service.port}/pb") as client:
+            root = await client.getRootObject()
+            started = time.perf_counter()
+            for i in range(200):
+                await root.callRemote("echo", i)
+            cpython = (time.perf_counter() - started) / 200 * 1e6
+        print(
+            f"round trip: Pyodide under Node {checks['round trip us']:.0f} us, CPython {cpython:.0f} us; "
+            f"1 MiB echo from Pyodide {checks['1 MiB echo ms']:.1f} ms"
+        )
     assert realm.requested == ["alice"]
     # Every cache observer went away with the page's connections.
     assert not service.root.notes.observers

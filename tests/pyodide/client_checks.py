@@ -79,6 +79,10 @@ async def calls_references_and_caches():
     for i in range(200):
         await root.callRemote("echo", i)
     check("round trip us", (time.perf_counter() - started) / 200 * 1e6)
+    started = time.perf_counter()
+    for _ in range(5):
+        await root.callRemote("echo", big[: 1 << 20])
+    check("1 MiB echo ms", (time.perf_counter() - started) / 5 * 1e3)
     await client.close()
     check("closed", not client.connected)
 
