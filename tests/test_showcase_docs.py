@@ -1,4 +1,4 @@
-"""The docs and README: every ```python block runs; the API reference builds with no warnings.
+"""The docs and README: every ```python block runs; pages and links are where they should be.
 
 The blocks of one page run in order in one namespace, in a fresh interpreter,
 with top-level ``await`` allowed (as in a notebook cell). A block that is only a
@@ -54,7 +54,7 @@ README = REPO / "README.md"
 PAGES = [page for page in [*DOCS, README] if python_blocks(page.read_text())]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(REPO)) for page in PAGES])
 def test_python_blocks_run(page, tmp_path):
     args = [str(part) for block in python_blocks(page.read_text()) for part in block]
     result = subprocess.run(
@@ -73,21 +73,6 @@ def test_core_pages_exist_and_are_linked_from_the_index():
     for name in ("concepts", "tutorial", "porting", "security", "api", "protocol", "architecture"):
         assert (REPO / "docs" / f"{name}.md").exists(), name
         assert f"({name}.md)" in index, name
-
-
-def test_api_reference_builds_without_warnings(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "docs" / "build.py"), "--output", str(tmp_path / "api.md")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "warning" not in result.stderr
-    text = (tmp_path / "api.md").read_text()
-    assert "### `connect(" in text and "### class `Root" in text
-    committed = (REPO / "docs" / "api.md").read_text()
-    assert text == committed, "docs/api.md is out of date: run python docs/build.py"
 
 
 def test_readme_opens_with_the_demo_and_test_commands():
@@ -110,7 +95,9 @@ def test_security_page_lists_every_limit():
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
 
 
-@pytest.mark.parametrize("page", [*DOCS, README], ids=[page.name for page in [*DOCS, README]])
+@pytest.mark.parametrize(
+    "page", [*DOCS, README], ids=[str(page.relative_to(REPO)) for page in [*DOCS, README]]
+)
 def test_relative_links_point_at_files_that_exist(page):
     targets = [target for target in LINK.findall(page.read_text()) if "://" not in target]
     missing = [target for target in targets if not (page.parent / target).exists()]

@@ -14,7 +14,7 @@ import sys
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from notebook_run import execute_notebook  # docs/_ext: the docs build runs the notebooks the same way
 from showcase_helpers import NOTEBOOKS
 
 pytestmark = pytest.mark.slow
@@ -35,19 +35,6 @@ MEANT_TO_BE_DEAD = {
     "02-copies-and-security": {"small_library", "wary_library"},
     "03-login-and-chat": {"bob", "bob_board"},
 }
-
-
-def execute_notebook(path, notebook=None):
-    """Run every cell of ``path`` (or of ``notebook``) in a new python3 kernel; return the result."""
-    notebook = notebook or nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook,
-        timeout=120,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    client.execute()
-    return notebook
 
 
 def outputs_of(notebook):

@@ -23,6 +23,8 @@ from ..core.reference import RemoteReference
 from .client import Client
 from .client import connect as _connect
 
+__all__ = ["BlockingClient", "BlockingReference", "connect"]
+
 
 class _LoopThread:
     """An event loop running forever in a daemon thread."""

@@ -1,0 +1,148 @@
+"""The documentation site: scripts/docs.sh builds it strictly, and what a reader needs is in it.
+
+One full build (every notebook executed afresh) is shared by the module; a second,
+quick build of a copy of docs/ with deliberate mistakes checks that the strict build
+refuses each kind of mistake with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+from showcase_helpers import NOTEBOOKS, REPO
+
+pytestmark = pytest.mark.timeout(900)
+
+_spec = importlib.util.spec_from_file_location("docs_conf", REPO / "docs" / "conf.py")
+assert _spec is not None and _spec.loader is not None
+conf = importlib.util.module_from_spec(_spec)  # docs/conf.py: api_modules, repository_url
+_spec.loader.exec_module(conf)
+
+
+def docs_sh(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(cwd / "scripts" / "docs.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=840,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    result = docs_sh("--out", str(out))
+    assert result.returncode == 0, f"the strict docs build failed:\n{result.stdout}\n{result.stderr}"
+    assert "WARNING: " not in result.stderr  # Sphinx's; a kernel's "[IPKernelApp] WARNING | ..." is noise
+    return out
+
+
+def test_the_nav_follows_the_index_page(site: Path) -> None:
+    """Every page is in the sidebar, grouped under index.md's section headings."""
+    html = (site / "index.html").read_text()
+    sidebar = html[html.index('class="sidebar-tree"') :]
+    for heading in ("Learn", "Use", "Reference"):
+        assert f'<span class="caption-text">{heading}</span>' in sidebar, heading
+    pages = [page.relative_to(REPO / "docs").with_suffix(".html") for page in (REPO / "docs").glob("*.md")]
+    pages += [Path("notebooks") / f"{notebook.stem}.html" for notebook in NOTEBOOKS]
+    for page in pages:
+        if page.name != "index.html":
+            assert f'href="{page.as_posix()}"' in sidebar, f"{page} is not in the nav"
+
+
+def test_every_public_name_has_an_api_entry(site: Path) -> None:
+    html = "".join(page.read_text() for page in (site / "api").glob("*.html"))
+    for module_name in conf.api_modules:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            assert f'id="{module_name}.{name}"' in html, f"{module_name}.{name} has no API entry"
+    assert 'id="pbnb.RemoteReference.callRemote"' in html
+    assert "Twisted" in (site / "api" / "pbnb.html").read_text()  # the module docstring is shown
+
+
+def test_inline_code_in_the_prose_links_to_the_api(site: Path) -> None:
+    links = re.findall(r'<a class="([^"]*api-link[^"]*)" href="([^"]+)"', (site / "porting.html").read_text())
+    targets = {href for _, href in links}
+    assert "api/pbnb.html#pbnb.connect" in targets
+    assert "api/cred.html#pbnb.cred.Portal" in targets
+    tutorial = (site / "tutorial.html").read_text()
+    assert (
+        'href="api/pbnb.html#pbnb.RemoteReference.callRemote"' in tutorial
+        or 'href="api/pbnb.html#pbnb.Root"' in tutorial
+    )
+
+
+def test_links_that_leave_docs_go_to_the_page_or_the_repository(site: Path) -> None:
+    index = (site / "index.html").read_text()
+    assert f'href="{conf.repository_url}/blob/main/benchmarks/README.md"' in index
+    assert f'href="{conf.repository_url}/tree/main/examples/chat"' in index
+    assert 'href="notebooks/01-quickstart.html"' in index  # ../notebooks/01-quickstart.ipynb is a page
+
+
+def test_notebook_pages_show_the_outputs_of_a_fresh_run(site: Path) -> None:
+    for notebook in NOTEBOOKS:
+        html = (site / "notebooks" / f"{notebook.stem}.html").read_text()
+        assert "cell_output" in html, f"{notebook.name} shows no outputs"
+    quickstart = (site / "notebooks" / "01-quickstart.html").read_text()
+    assert "hello ada, you are guest number 1" in quickstart
+    assert "DeadReferenceError:" in quickstart  # printed by a late cell: the run went to the end
+
+
+def test_the_site_has_search(site: Path) -> None:
+    assert (site / "search.html").exists()
+    index = (site / "searchindex.js").read_text()
+    terms = json.loads(index[index.index("(") + 1 : index.rindex(")")])["terms"]
+    assert {"callremot", "perspect", "cacheabl"} <= set(terms)  # stemmed words from the prose and the API
+
+
+def test_the_strict_build_refuses_each_kind_of_mistake(tmp_path: Path) -> None:
+    """A small docs/ with one of each mistake, built by the real script and config: it fails, naming each."""
+    for name in (".venv", "pbnb", "scripts"):
+        (tmp_path / name).symlink_to(REPO / name)
+    docs = tmp_path / "docs"
+    shutil.copytree(
+        REPO / "docs",
+        docs,
+        ignore=lambda folder, names: [n for n in names if n.endswith((".md", "notebooks"))],
+    )
+    (docs / "index.md").write_text(
+        "# Mistakes\n\n## Reference\n\n- [undocumented](api/undocumented.md), [broken](broken.ipynb)\n"
+        "- `pbnb.RemoteReference.callRemot` and [a page that is gone](gone.md)\n"
+    )
+    (docs / "orphan.md").write_text("# Orphan\n\nNot linked from the index.\n")
+    (tmp_path / "undocumented_api.py").write_text(
+        '"""A module."""\n\n__all__ = ["f"]\n\n\ndef f():\n    pass\n'
+    )
+    (docs / "api" / "undocumented.md").write_text(
+        "# Undocumented\n\n```{eval-rst}\n.. automodule:: undocumented_api\n```\n"
+    )
+    with (docs / "conf.py").open("a") as conf_file:
+        conf_file.write('\napi_modules = ["pbnb", "undocumented_api"]\n')
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Broken"),
+            nbformat.v4.new_code_cell("raise ValueError('boom')"),
+        ],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
+    nbformat.write(notebook, docs / "broken.ipynb")
+    result = docs_sh("--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode != 0
+    for expected in (
+        "orphan.md is not in the nav: link it from docs/index.md",
+        "undocumented_api.f has no docstring",
+        "broken.ipynb failed to run: ValueError: boom",
+        "`pbnb.RemoteReference.callRemot` names nothing in pbnb",
+        "gone.md",
+    ):
+        assert expected in result.stderr, f"{expected!r} not in:\n{result.stderr}"
+    assert not (tmp_path / "out").exists()  # a failed build leaves no site behind
