@@ -60,11 +60,14 @@ def test_the_nav_follows_the_index_page(site: Path) -> None:
 
 
 def test_every_public_name_has_an_api_entry(site: Path) -> None:
+    """Each name in an API module's __all__ has an entry: there, or at the first module that exports it."""
     html = "".join(page.read_text() for page in (site / "api").glob("*.html"))
+    first: dict[int, str] = {}
     for module_name in conf.api_modules:
         module = importlib.import_module(module_name)
         for name in module.__all__:
-            assert f'id="{module_name}.{name}"' in html, f"{module_name}.{name} has no API entry"
+            entry = first.setdefault(id(getattr(module, name)), f"{module_name}.{name}")
+            assert f'id="{entry}"' in html, f"{module_name}.{name} has no API entry"
     assert 'id="pbnb.RemoteReference.callRemote"' in html
     assert "Twisted" in (site / "api" / "pbnb.html").read_text()  # the module docstring is shown
 
@@ -73,7 +76,7 @@ def test_inline_code_in_the_prose_links_to_the_api(site: Path) -> None:
     links = re.findall(r'<a class="([^"]*api-link[^"]*)" href="([^"]+)"', (site / "porting.html").read_text())
     targets = {href for _, href in links}
     assert "api/pbnb.html#pbnb.connect" in targets
-    assert "api/cred.html#pbnb.cred.Portal" in targets
+    assert targets & {"api/cred.html#pbnb.cred.Portal", "api/pbnb.html#pbnb.Portal"}  # `pbnb.cred.Portal`
     tutorial = (site / "tutorial.html").read_text()
     assert (
         'href="api/pbnb.html#pbnb.RemoteReference.callRemote"' in tutorial

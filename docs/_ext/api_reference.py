@@ -31,6 +31,7 @@ from sphinx.environment import BuildEnvironment
 from sphinx.pycode import ModuleAnalyzer
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import make_refnode
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,35 @@ def resolve_internal_path(
     return make_refnode(app.builder, node["refdoc"], entry[0], entry[1], contnode, public)
 
 
+class ApiModule(SphinxDirective):
+    """``.. api-module:: NAME``: autodoc's page for one of ``api_modules``, each object documented once.
+
+    A name the module shares with an earlier API module is documented there, and listed
+    here with a link to it.
+    """
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        name = self.arguments[0]
+        modules = tuple(self.config.api_modules)
+        if name not in modules:
+            raise self.error(f"{name} is not in api_modules (docs/conf.py)")
+        first = public_names(modules)
+        module = importlib.import_module(name)
+        elsewhere = {
+            attr: first[id(getattr(module, attr))]
+            for attr in module.__all__
+            if first.get(id(getattr(module, attr)), f"{name}.{attr}") != f"{name}.{attr}"
+        }
+        lines = [f".. automodule:: {name}"]
+        if elsewhere:
+            links = ", ".join(f":py:obj:`{attr} <{target}>`" for attr, target in elsewhere.items())
+            lines = [f"Also importable from ``{name}``: {links}.", "", *lines]
+            lines += [f"   :exclude-members: {', '.join(elsewhere)}"]
+        return self.parse_text_to_nodes("\n".join(lines))
+
+
 class LinkCodeToApi(SphinxPostTransform):
     """Inline code naming an API entry becomes a link to it."""
 
@@ -179,9 +209,7 @@ class LinkCodeToApi(SphinxPostTransform):
             candidates = [new + name.removeprefix(old) for old, new in prefixes if name.startswith(old)]
             qualified = bool(candidates)
             candidates += [] if qualified else [f"pbnb.{name}"]
-            entry = next(
-                (found for candidate in candidates if (found := find_entry(self.env, candidate))), None
-            )
+            entry = next((found for candidate in candidates if (found := self.entry_for(candidate))), None)
             if entry is None:
                 if qualified and import_path(candidates[0]) is None and not self.about_twisted(name):
                     self.warn_unknown(node)
@@ -191,6 +219,13 @@ class LinkCodeToApi(SphinxPostTransform):
             ref = make_refnode(self.app.builder, self.env.docname, entry[0], entry[1], node.deepcopy())
             ref["classes"].append("api-link")
             node.replace_self(ref)
+
+    def entry_for(self, name: str) -> tuple[str, str] | None:
+        """The entry documenting ``name``, or the object it names under another public name."""
+        entry = find_entry(self.env, name)
+        if entry is None and (public := public_target(self.app, name)) is not None:
+            entry = find_entry(self.env, public)
+        return entry
 
     def code_outside_links(self) -> Iterator[nodes.literal]:
         for node in self.document.findall(nodes.literal):
@@ -234,5 +269,6 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.connect("autodoc-process-docstring", report_missing_docstring)
     app.connect("autodoc-process-docstring", document_imported_data)
     app.connect("missing-reference", resolve_internal_path)
+    app.add_directive("api-module", ApiModule)
     app.add_post_transform(LinkCodeToApi)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
