@@ -61,7 +61,7 @@ class IPBRoot(Protocol):
     """What ``pb.serve`` can serve: something that gives each connection its root object.
 
     ``rootObject(connection)`` runs once per connection (``connection`` is the
-    driver's, e.g. ``pbnb.aio.Connection``) and returns the Referenceable the
+    driver's, e.g. ``pbnb.aio.connection.Connection``) and returns the Referenceable the
     peer gets from ``getRootObject()``. A ``Root`` returns itself; a
     ``pbnb.cred.Portal`` returns a login root made for that connection.
     """

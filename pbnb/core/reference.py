@@ -26,7 +26,7 @@ class Invoker(Protocol):
     The driver owns the I/O: each method queues the call on ``ref.broker``
     (``Broker.call``, ``call_packed``, ``request_description``) with a token
     it settles when the answer arrives, and sees that the bytes are sent.
-    ``pbnb.aio.Connection`` is the asyncio one; ``tests/pair.py`` has a
+    ``pbnb.aio.connection.Connection`` is the asyncio one; ``tests/pair.py`` has a
     synchronous one.
     """
 
