@@ -162,8 +162,10 @@ class CounterRoot(pb.Root):
     def remote_counter(self):
         return self.counter
 
-    def remote_bump(self, answer):
+    def remote_bump(self, answer, ear=None):
         counter = self.counter
+        if ear is not None:  # a call of our own first: it flushes while the read is still acted on
+            counter.pending.append(ear.callRemote("hear"))
         counter.value += 1
         self.seen.append(len(counter.observers))
         for observer in counter.observers:
@@ -174,7 +176,14 @@ class CounterRoot(pb.Root):
         return "bump ok"
 
 
-async def _drop_a_copy_then_bump(ref: pb.RemoteReference, answer: bool, *, decache_first: bool) -> None:
+class Ear(pb.Referenceable):
+    def remote_hear(self):
+        return None
+
+
+async def _drop_a_copy_then_bump(
+    ref: pb.RemoteReference, answer: bool, *, decache_first: bool, ear: Ear | None = None
+) -> None:
     copy = await ref.callRemote("counter")
     del copy
     if decache_first:
@@ -182,16 +191,18 @@ async def _drop_a_copy_then_bump(ref: pb.RemoteReference, answer: bool, *, decac
     gc.collect()  # without decache_first, the DECACHE goes out right after the next call
     if decache_first:
         await asyncio.sleep(0)  # one more turn: the DECACHE leaves before the next call
-    assert await ref.callRemote("bump", answer) == "bump ok"
+    assert await ref.callRemote("bump", answer, ear) == "bump ok"
 
 
+@pytest.mark.parametrize("calls_back", [False, True], ids=["", "calling-back"])
 @pytest.mark.parametrize("answer", [False, True], ids=["callRemoteNoAnswer", "callRemote"])
-async def test_a_cache_dropped_as_an_update_is_sent_fails_no_call(answer, caplog):
+async def test_a_cache_dropped_as_an_update_is_sent_fails_no_call(answer, calls_back, caplog):
     root = CounterRoot()
     async with await pb.serve(root) as server, await pb.connect("127.0.0.1", server.port) as client:
         ref = await client.getRootObject()
+        ear = Ear() if calls_back else None
         for _ in range(5):
-            await _drop_a_copy_then_bump(ref, answer, decache_first=False)
+            await _drop_a_copy_then_bump(ref, answer, decache_first=False, ear=ear)
         kept = await ref.callRemote("counter")
         assert await ref.callRemote("bump", answer) == "bump ok"
         assert await ref.callRemote("counter") is kept  # the loop above left the live copy alone

@@ -321,6 +321,7 @@ class Connection(asyncio.BufferedProtocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.close_reason: BaseException | None = None
         self._flush_scheduled = False
+        self._dispatching = False
         self._collect_scheduled = False
         self._tasks: dict[int, asyncio.Task] = {}  # running calls that want an answer, by request id
         self._quiet_tasks: set[asyncio.Task] = set()  # running calls that want none
@@ -454,10 +455,18 @@ class Connection(asyncio.BufferedProtocol):
         broker = self.broker
         if broker is None:
             return
-        events = broker.next_events()
-        while events:  # acting on events (running calls) may raise more
-            self._dispatch(events)
-            events = broker.next_events()
+        if not self._dispatching:
+            # A call made while we act on events flushes too: it leaves the events
+            # to this loop, so they are acted on in order and each batch is done
+            # before the broker hears of the next (see Broker.next_events).
+            self._dispatching = True
+            try:
+                events = broker.next_events()
+                while events:  # acting on events (running calls) may raise more
+                    self._dispatch(events)
+                    events = broker.next_events()
+            finally:
+                self._dispatching = False
         if broker.has_data_to_send() and self.transport is not None:
             self.transport.write(broker.data_to_send())
             piled_up = self.transport.get_write_buffer_size() - self._buffered_at_pause
@@ -636,15 +645,21 @@ class Connection(asyncio.BufferedProtocol):
     # ---------------------------------------------------- invoker interface
 
     def call(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> CallFuture:
-        """Start a remote call; the returned future settles with its answer."""
+        """Start a remote call; the returned future settles with its answer.
+
+        What makes the call impossible is raised here, before anything is sent, as
+        Twisted's ``callRemote`` did: DeadReferenceError on a connection known to be
+        gone, InsecureJelly (or another SerializationError) for arguments that
+        cannot be sent.
+        """
         future = CallFuture(loop=self._loop)
         broker = self.broker
         # _sending_perspective(), written out: this runs for every call.
         perspective = current_perspective.get() if _serving.get() is self else broker.perspective  # type: ignore[union-attr]
-        try:
-            future.request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)  # type: ignore[union-attr]
-        except Exception as exc:
-            future.set_exception(exc)
+        future.request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)  # type: ignore[union-attr]
+        if not future.request_id:  # an update for a copy the peer already let go of
+            log.debug("dropped %s() for %r: the peer let go of that copy", name, ref)
+            future.set_result(None)
             return future
         future.connection = self
         future.ref = ref

@@ -94,6 +94,11 @@ _CALL = int(Kind.CALL)
 _ANSWER = int(Kind.ANSWER)
 
 
+#: What ``_check_call`` returns for an observer whose copy the peer let go of
+#: before the owner's stoppedObserving could run.
+_COPY_LEAVING = object()
+
+
 class Broker(ReferenceTables):
     """The protocol state machine of one PB connection (either end: it is symmetric)."""
 
@@ -244,6 +249,9 @@ class Broker(ReferenceTables):
         events = self._events
         if events:
             self._events = []
+        if self._leaving or self._leaving_dispatched:
+            # The driver has acted on the batch before this one: its stoppedObserving ran.
+            self._leaving_dispatched, self._leaving = self._leaving, set()
         return events
 
     def _send(self, header: list, payload: bytes = b"") -> None:
@@ -366,6 +374,10 @@ class Broker(ReferenceTables):
 
         Raises DeadReferenceError after disconnect, SerializationError or
         LimitExceeded if the arguments cannot be sent; nothing is queued then.
+        An update to a cache observer whose copy the peer has just let go of is
+        not sent either, and returns 0: until the driver has acted on the
+        ``CacheReleased`` event the owner could not know (an update made after
+        its ``stoppedObserving`` ran raises DeadReferenceError).
         """
         if (
             self.disconnected
@@ -375,6 +387,8 @@ class Broker(ReferenceTables):
             or not method.isidentifier()
         ):
             perspective = self._check_call(ref, method, perspective)
+            if perspective is _COPY_LEAVING:
+                return NO_ANSWER
         request_id = self._next_request_id if answer else NO_ANSWER
         head = [ref._kind, request_id, ref._id, method, _PLAIN]
         payload = self._plain_arguments(args, kwargs)
@@ -403,12 +417,17 @@ class Broker(ReferenceTables):
             or type(method) is not str
             or not method.isidentifier()
         ):
-            self._check_call(ref, method, None)  # raises unless ref is a sound plain reference
+            if self._check_call(ref, method, None) is _COPY_LEAVING:  # else it raised, or ref is sound
+                raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: the peer dropped that cache")
         frame = encode_frame([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload, self._peer_max_frame)
         self._out.append(frame)
 
     def _check_call(self, ref: RemoteReference, method: str, perspective: Any) -> Any:
-        """Raise unless ``method`` can be called on ``ref`` now; return the perspective to encode under."""
+        """Raise unless ``method`` can be called on ``ref`` now; return the perspective to encode under.
+
+        ``_COPY_LEAVING`` instead means ``ref`` observes a copy the peer has let go
+        of, and the owner may not have been told yet (its stoppedObserving is queued).
+        """
         if self.disconnected:
             raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: its connection is gone")
         if ref._broker is not self:
@@ -418,6 +437,8 @@ class Broker(ReferenceTables):
         if isinstance(ref, CacheObserver):
             cache = self._cache_exports.get(ref._id)
             if cache is None or cache.observer is not ref:
+                if self.observer_leaving(ref):
+                    return _COPY_LEAVING
                 raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: the peer dropped that cache")
             # An update speaks to the peer the copy was made for, whoever triggers it.
             return cache.perspective
@@ -682,7 +703,7 @@ class Broker(ReferenceTables):
         # CACHED refs were in flight: the copy the peer held is gone, and the one
         # those refs will build is a new observation with a new observer, so
         # the owner's bookkeeping stays balanced whatever order the hooks run in.
-        self._emit(ev.CacheReleased(cache.cacheable, cache.perspective, cache.observer))
+        self._release_observer(cache)
         cache.observer = CacheObserver(self, remote_id)
         try:
             state = cache.cacheable.getStateToCacheAndObserveFor(cache.perspective, cache.observer)

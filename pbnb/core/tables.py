@@ -115,6 +115,11 @@ class ReferenceTables:
         # peer's cache id -> RemoteCache class, for caches we dropped whose
         # DECACHE the owner has not answered yet
         self._cache_tombstones: dict[int, type] = {}
+        # observers of copies the peer let go of whose CacheReleased is queued,
+        # and those whose CacheReleased went out with the latest batch of events
+        # (the driver is acting on it; the next next_events() call ends that)
+        self._leaving: set[CacheObserver] = set()
+        self._leaving_dispatched: set[CacheObserver] = set()
         # cache ids whose CACHE_STATE we wait for; events are held meanwhile
         self._awaited_states: set[int] = set()
         # undo log of the message being encoded or decoded, None outside one
@@ -288,7 +293,21 @@ class ReferenceTables:
         cache_id = self._cache_export_ids.pop(id(entry.cacheable), None)
         if cache_id is not None:
             del self._cache_exports[cache_id]
+        self._release_observer(entry)
+
+    def _release_observer(self, entry: _CacheExport) -> None:
+        """The peer let go of ``entry``'s copy: queue the owner's ``stoppedObserving``.
+
+        Until the driver has acted on that event, the owner may still update the
+        observer (from a call that came in the same read, say): such updates are
+        dropped quietly rather than refused (``observer_leaving``).
+        """
+        self._leaving.add(entry.observer)
         self._emit(ev.CacheReleased(entry.cacheable, entry.perspective, entry.observer))
+
+    def observer_leaving(self, observer: CacheObserver) -> bool:
+        """Whether the peer let go of ``observer``'s copy and stoppedObserving may not have run yet."""
+        return observer in self._leaving or observer in self._leaving_dispatched
 
     # -------------------------------------------------- tables: receiving side
 

@@ -24,7 +24,7 @@ import traitlets
 
 from ..core.flavors import RemoteCache
 from ..core.observing import WRITER_KEY
-from ..errors import DeadReferenceError, PBConnectionLost, ReadOnlyField
+from ..errors import DeadReferenceError, PBConnectionLost, PBError, ReadOnlyField
 from ._link import link
 from ._loop import call_on_loop, loop_of
 from ._widgets import error_text, widget_bundle
@@ -129,7 +129,7 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
     def _pb_send(self, name: str, value: Any, number: int) -> None:
         try:
             future = self._pb_writer.callRemote("set", name, value)
-        except DeadReferenceError as exc:
+        except PBError as exc:  # gone, or a value that cannot be sent: raised before sending
             self._pb_refused(name, value, number, exc)
             return
 

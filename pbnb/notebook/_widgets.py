@@ -23,6 +23,7 @@ import ipywidgets as widgets
 from ..aio.connection import CallFuture
 from ..aio.reconnect import ReconnectingClient, ReconnectStatus
 from ..core.reference import RemoteReference
+from ..errors import PBError
 from ._loop import Pending, call_on_loop, loop_of, spawn
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -329,10 +330,10 @@ class MethodForm(widgets.VBox):
         number = self._calls
         try:
             args, kwargs = parse_arguments(text)
-        except ValueError as exc:
+            future = self.ref.callRemote(self.name, *args, **kwargs)
+        except (ValueError, PBError) as exc:  # bad text, or a call refused before it was sent
             self.output.children = [error_widget(exc)]
             return
-        future = self.ref.callRemote(self.name, *args, **kwargs)
         self.button.disabled = True
         self.output.children = [PendingCall(future, _call_text(self.name, text))]  # type: ignore[arg-type]
 
