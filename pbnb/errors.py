@@ -9,6 +9,8 @@ the byte stream itself can no longer be trusted.
 
 from __future__ import annotations
 
+import builtins
+
 
 def qualified_name(cls: type) -> str:
     """The name a class travels under: ``ValueError`` for builtins, else ``module.QualName``."""
@@ -72,7 +74,7 @@ class RemoteError(PBError):
         """The remote exception's message, as ``str()`` of it gave on the peer."""
         return self.message
 
-    def check(self, *types: type[BaseException] | str) -> type[BaseException] | str | None:
+    def check(self, *types: builtins.type[BaseException] | str) -> builtins.type[BaseException] | str | None:
         """The first of ``types`` the remote exception is an instance of, else None.
 
         Each may be a class or a qualified name; the remote class and its bases
@@ -84,7 +86,7 @@ class RemoteError(PBError):
                 return candidate
         return None
 
-    def trap(self, *types: type[BaseException] | str) -> type[BaseException] | str:
+    def trap(self, *types: builtins.type[BaseException] | str) -> builtins.type[BaseException] | str:
         """Like ``check``, but raise this error again when none of ``types`` matches."""
         found = self.check(*types)
         if found is None:
