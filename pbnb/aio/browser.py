@@ -48,7 +48,7 @@ class BrowserWebSocketTransport(asyncio.Transport):
         self._reason: BaseException | None = None
         #: Done once the WebSocket is open (the PB protocol is made); its error if it never opens.
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._socket = js.WebSocket.new(url)
+        self._socket = js.WebSocket.new(url)  # type: ignore[attr-defined]
         self._socket.binaryType = "arraybuffer"
         # Proxies keep the Python handlers callable from JavaScript; destroyed on close.
         self._handlers = {

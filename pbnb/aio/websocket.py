@@ -151,6 +151,7 @@ class WebSocketTransport(asyncio.Transport, asyncio.Protocol):
         self._cut = False
         self._reason: BaseException | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._request_headers: dict[str, str] = {}  # client: extra headers for the upgrade request
         self.where = where
         #: Done once the upgrade succeeded (the PB protocol is made); its error if it failed.
         self.upgraded: asyncio.Future[None] = self._loop.create_future()

@@ -73,12 +73,12 @@ def closed_error(code: int | None, reason: str, where: str) -> BaseException | N
     return ProtocolError(said)
 
 
-def deliver(protocol: Any, data: bytes | memoryview) -> None:
+def deliver(protocol: Any, data: bytes | bytearray | memoryview) -> None:
     """Hand received stream bytes to an asyncio protocol, buffered (like Connection) or not."""
     if isinstance(protocol, asyncio.BufferedProtocol):
         view = memoryview(data)
         while view:
-            buffer = protocol.get_buffer(len(view))
+            buffer = memoryview(protocol.get_buffer(len(view)))
             size = min(len(buffer), len(view))
             buffer[:size] = view[:size]
             protocol.buffer_updated(size)
