@@ -224,3 +224,24 @@ async def test_a_writer_racing_other_processes_ends_with_everyone_else(redis):
     finally:
         await other.close()
         await owner.close()
+
+
+async def test_an_object_shared_at_run_time_is_attached_to_the_running_backplane(redis):
+    from pbnb.backplane import registered, share
+
+    assert registered() == {}  # nothing else in this test process marks objects
+    following = await connect(redis.url)  # follows whatever share() marks
+    other = await Replica.start(redis.url, name="room-7")
+    try:
+        (copy,) = await other.observe()
+        room = share(Scoreboard(), "room-7")  # a room opened while serving
+        assert room.shared_name == "room-7"
+        room.note = "opened"  # shared at once: it waits for the room's state to load
+        await copy.wait_until(lambda: copy.note == "opened")
+        assert following.in_step("room-7")
+    finally:
+        await other.close()
+        await following.close()
+        from pbnb.backplane import shared
+
+        shared._registered.pop("room-7", None)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import BackplaneUnavailable
 from .follower import ATTACH, BLOCK_MS, PUBLISH, Follower
-from .shared import SharedCacheable, check_name, registered
+from .shared import SharedCacheable, check_name, registered, registry_followers
 
 log = logging.getLogger("pbnb.backplane")
 
@@ -72,11 +72,11 @@ class Backplane:
         """Whether the named cache has synced with Redis and is following its log now."""
         return self._followers[name].synced.is_set()
 
-    async def share(self, obj: SharedCacheable, name: str) -> None:
-        """Attach ``obj`` under ``name``: load (or store) its state, then follow its log.
+    def attach(self, obj: SharedCacheable, name: str) -> None:
+        """Attach ``obj`` under ``name`` and start loading its state; do not wait for it.
 
-        Returns once the object is in step with Redis; raises
-        ``BackplaneUnavailable`` if that takes longer than ``sync_timeout``.
+        From now on its changes go to the shared log (they wait in order until
+        the state is loaded); ``in_step(name)`` says when it is.
         """
         if not isinstance(obj, SharedCacheable):
             raise TypeError(f"only a SharedCacheable can be shared, not {type(obj).__qualname__}")
@@ -89,6 +89,15 @@ class Backplane:
         self._followers[name] = follower
         object.__setattr__(obj, "_pb_link", follower)
         follower.start()
+
+    async def share(self, obj: SharedCacheable, name: str) -> None:
+        """Attach ``obj`` under ``name``: load (or store) its state, then follow its log.
+
+        Returns once the object is in step with Redis; raises
+        ``BackplaneUnavailable`` if that takes longer than ``sync_timeout``.
+        """
+        self.attach(obj, name)
+        follower = self._followers[name]
         try:
             await asyncio.wait_for(follower.synced.wait(), self.sync_timeout)
         except TimeoutError:
@@ -111,6 +120,8 @@ class Backplane:
 
         The objects become plain caches of this process again.
         """
+        if self.attach in registry_followers:
+            registry_followers.remove(self.attach)
         try:
             await asyncio.wait_for(self.flush(), timeout)
         except TimeoutError:
@@ -223,6 +234,8 @@ async def connect(
     try:
         for name, obj in (registered() if objects is None else objects).items():
             await backplane.share(obj, name)
+        if objects is None:
+            registry_followers.append(backplane.attach)  # and the objects marked from now on
     except BaseException:
         await backplane.close()
         raise

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 #: The objects ``share()`` marked in this process, by name: what ``connect()`` attaches.
 _registered: dict[str, SharedCacheable] = {}
+#: What to call with (obj, name) for each object marked later: the ``attach`` of every
+#: backplane that follows the marked objects (``connect()`` without ``objects=``).
+registry_followers: list[Callable[[SharedCacheable, str], None]] = []
 
 
 class SharedCacheable(WritableCacheable):
@@ -101,7 +104,10 @@ def share(obj: SharedCacheable, name: str) -> SharedCacheable:
 
     ``pbnb.backplane.connect(url)`` (and ``python -m pbnb serve --backplane``)
     attaches every object marked so, loading its state from Redis (or storing
-    this process's state there if Redis has none yet).
+    this process's state there if Redis has none yet). An object marked once
+    that backplane is connected (a room made at run time) is attached at once:
+    its changes are shared from now on, and its state follows Redis's as soon as
+    it is loaded.
     """
     if not isinstance(obj, SharedCacheable):
         raise TypeError(f"only a SharedCacheable can be shared, not {type(obj).__qualname__}")
@@ -110,6 +116,8 @@ def share(obj: SharedCacheable, name: str) -> SharedCacheable:
     if other is not None and other is not obj:
         raise ValueError(f"{name!r} is already shared by {other!r}")
     _registered[name] = obj
+    for attach in list(registry_followers):
+        attach(obj, name)
     return obj
 
 
