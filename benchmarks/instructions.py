@@ -1,12 +1,14 @@
-"""CPU instructions per small call, counted by valgrind's callgrind: repeatable under any load.
+"""CPU instructions per call, counted by valgrind's callgrind: repeatable under any load.
 
-    .venv/bin/python -m benchmarks.instructions [--calls 5000]
+    .venv/bin/python -m benchmarks.instructions [--calls 5000] [--codec-calls 200] [WORKLOAD...]
 
 Server and client share one process and one event loop here, so a figure is
 both sides' user-space work for one call (the kernel's share of the socket
 calls is not counted). Each figure is the difference between a run of
 ``--calls`` calls and a run of none, divided by ``--calls``, so start-up costs
-cancel out. Needs ``valgrind`` on the PATH; one run takes about a minute.
+cancel out. The serialization workloads are the round trips of
+``benchmarks.serialization`` (one per case, ``--codec-calls`` of each but the
+small call). Needs ``valgrind`` on the PATH; all of it takes a few minutes.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ import msgpack
 
 import pbnb
 
-from . import pbnb_peer, raw_asyncio
-from .serialization import _codecs
-from .workloads import SMALL, WINDOW
+from . import pbnb_peer, raw_asyncio, serialization
+from .workloads import WINDOW
 
+_CODEC = "serialization: "
+#: workload -> (floor, pbnb)
 CASES = {
     "sequential": ("raw_asyncio", "pbnb_peer"),
     "pipelined": ("raw_asyncio", "pbnb_peer"),
-    "serialization": ("msgpack", "pbnb"),
+    **{_CODEC + case: ("msgpack", "pbnb") for case in serialization.CASES},
 }
 
 
@@ -54,12 +57,13 @@ async def _served(peer: str, workload: str, calls: int) -> None:
 
 
 def _inner(peer: str, workload: str, calls: int) -> None:
-    if workload == "serialization":
-        pbnb_round_trip, msgpack_round_trip = _codecs()
+    if workload.startswith(_CODEC):
+        case = serialization.CASES[workload[len(_CODEC) :]]
+        pbnb_round_trip, msgpack_round_trip = serialization._codecs(case)
         round_trip = pbnb_round_trip if peer == "pbnb" else msgpack_round_trip
-        value = [[SMALL], {}]
+        round_trip()  # first-call costs (imports, caches) are not per call
         for _ in range(calls):
-            round_trip(value)
+            round_trip()
     else:
         asyncio.run(_served(peer, workload, calls))
 
@@ -75,16 +79,20 @@ def _count(peer: str, workload: str, calls: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--calls", type=int, default=5000, help="calls per counted run (a multiple of 1,000)")
+    parser.add_argument("--codec-calls", type=int, default=200, help="round trips per counted codec run")
     parser.add_argument("--inner", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="default: all; " + ", ".join(CASES))
     args = parser.parse_args()
     if args.inner:
         peer, workload, calls = args.inner
         return _inner(peer, workload, int(calls))
-    print(f"instructions per call (callgrind, {args.calls} calls; msgpack {msgpack.version})")
-    print(f"{'workload':14s} {'floor':>10s} {'pbnb':>10s}  floor/pbnb")
-    for workload, peers in CASES.items():
-        floor, ours = ((_count(p, workload, args.calls) - _count(p, workload, 0)) / args.calls for p in peers)
-        print(f"{workload:14s} {floor:10,.0f} {ours:10,.0f}  {floor / ours:.2f}x")
+    print(f"instructions per call (callgrind; msgpack {msgpack.version})")
+    print(f"{'workload':38s} {'floor':>10s} {'pbnb':>10s}  floor/pbnb")
+    for workload in args.workloads or CASES:
+        small = not workload.startswith(_CODEC) or workload == _CODEC + "small call"
+        calls = args.calls if small else args.codec_calls
+        floor, ours = ((_count(p, workload, calls) - _count(p, workload, 0)) / calls for p in CASES[workload])
+        print(f"{workload:38s} {floor:10,.0f} {ours:10,.0f}  {floor / ours:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pbnb
 
 from .harness import announce
-from .workloads import DICTS, MIB, SMALL, WINDOW, check_dicts, check_mib
+from .workloads import DICTS, MIB, NESTED, SMALL, WINDOW, check_dicts, check_mib, check_nested
 
 DRIVER = "asyncio"
 
@@ -49,6 +49,9 @@ class Client:
 
     async def dicts(self, count: int) -> float:
         return await self._echoes(DICTS, count, check_dicts)
+
+    async def nested(self, count: int) -> float:
+        return await self._echoes(NESTED, count, check_nested)
 
     async def mib(self, count: int) -> float:
         return await self._echoes(MIB, count, check_mib)

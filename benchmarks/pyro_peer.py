@@ -12,7 +12,7 @@ from collections.abc import Callable
 import Pyro5.api
 
 from .harness import announce
-from .workloads import DICTS, MIB, SMALL, check_dicts, check_mib
+from .workloads import DICTS, MIB, NESTED, SMALL, check_dicts, check_mib, check_nested
 
 DRIVER = "sync"
 Pyro5.api.config.SERIALIZER = "msgpack"
@@ -48,6 +48,9 @@ class Client:
 
     def dicts(self, count: int) -> float:
         return self._echoes(DICTS, count, check_dicts)
+
+    def nested(self, count: int) -> float:
+        return self._echoes(NESTED, count, check_nested)
 
     def mib(self, count: int) -> float:
         return self._echoes(MIB, count, check_mib)

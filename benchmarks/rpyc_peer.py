@@ -16,7 +16,7 @@ from rpyc.utils.classic import obtain
 from rpyc.utils.server import ThreadedServer
 
 from .harness import announce
-from .workloads import DICTS, MIB, SMALL, WINDOW, check_dicts, check_mib
+from .workloads import DICTS, MIB, NESTED, SMALL, WINDOW, check_dicts, check_mib, check_nested
 
 DRIVER = "sync"
 _CONFIG = {"allow_pickle": True, "allow_public_attrs": True}
@@ -57,6 +57,9 @@ class Client:
 
     def dicts(self, count: int) -> float:
         return self._echoes(self._conn.root.echo_copy, DICTS, count, check_dicts)
+
+    def nested(self, count: int) -> float:
+        return self._echoes(self._conn.root.echo_copy, NESTED, count, check_nested)
 
     def mib(self, count: int) -> float:
         return self._echoes(self._conn.root.echo, MIB, count, check_mib)

@@ -9,7 +9,7 @@ from twisted.internet import defer, reactor
 from twisted.spread import pb
 
 from .harness import announce
-from .workloads import DICTS, MIB, SMALL, WINDOW, check_dicts, check_mib
+from .workloads import DICTS, MIB, NESTED, SMALL, WINDOW, check_dicts, check_mib, check_nested
 
 DRIVER = "twisted"
 
@@ -48,6 +48,9 @@ class Client:
 
     def dicts(self, count: int):
         return self._echoes(DICTS, count, check_dicts)
+
+    def nested(self, count: int):
+        return self._echoes(NESTED, count, check_nested)
 
     def mib(self, count: int):
         return self._echoes(MIB, count, check_mib)

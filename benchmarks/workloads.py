@@ -16,6 +16,32 @@ def make_dicts() -> list[dict]:
 
 DICTS = make_dicts()
 
+
+def make_nested_dicts() -> list[dict]:
+    """200 dicts that each hold a 3-item list: rows with tags, the commonest nesting."""
+    return [{"id": i, "name": f"row {i}", "tags": ["new", f"t{i % 7}", i]} for i in range(200)]
+
+
+def make_lists() -> list[list[int]]:
+    """500 small lists of ints: a matrix, a batch of vectors."""
+    return [[i, i + 1, i + 2] for i in range(500)]
+
+
+def make_tree() -> dict:
+    """A dict three levels deep: 10 groups of 10 items of 4 fields."""
+    return {
+        f"group {a}": {f"item {b}": {"a": a, "b": b, "label": f"{a}.{b}", "ok": True} for b in range(10)}
+        for a in range(10)
+    }
+
+
+def make_tuples() -> list[tuple]:
+    """500 small tuples (they must arrive as tuples, which plain msgpack cannot do)."""
+    return [(i, f"n{i}") for i in range(500)]
+
+
+NESTED = make_nested_dicts()
+
 #: One MiB of bytes.
 MIB = bytes(range(256)) * 4096
 
@@ -24,6 +50,7 @@ WORKLOADS = {
     "sequential": (1, "small call, awaited before the next"),
     "pipelined": (WINDOW, f"{WINDOW} small calls in flight, then all awaited"),
     "dicts": (1, "echo of a list of 200 small dicts"),
+    "nested": (1, "echo of a list of 200 dicts that each hold a 3-item list"),
     "mib": (1, "echo of 1 MiB of bytes"),
 }
 
@@ -32,6 +59,12 @@ def check_dicts(value: object) -> None:
     """Raise if an echoed list of dicts is not equal to what was sent (catches fake echoes)."""
     if value != DICTS:
         raise AssertionError(f"echo of the dict list came back different: {value!r:.80}")
+
+
+def check_nested(value: object) -> None:
+    """Raise if an echoed list of nested dicts is not equal to what was sent."""
+    if value != NESTED:
+        raise AssertionError(f"echo of the nested dicts came back different: {value!r:.80}")
 
 
 def check_mib(value: object) -> None:
