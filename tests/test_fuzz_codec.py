@@ -7,16 +7,21 @@ wire twice, once in each direction.
 
 from __future__ import annotations
 
+import copy
+import gc
 from datetime import timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pair import ConnectionPair
 
 import pbnb as pb
+from pbnb.core import serialize
+from pbnb.core.flavors import CopyRegistry
+from pbnb.core.serialize import PLAIN, Decoder, Encoder
 
 
 class Echo(pb.Root):
@@ -211,3 +216,51 @@ def test_a_self_containing_tuple_through_a_list_round_trips():
     inner.append(outer)
     got = round_trip(outer)
     assert got[0][0] is got
+
+
+# ------------------------------------------- fast paths against their slow twins
+
+
+@st.composite
+def held_graphs(draw: st.DrawFn) -> tuple[Any, list]:
+    """A graph, and some of its containers also held from outside (as a caller's variables are)."""
+    value = draw(graphs())
+    containers = walk(value)
+    outside = draw(st.lists(st.sampled_from(containers), max_size=3)) if containers else []
+    return value, outside
+
+
+@SETTINGS
+@given(held_graphs())
+def test_the_refcount_shortcut_of_needs_graph_agrees_with_exact_ids(value_and_holders):
+    value, _outside = value_and_holders
+    fast = serialize.needs_graph(value)
+    assert fast == serialize.needs_graph(value, by_refcount=False)
+    assert fast == serialize.needs_graph(copy.deepcopy(value))  # the same shape, all fresh
+
+
+@SETTINGS
+@given(trees, st.integers(1, 7))
+def test_the_depth_check_agrees_with_its_exact_twin(value, max_depth):
+    mode, payload = Encoder(None, 1000).encode([value], None)
+    assume(mode == PLAIN)
+    decoded = Decoder(None, CopyRegistry(), 1000, 10**6).decode(PLAIN, payload)
+    expected = serialize.tree_depth_exceeds(decoded, max_depth, exact=True)
+    assert serialize.tree_depth_exceeds(decoded, max_depth) == expected
+    assert expected == (depth(decoded) > max_depth)
+
+
+def depth(value: Any) -> int:
+    if type(value) not in (list, tuple, dict, set, frozenset):
+        return 0
+    items = [*value.keys(), *value.values()] if type(value) is dict else value
+    return 1 + max(map(depth, items), default=0)
+
+
+def test_the_refcount_shortcut_is_taken_here():
+    """On CPython it must engage, or it is a slow path that merely agrees."""
+    assert serialize._SOLE_PARENT is not None
+    fresh = [[1, 2], {"a": [3]}, (4, [5])]
+    assert serialize._referenced_elsewhere(gc.get_referents(fresh), serialize._SOLE_PARENT) == []
+    held = fresh[1]
+    assert serialize._referenced_elsewhere(gc.get_referents(fresh), serialize._SOLE_PARENT) == [held]

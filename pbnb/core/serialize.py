@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import gc
 import struct
+import sys
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from itertools import compress, repeat
+from sys import getrefcount
 from typing import Any
 
 import msgpack
@@ -225,8 +227,12 @@ def _is_leaf_flavor(kind: type) -> bool:
     return issubclass(kind, (Referenceable, RemoteReference)) and not issubclass(kind, CacheObserver)
 
 
-def needs_graph(root: Any) -> bool:
-    """True when ``root`` shares an object, has a cycle, or holds copies/caches/unknowns."""
+def needs_graph(root: Any, *, by_refcount: bool = True) -> bool:
+    """True when ``root`` shares an object, has a cycle, or holds copies/caches/unknowns.
+
+    ``by_refcount=False`` is the exact twin of the shortcut described at
+    ``_referenced_elsewhere``: both always give the same answer.
+    """
     kind = type(root)
     if kind in _LEAVES:
         return False
@@ -235,12 +241,14 @@ def needs_graph(root: Any) -> bool:
         return not _is_leaf_flavor(kind)
     if not gc.is_tracked(root):
         return False
+    base = _SOLE_PARENT if by_refcount else None
     level = _non_leaves(gc.get_referents(root))
     seen = {id(root)}
     while level:
+        remembered = level if base is None else _referenced_elsewhere(level, base)
         before = len(seen)
-        seen.update(map(id, level))
-        if len(seen) - before != len(level):
+        seen.update(map(id, remembered))
+        if len(seen) - before != len(remembered):
             return True
         kinds = set(map(type, level))
         if not kinds <= _PLAIN_CONTAINERS:
@@ -254,28 +262,73 @@ def needs_graph(root: Any) -> bool:
     return False
 
 
+def _referenced_elsewhere(level: list, sole_parent: int) -> list:
+    """The objects of ``level`` that something besides one parent's one slot refers to.
+
+    The others need no id remembered: an object nothing else refers to is met
+    once in a walk, and that parent's one slot cannot be met again unless the
+    parent is (then it was remembered, or it is in ``level`` twice, and so is
+    this object, whose count shows both). Values built for a message, and
+    values just decoded, are mostly such objects, so the id set stays small.
+    ``sole_parent`` is the count such an object shows here (see _sole_parent_count).
+    """
+    return list(compress(level, map(sole_parent.__lt__, map(getrefcount, level))))
+
+
+def _sole_parent_count() -> int | None:
+    """What _referenced_elsewhere sees for an object only its parent holds, or None.
+
+    None (use exact ids) where reference counts say nothing: an interpreter
+    without them, or one that does not count every reference.
+    """
+    if not hasattr(sys, "getrefcount") or not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return None
+    parent = [[]]
+    level = gc.get_referents(parent)
+    for count in range(1, 16):
+        if not _referenced_elsewhere(level, count):
+            break
+    else:
+        return None
+    shared = [level[0], []]  # the first also held by ``level``: it must be told apart
+    if _referenced_elsewhere(gc.get_referents(shared), count) != level:
+        return None
+    return count
+
+
+_SOLE_PARENT = _sole_parent_count()
+
+
 def _non_leaves(objects: list) -> list:
     # Leaves are dropped before the repeat check: the same datetime twice is no sharing.
     return list(compress(objects, map(_NOT_LEAF.get, map(type, objects), repeat(True))))
 
 
-def tree_depth_exceeds(root: Any, max_depth: int) -> bool:
-    """True when a decoded PLAIN tree nests deeper than ``max_depth`` containers."""
-    level = [root]
-    depth = 0
+def tree_depth_exceeds(root: Any, max_depth: int, *, exact: bool = False) -> bool:
+    """True when a decoded PLAIN tree nests deeper than ``max_depth`` containers.
+
+    Untracked containers hold only atoms or untracked tuples (tuples are rebuilt
+    by list_hook and so always tracked when they hold containers), so the walk
+    goes down through tracked ones only. Within the limit it looks at the type
+    of tracked referents only, which skips every atom; ``exact=True`` is its
+    slow twin, which looks at every referent's type on every level.
+    """
+    level = [root] if type(root) in _PLAIN_CONTAINERS else []
+    depth = 1
     while level:
-        depth += 1
         if depth > max_depth:
             return True
         tracked = list(filter(gc.is_tracked, level))
         if not tracked:
-            # Untracked containers hold only atoms or untracked tuples; tuples are
-            # rebuilt by list_hook and so always tracked when they hold containers.
             return False
         referents = gc.get_referents(*tracked)
+        if depth < max_depth and not exact:
+            # An untracked container one level down is still within the limit.
+            referents = list(filter(gc.is_tracked, referents))
         # Only containers nest: a RemoteReference's referents lead into the broker and
         # the rest of the heap, which must never be walked.
         level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
+        depth += 1
     return False
 
 
