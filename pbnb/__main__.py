@@ -8,7 +8,9 @@
 * ``demo``: the demo broker the notebooks and Binder use (``pbnb.demo``).
 * ``passwd``: edit a password file for ``FilePasswordChecker`` (``pbnb.cred.passwd``).
 
-Servers print ``pbnb: serving ... on HOST:PORT`` on stdout once they listen (so
+Servers run on uvloop when it is installed (``pip install 'pbnb[speed]'``), else
+on asyncio's own loop; they log which at start. They print
+``pbnb: serving ... on HOST:PORT`` on stdout once they listen (so
 ``--port 0`` is usable from scripts), log connections on stderr, and stop
 cleanly, exiting 0, on Ctrl-C, on SIGTERM, or when a served object closes the
 server (``pb.current_server().close()`` in a remote method).
@@ -24,7 +26,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pbnb as pb
@@ -213,7 +215,8 @@ def _run(root: Any, label: str, args: argparse.Namespace) -> int:
         print(f"pbnb: cannot use the TLS certificate: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve_until_stopped(root, label, args, tls))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve_until_stopped(root, label, args, tls))
     except _NoBackplane as exc:
         print(f"pbnb: {exc}", file=sys.stderr)
         return exc.status
@@ -221,6 +224,17 @@ def _run(root: Any, label: str, args: argparse.Namespace) -> int:
         print(f"pbnb: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the ``speed`` extra), else None: asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        logging.getLogger("pbnb.serve").info("event loop: asyncio (pip install 'pbnb[speed]' for uvloop)")
+        return None
+    logging.getLogger("pbnb.serve").info("event loop: uvloop %s", uvloop.__version__)
+    return uvloop.new_event_loop
 
 
 class _NoBackplane(Exception):

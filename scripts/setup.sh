@@ -35,6 +35,6 @@ fi
 stamp=.venv/.pbnb-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test,bench,fuzz,redis,docs]"
+    .venv/bin/python -m pip install -q -e ".[test,bench,fuzz,redis,docs,speed]"
     touch "$stamp"
 fi

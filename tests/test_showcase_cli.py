@@ -371,3 +371,40 @@ async def test_the_pbnb_script_serves_a_module_from_the_current_directory(tmp_pa
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+LOOP_MODULE = textwrap.dedent(
+    """
+    import asyncio
+
+    import pbnb as pb
+
+    class LoopRoot(pb.Root):
+        def remote_loop(self):
+            return type(asyncio.get_running_loop()).__module__
+
+    root = LoopRoot()
+    """
+)
+
+
+@pytest.mark.parametrize("uvloop_importable", [True, False], ids=["with-uvloop", "without"])
+async def test_serve_runs_on_uvloop_when_it_is_installed(tmp_path, uvloop_importable):
+    pytest.importorskip("uvloop")  # the speed extra
+    (tmp_path / "looping.py").write_text(LOOP_MODULE)
+    if not uvloop_importable:  # shadows the installed package, as if it were missing
+        (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    server = await PbnbProcess.start("serve", "looping:root", "--port", "0", env=env)
+    try:
+        async with await pb.connect(server.host, server.port) as client:
+            root = await client.getRootObject()
+            loop_module = await root.callRemote("loop")
+        status, _out, err = await server.stop(signal.SIGTERM)
+    finally:
+        await server.kill()
+    assert status == 0, err
+    if uvloop_importable:
+        assert loop_module == "uvloop" and "event loop: uvloop" in err
+    else:
+        assert loop_module.startswith("asyncio") and "event loop: asyncio" in err
