@@ -7,9 +7,9 @@ then answers one JSON command per stdin line::
     {"workload": "sequential", "budget": 0.3}  ->  {"rate": calls_per_second}
                                                 or  {"error": "why it cannot run"}
 
-A peer module defines ``DRIVER`` ("asyncio", "twisted" or "sync"), ``serve()``
+A peer module defines ``DRIVER`` ("asyncio", "uvloop", "twisted" or "sync"), ``serve()``
 and ``Client`` whose ``connect(port)`` and workload methods (``sequential``,
-``pipelined``, ``dicts``, ``mib``, each taking a count and returning the
+``pipelined``, ``dicts``, ``nested``, ``mib``, each taking a count and returning the
 seconds it took) are coroutines, Deferreds or plain functions as the driver
 says. The first command for a workload calibrates a count that fills the
 budget; later ones time that same count, so rounds are comparable.
@@ -28,7 +28,15 @@ from typing import Any
 
 from .workloads import WORKLOADS
 
-PEERS = ("raw_asyncio", "pbnb_peer", "pbnb_ws_peer", "twisted_peer", "pyro_peer", "rpyc_peer")
+PEERS = (
+    "raw_asyncio",
+    "pbnb_peer",
+    "pbnb_uvloop_peer",
+    "pbnb_ws_peer",
+    "twisted_peer",
+    "pyro_peer",
+    "rpyc_peer",
+)
 
 
 def announce(port: int) -> None:
@@ -78,10 +86,14 @@ def _serve_commands(measurer: _Measurer) -> None:
 
 def run_client(peer: Any, port: int) -> None:
     client = peer.Client()
-    if peer.DRIVER == "asyncio":
+    if peer.DRIVER in ("asyncio", "uvloop"):
         import asyncio
 
-        loop = asyncio.new_event_loop()
+        loop = (
+            asyncio.new_event_loop()
+            if peer.DRIVER == "asyncio"
+            else importlib.import_module("uvloop").new_event_loop()
+        )
         run = lambda work, *args: loop.run_until_complete(work(*args))  # noqa: E731
         run(client.connect, port)
         _serve_commands(_Measurer(client, run))

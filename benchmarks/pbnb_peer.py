@@ -19,13 +19,15 @@ class EchoRoot(pbnb.Root):
         return value
 
 
-def serve() -> None:
-    async def main() -> None:
-        server = await pbnb.serve(EchoRoot(), port=0)
-        announce(server.port)
-        await server.serve_forever()
+async def serving() -> None:
+    """Serve an EchoRoot on a free port until killed (on whichever loop runs it)."""
+    server = await pbnb.serve(EchoRoot(), port=0)
+    announce(server.port)
+    await server.serve_forever()
 
-    asyncio.run(main())
+
+def serve() -> None:
+    asyncio.run(serving())
 
 
 class Client:

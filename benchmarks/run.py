@@ -33,6 +33,7 @@ FLOOR = "raw_asyncio"
 LABELS = {
     "raw_asyncio": "raw asyncio",
     "pbnb_peer": "pbnb",
+    "pbnb_uvloop_peer": "pbnb uvloop",
     "pbnb_ws_peer": "pbnb ws://",
     "twisted_peer": "Twisted PB",
     "pyro_peer": "Pyro5",
