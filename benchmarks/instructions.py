@@ -59,7 +59,7 @@ async def _served(peer: str, workload: str, calls: int) -> None:
 def _inner(peer: str, workload: str, calls: int) -> None:
     if workload.startswith(_CODEC):
         case = serialization.CASES[workload[len(_CODEC) :]]
-        pbnb_round_trip, msgpack_round_trip = serialization._codecs(case)
+        pbnb_round_trip, msgpack_round_trip = serialization.round_trips(case)
         round_trip = pbnb_round_trip if peer == "pbnb" else msgpack_round_trip
         round_trip()  # first-call costs (imports, caches) are not per call
         for _ in range(calls):

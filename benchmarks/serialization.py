@@ -93,7 +93,7 @@ def _registry() -> CopyRegistry:
     return registry
 
 
-def _codecs(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
+def round_trips(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """The two round trips of ``case``, each a call without arguments."""
     broker = Broker(registry=_registry())
     args: tuple = (case.value,)
@@ -114,7 +114,7 @@ def _codecs(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
 
 def check(case: Case) -> None:
     """Raise unless pbnb's round trip gives back exactly what was sent (types included)."""
-    pbnb_round_trip, _ = _codecs(case)
+    pbnb_round_trip, _ = round_trips(case)
     (args, kwargs) = pbnb_round_trip()
     if kwargs != {} or len(args) != 1 or not _same(args[0], case.value):
         raise AssertionError(f"pbnb's round trip changed the value: {args!r:.80}")
@@ -147,7 +147,7 @@ def _calibrate(round_trip: Callable[[], Any], budget: float) -> int:
 def measure(rounds: int, budget: float, cases: list[str] | None = None) -> dict[str, list[tuple]]:
     """Return case -> one (pbnb round trips/s, msgpack round trips/s) pair per round."""
     names = cases or list(CASES)
-    codecs = {name: _codecs(CASES[name]) for name in names}
+    codecs = {name: round_trips(CASES[name]) for name in names}
     for name in names:
         check(CASES[name])
     counts = {name: _calibrate(codecs[name][1], budget / 2) for name in names}
