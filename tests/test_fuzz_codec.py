@@ -183,6 +183,8 @@ def walk_ordered(value: Any) -> list:
 # ------------------------------------------------------------------ tests
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Hundreds of examples each: on a busy machine a test can take minutes, which is no failure.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.mark.slow
@@ -230,7 +232,7 @@ def held_graphs(draw: st.DrawFn) -> tuple[Any, list]:
     return value, outside
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=150)
 @given(held_graphs())
 def test_the_refcount_shortcut_of_needs_graph_agrees_with_exact_ids(value_and_holders):
     value, _outside = value_and_holders
@@ -239,7 +241,7 @@ def test_the_refcount_shortcut_of_needs_graph_agrees_with_exact_ids(value_and_ho
     assert fast == serialize.needs_graph(copy.deepcopy(value))  # the same shape, all fresh
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=150)
 @given(trees, st.integers(1, 7))
 def test_the_depth_check_agrees_with_its_exact_twin(value, max_depth):
     mode, payload = Encoder(None, 1000).encode([value], None)

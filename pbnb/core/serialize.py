@@ -283,7 +283,7 @@ def _sole_parent_count() -> int | None:
     """
     if not hasattr(sys, "getrefcount") or not getattr(sys, "_is_gil_enabled", lambda: True)():
         return None
-    parent = [[]]
+    parent: list[list] = [[]]
     level = gc.get_referents(parent)
     for count in range(1, 16):
         if not _referenced_elsewhere(level, count):
