@@ -73,8 +73,6 @@ MAX_DECIMAL_TEXT = 4096
 #: could fill a dict or set with keys that all collide and make building it take
 #: quadratic time; with this bound it stays linear.
 MAX_SAME_HASH = 32
-#: Keys whose hash is salted per process: a peer cannot make them collide.
-_SALTED_HASH = frozenset({str, bytes})
 
 _ID = struct.Struct(">Q")
 _DATE = struct.Struct(">HBB")  # year, month, day
@@ -487,28 +485,51 @@ class _GraphWriter:
 
 
 class _HashGuard:
-    """Counts the distinct values per hash in one message; refuses a flood of collisions."""
+    """Counts the distinct values per hash in one message; refuses a flood of collisions.
+
+    Only what the decoder builds is counted (big ints, Decimals, tuples, frozensets):
+    atoms cannot be made to collide much (at most a few dozen ints or floats share a
+    hash), and strings and bytes hash with a per-process salt.
+    """
 
     __slots__ = ("_seen",)
 
     def __init__(self) -> None:
-        self._seen: dict[int, list] = {}  # keyed by hash values, which never collide with each other
+        # hash -> the first value with it, or a list once several distinct ones share it.
+        # Keyed by hash values, which never collide with each other.
+        self._seen: dict[int, Any] = {}
 
     def add(self, value: Any) -> None:
         try:
-            same = self._seen.setdefault(hash(value), [])
+            key = hash(value)
         except TypeError:  # unhashable: cannot be a key or a set member
             return
-        if value in same:  # equal values are one key, however often they occur
-            return
-        if len(same) >= MAX_SAME_HASH:
-            raise LimitExceeded(
-                f"more than {MAX_SAME_HASH} distinct keys with one hash in a message (hash flooding)"
-            )
-        same.append(value)
+        seen = self._seen
+        first = seen.get(key, _UNSEEN)
+        if first is _UNSEEN:
+            seen[key] = value
+        elif type(first) is _Same:
+            if value not in first:  # equal values are one key, however often they occur
+                if len(first) >= MAX_SAME_HASH:
+                    raise LimitExceeded(
+                        f"more than {MAX_SAME_HASH} distinct keys with one hash in a message (hash flooding)"
+                    )
+                first.append(value)
+        elif first is not value and first != value:
+            seen[key] = _Same((first, value))
 
 
+class _Same(list):
+    """Distinct values of one message that share a hash."""
+
+    __slots__ = ()
+
+
+_UNSEEN = object()
 _IDLE_GUARD = _HashGuard()  # what a Decoder holds between decodes; no hook runs then
+# Keys a PLAIN message may build before they are guarded: so many colliding keys
+# cost a dict at most a few thousand comparisons.
+_FREE_CANDIDATES = 64
 
 
 class Decoder:
@@ -531,9 +552,11 @@ class Decoder:
         # unpacking a small call.
         common = {**self._limits, "strict_map_key": False}
         self._plain_options = {**common, "ext_hook": self._plain_ext, "list_hook": self._plain_list}
-        # Maps arrive as lists of pairs, so that the reader builds each dict under a _HashGuard.
+        # Maps arrive as lists of pairs: msgpack must not build dicts of raw keys (tuples of
+        # colliding ints would flood them); the reader builds each from guarded values.
         self._graph_options = {**common, "use_list": False, "object_pairs_hook": _RawMap}
         self._guard = _IDLE_GUARD
+        self._candidates: list[Any] = []
         # unpackb bounds every length by the payload's own size unless told
         # otherwise, so a payload no longer than the limits cannot break them.
         self._small_payload = min(max_len, max_string)
@@ -566,11 +589,13 @@ class Decoder:
                 return msgpack.unpackb(payload, strict_map_key=False, ext_hook=refuse_ext)
             except Exception:
                 pass
-        self._guard = _HashGuard()  # the hooks below count the keys they build
+        # The hooks below collect the keys they build, and guard them once there are more
+        # than a few: up to that many, even keys that all collide cost little.
         try:
             return self._unpack(payload, self._plain_options)
         finally:
-            self._guard = _IDLE_GUARD  # it holds the message's tuples: let them go with the message
+            self._guard = _IDLE_GUARD  # both hold the message's values: let them go with it
+            self._candidates.clear()
 
     def _unpack(self, payload: bytes | memoryview, options: dict[str, Any]) -> Any:
         try:
@@ -592,8 +617,18 @@ class Decoder:
             return tag
         value = self.resolve_ext(code, data)
         if code == EXT_BIGINT or code == EXT_DECIMAL:
-            self._guard.add(value)
+            self._candidates.append(value)
+            if len(self._candidates) > _FREE_CANDIDATES:
+                self._guard_candidates()
         return value
+
+    def _guard_candidates(self) -> None:
+        # Past a few, every key a PLAIN message builds goes through the guard.
+        if self._guard is _IDLE_GUARD:
+            self._guard = _HashGuard()
+        for value in self._candidates:
+            self._guard.add(value)
+        self._candidates.clear()
 
     def resolve_ext(self, code: int, data: bytes) -> Any:
         """Resolve the ext types that mean the same in both modes."""
@@ -625,8 +660,11 @@ class Decoder:
                 built = builder(items[1:])
             except TypeError as exc:
                 raise ProtocolError(f"bad set member: {exc}") from None
-            if builder is not set:
-                self._guard.add(built)  # a tuple or frozenset may become a key or a member
+            if builder is not set:  # a tuple or frozenset may become a key or a member
+                candidates = self._candidates
+                candidates.append(built)
+                if len(candidates) > _FREE_CANDIDATES:
+                    self._guard_candidates()
             return built
         return items
 
@@ -682,12 +720,9 @@ class _GraphReader:
         if kind is _RawMap:
             result: dict = {}
             self._objects.append(result)
-            guard = self._guard.add
             try:
                 for raw_key, value in raw:
                     key = read(raw_key, depth)  # before the value, in the writer's order
-                    if type(key) not in _SALTED_HASH:
-                        guard(key)
                     result[key] = read(value, depth)
             except InsecureJelly:  # a TypeError too, but no fault of the key's
                 raise
@@ -700,7 +735,10 @@ class _GraphReader:
                 if index >= len(self._objects):
                     raise ProtocolError(f"shared reference {index} points forward")
                 return self._objects[index]
-            return self._decoder.resolve_ext(raw.code, raw.data)
+            value = self._decoder.resolve_ext(raw.code, raw.data)
+            if raw.code == EXT_BIGINT or raw.code == EXT_DECIMAL:
+                self._guard.add(value)
+            return value
         if kind is not tuple:
             raise ProtocolError(f"unexpected {kind.__name__} in payload")
         head = raw[0] if raw else None
@@ -717,16 +755,13 @@ class _GraphReader:
             if code == TAG_SET:
                 result: set = set()
                 self._objects.append(result)
-                result.update(self._members(raw, depth))
+                result.update(read(item, depth) for item in raw[1:])
                 return result
-            if code == TAG_TUPLE:
-                built = tuple(read(item, depth) for item in raw[1:])
+            if code in (TAG_TUPLE, TAG_FROZENSET):
+                built = (tuple if code == TAG_TUPLE else frozenset)(read(item, depth) for item in raw[1:])
                 self._objects.append(built)
+                self._guard.add(built)  # it may become a key or a member
                 return built
-            if code == TAG_FROZENSET:
-                members = frozenset(self._members(raw, depth))
-                self._objects.append(members)
-                return members
             if code in (TAG_TUPLE_SEEN, TAG_FROZENSET_SEEN):
                 index = raw[1]
                 for item in raw[2:]:
@@ -760,12 +795,3 @@ class _GraphReader:
                 obj.setCopyableState(state)
             return obj
         raise ProtocolError(f"malformed tagged array (tag {code}, {len(raw)} items)")
-
-    def _members(self, raw: tuple, depth: int) -> Any:
-        """The members of a set or frozenset, each counted by the guard before it is hashed in."""
-        guard = self._guard.add
-        for item in raw[1:]:
-            member = self.read(item, depth)
-            if type(member) not in _SALTED_HASH:
-                guard(member)
-            yield member
