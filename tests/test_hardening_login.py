@@ -53,8 +53,23 @@ def server_first_fields(server_first: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in server_first.split(","))
 
 
-async def test_a_huge_user_name_is_refused_before_any_work_and_logged_short(caplog):
+async def test_a_frame_too_big_before_login_closes_the_connection():
     async with serving(make_portal()) as server, bystander_of(server):
+        async with await pb.connect("127.0.0.1", server.port) as stranger:
+            root = await stranger.getRootObject()
+            with pytest.raises((pb.LimitExceeded, pb.PBConnectionLost)):
+                await within(root.callRemote("scram_first", "n,,n=" + "a" * 100_000 + ",r=nonce"))
+            await within(stranger.wait_closed())
+        async with await pb.connect("127.0.0.1", server.port) as user:
+            avatar = await within(user.login(ALICE))
+            # Logged in: the connection's own limit applies again.
+            assert await within(avatar.callRemote("whoami")) == "alice"
+            assert all(c.broker.max_frame == c.broker.limits.max_frame > 64 << 10 for c in server.connections)
+
+
+async def test_a_huge_user_name_is_refused_before_any_work_and_logged_short(caplog):
+    portal = make_portal(max_frame_before_login=16 << 20)  # let the name through to the login code
+    async with serving(portal) as server, bystander_of(server):
         async with await pb.connect("127.0.0.1", server.port) as stranger:
             root = await stranger.getRootObject()
             with caplog.at_level(logging.INFO, logger="pbnb"):
@@ -207,6 +222,7 @@ def test_the_security_page_states_every_pre_auth_default():
         "colliding keys": f"{MAX_SAME_HASH} per message",
         "user name": f"{MAX_USERNAME} characters",
         "`Portal(max_pending_logins=)`": str(portal["max_pending_logins"].default),
+        "`Portal(max_frame_before_login=)`": f"{portal['max_frame_before_login'].default} bytes",
         "`Portal(max_failures=)`": str(portal["max_failures"].default),
         "`Portal(throttle=": f"{throttle['per_user'].default} failures per user name, "
         f"{throttle['per_address'].default} per address, in {throttle['window'].default:g} s",

@@ -366,6 +366,10 @@ class Connection(asyncio.BufferedProtocol):
         )
         self.broker.invoker = self
         self.broker.on_collected = self._collected_soon
+        # A login root (a Portal's) accepts only small frames until someone logs in.
+        before_login = getattr(root, "max_frame_before_login", None)
+        if before_login:
+            self.broker.max_frame = before_login
         if self._keepalive:
             self._keepalive_timer = self._loop.call_later(self._keepalive, self._keepalive_tick)
         if self._handshake_timeout:
@@ -376,13 +380,16 @@ class Connection(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._dead_peer_timeout:
-            self._last_heard = self._loop.time()
         broker = self.broker
+        held = broker.buffered_input  # type: ignore[union-attr]
         view = self._buffer[:nbytes]
         # Bytes parse faster, but while a large frame arrives the broker copies
         # each chunk from the view into it: no need for a copy in between.
         broker.receive_data(view if broker.receiving_large_frame else view.tobytes())  # type: ignore[union-attr]
+        if self._dead_peer_timeout and broker.buffered_input < held + nbytes:  # type: ignore[union-attr]
+            # Some of these bytes completed a message (a PONG, say): a sign of life. Bytes that
+            # only add to an unfinished frame are not, or one byte now and then would do.
+            self._last_heard = self._loop.time()
         self._flush()
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -78,6 +78,9 @@ _PLAIN = serialize.PLAIN
 _ATOMS = serialize.ATOMS
 _unpackb = msgpack.unpackb
 _no_ext = serialize.refuse_ext
+#: Cancelled calls whose answer we still expect (the peer sends one, saying it stopped).
+#: Beyond this many the oldest are forgotten, so a peer that never answers cannot grow it.
+MAX_CANCELLED = 10_000
 # Room for every ERROR or GOODBYE header item but the type and message texts
 # (kind, request id, traceback, mode, the nil payload, length prefixes).
 _ERROR_OVERHEAD = 32
@@ -162,7 +165,8 @@ class Broker(ReferenceTables):
         # our request id -> the caller's token, until ANSWER or ERROR arrives
         self._calls: dict[int, Any] = {}
         # request ids we cancelled: their late answers are decoded and dropped
-        self._cancelled: set[int] = set()
+        self._cancelled: dict[int, None] = {}  # calls we cancelled, oldest first, until answered
+        self._forgotten_below = 0  # request ids below this may have been cancelled and forgotten
         self._next_request_id = 1
         # peer's request ids we are running and still owe an answer
         self._inbound: set[int] = set()
@@ -466,12 +470,37 @@ class Broker(ReferenceTables):
     def cancel(self, request_id: int) -> None:
         """Stop waiting for ``request_id`` and tell the peer."""
         if self._calls.pop(request_id, None) is not None:
-            self._cancelled.add(request_id)
+            self._cancelled[request_id] = None
+            if len(self._cancelled) > MAX_CANCELLED:
+                # A peer that never answers what we cancelled must not grow this forever: the
+                # oldest are forgotten, and a late answer to one of them is ignored.
+                forgotten = next(iter(self._cancelled))
+                del self._cancelled[forgotten]
+                self._forgotten_below = max(self._forgotten_below, forgotten + 1)
             self._send([Kind.CANCEL, request_id])
 
     def ping(self, token: int) -> None:
         """Queue a keepalive PING; the peer answers with a PONG (which is not an event)."""
         self._send([Kind.PING, token])
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received of a frame (or the preamble) that has not arrived whole yet.
+
+        A driver can tell from it whether some bytes completed a frame: a peer that
+        trickles bytes without ever finishing a message shows no such progress.
+        """
+        return self._reader.buffered
+
+    @property
+    def max_frame(self) -> int:
+        """The largest frame accepted from the peer (``Limits.max_frame`` unless lowered)."""
+        return self._reader.max_frame
+
+    @max_frame.setter
+    def max_frame(self, size: int) -> None:
+        # A Portal lowers it until a login succeeds: strangers send only small messages.
+        self._reader.max_frame = min(size, self.limits.max_frame)
 
     # ----------------------------------------------------------- their calls
 
@@ -658,8 +687,10 @@ class Broker(ReferenceTables):
         self._describing.pop(request_id, None)
         token = self._calls.pop(request_id, None)
         if token is None and request_id not in self._cancelled:
+            if type(request_id) is int and request_id < self._forgotten_below:
+                return None  # maybe one we cancelled long ago and forgot
             raise ProtocolError(f"peer answered request {request_id}, which is not pending")
-        self._cancelled.discard(request_id)
+        self._cancelled.pop(request_id, None)
         return token
 
     def _on_error(self, header: list, payload: bytes | memoryview) -> None:

@@ -254,6 +254,11 @@ class FrameReader:
         """Whether a large frame is arriving: then ``feed`` copies from views, so pass views."""
         return self._assembly is not None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held of a frame (or the preamble) that has not arrived whole yet."""
+        return len(self._assembly) if self._assembly is not None else self._pending_size
+
     def close(self) -> None:
         """Ignore all further input and drop what is held."""
         self.closed = True

@@ -91,6 +91,11 @@ class LoginRoot(Root):
         connection.closed.add_done_callback(self._connection_closed)
 
     @property
+    def max_frame_before_login(self) -> int:
+        """The largest frame the connection accepts until a login succeeds (the portal's setting)."""
+        return self._portal.max_frame_before_login
+
+    @property
     def failures(self) -> int:
         """Failed login attempts on this connection so far."""
         return self._failures
@@ -191,6 +196,8 @@ class LoginRoot(Root):
             session.end()
             raise PBConnectionLost("the connection closed during the login")
         self._sessions[session] = None
+        broker = self._connection.broker
+        broker.max_frame = broker.limits.max_frame  # a user now: the connection's own limit
         self._connection.on_release(avatar, lambda: self._end(session))
         self._connection.broker.perspective = avatar
         log.info("%r logged in from %s", avatar_id, self._connection.peer)

@@ -65,7 +65,9 @@ class Portal:
     defaults, ``None`` turns it off) refuses logins for a user name or from an
     address after too many recent failures over all connections. At most
     ``max_pending_logins`` password logins may be unfinished at once on a
-    connection. An unknown user is shown a decoy salt derived from the name and
+    connection, and until one succeeds the connection accepts frames of at most
+    ``max_frame_before_login`` bytes (a bigger one closes it). An unknown user
+    is shown a decoy salt derived from the name and
     ``decoy_key`` (random by default), with the iteration count and salt length
     of the first password checker's entries; pass a fixed secret key to keep
     decoy salts stable across restarts, as real users' salts are.
@@ -80,16 +82,20 @@ class Portal:
         decoy_key: bytes | None = None,
         throttle: LoginThrottle | bool | None = True,
         max_pending_logins: int = 3,
+        max_frame_before_login: int = 64 * 1024,
     ):
         if max_failures < 1:
             raise ValueError("max_failures must be at least 1")
         if max_pending_logins < 1:
             raise ValueError("max_pending_logins must be at least 1")
+        if max_frame_before_login < 1024:
+            raise ValueError("max_frame_before_login must be at least 1024 bytes (a login needs about 1 KiB)")
         if decoy_key is not None and len(decoy_key) < 16:
             raise ValueError("decoy_key must be a secret of at least 16 bytes")
         self.realm = realm
         self.max_failures = max_failures
         self.max_pending_logins = max_pending_logins
+        self.max_frame_before_login = max_frame_before_login
         self.throttle: LoginThrottle | None = LoginThrottle() if throttle is True else throttle or None
         self._checkers: dict[type, list[Any]] = {}
         self._decoy_key = decoy_key or os.urandom(32)

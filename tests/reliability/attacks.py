@@ -161,7 +161,9 @@ async def hash_flood(kind: str = "bigint", count: int = 40_000, login: bool = Fa
     payload = colliding_keys(count, kind)
     where = "as the first message to a Portal" if login else "to an echo"
     name = f"attack: hash flood, {count:,} colliding {kind} keys ({len(payload) / 1024:,.0f} KiB) {where}"
-    async with Case(name, login_portal() if login else None, login=login) as case:
+    # Before login a Portal takes frames of 64 KiB only; let this one through to the decoder.
+    root = login_portal(max_frame_before_login=4 << 20) if login else None
+    async with Case(name, root, login=login) as case:
         peer = await RawPeer.open(case)
         method = "scram_first" if login else "echo"
         peer.send(encode_frame([Kind.CALL, 2, 1, method, serialize.PLAIN], payload))
@@ -340,3 +342,20 @@ async def half_close(pending: int = 10) -> Row:
         peer.close()
         ok = all(header[0] == Kind.ANSWER for header in answers) and closed
         return await case.finish(f"all {pending} answered after the half-close, then the server closed", ok)
+
+
+async def big_frame_before_login(size: int = 1 << 20) -> Row:
+    async with Case(
+        f"attack: a {size >> 10} KiB frame before login (max_frame_before_login 64 KiB)",
+        login_portal(),
+        login=True,
+    ) as case:
+        peer = await RawPeer.open(case)
+        stranger = case.attacker()
+        with log_tally():  # at INFO, so that the reason is in the log
+            peer.send(_call(2, 1, "scram_first", msgpack.packb([["x" * size], {}])))
+            await asyncio.wait_for(asyncio.shield(stranger.closed), WAIT)
+        peer.close()
+        reason = stranger.close_reason or stranger.ready.exception()
+        ok = isinstance(reason, pb.LimitExceeded)
+        return await case.finish(f"connection closed at the frame's prefix: {str(reason)[:120]}", ok)

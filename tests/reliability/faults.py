@@ -194,3 +194,31 @@ async def silent_peer(keepalive: float = 1.0) -> Row:
         writer.close()
         # The bystander answers pings, so it is still connected after several timeouts.
         return await case.finish(f"dropped after {detected:.1f}s: {silent.close_reason}", ok)
+
+
+async def trickle(interval: float = 0.5, keepalive: float = 1.0) -> Row:
+    """A peer that sends a byte now and then, never finishing a frame, is not alive."""
+    timeout = 3 * keepalive
+    async with Case(
+        f"fault: peer trickles 1 byte every {interval:g}s (keepalive {keepalive:g}s, timeout {timeout:g}s)",
+        keepalive=keepalive,
+        dead_peer_timeout=timeout,
+    ) as case:
+        _reader, writer = await case.raw()
+        await until(lambda: len(case.server.connections) == 2)
+        trickler = case.attacker()
+        frame = encode_frame([Kind.CALL, 2, 1, "echo", serialize.PLAIN], msgpack.packb([["x" * 100], {}]))
+        started = time.perf_counter()
+
+        async def drip() -> None:
+            for byte in frame:
+                case.send(writer, bytes([byte]))
+                await asyncio.sleep(interval)
+
+        dripping = asyncio.create_task(drip())
+        await asyncio.wait_for(asyncio.shield(trickler.closed), WAIT)
+        dropped_after = time.perf_counter() - started
+        dripping.cancel()
+        writer.close()
+        ok = isinstance(trickler.close_reason, pb.PBConnectionLost) and dropped_after < WAIT
+        return await case.finish(f"dropped after {dropped_after:.1f}s: {trickler.close_reason}", ok)
