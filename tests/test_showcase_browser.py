@@ -168,6 +168,14 @@ def test_the_voila_dashboard_is_live_and_shared_by_every_visitor(tmp_path):
             arg=first + 2,
             timeout=30_000,
         )
+        # The plot of the ticker's history redraws by itself.
+        plotted = page.locator(".pbnb-plot path.line").first.get_attribute("d")
+        page.wait_for_function(
+            "d => { const p = document.querySelector('.pbnb-plot path.line');"
+            " return p !== null && p.getAttribute('d') !== d; }",
+            arg=plotted,
+            timeout=30_000,
+        )
         second = page.context.browser.new_page()  # another visitor
         second.goto(url, timeout=120_000)
         expect(second.locator(".pbnb-dashboard")).to_be_visible(timeout=120_000)
