@@ -149,7 +149,7 @@ class CallCancelled(PBError):
 
 
 # Errors that keep their own class when they cross the wire, by qualified name.
-TRANSPORTED = {
+TRANSPORTED: dict[str, builtins.type[PBError]] = {
     f"{__name__}.{cls.__name__}": cls
     for cls in (NoSuchMethod, InsecureJelly, LimitExceeded, ProtocolError, SerializationError, CallCancelled)
 }

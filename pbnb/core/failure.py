@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import TRANSPORTED, RemoteError, qualified_name
 
 #: The longest type name an ERROR carries, the most base-class names and the
@@ -62,7 +64,7 @@ def rebuild_error(
         return RemoteError(remote_type, message, tb, bases)
     if issubclass(cls, RemoteError):
         return cls(remote_type, message, tb, bases)
-    error = cls(message)
-    error.remote_type = remote_type  # type: ignore[attr-defined]
-    error.remote_traceback = tb  # type: ignore[attr-defined]
+    error: Any = cls(message)  # a pbnb error raised as itself, remembering where it came from
+    error.remote_type = remote_type
+    error.remote_traceback = tb
     return error
