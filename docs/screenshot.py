@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -69,9 +69,9 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(300):
+        for _ in range(300):  # listening: Voila runs the notebook when the page opens
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/", timeout=1)
+                socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.2)
@@ -79,13 +79,13 @@ def main() -> None:
             browser = playwright.chromium.launch(
                 executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--headless=new"]
             )
-            page = browser.new_page(viewport={"width": 900, "height": 470}, device_scale_factor=2)
-            page.goto(f"http://127.0.0.1:{PORT}/", timeout=120_000)
+            page = browser.new_page(viewport={"width": 900, "height": 700}, device_scale_factor=2)
+            page.goto(f"http://127.0.0.1:{PORT}/", timeout=120_000, wait_until="commit")
             page.wait_for_selector(".pbnb-dashboard", timeout=120_000)
             changer = threading.Thread(target=another_client_changes_the_counter, args=(host, int(port)))
             changer.start()
             changer.join()
-            time.sleep(8)  # let the sparkline fill: this is a picture, not a test
+            time.sleep(8)  # let the plot fill: this is a picture, not a test
             page.screenshot(path=str(OUTPUT), full_page=True)
             browser.close()
     finally:
