@@ -307,10 +307,10 @@ async def read_frames(reader: asyncio.StreamReader) -> list[list]:
     return headers
 
 
-async def expect_limit(call: Awaitable[Any], name: str) -> tuple[bool, str]:
-    """Await a call that must fail with LimitExceeded whose message mentions ``name``."""
+async def expect_limit(call: Callable[[], Awaitable[Any]], name: str) -> tuple[bool, str]:
+    """Make a call that must fail (at once, or when awaited) with LimitExceeded mentioning ``name``."""
     try:
-        await call
+        await call()
     except pb.LimitExceeded as exc:
         return name in str(exc), f"{type(exc).__name__}: {str(exc)[:90]}"
     return False, "the call went through"

@@ -35,7 +35,7 @@ async def frame() -> Row:
 async def frame_sender() -> Row:
     async with Case("limit: max_frame=1 MiB, sender side (from the peer's HELLO)", max_frame=1 << 20) as case:
         client, root = await case.client()
-        ok, text = await expect_limit(root.callRemote("echo", b"x" * (2 << 20)), "frame limit")
+        ok, text = await expect_limit(lambda: root.callRemote("echo", b"x" * (2 << 20)), "frame limit")
         ok = ok and client.connected and await root.callRemote("echo", "small") == "small"
         case.calls += 2
         await client.close()
@@ -45,7 +45,7 @@ async def frame_sender() -> Row:
 async def in_call(name: str, value: Any, option: str, **limits: Any) -> Row:
     async with Case(f"limit: {option}", **limits) as case:
         client, root = await case.client()
-        ok, text = await expect_limit(root.callRemote("echo", value), name)
+        ok, text = await expect_limit(lambda: root.callRemote("echo", value), name)
         ok = ok and await root.callRemote("echo", 1) == 1 and client.connected
         case.calls += 2
         await client.close()
@@ -92,9 +92,9 @@ async def references() -> Row:
     async with Case("limit: max_references=100", max_references=100) as case:
         client, root = await case.client()
         held = [await root.callRemote("item", i) for i in range(99)]  # plus the root: 100
-        ok, text = await expect_limit(root.callRemote("item", 100), "max_references")
+        ok, text = await expect_limit(lambda: root.callRemote("item", 100), "max_references")
         sent_ok, sent_text = await expect_limit(
-            root.callRemote("echo", [Doubler() for _ in range(101)]), "max_references"
+            lambda: root.callRemote("echo", [Doubler() for _ in range(101)]), "max_references"
         )
         del held
         gc.collect()
@@ -110,7 +110,7 @@ async def caches() -> Row:
     async with Case("limit: max_caches=10", SoakRoot(), max_caches=10) as case:
         client, root = await case.client()
         boards = await root.callRemote("boards", 10)
-        ok, text = await expect_limit(root.callRemote("boards", 1), "max_caches")
+        ok, text = await expect_limit(lambda: root.callRemote("boards", 1), "max_caches")
         ok = ok and len(boards) == 10 and await root.callRemote("echo", 3) == 3
         case.calls += 3
         await client.close()
