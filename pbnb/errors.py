@@ -148,10 +148,27 @@ class CallCancelled(PBError):
     """
 
 
+class PipelineError(PBError, TypeError):
+    """A call pipelined on an answer that gave it nothing to run on.
+
+    The answer was not a reference (the message says what it was), or the
+    call it was pipelined on was cancelled. When that call failed, the
+    pipelined calls fail with its error instead.
+    """
+
+
 # Errors that keep their own class when they cross the wire, by qualified name.
 TRANSPORTED: dict[str, builtins.type[PBError]] = {
     f"{__name__}.{cls.__name__}": cls
-    for cls in (NoSuchMethod, InsecureJelly, LimitExceeded, ProtocolError, SerializationError, CallCancelled)
+    for cls in (
+        NoSuchMethod,
+        InsecureJelly,
+        LimitExceeded,
+        ProtocolError,
+        SerializationError,
+        CallCancelled,
+        PipelineError,
+    )
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..core import events as ev
 from ..core.broker import Broker
 from ..core.failure import clip, text_of
-from ..core.flavors import CopyRegistry, IPBRoot, Referenceable
+from ..core.flavors import CopyRegistry, IPBRoot, Referenceable, remote_method
 from ..core.reference import CacheObserver, RemoteReference
 from ..core.wire import Limits
 from ..errors import (
@@ -31,6 +31,7 @@ from ..errors import (
     NoSuchMethod,
     PBConnectionLost,
     PBError,
+    PipelineError,
     ProtocolError,
 )
 
@@ -90,24 +91,34 @@ def connection_of(ref: RemoteReference) -> Connection:
 class CallFuture(asyncio.Future):
     """The awaitable a ``callRemote`` returns; cancelling it tells the peer.
 
+    It is also a promise of its answer: ``future.callRemote(name, ...)`` and
+    ``future.remote.name(...)`` call the answer before it arrives, in the same
+    round trip (promise pipelining, see docs/pipelining.md).
+
     Once the request is queued, ``connection`` is the Connection it went out
-    on, ``request_id`` its number there (0 for none), and for a call, ``ref``
-    and ``method`` say what was called; before that (or for a call refused
+    on, ``request_id`` its number there (0 for none), and for a call,
+    ``method`` says what was called on ``ref``, or on the answer of
+    ``promise`` for a pipelined call; before that (or for a call refused
     locally) they are unset.
     """
 
     # Filled in by Connection once the request is queued; no __init__, which
     # would cost every call a Python-level frame.
-    __slots__ = ("connection", "method", "ref", "request_id")
+    __slots__ = ("connection", "dependents", "method", "promise", "ref", "request_id")
 
     connection: Connection
     method: str
     ref: RemoteReference
     request_id: int
+    promise: CallFuture
+    dependents: list[CallFuture]
 
     @property
     def description(self) -> str:
         """What was called, e.g. ``hello() on <RemoteReference 3 at 127.0.0.1:8787>``."""
+        promise = getattr(self, "promise", None)
+        if promise is not None:
+            return f"{self.method}() on the answer of {promise.description}"
         ref = getattr(self, "ref", None)
         return "remote request" if ref is None else f"{self.method}() on {ref!r}"
 
@@ -117,7 +128,114 @@ class CallFuture(asyncio.Future):
         connection = getattr(self, "connection", None)  # unset if the request never went out
         if connection is not None and self.request_id:
             connection.cancel_call(self.request_id)
+        for dependent in getattr(self, "dependents", ()):
+            dependent.cancel(msg)  # what was pipelined on this answer can never run now
         return True
+
+    def callRemote(self, _name: str, /, *args: Any, **kwargs: Any) -> CallFuture:
+        """Call ``_name`` on this call's answer, which must be a reference; do not wait for it.
+
+        While the answer is on its way, the call goes out at once, addressed to
+        it: the peer runs it as soon as the answer is ready. Awaiting the
+        result gives this new call's answer; its failure is this call's own
+        error when this call failed, or ``PipelineError`` when the answer is
+        not a reference.
+        """
+        connection = getattr(self, "connection", None)
+        if not self.done() and connection is not None and self.request_id:
+            return connection.call_on_answer(self, _name, args, kwargs)
+        return _call_on_result(self, _name, args, kwargs)
+
+    def callRemoteNoAnswer(self, _name: str, /, *args: Any, **kwargs: Any) -> None:
+        """Call ``_name`` on this call's answer without asking for an answer (fire and forget)."""
+        connection = getattr(self, "connection", None)
+        if not self.done() and connection is not None and self.request_id:
+            connection.call_on_answer(self, _name, args, kwargs, answer=False)
+        else:
+            _call_on_result(self, _name, args, kwargs, answer=False)
+
+    @property
+    def remote(self) -> _PromisedMethods:
+        """Attribute-style pipelined calls: ``root.remote.user("ada").remote.inbox()``."""
+        return _PromisedMethods(self)
+
+
+class _PromisedMethods:
+    __slots__ = ("_future",)
+
+    def __init__(self, future: CallFuture):
+        self._future = future
+
+    def __getattr__(self, name: str) -> Callable[..., CallFuture]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        future = self._future
+
+        def call(*args: Any, **kwargs: Any) -> CallFuture:
+            return future.callRemote(name, *args, **kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+
+def _call_on_result(
+    promise: CallFuture, name: str, args: tuple, kwargs: dict, *, answer: bool = True
+) -> CallFuture:
+    """``promise.callRemote`` once its answer is known (or it never went out)."""
+    loop = promise.get_loop()
+    if promise.cancelled():
+        failed = loop.create_future()
+        failed.cancel()
+        return failed  # type: ignore[return-value]
+    error = promise.exception() if promise.done() else PipelineError("that call never went out")
+    if error is None:
+        target = promise.result()
+        if isinstance(target, RemoteReference):
+            if not answer:
+                target.callRemoteNoAnswer(name, *args, **kwargs)
+            return target.callRemote(name, *args, **kwargs)  # type: ignore[return-value]
+        if isinstance(target, Referenceable):
+            future = CallFuture(loop=loop)
+            task = loop.create_task(_call_here(promise, target, name, args, kwargs))
+            task.add_done_callback(lambda done: _settle(future, done))
+            return future
+        error = PipelineError(f"the answer is {type(target).__name__} {target!r:.60}, not a reference")
+    failed = CallFuture(loop=loop)
+    failed.set_exception(error)
+    if not answer:
+        failed.exception()  # nobody will look: do not warn that it was never retrieved
+    return failed
+
+
+async def _call_here(promise: CallFuture, target: Referenceable, name: str, args: tuple, kwargs: dict) -> Any:
+    """Run a call on an answer that is one of our own objects, after the calls pipelined on it."""
+    pending = [dependent for dependent in getattr(promise, "dependents", ()) if not dependent.done()]
+    if pending:
+        await asyncio.wait(pending)  # E-order: those were sent first
+    method = remote_method(target, name)
+    if method is None:
+        raise NoSuchMethod(
+            f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}",
+            f"{type(target).__qualname__} has no remote method {name!r}",
+        )
+    result = method(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _settle(future: asyncio.Future, done: asyncio.Future) -> None:
+    if future.done():
+        return
+    if done.cancelled():
+        future.cancel()
+    elif done.exception() is not None:
+        future.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        future.set_result(done.result())
 
 
 #: Refused messages logged one by one on each connection; later ones are only
@@ -677,6 +795,44 @@ class Connection(asyncio.BufferedProtocol):
             self._flush()
         else:
             self._flush_soon()
+        return future
+
+    def call_on_answer(
+        self, promise: CallFuture, name: str, args: tuple, kwargs: dict, *, answer: bool = True
+    ) -> CallFuture:
+        """Start a call on the answer ``promise`` waits for (promise pipelining)."""
+        broker = self.broker
+        if broker is not None and not broker.is_pending(promise.request_id) and not broker.disconnected:
+            self._flush()  # the answer arrived and waits in the event queue: settle it first
+        if promise.done():
+            return _call_on_result(promise, name, args, kwargs, answer=answer)
+        future = CallFuture(loop=self._loop)
+        try:
+            future.request_id = broker.call_on_answer(  # type: ignore[union-attr]
+                promise.request_id,
+                name,
+                args,
+                kwargs,
+                future,
+                answer=answer,
+                perspective=self._sending_perspective(),
+            )
+        except Exception as exc:
+            future.set_exception(exc)
+            if not answer:
+                raise
+            return future
+        future.connection = self
+        future.method = name
+        future.promise = promise
+        if answer:
+            try:
+                promise.dependents.append(future)
+            except AttributeError:
+                promise.dependents = [future]
+                # Its failure reaches the calls pipelined on it: never warn that nobody read it.
+                promise.add_done_callback(_retrieve)
+        self._flush_soon()
         return future
 
     def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:

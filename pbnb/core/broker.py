@@ -44,6 +44,7 @@ from ..errors import (
     NoSuchMethod,
     PBConnectionLost,
     PBError,
+    PipelineError,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -58,6 +59,7 @@ from .flavors import (
     default_registry,
     describe_methods,
 )
+from .pipelining import BROKEN_PROMISE, Forward, HeldAnswers, Promises, WaitingCall, is_reference
 from .reference import CacheObserver, Invoker, RemoteReference, Undriven
 from .serialize import Decoder, Encoder
 from .tables import ReferenceTables
@@ -95,6 +97,8 @@ _CLOSED = ConnectionState.CLOSED
 # attribute lookup through its metaclass (50 ns) each time it is named.
 _CALL = int(Kind.CALL)
 _ANSWER = int(Kind.ANSWER)
+# Request ids in one FINISH frame: at most 9 bytes each, within the u16 header length.
+_FINISHED_PER_FRAME = 4096
 
 
 #: What ``_check_call`` returns for an observer whose copy the peer let go of
@@ -134,6 +138,10 @@ class Broker(ReferenceTables):
         self._descriptions: dict[int, dict[str, Any]] = {}
         # request id of a DESCRIBE in flight -> the export id it describes
         self._describing: dict[int, int] = {}
+        # Promise pipelining (pipelining.py): the peer's answers it may still
+        # pipeline on, and our calls pipelined on the peer's answers.
+        self._held_answers = HeldAnswers(self.limits.max_held_answers)
+        self._promises = Promises()
 
         self._encoder = Encoder(self, self.limits.max_depth)
         self._pack_tree = self._encoder.pack_tree
@@ -406,6 +414,48 @@ class Broker(ReferenceTables):
         self._out.append(frame)
         return request_id
 
+    def call_on_answer(
+        self,
+        promise_id: int,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        token: Any,
+        *,
+        answer: bool = True,
+        perspective: Any = None,
+    ) -> int:
+        """Queue a call of ``method`` on the answer to our call ``promise_id``, still pending.
+
+        The peer runs it on that answer once it is ready (promise pipelining);
+        return its request id (0 if no answer). Raises ValueError if
+        ``promise_id`` is not pending (its answer arrived: call the answer
+        itself), and like ``call`` otherwise; nothing is queued then.
+        """
+        if self.disconnected:
+            raise DeadReferenceError(f"cannot call {method!r}: the connection is gone")
+        if promise_id not in self._calls:
+            raise ValueError(f"request {promise_id} is not pending: its answer can be called directly")
+        if type(method) is not str or not method.isidentifier():
+            raise ValueError(f"remote method name must be an identifier, got {method!r}")
+        request_id = self._next_request_id if answer else NO_ANSWER
+        head = [Kind.PIPELINE, request_id, promise_id, method, _PLAIN]
+        payload = self._plain_arguments(args, kwargs)
+        if payload is not None:
+            frame = encode_frame(head, payload, self._peer_max_frame)
+        else:
+            frame = self._frame(head, [list(args), kwargs], perspective)
+        if answer:
+            self._next_request_id += 1
+            self._calls[request_id] = token
+            self._promises.sent(request_id, promise_id)
+        self._out.append(frame)
+        return request_id
+
+    def is_pending(self, request_id: int) -> bool:
+        """Whether our request ``request_id`` still waits for its answer (it may be pipelined on)."""
+        return request_id in self._calls
+
     def call_packed(self, ref: RemoteReference, method: str, payload: bytes) -> None:
         """Queue a no-answer call whose arguments are already packed (for broadcasts).
 
@@ -478,6 +528,8 @@ class Broker(ReferenceTables):
                 del self._cancelled[forgotten]
                 self._forgotten_below = max(self._forgotten_below, forgotten + 1)
             self._send([Kind.CANCEL, request_id])
+            if self._promises.sent_on:
+                self._promises.settled(request_id)
 
     def ping(self, token: int) -> None:
         """Queue a keepalive PING; the peer answers with a PONG (which is not an event)."""
@@ -507,6 +559,8 @@ class Broker(ReferenceTables):
     def answer(self, request_id: int, value: Any, perspective: Any = None) -> None:
         """Send the result of the peer's call ``request_id``."""
         if request_id not in self._inbound:
+            if self._held_answers.waiting:
+                self._run_waiting(request_id, None)
             return  # cancelled by the peer, asked for no answer, or connection gone
         try:
             frame = self._frame([_ANSWER, request_id, _PLAIN], value, perspective)
@@ -515,6 +569,12 @@ class Broker(ReferenceTables):
             return
         self._inbound.discard(request_id)
         self._out.append(frame)
+        if type(value) not in _ATOMS and is_reference(value):
+            held = self._hold_answer(request_id, value, perspective)
+            if self._held_answers.waiting:
+                self._run_waiting(request_id, held)
+        elif self._held_answers.waiting:
+            self._run_waiting(request_id, None)
 
     def fail(self, request_id: int, error: BaseException, perspective: Any = None) -> None:
         """Send an exception as the result of the peer's call ``request_id``."""
@@ -522,6 +582,8 @@ class Broker(ReferenceTables):
             return
         self._inbound.discard(request_id)
         self._send_error(request_id, error, perspective)
+        if self._held_answers.waiting:
+            self._run_waiting(request_id, None)
 
     def _send_error(self, request_id: int, error: BaseException, perspective: Any) -> None:
         if isinstance(error, RemoteError):
@@ -577,6 +639,14 @@ class Broker(ReferenceTables):
             self._reader.feed(data)
         except ProtocolError as exc:
             self._fail_connection(exc)
+        if self._promises.finished:
+            self._send_finish()
+
+    def _send_finish(self) -> None:
+        """Tell the peer which answers we will pipeline on no more, in as few frames as fit a header."""
+        finished, self._promises.finished = self._promises.finished, []
+        for start in range(0, len(finished), _FINISHED_PER_FRAME):
+            self._send([Kind.FINISH, finished[start : start + _FINISHED_PER_FRAME]])
 
     def _on_hello(self, header: list, payload: bytes | memoryview) -> None:
         settings = header[1] if len(header) > 1 else None
@@ -606,6 +676,12 @@ class Broker(ReferenceTables):
             target = None if weak is None else weak()
         if target is None:
             return self._refuse_call(kind, request_id, target_id, payload)
+        self._accept_call(request_id, target, entry, name, mode, payload)
+
+    def _accept_call(
+        self, request_id: int, target: Any, entry: Any, name: Any, mode: Any, payload: Payload
+    ) -> None:
+        """Check and decode a call on ``target`` (sent as ``entry``, if an export); queue CallReceived."""
         if self._running >= self._max_inbound_calls:
             self._return_references(payload)
             error = LimitExceeded(f"peer has {self._running} calls running here (max_inbound_calls)")
@@ -657,6 +733,55 @@ class Broker(ReferenceTables):
         )
         self._refuse(request_id, error, "call")
 
+    def _on_pipeline(self, header: list, payload: bytes | memoryview) -> None:
+        _, request_id, promise_id, name, mode = header
+        _check_ints(request_id, promise_id)
+        if request_id and request_id in self._inbound:
+            raise ProtocolError(f"peer reused request id {request_id}")
+        held = self._held_answers.held.get(promise_id)
+        if held is not None:
+            target, entry = held
+            return self._accept_call(request_id, target, entry, name, mode, payload)
+        if promise_id in self._inbound:  # still running: the call waits for its answer
+            if request_id:
+                self._inbound.add(request_id)  # so that calls may be pipelined on it in turn
+            waiting = WaitingCall(request_id, name, mode, bytes(payload))
+            self._held_answers.waiting.setdefault(promise_id, []).append(waiting)
+            return
+        # Answered with no reference, failed, or cancelled: the caller knows which.
+        self._return_references(payload)
+        if request_id:
+            self._send_error(request_id, PipelineError("the answer is not a reference"), None)
+
+    def _run_waiting(self, promise_id: int, held: tuple[Any, Any] | None) -> None:
+        """The peer's call ``promise_id`` is over: run the calls pipelined on it, or fail them."""
+        for call in self._held_answers.waiting.pop(promise_id, ()):
+            if held is None:
+                self.fail(call.request_id, PipelineError("the answer is not a reference"))
+                continue
+            if call.request_id:
+                self._inbound.discard(call.request_id)  # _accept_call counts it again
+            target, entry = held
+            self._accept_call(call.request_id, target, entry, call.name, call.mode, call.payload)
+
+    def _hold_answer(self, request_id: int, value: Any, perspective: Any) -> tuple[Any, Any] | None:
+        """Keep a reference answer for calls pipelined on it; return (target, entry) if kept."""
+        if type(value) is RemoteReference:
+            held: tuple[Any, Any] = (Forward(value), None)
+        else:
+            entry = self.exported(value, perspective)
+            if entry is None:
+                return None
+            held = (entry.obj, entry)
+        return held if self._held_answers.hold(request_id, *held) else None
+
+    def _on_finish(self, header: list, payload: bytes | memoryview) -> None:
+        request_ids = header[1]
+        if type(request_ids) is not list:
+            raise ProtocolError("FINISH must carry a list of request ids")
+        _check_ints(*request_ids)
+        self._held_answers.finish(request_ids)
+
     def _on_answer(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id, mode = header
         token = self._calls.pop(request_id, None)
@@ -666,9 +791,16 @@ class Broker(ReferenceTables):
             value = self.decode_payload(mode, payload)
         except (ProtocolError, InsecureJelly) as exc:
             exc.args = (f"{exc} [refused here, by the caller, receiving the answer]",)
+            self._promises.finished.append(request_id)  # it may have been a reference the peer keeps
+            if self._promises.sent_on or self._promises.dependents:
+                self._settle_promises(request_id, exc)
             if token is not None:
                 self._emit(ev.CallFailed(token, exc))
             return
+        if type(value) not in _ATOMS and is_reference(value):
+            self._promises.finished.append(request_id)  # the peer keeps it until we FINISH
+        if self._promises.sent_on or self._promises.dependents:
+            self._settle_promises(request_id, value)
         if self._describing:
             self._remember_description(request_id, value)
         if token is None:
@@ -708,9 +840,19 @@ class Broker(ReferenceTables):
             except (ProtocolError, InsecureJelly) as exc:
                 message = f"{message} (its copy was refused: {exc})"
         if error is None:
-            error = rebuild_error(remote_type, message, tb if isinstance(tb, str) else None, bases)
+            if remote_type == BROKEN_PROMISE and request_id in self._promises.sent_on:
+                error = self._promises.broken(request_id)  # the real reason, which we know
+            else:
+                error = rebuild_error(remote_type, message, tb if isinstance(tb, str) else None, bases)
+        if self._promises.sent_on or self._promises.dependents:
+            self._settle_promises(request_id, error)
         if token is not None:
             self._emit(ev.CallFailed(token, error))
+
+    def _settle_promises(self, request_id: int, outcome: Any) -> None:
+        """Our call ``request_id`` ended with ``outcome``: keep it for calls pipelined on it."""
+        self._promises.resolved(request_id, outcome)
+        self._promises.settled(request_id)
 
     def _on_decref(self, header: list, payload: bytes | memoryview) -> None:
         kind, remote_id, count = header
@@ -796,6 +938,9 @@ class Broker(ReferenceTables):
         request_id = header[1]
         if request_id in self._inbound:
             self._inbound.discard(request_id)
+            if self._held_answers.waiting and self._held_answers.drop_waiting(request_id):
+                self._run_waiting(request_id, None)  # it never ran: nothing to cancel
+                return
             self._emit(ev.CancelRequested(request_id))
 
     def _on_ping(self, header: list, payload: bytes | memoryview) -> None:
@@ -837,6 +982,8 @@ class Broker(ReferenceTables):
             error.__cause__ = reason
             self._events.append(ev.CallFailed(token, error))
         self._inbound.clear()
+        self._held_answers.clear()
+        self._promises.clear()
         for entry in list(self._imports.values()):
             ref = entry.weak() if entry.weak is not None else None
             if ref is not None:
@@ -896,6 +1043,8 @@ _HANDLERS: dict[Kind, str] = {
     Kind.ROOT: "_on_root",
     Kind.DESCRIBE: "_on_describe",
     Kind.CANCEL: "_on_cancel",
+    Kind.PIPELINE: "_on_pipeline",
+    Kind.FINISH: "_on_finish",
     Kind.PING: "_on_ping",
     Kind.PONG: "_on_pong",
     Kind.GOODBYE: "_on_goodbye",

@@ -300,6 +300,11 @@ def _unquoted(annotation: Any) -> Any:
     return _Annotation(annotation) if isinstance(annotation, str) else annotation
 
 
+def remote_method(obj: Referenceable, name: str) -> Callable[..., Any] | None:
+    """The method a peer's call of ``name`` runs on ``obj`` (its flavor's prefix), or None."""
+    return obj._pb_method(name, None) if isinstance(name, str) and name.isidentifier() else None
+
+
 def describe_methods(obj: Any) -> list[dict[str, Any]]:
     """Describe the remotely callable methods of an exported object.
 

@@ -205,8 +205,9 @@ class ReferenceTables:
 
     # ---------------------------------------------------- tables: sending side
 
-    def export(self, obj: Referenceable, perspective: Any) -> int:
-        """Count one send of ``obj`` and return its export id (called by the encoder)."""
+    def _export_key(self, obj: Referenceable, perspective: Any) -> tuple[Referenceable, Any]:
+        """What goes out when ``obj`` is sent to ``perspective``, and its key in ``_export_ids``."""
+        target: Referenceable
         if isinstance(obj, Viewable):
             key = (id(obj), id(perspective))
             target = self._viewpoints.get(key)
@@ -214,12 +215,22 @@ class ReferenceTables:
                 target = self._viewpoints[key] = obj._pb_exported_for(perspective)
         else:
             target = obj
-        key: Any = id(target)
         if perspective is not None and target._pb_perspective(_UNBOUND) is _UNBOUND:
             # It acts for whoever it is sent to (a plain Referenceable, unlike an
             # Avatar or a view): one export per perspective, so an object a user
             # reached keeps acting for that user whoever logs in later.
-            key = (key, id(perspective))
+            return target, (id(target), id(perspective))
+        return target, id(target)
+
+    def exported(self, obj: Referenceable, perspective: Any) -> _Export | None:
+        """The export entry ``obj`` has as sent to ``perspective``, if it was sent."""
+        _, key = self._export_key(obj, perspective)
+        export_id = self._export_ids.get(key)
+        return None if export_id is None else self._exports[export_id]
+
+    def export(self, obj: Referenceable, perspective: Any) -> int:
+        """Count one send of ``obj`` and return its export id (called by the encoder)."""
+        target, key = self._export_key(obj, perspective)
         export_id = self._export_ids.get(key)
         if export_id is None:
             if len(self._exports) >= self.limits.max_references:
@@ -424,4 +435,7 @@ class ReferenceTables:
             "cache_imports": len(self._cache_imports),
             "pending_calls": len(self._calls),
             "inbound_calls": len(self._inbound),
+            "held_answers": len(self._held_answers.held),
+            "pipelined_calls": len(self._promises.sent_on),
+            "promise_outcomes": len(self._promises.outcomes),
         }

@@ -62,6 +62,8 @@ class Kind(IntEnum):
     GOODBYE = 12  # [GOODBYE, error_type, message]
     CACHE_STATE = 13  # [CACHE_STATE, cache_id, mode] + state
     UNCACHED = 14  # [UNCACHED, cache_id]
+    PIPELINE = 15  # [PIPELINE, request_id, answer_of_request_id, method, mode] + [args, kwargs]
+    FINISH = 16  # [FINISH, [request_id, ...]]: answers the sender will pipeline on no more
 
 
 class ConnectionState(Enum):
@@ -100,7 +102,13 @@ MIN_FRAME = 128
 #: The largest body the u32 length prefix can announce.
 MAX_FRAME = 0xFFFFFFFF
 # What a refused frame is called in LimitExceeded's message.
-_WHAT = {Kind.CALL: "call", Kind.OBSERVE: "call", Kind.ANSWER: "answer", Kind.CACHE_STATE: "cache state"}
+_WHAT = {
+    Kind.CALL: "call",
+    Kind.OBSERVE: "call",
+    Kind.PIPELINE: "call",
+    Kind.ANSWER: "answer",
+    Kind.CACHE_STATE: "cache state",
+}
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,7 @@ class Limits:
     max_inbound_calls: int = 10_000
     max_references: int = 1_000_000
     max_caches: int = 100_000
+    max_held_answers: int = 100_000  # answers kept for calls pipelined on them
     max_string_len: int = 64 * 1024 * 1024  # one str or bytes value, in bytes
 
     def __post_init__(self) -> None:
