@@ -387,3 +387,20 @@ async def wait_for_empty(server_broker, client):
     keys = ("held_answers", "pipelined_calls", "promise_outcomes", "inbound_calls")
     assert {k: server_broker.table_sizes()[k] for k in keys} == dict.fromkeys(keys, 0)
     assert {k: client_broker.table_sizes()[k] for k in keys} == dict.fromkeys(keys, 0)
+
+
+async def test_the_notebook_shows_a_pending_chain_like_any_pending_call():
+    from pbnb.notebook._widgets import FutureWidget, future_bundle
+
+    service = Service()
+    service.gate = asyncio.Event()
+    async with serving(service) as server, await pb.connect("127.0.0.1", server.port) as client:
+        root = await client.getRootObject()
+        count = root.callRemote("slow_user", "ada").callRemote("inbox").callRemote("count")
+        chain = f"count() on the answer of inbox() on the answer of slow_user() on {root!r}"
+        assert future_bundle(count)["text/plain"] == f"<pending {chain}>"
+        widget = FutureWidget(count)  # the live widget a kernel shows for it
+        service.gate.set()
+        assert await asyncio.wait_for(count, TIMEOUT) == 2
+        assert future_bundle(count)["text/plain"] == f"<done {chain}: 2>"
+        widget.close()

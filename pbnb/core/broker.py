@@ -679,7 +679,7 @@ class Broker(ReferenceTables):
         self._accept_call(request_id, target, entry, name, mode, payload)
 
     def _accept_call(
-        self, request_id: int, target: Any, entry: Any, name: Any, mode: Any, payload: Payload
+        self, request_id: int, target: Any, entry: Any, name: Any, mode: Any, payload: bytes | memoryview
     ) -> None:
         """Check and decode a call on ``target`` (sent as ``entry``, if an export); queue CallReceived."""
         if self._running >= self._max_inbound_calls:
