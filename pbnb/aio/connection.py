@@ -807,6 +807,15 @@ class Connection(asyncio.BufferedProtocol):
         if promise.done():
             return _call_on_result(promise, name, args, kwargs, answer=answer)
         future = CallFuture(loop=self._loop)
+        if broker is None or not broker.is_pending(promise.request_id):
+            # Its answer is decoded but not handed over yet (we are acting on an
+            # earlier event of the same batch): call the answer once it is.
+            promise.add_done_callback(
+                lambda done: _call_on_result(done, name, args, kwargs, answer=answer).add_done_callback(
+                    lambda inner: _settle(future, inner)
+                )
+            )
+            return future
         try:
             future.request_id = broker.call_on_answer(  # type: ignore[union-attr]
                 promise.request_id,
