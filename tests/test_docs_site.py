@@ -13,13 +13,15 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
 from showcase_helpers import NOTEBOOKS, REPO
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 _spec = importlib.util.spec_from_file_location("docs_conf", REPO / "docs" / "conf.py")
 assert _spec is not None and _spec.loader is not None
@@ -38,12 +40,20 @@ def docs_sh(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    result = docs_sh("--out", str(out))
-    assert result.returncode == 0, f"the strict docs build failed:\n{result.stdout}\n{result.stderr}"
-    assert "WARNING: " not in result.stderr  # Sphinx's; a kernel's "[IPKernelApp] WARNING | ..." is noise
-    return out
+def site() -> Iterator[Path]:
+    # A folder of our own: pytest prunes old tmp_path folders, those of other runs included.
+    with tempfile.TemporaryDirectory(prefix="pbnb-site-") as folder:
+        out = Path(folder) / "site"
+        result = docs_sh("--out", str(out))
+        assert result.returncode == 0, f"the strict docs build failed:\n{result.stdout}\n{result.stderr}"
+        assert "WARNING: " not in result.stderr  # Sphinx's; a kernel's "[IPKernelApp] WARNING | ..." is noise
+        yield out
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="pbnb-docs-") as folder:
+        yield Path(folder)
 
 
 def test_the_nav_follows_the_index_page(site: Path) -> None:
@@ -107,11 +117,11 @@ def test_the_site_has_search(site: Path) -> None:
     assert {"callremot", "perspect", "cacheabl"} <= set(terms)  # stemmed words from the prose and the API
 
 
-def test_the_strict_build_refuses_each_kind_of_mistake(tmp_path: Path) -> None:
+def test_the_strict_build_refuses_each_kind_of_mistake(workdir: Path) -> None:
     """A small docs/ with one of each mistake, built by the real script and config: it fails, naming each."""
     for name in (".venv", "pbnb", "scripts"):
-        (tmp_path / name).symlink_to(REPO / name)
-    docs = tmp_path / "docs"
+        (workdir / name).symlink_to(REPO / name)
+    docs = workdir / "docs"
     shutil.copytree(
         REPO / "docs",
         docs,
@@ -122,7 +132,7 @@ def test_the_strict_build_refuses_each_kind_of_mistake(tmp_path: Path) -> None:
         "- `pbnb.RemoteReference.callRemot` and [a page that is gone](gone.md)\n"
     )
     (docs / "orphan.md").write_text("# Orphan\n\nNot linked from the index.\n")
-    (tmp_path / "undocumented_api.py").write_text(
+    (workdir / "undocumented_api.py").write_text(
         '"""A module."""\n\n__all__ = ["f"]\n\n\ndef f():\n    pass\n'
     )
     (docs / "api" / "undocumented.md").write_text(
@@ -138,7 +148,7 @@ def test_the_strict_build_refuses_each_kind_of_mistake(tmp_path: Path) -> None:
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
     )
     nbformat.write(notebook, docs / "broken.ipynb")
-    result = docs_sh("--out", str(tmp_path / "out"), cwd=tmp_path)
+    result = docs_sh("--out", str(workdir / "out"), cwd=workdir)
     assert result.returncode != 0
     for expected in (
         "orphan.md is not in the nav: link it from docs/index.md",
@@ -148,4 +158,4 @@ def test_the_strict_build_refuses_each_kind_of_mistake(tmp_path: Path) -> None:
         "gone.md",
     ):
         assert expected in result.stderr, f"{expected!r} not in:\n{result.stderr}"
-    assert not (tmp_path / "out").exists()  # a failed build leaves no site behind
+    assert not (workdir / "out").exists()  # a failed build leaves no site behind
