@@ -56,7 +56,10 @@ def venv(dist: Path) -> Iterator[Path]:
         venv = Path(folder)
         run(sys.executable, "-m", "venv", venv)
         [wheel] = dist.glob("*.whl")
-        run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel, "nbclient")
+        # Without our PYTHONPATH: pip would take the checkout (and the pbnb.egg-info that building
+        # leaves in it) for an installed pbnb, and skip the wheel.
+        pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", wheel, "nbclient"]
+        run(*pip, env=clean_env(Path(os.environ.get("HOME", folder))))
         yield venv
 
 
