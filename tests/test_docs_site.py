@@ -7,6 +7,8 @@ refuses each kind of mistake with a message that says what to do.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import importlib
 import importlib.util
 import json
@@ -14,11 +16,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
+from playwright.sync_api import sync_playwright
 from showcase_helpers import NOTEBOOKS, REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -115,6 +119,36 @@ def test_the_site_has_search(site: Path) -> None:
     index = (site / "searchindex.js").read_text()
     terms = json.loads(index[index.index("(") + 1 : index.rindex(")")])["terms"]
     assert {"callremot", "perspect", "cacheabl"} <= set(terms)  # stemmed words from the prose and the API
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_search_in_a_browser_finds_the_api_entry(site: Path) -> None:
+    """Typing in the sidebar's search box, in headless chromium, lists callRemote's API entry."""
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu", "--headless=new"]
+            )
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+                page.fill("input[name=q]", "callRemote")
+                page.press("input[name=q]", "Enter")
+                results = "#search-results ul.search li a"
+                page.wait_for_selector(results, timeout=60_000)
+                hrefs = page.eval_on_selector_all(results, "links => links.map(a => a.getAttribute('href'))")
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+    assert "api/pbnb.html#pbnb.RemoteReference.callRemote" in hrefs, hrefs
 
 
 def test_the_strict_build_refuses_each_kind_of_mistake(workdir: Path) -> None:

@@ -208,7 +208,8 @@ class LinkCodeToApi(SphinxPostTransform):
             name = match["name"]
             candidates = [new + name.removeprefix(old) for old, new in prefixes if name.startswith(old)]
             qualified = bool(candidates)
-            candidates += [] if qualified else [f"pbnb.{name}"]
+            if not qualified:  # a member of the class being described, or a top-level name
+                candidates = [f"{cls}.{name}" for cls in self.enclosing_classes(node)] + [f"pbnb.{name}"]
             entry = next((found for candidate in candidates if (found := self.entry_for(candidate))), None)
             if entry is None:
                 if qualified and import_path(candidates[0]) is None and not self.about_twisted(name):
@@ -219,6 +220,19 @@ class LinkCodeToApi(SphinxPostTransform):
             ref = make_refnode(self.app.builder, self.env.docname, entry[0], entry[1], node.deepcopy())
             ref["classes"].append("api-link")
             node.replace_self(ref)
+
+    @staticmethod
+    def enclosing_classes(node: nodes.Node) -> list[str]:
+        """The classes whose API entries ``node`` sits in, innermost first (``pbnb.Client``)."""
+        classes = []
+        parent = node.parent
+        while parent is not None:
+            if isinstance(parent, addnodes.desc) and parent.get("objtype") in ("class", "exception"):
+                signature = next(parent.findall(addnodes.desc_signature), None)
+                if signature is not None and signature.get("ids"):
+                    classes.append(signature["ids"][0])
+            parent = parent.parent
+        return classes
 
     def entry_for(self, name: str) -> tuple[str, str] | None:
         """The entry documenting ``name``, or the object it names under another public name."""
