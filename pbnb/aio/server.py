@@ -28,7 +28,10 @@ _REFUSAL_GRACE = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 # The first byte of a TLS client's first record (a handshake record: its ClientHello).
 _TLS_HANDSHAKE_RECORD = 0x16
-MAX_PENDING_HANDSHAKES = 64
+# Above the listen backlog (asyncio's 100): the loop accepts a whole burst of
+# connections before it reads from any of them, so a smaller cap would push out
+# honest clients of one burst whose first bytes are already waiting.
+MAX_PENDING_HANDSHAKES = 128
 
 
 class Server:
@@ -217,7 +220,7 @@ async def serve(
     ``max_connections`` caps the connections served at once (None: no cap); a
     client over the cap gets ``ServerFull`` from ``connect``. A client has
     ``handshake_timeout`` seconds (10) to complete the TLS and pbnb handshakes,
-    and at most ``max_pending_handshakes`` (64) may be on theirs at once: the
+    and at most ``max_pending_handshakes`` (128) may be on theirs at once: the
     longest waiting is dropped to make room. ``reuse_port``
     (SO_REUSEPORT) lets several processes listen on one port, the kernel
     spreading new connections over them. Other keywords
