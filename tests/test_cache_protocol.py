@@ -180,7 +180,7 @@ async def test_collecting_the_last_copy_stops_observing_once_and_both_sides_forg
         assert board.stopped == board.observed
         assert owner_side.table_sizes()["cache_exports"] == 0
         assert client.broker.table_sizes()["cache_imports"] == 0
-        assert not client.broker._cache_tombstones and not client.broker._cache_import_ids
+        assert not client.broker._tables.cache_tombstones and not client.broker._tables.cache_import_ids
 
         _, old_observer = board.observed[0]
         with pytest.raises(pb.DeadReferenceError, match="dropped that cache"):
@@ -206,7 +206,7 @@ async def test_disconnect_stops_observing_once_and_empties_every_table():
         await board.wait_stopped(1)
         assert board.stopped == board.observed
         assert empty_tables(owner_side.broker) and empty_tables(client.broker)
-        assert not client.broker._cache_tombstones and not client.broker._cache_import_ids
+        assert not client.broker._tables.cache_tombstones and not client.broker._tables.cache_import_ids
         del copy
         gc.collect()
         assert len(board.stopped) == 1

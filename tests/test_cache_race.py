@@ -53,9 +53,9 @@ def forgotten(pair: ConnectionPair) -> bool:
     return (
         client.table_sizes()["cache_imports"] == 0
         and server.table_sizes()["cache_exports"] == 0
-        and not client._cache_tombstones
-        and not client._cache_import_ids
-        and not client._awaited_states
+        and not client._tables.cache_tombstones
+        and not client._tables.cache_import_ids
+        and not client._tables.awaited_states
         and client._held_events is None
     )
 
@@ -79,7 +79,7 @@ def test_a_drop_with_nothing_in_flight_is_answered_uncached(pair):
     assert frame_kinds(decache) == [Kind.DECACHE]
     deliver(pair, pair.server, decache)
     assert frame_kinds(pair.server.data_to_send()) == [Kind.UNCACHED]
-    assert pair.client._cache_tombstones  # until UNCACHED arrives, the peer remembers the class
+    assert pair.client._tables.cache_tombstones  # until UNCACHED arrives, the peer remembers the class
     deliver(pair, pair.client, encode_frame([Kind.UNCACHED, 1]))
     assert len(released(pair)) == 1
     assert forgotten(pair)

@@ -57,16 +57,16 @@ class Codec:
     """An encoder and decoder sharing one broker's tables, as a connection would."""
 
     def __init__(self, registry: CopyRegistry, max_depth: int = 200, max_len: int = 1000):
-        self.tables = Broker()
+        self.tables = Broker()._tables
         self.encoder = Encoder(self.tables, max_depth)
         self.decoder = Decoder(self.tables, registry, max_depth, max_len)
 
     def encode(self, value):
-        self.tables._journal = []
+        self.tables.begin()
         return self.encoder.encode(value, None)
 
     def decode(self, mode, payload: bytes):
-        self.tables._journal = []
+        self.tables.begin()
         return self.decoder.decode(mode, memoryview(payload))
 
     def round_trip(self, value):

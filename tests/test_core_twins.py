@@ -65,11 +65,11 @@ class Echo(pb.Root):
 
 def slow_payload(broker: Broker, value) -> tuple[int, bytes]:
     """The full encoder, with its transaction: what every shortcut must match."""
-    broker._journal = []
+    broker._tables.begin()
     try:
         return broker._encoder.encode(value, None)
     finally:
-        broker._commit()
+        broker._tables.commit()
 
 
 @FAST

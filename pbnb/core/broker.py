@@ -106,7 +106,7 @@ _FINISHED_PER_FRAME = 4096
 _COPY_LEAVING = object()
 
 
-class Broker(ReferenceTables):
+class Broker:
     """The protocol state machine of one PB connection (either end: it is symmetric)."""
 
     def __init__(
@@ -128,10 +128,6 @@ class Broker(ReferenceTables):
         self._perspective: Any = None
         #: The driver: what makes ``RemoteReference.callRemote`` work (see ``Invoker``).
         self.invoker: Invoker = Undriven()
-        #: Set by the driver: called (from any thread, maybe inside the garbage
-        #: collector) when a RemoteReference or RemoteCache dies; it must only
-        #: schedule a later call to ``flush_collected()``.
-        self.on_collected: Callable[[], None] | None = None
         #: Whether ``state`` is CLOSED (kept as a plain flag: every call tests it).
         self.disconnected = False
         # The peer's describe() answers, by its export id: asked once, kept for displays.
@@ -143,11 +139,13 @@ class Broker(ReferenceTables):
         self._held_answers = HeldAnswers(self.limits.max_held_answers)
         self._promises = Promises()
 
-        self._encoder = Encoder(self, self.limits.max_depth)
-        self._pack_tree = self._encoder.pack_tree
         limits = self.limits
+        # The id tables, which the codec counts sends and arrivals in.
+        self._tables = ReferenceTables(self, limits)
+        self._encoder = Encoder(self._tables, limits.max_depth)
+        self._pack_tree = self._encoder.pack_tree
         self._decoder = Decoder(
-            self, self.registry, limits.max_depth, limits.max_container_len, limits.max_string_len
+            self._tables, self.registry, limits.max_depth, limits.max_container_len, limits.max_string_len
         )
         # A PLAIN payload this short can break no length or depth limit (every
         # item and every level costs at least a byte), so when it holds no ext
@@ -168,8 +166,8 @@ class Broker(ReferenceTables):
         )
         self._state = _AWAITING_PREAMBLE
 
-        ReferenceTables.__init__(self)
-        self._held_events: list[Any] | None = None
+        # Events held back while a cache's state is awaited (see the module docstring).
+        self._held_events: list[ev.Event] | None = None
         # our request id -> the caller's token, until ANSWER or ERROR arrives
         self._calls: dict[int, Any] = {}
         # request ids we cancelled: their late answers are decoded and dropped
@@ -223,6 +221,38 @@ class Broker(ReferenceTables):
         self._perspective = avatar
 
     @property
+    def on_collected(self) -> Callable[[], None] | None:
+        """Set by the driver: called (from any thread, maybe inside the garbage collector)
+        when a RemoteReference or RemoteCache dies; it must only schedule a later call
+        to ``flush_collected()``."""
+        return self._tables.on_collected
+
+    @on_collected.setter
+    def on_collected(self, callback: Callable[[], None] | None) -> None:
+        self._tables.on_collected = callback
+
+    def flush_collected(self) -> None:
+        """Send DECREF/DECACHE for handles that died; call from the driver's thread."""
+        for remote_id in self._tables.flush_collected():
+            self._descriptions.pop(remote_id, None)
+
+    def table_sizes(self) -> dict[str, int]:
+        """How many entries each id table holds (for status displays and leak tests)."""
+        return {
+            **self._tables.sizes(),
+            "pending_calls": len(self._calls),
+            "inbound_calls": len(self._inbound),
+            "held_answers": len(self._held_answers.held),
+            "pipelined_calls": len(self._promises.sent_on),
+            "promise_outcomes": len(self._promises.outcomes),
+        }
+
+    def _hold_events(self) -> None:
+        """A cache's state is awaited: hold back events until it arrives."""
+        if self._held_events is None:
+            self._held_events = []
+
+    @property
     def pending_calls(self) -> int:
         """How many of our calls wait for their answer."""
         return len(self._calls)
@@ -261,9 +291,9 @@ class Broker(ReferenceTables):
         events = self._events
         if events:
             self._events = []
-        if self._leaving or self._leaving_dispatched:
+        if self._tables.leaving or self._tables.leaving_dispatched:
             # The driver has acted on the batch before this one: its stoppedObserving ran.
-            self._leaving_dispatched, self._leaving = self._leaving, set()
+            self._tables.leaving_dispatched, self._tables.leaving = self._tables.leaving, set()
         return events
 
     def _send(self, header: list, payload: bytes = b"") -> None:
@@ -293,15 +323,15 @@ class Broker(ReferenceTables):
                 payload = b""  # the full path below says what was wrong
             if payload:
                 return encode_frame(head, payload, self._peer_max_frame)
-        self._journal = []
+        self._tables.begin()
         try:
             mode, payload = self._encoder.encode(value, perspective)
             head[mode_at] = mode
             frame = encode_frame(head, payload, self._peer_max_frame)
         except BaseException:
-            self._rollback()
+            self._tables.rollback()
             raise
-        self._commit()
+        self._tables.commit()
         return frame
 
     def _plain_arguments(self, args: tuple, kwargs: dict) -> bytes | None:
@@ -333,13 +363,13 @@ class Broker(ReferenceTables):
         if payload is not None:
             return _PLAIN, payload
         value = [list(args), kwargs]
-        self._journal = []
+        self._tables.begin()
         try:
             encoded = self._encoder.encode(value, perspective)
         except BaseException:
-            self._rollback()
+            self._tables.rollback()
             raise
-        self._commit()
+        self._tables.commit()
         return encoded
 
     def decode_payload(self, mode: int, payload: bytes | memoryview) -> Any:
@@ -355,18 +385,18 @@ class Broker(ReferenceTables):
                 pass  # an ext, or an error: the full path below, from the start
         if not payload:
             raise ProtocolError("message has no payload")
-        self._journal = []
+        self._tables.begin()
         try:
             value = self._decoder.decode(mode, payload, try_bare=not quick)
         except BaseException as exc:
-            self._rollback()
-            self._return_references(payload)
+            self._tables.rollback()
+            self._tables.return_references(payload)
             if isinstance(exc, Exception) and not isinstance(exc, PBError):
                 # A receiver's own hook (setCopyableState, __hash__, ...) failed:
                 # refuse this one message like any other undecodable one.
                 raise ProtocolError(f"could not rebuild the value: {type(exc).__name__}: {exc}") from exc
             raise
-        self._commit()
+        self._tables.commit()
         return value
 
     # -------------------------------------------------------------- our calls
@@ -462,7 +492,7 @@ class Broker(ReferenceTables):
         ``payload`` must be PLAIN ``[args, kwargs]`` that names nothing of any
         connection's tables, so one packing serves every peer. Raises like ``call``.
         """
-        cache = self._cache_exports.get(ref._id)
+        cache = self._tables.cache_exports.get(ref._id)
         if (
             self.disconnected
             or cache is None
@@ -489,9 +519,9 @@ class Broker(ReferenceTables):
         if not isinstance(method, str) or not method.isidentifier():
             raise ValueError(f"remote method name must be an identifier, got {method!r}")
         if isinstance(ref, CacheObserver):
-            cache = self._cache_exports.get(ref._id)
+            cache = self._tables.cache_exports.get(ref._id)
             if cache is None or cache.observer is not ref:
-                if self.observer_leaving(ref):
+                if self._tables.observer_leaving(ref):
                     return _COPY_LEAVING
                 raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: the peer dropped that cache")
             # An update speaks to the peer the copy was made for, whoever triggers it.
@@ -667,11 +697,11 @@ class Broker(ReferenceTables):
         if request_id and request_id in self._inbound:  # request_id 0 (NO_ANSWER) may repeat
             raise ProtocolError(f"peer reused request id {request_id}")
         if kind == _CALL:
-            entry = self._exports.get(target_id)
+            entry = self._tables.exports.get(target_id)
             target = None if entry is None else entry.obj
         else:
             entry = None
-            cache = self._cache_imports.get(target_id)
+            cache = self._tables.cache_imports.get(target_id)
             weak = None if cache is None or cache.awaiting_state else cache.weak
             target = None if weak is None else weak()
         if target is None:
@@ -683,12 +713,12 @@ class Broker(ReferenceTables):
     ) -> None:
         """Check and decode a call on ``target`` (sent as ``entry``, if an export); queue CallReceived."""
         if self._running >= self._max_inbound_calls:
-            self._return_references(payload)
+            self._tables.return_references(payload)
             error = LimitExceeded(f"peer has {self._running} calls running here (max_inbound_calls)")
             return self._refuse(request_id, error, "call")
         method = target._pb_method(name, None) if type(name) is str and name.isidentifier() else None
         if method is None:
-            self._return_references(payload)
+            self._tables.return_references(payload)
             error = NoSuchMethod(
                 _NO_SUCH_METHOD, f"{type(target).__qualname__} has no remote method {name!r}"
             )
@@ -721,8 +751,10 @@ class Broker(ReferenceTables):
 
     def _refuse_call(self, kind: int, request_id: int, target_id: int, payload: bytes | memoryview) -> None:
         """Refuse a call on an object or cache this side does not hold."""
-        self._return_references(payload)
-        if kind != _CALL and (target_id in self._cache_tombstones or target_id in self._cache_imports):
+        self._tables.return_references(payload)
+        if kind != _CALL and (
+            target_id in self._tables.cache_tombstones or target_id in self._tables.cache_imports
+        ):
             # An update racing our drop of that cache: harmless, answer it with None.
             if request_id:
                 self._send([_ANSWER, request_id, _PLAIN], _NIL)
@@ -749,7 +781,7 @@ class Broker(ReferenceTables):
             self._held_answers.waiting.setdefault(promise_id, []).append(waiting)
             return
         # Answered with no reference, failed, or cancelled: the caller knows which.
-        self._return_references(payload)
+        self._tables.return_references(payload)
         if request_id:
             self._send_error(request_id, PipelineError("the answer is not a reference"), None)
 
@@ -812,7 +844,7 @@ class Broker(ReferenceTables):
 
     def _remember_description(self, request_id: int, value: Any) -> None:
         export_id = self._describing.pop(request_id, None)
-        if export_id is not None and export_id in self._imports and isinstance(value, dict):
+        if export_id is not None and export_id in self._tables.imports and isinstance(value, dict):
             self._descriptions[export_id] = value
 
     def _take_call(self, request_id: int) -> Any:
@@ -858,25 +890,25 @@ class Broker(ReferenceTables):
         kind, remote_id, count = header
         _check_ints(remote_id, count)
         if kind == Kind.DECREF:
-            entry = self._exports.get(remote_id)
+            entry = self._tables.exports.get(remote_id)
             if entry is None or count > entry.count:
                 raise ProtocolError(f"peer released object {remote_id} more times than it was sent")
             entry.count -= count
             if entry.count == 0:
-                self._drop_export(entry, notify=True)
+                self._tables.drop_export(entry, notify=True)
             return
-        cache = self._cache_exports.get(remote_id)
+        cache = self._tables.cache_exports.get(remote_id)
         if cache is None or count > cache.count:
             raise ProtocolError(f"peer released cache {remote_id} more times than it was sent")
         cache.count -= count
         if cache.count == 0:
-            self._drop_cache_export(cache)
+            self._tables.drop_cache_export(cache)
             self._send([Kind.UNCACHED, remote_id])
             return
         # CACHED refs were in flight: the copy the peer held is gone, and the one
         # those refs will build is a new observation with a new observer, so
         # the owner's bookkeeping stays balanced whatever order the hooks run in.
-        self._release_observer(cache)
+        self._tables.release_observer(cache)
         cache.observer = CacheObserver(self, remote_id)
         try:
             state = cache.cacheable.getStateToCacheAndObserveFor(cache.perspective, cache.observer)
@@ -888,8 +920,8 @@ class Broker(ReferenceTables):
 
     def _on_cache_state(self, header: list, payload: bytes | memoryview) -> None:
         _, cache_id, mode = header
-        entry = self._cache_imports.get(cache_id)
-        self._cache_tombstones.pop(cache_id, None)
+        entry = self._tables.cache_imports.get(cache_id)
+        self._tables.cache_tombstones.pop(cache_id, None)
         obj = entry.weak() if entry is not None and entry.weak is not None else None
         try:
             state = self.decode_payload(mode, payload)
@@ -903,13 +935,13 @@ class Broker(ReferenceTables):
                     obj.setCopyableState(state)
                 except Exception as exc:  # the receiver's own hook: report it, keep the stream
                     self._emit(ev.MessageRefused(exc, f"state of cache {cache_id}"))
-        self._awaited_states.discard(cache_id)
-        if not self._awaited_states and self._held_events is not None:
+        self._tables.awaited_states.discard(cache_id)
+        if not self._tables.awaited_states and self._held_events is not None:
             held, self._held_events = self._held_events, None
             self._events.extend(held)
 
     def _on_uncached(self, header: list, payload: bytes | memoryview) -> None:
-        self._cache_tombstones.pop(header[1], None)
+        self._tables.cache_tombstones.pop(header[1], None)
 
     def _on_root(self, header: list, payload: bytes | memoryview) -> None:
         _, request_id = header
@@ -923,7 +955,7 @@ class Broker(ReferenceTables):
         _, request_id, target_id = header
         _check_ints(request_id, target_id)
         self._inbound.add(request_id)
-        entry = self._exports.get(target_id)
+        entry = self._tables.exports.get(target_id)
         if entry is None:
             error = ProtocolError(
                 f"the callee has no object {target_id} (released, or never sent on this connection)"
@@ -984,30 +1016,21 @@ class Broker(ReferenceTables):
         self._inbound.clear()
         self._held_answers.clear()
         self._promises.clear()
-        for entry in list(self._imports.values()):
+        for entry in list(self._tables.imports.values()):
             ref = entry.weak() if entry.weak is not None else None
             if ref is not None:
                 for callback, exc in ref._fire_disconnect():
                     self._events.append(ev.CallbackFailed(callback, exc))
-        for entry in list(self._exports.values()):
-            self._drop_export(entry, notify=True)
-        for cache in list(self._cache_exports.values()):
-            self._drop_cache_export(cache)
-        for entry in list(self._cache_imports.values()):
+        for entry in list(self._tables.cache_imports.values()):
             copy = entry.weak() if entry.weak is not None else None
             if copy is not None:
                 try:
                     copy.connectionLost()
                 except Exception as exc:  # the receiver's own hook: report it, finish the teardown
                     self._events.append(ev.CallbackFailed(copy.connectionLost, exc))
-        self._imports.clear()
+        self._tables.release_all()
         self._descriptions.clear()
         self._describing.clear()
-        self._cache_imports.clear()
-        self._cache_import_ids.clear()
-        self._cache_tombstones.clear()
-        self._collected.clear()
-        self._viewpoints.clear()
         self._out.clear()
 
     def description_of(self, ref: RemoteReference) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from itertools import compress, repeat
 from sys import getrefcount
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 from msgpack import ExtType
@@ -332,6 +332,27 @@ def tree_depth_exceeds(root: Any, max_depth: int, *, exact: bool = False) -> boo
     return False
 
 
+class Tables(Protocol):
+    """What the codec needs from one connection's id tables (``tables.ReferenceTables``).
+
+    The encoder calls the ``send_*`` methods and ``export`` for what is not
+    sent by value; the decoder calls the ``receive_*`` methods. Each counts
+    one send or arrival in a journal the broker commits or rolls back.
+    """
+
+    registry: CopyRegistry
+
+    def export(self, obj: Referenceable, perspective: Any) -> int: ...
+    def send_home(self, ref: RemoteReference) -> ExtType: ...
+    def send_cacheable(self, cacheable: Any, perspective: Any) -> tuple[int, Any]: ...
+    def send_cache_home(self, cache: RemoteCache) -> ExtType: ...
+    def receive_reference(self, remote_id: int) -> RemoteReference: ...
+    def receive_home(self, export_id: int) -> Any: ...
+    def receive_cache(self, cache_id: int, cls: type) -> Any: ...
+    def receive_cached(self, cache_id: int) -> Any: ...
+    def receive_home_cacheable(self, cache_id: int) -> Any: ...
+
+
 class Encoder:
     """Turns values into payload bytes for one broker.
 
@@ -339,7 +360,7 @@ class Encoder:
     so a failed encode leaves no trace (see ``Broker._begin``).
     """
 
-    def __init__(self, tables: Any, max_depth: int):
+    def __init__(self, tables: Tables, max_depth: int):
         self._tables = tables
         self._max_depth = max_depth
         self._perspective: Any = None
@@ -408,7 +429,7 @@ def _hashable(written: Any) -> Any:
 class _GraphWriter:
     """One GRAPH-mode message: numbers containers so repeats become SHARED refs."""
 
-    def __init__(self, tables: Any, perspective: Any, max_depth: int):
+    def __init__(self, tables: Tables, perspective: Any, max_depth: int):
         self._tables = tables
         self._perspective = perspective
         self._max_depth = max_depth
@@ -536,7 +557,12 @@ class Decoder:
     """Turns payload bytes back into values for one broker."""
 
     def __init__(
-        self, tables: Any, registry: CopyRegistry, max_depth: int, max_len: int, max_string: int = 2**31 - 1
+        self,
+        tables: Tables,
+        registry: CopyRegistry,
+        max_depth: int,
+        max_len: int,
+        max_string: int = 2**31 - 1,
     ):
         self._tables = tables
         self._registry = registry
@@ -574,7 +600,7 @@ class Decoder:
             return value
         if mode == GRAPH:
             raw = self._unpack(payload, self._graph_options)
-            return _GraphReader(self, self._tables, self._registry).read(raw, 0)
+            return _GraphReader(self, self._tables).read(raw, 0)
         raise ProtocolError(f"unknown payload mode {mode!r}")
 
     def _unpack_plain(self, payload: bytes | memoryview, try_bare: bool) -> Any:
@@ -702,7 +728,7 @@ def _unpack_id(data: bytes) -> int:
 class _GraphReader:
     """Reads one GRAPH-mode message, numbering containers as the writer did."""
 
-    def __init__(self, decoder: Decoder, tables: Any, registry: CopyRegistry):
+    def __init__(self, decoder: Decoder, tables: Tables):
         self._decoder = decoder
         self._tables = tables
         self._objects: list[Any] = []
@@ -789,9 +815,7 @@ class _GraphReader:
             cls = self._decoder.copy_class(raw[2], RemoteCache)
             if not isinstance(raw[1], int):
                 raise ProtocolError(f"bad cache id {raw[1]!r}")
-            obj, fresh = self._tables.receive_cache(raw[1], cls)
-            state = read(raw[3], depth)
-            if fresh:
-                obj.setCopyableState(state)
+            obj = self._tables.receive_cache(raw[1], cls)
+            obj.setCopyableState(read(raw[3], depth))
             return obj
         raise ProtocolError(f"malformed tagged array (tag {code}, {len(raw)} items)")

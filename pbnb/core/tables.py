@@ -3,17 +3,21 @@
 Every table is named and commented in ``ReferenceTables.__init__``. Ours are
 numbered by us (exports, caches we own); theirs are numbered by the peer and
 only ever echoed back (imports, caches we hold). The encoder and decoder call
-the public methods here while a message is being written or read; each change
-is journalled so that ``_rollback()`` can undo a message that did not go
-through. The Broker mixes this class in and supplies ``limits``,
-``disconnected``, ``on_collected``, ``_send()``, ``_emit()`` and
-``_held_events``.
+the public methods here (the ``serialize.Tables`` protocol) while a message is
+being written or read; each change is journalled so that ``rollback()`` can
+undo a message that did not go through.
+
+A Broker owns one ReferenceTables. The tables make handles (RemoteReference,
+CacheObserver) that belong to that broker, and use it to queue frames
+(DECREF, DECACHE), report events and hold events back while a cache's state
+is awaited.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -22,7 +26,10 @@ from . import events as ev
 from . import serialize
 from .flavors import Referenceable, RemoteCache, Viewable, ViewPoint
 from .reference import CacheObserver, RemoteReference
-from .wire import Kind
+from .wire import Kind, Limits
+
+if TYPE_CHECKING:
+    from .broker import Broker
 
 # What the bytes of a payload must contain for it to carry a reference or a cache:
 # the fixext 8 header of EXT_REMOTE or EXT_CACHED ids, or the empty ext TAG_CACHE.
@@ -53,6 +60,12 @@ class _Export:
         self.perspective = perspective  # the one it was sent to: calls on it act for it
         self.count = 0
 
+    def undo(self, tables: ReferenceTables) -> None:
+        """Take back one send journalled for a message that did not go through."""
+        self.count -= 1
+        if self.count == 0:
+            tables.drop_export(self, notify=False)
+
 
 #: What ``_pb_perspective`` is given to learn whether an export acts for a fixed perspective.
 _UNBOUND = object()
@@ -68,6 +81,10 @@ class _Import:
         self.weak: weakref.ref | None = None
         self.count = 0
 
+    def undo(self, tables: ReferenceTables) -> None:
+        """Take back one arrival journalled for a message that was refused."""
+        self.count -= 1
+
 
 class _WeakEntry(weakref.ref):
     __slots__ = ("entry",)
@@ -82,6 +99,11 @@ class _CacheExport:
         self.observer = observer
         self.count = 0
 
+    def undo(self, tables: ReferenceTables) -> None:
+        self.count -= 1
+        if self.count == 0:
+            tables.drop_cache_export(self)
+
 
 class _CacheImport(_Import):
     __slots__ = ("awaiting_state", "cls", "obj_id")
@@ -92,69 +114,76 @@ class _CacheImport(_Import):
         self.obj_id = obj_id
         self.awaiting_state = False
 
+    def undo(self, tables: ReferenceTables) -> None:
+        self.count -= 1
+        if self.count == 0 and tables.cache_imports.get(self.remote_id) is self:
+            del tables.cache_imports[self.remote_id]
+            tables.cache_import_ids.pop(self.obj_id, None)
+            tables.awaited_states.discard(self.remote_id)
+
+
+#: One change to the tables, undone if its message does not go through.
+_Journalled = _Export | _Import | _CacheExport
+
 
 class ReferenceTables:
     """Exports, imports and caches of one connection, counted per send."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Broker, limits: Limits) -> None:
+        self.owner = owner
+        self.limits = limits
+        self.registry = owner.registry  # the copy allow-list, for the encoder
+        # Set by the driver (through the broker): called when a handle dies.
+        self.on_collected: Callable[[], None] | None = None
         # export id -> object we sent the peer as a reference, with its send count
-        self._exports: dict[int, _Export] = {}
+        self.exports: dict[int, _Export] = {}
         # id(exported object) -> export id; (id(object), id(perspective)) for a
         # plain Referenceable sent under a login. The _Export keeps both alive.
         self._export_ids: dict[Any, int] = {}
         # (id(viewable), id(perspective)) -> its exported ViewPoint
-        self._viewpoints: dict[tuple[int, int], Any] = {}
+        self.viewpoints: dict[tuple[int, int], Any] = {}
         self._next_export_id = 1
         # peer's export id -> our RemoteReference (weak) and how many times we got it
-        self._imports: dict[int, _Import] = {}
+        self.imports: dict[int, _Import] = {}
         # imports whose handle died; their counts go back in the next DECREF/DECACHE
-        self._collected: list[_Import] = []
+        self.collected: list[_Import] = []
         # cache id -> Cacheable we sent, with the perspective and observer it was sent for
-        self._cache_exports: dict[int, _CacheExport] = {}
+        self.cache_exports: dict[int, _CacheExport] = {}
         # id(cacheable) -> cache id
         self._cache_export_ids: dict[int, int] = {}
         self._next_cache_id = 1
         # peer's cache id -> our RemoteCache (weak) and how many times we got it
-        self._cache_imports: dict[int, _CacheImport] = {}
+        self.cache_imports: dict[int, _CacheImport] = {}
         # id(RemoteCache) -> peer's cache id, to send a RemoteCache home
-        self._cache_import_ids: dict[int, int] = {}
+        self.cache_import_ids: dict[int, int] = {}
         # peer's cache id -> RemoteCache class, for caches we dropped whose
         # DECACHE the owner has not answered yet
-        self._cache_tombstones: dict[int, type] = {}
+        self.cache_tombstones: dict[int, type[RemoteCache]] = {}
         # observers of copies the peer let go of whose CacheReleased is queued,
         # and those whose CacheReleased went out with the latest batch of events
-        # (the driver is acting on it; the next next_events() call ends that)
-        self._leaving: set[CacheObserver] = set()
-        self._leaving_dispatched: set[CacheObserver] = set()
+        # (the driver is acting on it; the broker's next next_events() call ends that)
+        self.leaving: set[CacheObserver] = set()
+        self.leaving_dispatched: set[CacheObserver] = set()
         # cache ids whose CACHE_STATE we wait for; events are held meanwhile
-        self._awaited_states: set[int] = set()
-        # undo log of the message being encoded or decoded, None outside one
-        self._journal: list[tuple[str, Any]] | None = None
+        self.awaited_states: set[int] = set()
+        # undo log of the message being encoded or decoded (empty outside one)
+        self._journal: list[_Journalled] = []
 
-    def _commit(self) -> None:
-        self._journal = None
+    def begin(self) -> None:
+        """Start journalling the changes of one message."""
+        self._journal = []
 
-    def _rollback(self) -> None:
-        journal, self._journal = self._journal or [], None
-        for action, item in reversed(journal):
-            if action == "export":
-                item.count -= 1
-                if item.count == 0:
-                    self._drop_export(item, notify=False)
-            elif action == "import":
-                item.count -= 1
-            elif action == "cache-export":
-                item.count -= 1
-                if item.count == 0:
-                    self._drop_cache_export(item)
-            elif action == "cache-import":
-                item.count -= 1
-                if item.count == 0 and self._cache_imports.get(item.remote_id) is item:
-                    del self._cache_imports[item.remote_id]
-                    self._cache_import_ids.pop(item.obj_id, None)
-                    self._awaited_states.discard(item.remote_id)
+    def commit(self) -> None:
+        """The message went through: keep its changes."""
+        self._journal = []
 
-    def _return_references(self, payload: bytes | memoryview) -> None:
+    def rollback(self) -> None:
+        """The message did not go through: undo its changes, latest first."""
+        journal, self._journal = self._journal, []
+        for entry in reversed(journal):
+            entry.undo(self)
+
+    def return_references(self, payload: bytes | memoryview) -> None:
         """Give back the references a refused message carried (see module docstring).
 
         The scan reads the payload once more under the same length limits as the
@@ -201,7 +230,7 @@ class ReferenceTables:
             return  # not msgpack, or over a limit: see above
         for (code, remote_id), count in counts.items():
             kind = Kind.DECREF if code == serialize.EXT_REMOTE else Kind.DECACHE
-            self._send([kind, remote_id, count])
+            self.owner._send([kind, remote_id, count])
 
     # ---------------------------------------------------- tables: sending side
 
@@ -210,9 +239,9 @@ class ReferenceTables:
         target: Referenceable
         if isinstance(obj, Viewable):
             key = (id(obj), id(perspective))
-            target = self._viewpoints.get(key)
+            target = self.viewpoints.get(key)
             if target is None:
-                target = self._viewpoints[key] = obj._pb_exported_for(perspective)
+                target = self.viewpoints[key] = obj._pb_exported_for(perspective)
         else:
             target = obj
         if perspective is not None and target._pb_perspective(_UNBOUND) is _UNBOUND:
@@ -233,39 +262,39 @@ class ReferenceTables:
         target, key = self._export_key(obj, perspective)
         export_id = self._export_ids.get(key)
         if export_id is None:
-            if len(self._exports) >= self.limits.max_references:
+            if len(self.exports) >= self.limits.max_references:
                 raise LimitExceeded(
-                    f"this connection already holds {len(self._exports)} references (max_references)"
+                    f"this connection already holds {len(self.exports)} references (max_references)"
                 )
             export_id = self._next_export_id
             self._next_export_id += 1
-            entry = self._exports[export_id] = _Export(target, key, perspective)
+            entry = self.exports[export_id] = _Export(target, key, perspective)
             self._export_ids[key] = export_id
         else:
-            entry = self._exports[export_id]
+            entry = self.exports[export_id]
         entry.count += 1
-        self._journal.append(("export", entry))  # type: ignore[union-attr]
+        self._journal.append(entry)
         return export_id
 
-    def _drop_export(self, entry: _Export, *, notify: bool) -> None:
+    def drop_export(self, entry: _Export, *, notify: bool) -> None:
         export_id = self._export_ids.pop(entry.key, None)
         if export_id is not None:
-            del self._exports[export_id]
+            del self.exports[export_id]
         if isinstance(entry.obj, ViewPoint):
-            self._viewpoints.pop((id(entry.obj.viewable), id(entry.obj.perspective)), None)
+            self.viewpoints.pop((id(entry.obj.viewable), id(entry.obj.perspective)), None)
         if notify:
-            self._emit(ev.ObjectReleased(entry.obj))
+            self.owner._emit(ev.ObjectReleased(entry.obj))
 
     def send_home(self, ref: RemoteReference) -> msgpack.ExtType:
         """Encode a RemoteReference (or observer) that names one of the peer's objects."""
-        if ref._broker is not self:
+        if ref._broker is not self.owner:
             raise SerializationError(
                 f"{ref!r} belongs to another connection; pbnb does not forward references between peers"
             )
-        if self.disconnected:
+        if self.owner.disconnected:
             raise DeadReferenceError(f"{ref!r} is dead: its connection is gone")
         if isinstance(ref, CacheObserver):
-            entry = self._cache_exports.get(ref._id)
+            entry = self.cache_exports.get(ref._id)
             if entry is None or entry.observer is not ref:
                 raise DeadReferenceError(f"the peer no longer holds cache {ref._id}")
             return self._count_cache_send(ref._id, entry)
@@ -275,73 +304,73 @@ class ReferenceTables:
         """Count one send of ``cacheable``; return (cache id, state on first send else None)."""
         cache_id = self._cache_export_ids.get(id(cacheable))
         if cache_id is not None:
-            entry = self._cache_exports[cache_id]
+            entry = self.cache_exports[cache_id]
             entry.count += 1
-            self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
+            self._journal.append(entry)
             return cache_id, None
-        if len(self._cache_exports) >= self.limits.max_caches:
+        if len(self.cache_exports) >= self.limits.max_caches:
             raise LimitExceeded(
-                f"this connection already holds {len(self._cache_exports)} caches (max_caches)"
+                f"this connection already holds {len(self.cache_exports)} caches (max_caches)"
             )
         cache_id = self._next_cache_id
         self._next_cache_id += 1
-        entry = _CacheExport(cacheable, perspective, CacheObserver(self, cache_id))
-        self._cache_exports[cache_id] = entry
+        entry = _CacheExport(cacheable, perspective, CacheObserver(self.owner, cache_id))
+        self.cache_exports[cache_id] = entry
         self._cache_export_ids[id(cacheable)] = cache_id
         entry.count = 1
-        self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
+        self._journal.append(entry)
         state = cacheable.getStateToCacheAndObserveFor(perspective, entry.observer)
         return cache_id, state
 
     def _count_cache_send(self, cache_id: int, entry: _CacheExport) -> msgpack.ExtType:
         entry.count += 1
-        self._journal.append(("cache-export", entry))  # type: ignore[union-attr]
+        self._journal.append(entry)
         return msgpack.ExtType(serialize.EXT_CACHED, cache_id.to_bytes(8, "big"))
 
     def send_cache_home(self, cache: RemoteCache) -> msgpack.ExtType:
         """Encode a RemoteCache we hold: it arrives as the peer's own Cacheable."""
-        cache_id = self._cache_import_ids.get(id(cache))
-        entry = self._cache_imports.get(cache_id) if cache_id is not None else None
+        cache_id = self.cache_import_ids.get(id(cache))
+        entry = self.cache_imports.get(cache_id) if cache_id is not None else None
         if entry is None or entry.weak is None or entry.weak() is not cache:
             raise SerializationError(f"{cache!r} is not a cache held over this connection")
         return msgpack.ExtType(serialize.EXT_YOUR_CACHEABLE, cache_id.to_bytes(8, "big"))
 
-    def _drop_cache_export(self, entry: _CacheExport) -> None:
+    def drop_cache_export(self, entry: _CacheExport) -> None:
         cache_id = self._cache_export_ids.pop(id(entry.cacheable), None)
         if cache_id is not None:
-            del self._cache_exports[cache_id]
-        self._release_observer(entry)
+            del self.cache_exports[cache_id]
+        self.release_observer(entry)
 
-    def _release_observer(self, entry: _CacheExport) -> None:
+    def release_observer(self, entry: _CacheExport) -> None:
         """The peer let go of ``entry``'s copy: queue the owner's ``stoppedObserving``.
 
         Until the driver has acted on that event, the owner may still update the
         observer (from a call that came in the same read, say): such updates are
         dropped quietly rather than refused (``observer_leaving``).
         """
-        self._leaving.add(entry.observer)
-        self._emit(ev.CacheReleased(entry.cacheable, entry.perspective, entry.observer))
+        self.leaving.add(entry.observer)
+        self.owner._emit(ev.CacheReleased(entry.cacheable, entry.perspective, entry.observer))
 
     def observer_leaving(self, observer: CacheObserver) -> bool:
         """Whether the peer let go of ``observer``'s copy and stoppedObserving may not have run yet."""
-        return observer in self._leaving or observer in self._leaving_dispatched
+        return observer in self.leaving or observer in self.leaving_dispatched
 
     # -------------------------------------------------- tables: receiving side
 
     def receive_reference(self, remote_id: int) -> RemoteReference:
         """Count one arrival of the peer's object ``remote_id``; return its handle."""
-        entry = self._imports.get(remote_id)
+        entry = self.imports.get(remote_id)
         ref = entry.weak() if entry is not None and entry.weak is not None else None
         if ref is None:
-            if len(self._imports) >= self.limits.max_references:
+            if len(self.imports) >= self.limits.max_references:
                 raise LimitExceeded(
                     f"peer sent more than {self.limits.max_references} live references (max_references)"
                 )
-            entry = self._imports[remote_id] = _Import(remote_id)
-            ref = RemoteReference(self, remote_id)
+            entry = self.imports[remote_id] = _Import(remote_id)
+            ref = RemoteReference(self.owner, remote_id)
             entry.weak = self._watch(ref, entry)
         entry.count += 1  # type: ignore[union-attr]
-        self._journal.append(("import", entry))  # type: ignore[union-attr]
+        self._journal.append(entry)
         return ref
 
     def _watch(self, handle: Any, entry: _Import) -> weakref.ref:
@@ -351,91 +380,101 @@ class ReferenceTables:
 
     def _handle_died(self, weak: _WeakEntry) -> None:
         # Runs inside the garbage collector, maybe on another thread: record only.
-        self._collected.append(weak.entry)
+        self.collected.append(weak.entry)
         if self.on_collected is not None:
             self.on_collected()
 
     def receive_home(self, export_id: int) -> Any:
         """Resolve one of our own exports that the peer sent back."""
-        entry = self._exports.get(export_id)
+        entry = self.exports.get(export_id)
         if entry is None:
             raise ProtocolError(f"peer sent back object {export_id}, which this side does not export")
         return entry.obj._pb_original()
 
-    def receive_cache(self, cache_id: int, cls: type) -> tuple[Any, bool]:
+    def receive_cache(self, cache_id: int, cls: type) -> Any:
         """First arrival of a cache: make its RemoteCache (without __init__)."""
-        entry = self._cache_imports.get(cache_id)
+        entry = self.cache_imports.get(cache_id)
         obj = entry.weak() if entry is not None and entry.weak is not None else None
         if obj is not None:
             raise ProtocolError(f"peer defined cache {cache_id} twice")
-        if len(self._cache_imports) >= self.limits.max_caches:
+        if len(self.cache_imports) >= self.limits.max_caches:
             raise LimitExceeded(
-                f"this connection already holds {len(self._cache_imports)} caches (max_caches)"
+                f"this connection already holds {len(self.cache_imports)} caches (max_caches)"
             )
-        return self._new_cache_import(cache_id, cls), True
+        return self._new_cache_import(cache_id, cls)
 
     def _new_cache_import(self, cache_id: int, cls: type) -> Any:
         obj = cls.__new__(cls)
-        entry = self._cache_imports[cache_id] = _CacheImport(cache_id, cls, id(obj))
+        entry = self.cache_imports[cache_id] = _CacheImport(cache_id, cls, id(obj))
         entry.weak = self._watch(obj, entry)
         entry.count = 1
-        self._cache_import_ids[id(obj)] = cache_id
-        self._journal.append(("cache-import", entry))  # type: ignore[union-attr]
+        self.cache_import_ids[id(obj)] = cache_id
+        self._journal.append(entry)
         return obj
 
     def receive_cached(self, cache_id: int) -> Any:
         """A later arrival of a cache; see the module docstring for the orphan case."""
-        entry = self._cache_imports.get(cache_id)
+        entry = self.cache_imports.get(cache_id)
         obj = entry.weak() if entry is not None and entry.weak is not None else None
         if obj is not None:
             entry.count += 1  # type: ignore[union-attr]
-            self._journal.append(("cache-import", entry))  # type: ignore[union-attr]
+            self._journal.append(entry)
             return obj
-        cls = self._cache_tombstones.get(cache_id) or (entry.cls if entry is not None else None)
+        cls = self.cache_tombstones.get(cache_id) or (entry.cls if entry is not None else None)
         if cls is None:
             raise ProtocolError(f"peer referred to cache {cache_id}, which this side never received")
         obj = self._new_cache_import(cache_id, cls)
-        self._cache_imports[cache_id].awaiting_state = True
-        self._awaited_states.add(cache_id)
-        if self._held_events is None:
-            self._held_events = []
+        self.cache_imports[cache_id].awaiting_state = True
+        self.awaited_states.add(cache_id)
+        self.owner._hold_events()
         return obj
 
     def receive_home_cacheable(self, cache_id: int) -> Any:
         """Resolve a RemoteCache the peer sent back: our own Cacheable."""
-        entry = self._cache_exports.get(cache_id)
+        entry = self.cache_exports.get(cache_id)
         if entry is None:
             raise ProtocolError(f"peer sent back cache {cache_id}, which this side does not have")
         return entry.cacheable
 
-    def flush_collected(self) -> None:
-        """Send DECREF/DECACHE for handles that died; call from the event loop."""
-        while self._collected:
-            entry = self._collected.pop()
+    def flush_collected(self) -> list[int]:
+        """Send DECREF/DECACHE for handles that died; return the peer's ids of the references gone."""
+        gone = []
+        while self.collected:
+            entry = self.collected.pop()
             is_cache = isinstance(entry, _CacheImport)
-            table = self._cache_imports if is_cache else self._imports
+            table = self.cache_imports if is_cache else self.imports
             if table.get(entry.remote_id) is entry:
                 del table[entry.remote_id]
-                if not is_cache:
-                    self._descriptions.pop(entry.remote_id, None)
-                if is_cache:
-                    self._cache_tombstones[entry.remote_id] = entry.cls  # type: ignore[attr-defined]
-                    if self._cache_import_ids.get(entry.obj_id) == entry.remote_id:  # type: ignore[attr-defined]
-                        del self._cache_import_ids[entry.obj_id]  # type: ignore[attr-defined]
-            if entry.count > 0 and not self.disconnected:
-                self._send([Kind.DECACHE if is_cache else Kind.DECREF, entry.remote_id, entry.count])
+                if isinstance(entry, _CacheImport):
+                    self.cache_tombstones[entry.remote_id] = entry.cls
+                    if self.cache_import_ids.get(entry.obj_id) == entry.remote_id:
+                        del self.cache_import_ids[entry.obj_id]
+                else:
+                    gone.append(entry.remote_id)
+            if entry.count > 0 and not self.owner.disconnected:
+                self.owner._send([Kind.DECACHE if is_cache else Kind.DECREF, entry.remote_id, entry.count])
                 entry.count = 0
+        return gone
 
-    def table_sizes(self) -> dict[str, int]:
-        """How many entries each id table holds (for status displays and leak tests)."""
+    def release_all(self) -> None:
+        """The connection is gone: drop every export and cache (with their events), forget the rest."""
+        self._journal = []
+        for entry in list(self.exports.values()):
+            self.drop_export(entry, notify=True)
+        for cache in list(self.cache_exports.values()):
+            self.drop_cache_export(cache)
+        self.imports.clear()
+        self.cache_imports.clear()
+        self.cache_import_ids.clear()
+        self.cache_tombstones.clear()
+        self.collected.clear()
+        self.viewpoints.clear()
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each id table holds."""
         return {
-            "exports": len(self._exports),
-            "imports": len(self._imports),
-            "cache_exports": len(self._cache_exports),
-            "cache_imports": len(self._cache_imports),
-            "pending_calls": len(self._calls),
-            "inbound_calls": len(self._inbound),
-            "held_answers": len(self._held_answers.held),
-            "pipelined_calls": len(self._promises.sent_on),
-            "promise_outcomes": len(self._promises.outcomes),
+            "exports": len(self.exports),
+            "imports": len(self.imports),
+            "cache_exports": len(self.cache_exports),
+            "cache_imports": len(self.cache_imports),
         }
