@@ -107,8 +107,10 @@ def demo_address(timeout: float = 60.0) -> tuple[str, int]:
     )
     _started.append(process)
     # A broker that hangs before printing its address must not hang the notebook too.
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    line = process.stdout.readline() if ready else ""  # type: ignore[union-attr]
+    stdout = process.stdout
+    assert stdout is not None  # stdout=PIPE
+    ready, _, _ = select.select([stdout], [], [], timeout)
+    line = stdout.readline() if ready else ""
     match = _ADDRESS.search(line)
     if match is None:
         process.kill()

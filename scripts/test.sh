@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . || { echo "ruff format: run '.venv/bin/ruff format .'"; exit 1; }
+.venv/bin/python -m mypy  # pbnb/, as configured in pyproject.toml
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -36,9 +36,9 @@ class BrowserWebSocketTransport(asyncio.Transport):
 
     def __init__(self, url: str, make_protocol: Callable[[], asyncio.BaseProtocol]):
         super().__init__()
-        from pyodide.ffi import create_proxy, to_js  # type: ignore[import-not-found]
+        from pyodide.ffi import create_proxy, to_js
 
-        import js  # type: ignore[import-not-found]
+        import js
 
         self._url = url
         self._make_protocol = make_protocol
@@ -48,7 +48,7 @@ class BrowserWebSocketTransport(asyncio.Transport):
         self._reason: BaseException | None = None
         #: Done once the WebSocket is open (the PB protocol is made); its error if it never opens.
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._socket = js.WebSocket.new(url)  # type: ignore[attr-defined]
+        self._socket = js.WebSocket.new(url)
         self._socket.binaryType = "arraybuffer"
         # Proxies keep the Python handlers callable from JavaScript; destroyed on close.
         self._handlers = {
@@ -142,7 +142,7 @@ class BrowserWebSocketTransport(asyncio.Transport):
         self._protocol = protocol
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[no-any-return]
+        return self._protocol
 
     def pause_reading(self) -> None:
         pass  # a browser WebSocket cannot stop reading; its messages are queued here instead

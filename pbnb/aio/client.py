@@ -175,4 +175,4 @@ async def _open_websocket(
                 f"{address} did not complete the WebSocket upgrade in {timeout}s"
             ) from None
         raise
-    return ws.get_protocol()  # type: ignore[no-any-return]
+    return ws.get_protocol()

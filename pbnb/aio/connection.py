@@ -817,7 +817,7 @@ class Connection(asyncio.BufferedProtocol):
             )
             return future
         try:
-            future.request_id = broker.call_on_answer(  # type: ignore[union-attr]
+            future.request_id = broker.call_on_answer(
                 promise.request_id,
                 name,
                 args,

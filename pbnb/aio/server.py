@@ -7,7 +7,7 @@ import logging
 import socket
 import ssl as _ssl
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from ..core.broker import refusal_handshake
 from ..errors import PBError, ProtocolError, ServerFull
@@ -172,7 +172,7 @@ class Server:
         if timer is not None:
             timer.cancel()
 
-    def refuse(self, transport: asyncio.BaseTransport, error: BaseException) -> None:
+    def refuse(self, transport: asyncio.BaseTransport, error: PBError) -> None:
         """Turn a client away: tell it ``error`` (over PB's handshake), then hang up."""
         self._refusals.add(_Refusal(transport, error, self._refusals.discard))
 
@@ -305,6 +305,11 @@ def _check_max_connections(value: Any) -> None:
         raise ValueError(f"max_connections must be at least 1, got {value}")
 
 
+def _settle_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _ServerConnection(Connection):
     """A server's connection: pending (counted by the Server) until its handshakes are done."""
 
@@ -312,21 +317,22 @@ class _ServerConnection(Connection):
         super().__init__(*args, **kwargs)
         self._server = server
         self._tls = tls
-        self._raw: asyncio.BaseTransport | None = None  # the TCP transport, until pbnb runs on it
+        self._raw: asyncio.Transport | None = None  # the TCP transport, until pbnb runs on it
         self._starting: asyncio.Task[None] | None = None
         self._upgrading: Any = None  # the WebSocketTransport while its upgrade is pending
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._raw = transport
+        self._raw = cast(asyncio.Transport, transport)
         self.peer = _address(transport.get_extra_info("peername"))
         self._server.arrive(self)
         if self._tls is None:
             self._begin(transport)
             return
-        transport.pause_reading()  # start_tls takes it over; no byte may reach us before
-        self._starting = self._loop.create_task(self._start_tls(transport))
+        tcp = cast(asyncio.Transport, transport)  # a server's connections run on a socket transport
+        tcp.pause_reading()  # start_tls takes it over; no byte may reach us before
+        self._starting = self._loop.create_task(self._start_tls(tcp))
 
-    async def _start_tls(self, raw: asyncio.BaseTransport) -> None:
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
         first = await self._peek(raw)
         if first and first[0] != _TLS_HANDSHAKE_RECORD:
             # A client without TLS (pbnb's preamble, or HTTP): tell it in the clear, so that
@@ -341,7 +347,7 @@ class _ServerConnection(Connection):
         held = _Held(lambda: self._server.settle(self))
         try:
             tls = await self._loop.start_tls(
-                raw,  # type: ignore[arg-type]
+                raw,
                 held,
                 self._tls,  # type: ignore[arg-type]
                 server_side=True,
@@ -357,12 +363,12 @@ class _ServerConnection(Connection):
         tls.set_protocol(self)
         self._begin(tls, bytes(held.data))
 
-    async def _peek(self, raw: asyncio.BaseTransport) -> bytes:
+    async def _peek(self, raw: asyncio.Transport) -> bytes:
         """The client's first byte, left unread for TLS to read (b"" if it hangs up first)."""
         sock = raw.get_extra_info("socket").dup()  # a socket of our own on the same connection
         try:
             readable = self._loop.create_future()
-            self._loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+            self._loop.add_reader(sock.fileno(), _settle_once, readable)
             try:
                 await readable
             finally:
@@ -471,7 +477,7 @@ class _Refusal(asyncio.Protocol):
     """
 
     def __init__(self, transport: asyncio.BaseTransport, error: PBError, forget: Callable[[_Refusal], None]):
-        self.transport: Any = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.close_reason = error  # read by a WebSocket transport for its close code
         self._forget = forget
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -438,7 +438,7 @@ class WebSocketTransport(asyncio.Transport, asyncio.Protocol):
         return int(self._tcp.get_write_buffer_size())
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._tcp.get_write_buffer_limits()  # type: ignore[no-any-return]
+        return self._tcp.get_write_buffer_limits()
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self._tcp.set_write_buffer_limits(high, low)

@@ -72,6 +72,7 @@ from .wire import (
     FrameReader,
     Kind,
     Limits,
+    Payload,
     encode_frame,
 )
 
@@ -372,7 +373,7 @@ class Broker:
         self._tables.commit()
         return encoded
 
-    def decode_payload(self, mode: int, payload: bytes | memoryview) -> Any:
+    def decode_payload(self, mode: int, payload: Payload) -> Any:
         """Decode a message's payload as one transaction; refused references go straight back.
 
         Raises ProtocolError or InsecureJelly for a payload this side refuses.
@@ -678,7 +679,7 @@ class Broker:
         for start in range(0, len(finished), _FINISHED_PER_FRAME):
             self._send([Kind.FINISH, finished[start : start + _FINISHED_PER_FRAME]])
 
-    def _on_hello(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_hello(self, header: list, payload: Payload) -> None:
         settings = header[1] if len(header) > 1 else None
         if not isinstance(settings, dict):
             raise ProtocolError("HELLO must carry a settings map")
@@ -690,7 +691,7 @@ class Broker:
         self._enter(ConnectionState.OPEN)
         self._events.append(ev.HandshakeCompleted(self._peer_max_frame))
 
-    def _on_call(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_call(self, header: list, payload: Payload) -> None:
         kind, request_id, target_id, name, mode = header
         if type(request_id) is not int or type(target_id) is not int or request_id < 0 or target_id < 0:
             _check_ints(request_id, target_id)
@@ -709,13 +710,13 @@ class Broker:
         self._accept_call(request_id, target, entry, name, mode, payload)
 
     def _accept_call(
-        self, request_id: int, target: Any, entry: Any, name: Any, mode: Any, payload: bytes | memoryview
+        self, request_id: int, target: Any, entry: Any, name: Any, mode: Any, payload: Payload
     ) -> None:
         """Check and decode a call on ``target`` (sent as ``entry``, if an export); queue CallReceived."""
         if self._running >= self._max_inbound_calls:
             self._tables.return_references(payload)
-            error = LimitExceeded(f"peer has {self._running} calls running here (max_inbound_calls)")
-            return self._refuse(request_id, error, "call")
+            busy = LimitExceeded(f"peer has {self._running} calls running here (max_inbound_calls)")
+            return self._refuse(request_id, busy, "call")
         method = target._pb_method(name, None) if type(name) is str and name.isidentifier() else None
         if method is None:
             self._tables.return_references(payload)
@@ -749,7 +750,7 @@ class Broker:
         else:
             self._emit(event)
 
-    def _refuse_call(self, kind: int, request_id: int, target_id: int, payload: bytes | memoryview) -> None:
+    def _refuse_call(self, kind: int, request_id: int, target_id: int, payload: Payload) -> None:
         """Refuse a call on an object or cache this side does not hold."""
         self._tables.return_references(payload)
         if kind != _CALL and (
@@ -765,7 +766,7 @@ class Broker:
         )
         self._refuse(request_id, error, "call")
 
-    def _on_pipeline(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_pipeline(self, header: list, payload: Payload) -> None:
         _, request_id, promise_id, name, mode = header
         _check_ints(request_id, promise_id)
         if request_id and request_id in self._inbound:
@@ -801,20 +802,20 @@ class Broker:
         if type(value) is RemoteReference:
             held: tuple[Any, Any] = (Forward(value), None)
         else:
-            entry = self.exported(value, perspective)
+            entry = self._tables.exported(value, perspective)
             if entry is None:
                 return None
             held = (entry.obj, entry)
         return held if self._held_answers.hold(request_id, *held) else None
 
-    def _on_finish(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_finish(self, header: list, payload: Payload) -> None:
         request_ids = header[1]
         if type(request_ids) is not list:
             raise ProtocolError("FINISH must carry a list of request ids")
         _check_ints(*request_ids)
         self._held_answers.finish(request_ids)
 
-    def _on_answer(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_answer(self, header: list, payload: Payload) -> None:
         _, request_id, mode = header
         token = self._calls.pop(request_id, None)
         if token is None:
@@ -857,7 +858,7 @@ class Broker:
         self._cancelled.pop(request_id, None)
         return token
 
-    def _on_error(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_error(self, header: list, payload: Payload) -> None:
         _, request_id, remote_type, message, tb, mode, *rest = header
         if not isinstance(remote_type, str) or not isinstance(message, str) or len(rest) > 1:
             raise ProtocolError("ERROR type and message must be strings")
@@ -886,7 +887,7 @@ class Broker:
         self._promises.resolved(request_id, outcome)
         self._promises.settled(request_id)
 
-    def _on_decref(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_decref(self, header: list, payload: Payload) -> None:
         kind, remote_id, count = header
         _check_ints(remote_id, count)
         if kind == Kind.DECREF:
@@ -918,7 +919,7 @@ class Broker:
             frame = encode_frame([Kind.CACHE_STATE, remote_id, _PLAIN], _NIL)
         self._out.append(frame)
 
-    def _on_cache_state(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_cache_state(self, header: list, payload: Payload) -> None:
         _, cache_id, mode = header
         entry = self._tables.cache_imports.get(cache_id)
         self._tables.cache_tombstones.pop(cache_id, None)
@@ -940,10 +941,10 @@ class Broker:
             held, self._held_events = self._held_events, None
             self._events.extend(held)
 
-    def _on_uncached(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_uncached(self, header: list, payload: Payload) -> None:
         self._tables.cache_tombstones.pop(header[1], None)
 
-    def _on_root(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_root(self, header: list, payload: Payload) -> None:
         _, request_id = header
         _check_ints(request_id)
         self._inbound.add(request_id)
@@ -951,7 +952,7 @@ class Broker:
             return self.fail(request_id, ProtocolError("this side serves no root object"))
         self.answer(request_id, self.root, None)  # the root is everyone's: it acts for no one
 
-    def _on_describe(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_describe(self, header: list, payload: Payload) -> None:
         _, request_id, target_id = header
         _check_ints(request_id, target_id)
         self._inbound.add(request_id)
@@ -966,7 +967,7 @@ class Broker:
             {"type": type(entry.obj._pb_original()).__qualname__, "methods": describe_methods(entry.obj)},
         )
 
-    def _on_cancel(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_cancel(self, header: list, payload: Payload) -> None:
         request_id = header[1]
         if request_id in self._inbound:
             self._inbound.discard(request_id)
@@ -975,13 +976,13 @@ class Broker:
                 return
             self._emit(ev.CancelRequested(request_id))
 
-    def _on_ping(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_ping(self, header: list, payload: Payload) -> None:
         self._send([Kind.PONG, header[1]])
 
-    def _on_pong(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_pong(self, header: list, payload: Payload) -> None:
         pass  # the driver saw bytes arrive: that was the sign of life it wanted
 
-    def _on_goodbye(self, header: list, payload: bytes | memoryview) -> None:
+    def _on_goodbye(self, header: list, payload: Payload) -> None:
         _, error_type, message = header
         error: PBError
         if error_type == _SERVER_FULL:  # no broken rule: the opener may try again later

@@ -180,7 +180,7 @@ class RemoteCopy:
             )
         state = dict(state)
         if isinstance(self, BaseException) and "__args__" in state:
-            self.args = tuple(state.pop("__args__"))
+            BaseException.__setattr__(self, "args", tuple(state.pop("__args__")))
         self.__dict__.update(state)
 
 

@@ -54,6 +54,7 @@ class ObservedCacheable(Cacheable):
 
     # A slot lives outside __dict__, so the bookkeeping never leaks into the copied state.
     __slots__ = ("_pb_watchers",)
+    _pb_watchers: dict[Any, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

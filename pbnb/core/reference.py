@@ -119,7 +119,7 @@ class RemoteReference:
 
     def _fire_disconnect(self) -> list[tuple[Callable[..., Any], BaseException]]:
         callbacks, self._disconnect_callbacks = self._disconnect_callbacks or [], None
-        failures = []
+        failures: list[tuple[Callable[..., Any], BaseException]] = []
         for callback in callbacks:
             try:
                 callback(self)
@@ -128,9 +128,9 @@ class RemoteReference:
         return failures
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        if not isinstance(other, RemoteReference) or type(other) is not type(self):
             return NotImplemented
-        return other._broker is self._broker and other._id == self._id  # type: ignore[attr-defined]
+        return other._broker is self._broker and other._id == self._id
 
     def __hash__(self) -> int:
         return hash((id(self._broker), self._id, self._kind))

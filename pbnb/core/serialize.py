@@ -28,11 +28,12 @@ from __future__ import annotations
 import gc
 import struct
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from itertools import compress, repeat
 from sys import getrefcount
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 from msgpack import ExtType
@@ -168,8 +169,8 @@ def _split_offset(data: bytes, layout: struct.Struct) -> tuple[tuple, timezone |
 
 
 def _read_datetime(data: bytes) -> datetime:
-    (*fields, fold), zone = _split_offset(data, _DATETIME)
-    return datetime(*fields, tzinfo=zone, fold=fold)
+    (year, month, day, hour, minute, second, micro, fold), zone = _split_offset(data, _DATETIME)
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=zone, fold=fold)
 
 
 def _read_date(data: bytes) -> date:
@@ -177,8 +178,8 @@ def _read_date(data: bytes) -> date:
 
 
 def _read_time(data: bytes) -> time:
-    (*fields, fold), zone = _split_offset(data, _TIME)
-    return time(*fields, tzinfo=zone, fold=fold)
+    (hour, minute, second, micro, fold), zone = _split_offset(data, _TIME)
+    return time(hour, minute, second, micro, tzinfo=zone, fold=fold)
 
 
 def _read_timedelta(data: bytes) -> timedelta:
@@ -202,7 +203,7 @@ def _read_decimal(data: bytes) -> Decimal:
 
 
 #: Exact type -> its ext (a subclass, such as pandas' Timestamp, is refused).
-_VALUE_PACKERS = {
+_VALUE_PACKERS: dict[type, Callable[[Any], ExtType]] = {
     datetime: _pack_datetime,
     date: _pack_date,
     time: _pack_time,
@@ -332,6 +333,9 @@ def tree_depth_exceeds(root: Any, max_depth: int, *, exact: bool = False) -> boo
     return False
 
 
+_Copied = TypeVar("_Copied")
+
+
 class Tables(Protocol):
     """What the codec needs from one connection's id tables (``tables.ReferenceTables``).
 
@@ -348,7 +352,7 @@ class Tables(Protocol):
     def send_cache_home(self, cache: RemoteCache) -> ExtType: ...
     def receive_reference(self, remote_id: int) -> RemoteReference: ...
     def receive_home(self, export_id: int) -> Any: ...
-    def receive_cache(self, cache_id: int, cls: type) -> Any: ...
+    def receive_cache(self, cache_id: int, cls: type[RemoteCache]) -> Any: ...
     def receive_cached(self, cache_id: int) -> Any: ...
     def receive_home_cacheable(self, cache_id: int) -> Any: ...
 
@@ -496,12 +500,12 @@ class _GraphWriter:
             state = obj.getStateToCopyFor(self._perspective)
             self._alive.append(state)
             return [_TAG_EXT[TAG_COPY], type_name, write(state, depth)]
-        type_name = self._tables.registry.instance_name(kind)
-        if type_name is not None:  # a plain class this side allowed (allowInstancesOf)
+        allowed_name = self._tables.registry.instance_name(kind)
+        if allowed_name is not None:  # a plain class this side allowed (allowInstancesOf)
             self._number(obj)
             state = dict(vars(obj))
             self._alive.append(state)
-            return [_TAG_EXT[TAG_COPY], type_name, write(state, depth)]
+            return [_TAG_EXT[TAG_COPY], allowed_name, write(state, depth)]
         raise _refused(obj)
 
 
@@ -587,7 +591,7 @@ class Decoder:
         # otherwise, so a payload no longer than the limits cannot break them.
         self._small_payload = min(max_len, max_string)
 
-    def decode(self, mode: int, payload: bytes | memoryview, *, try_bare: bool = True) -> Any:
+    def decode(self, mode: int, payload: bytes | bytearray | memoryview, *, try_bare: bool = True) -> Any:
         """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly.
 
         ``try_bare=False`` skips the first, hook-free attempt at a PLAIN payload,
@@ -603,7 +607,7 @@ class Decoder:
             return _GraphReader(self, self._tables).read(raw, 0)
         raise ProtocolError(f"unknown payload mode {mode!r}")
 
-    def _unpack_plain(self, payload: bytes | memoryview, try_bare: bool) -> Any:
+    def _unpack_plain(self, payload: bytes | bytearray | memoryview, try_bare: bool) -> Any:
         if try_bare and len(payload) <= self._small_payload:
             # Most payloads hold no ext at all, hence no tagged array for list_hook
             # to rebuild: try without hooks or limits first (twice as fast for a
@@ -623,7 +627,7 @@ class Decoder:
             self._guard = _IDLE_GUARD  # both hold the message's values: let them go with it
             self._candidates.clear()
 
-    def _unpack(self, payload: bytes | memoryview, options: dict[str, Any]) -> Any:
+    def _unpack(self, payload: bytes | bytearray | memoryview, options: dict[str, Any]) -> Any:
         try:
             return msgpack.unpackb(payload, **options)
         except (InsecureJelly, LimitExceeded, ProtocolError):
@@ -694,7 +698,7 @@ class Decoder:
             return built
         return items
 
-    def copy_class(self, type_name: Any, base: type) -> type:
+    def copy_class(self, type_name: Any, base: type[_Copied]) -> type[_Copied]:
         if not isinstance(type_name, str):
             raise ProtocolError(f"copy type name must be a string, got {type_name!r:.60}")
         cls = self._registry.lookup(type_name)
@@ -768,7 +772,7 @@ class _GraphReader:
         if kind is not tuple:
             raise ProtocolError(f"unexpected {kind.__name__} in payload")
         head = raw[0] if raw else None
-        if type(head) is not ExtType or head.code not in _TAGS:
+        if head is None or type(head) is not ExtType or head.code not in _TAGS:
             result_list: list = []
             self._objects.append(result_list)
             result_list.extend(read(item, depth) for item in raw)
@@ -812,10 +816,10 @@ class _GraphReader:
                 raise ProtocolError(f"the state of a {raw[1]} instance must be a dict with str keys")
             return obj
         if code == TAG_CACHE and len(raw) == 4:
-            cls = self._decoder.copy_class(raw[2], RemoteCache)
+            cache_class = self._decoder.copy_class(raw[2], RemoteCache)
             if not isinstance(raw[1], int):
                 raise ProtocolError(f"bad cache id {raw[1]!r}")
-            obj = self._tables.receive_cache(raw[1], cls)
+            obj = self._tables.receive_cache(raw[1], cache_class)
             obj.setCopyableState(read(raw[3], depth))
             return obj
         raise ProtocolError(f"malformed tagged array (tag {code}, {len(raw)} items)")

@@ -26,7 +26,7 @@ from . import events as ev
 from . import serialize
 from .flavors import Referenceable, RemoteCache, Viewable, ViewPoint
 from .reference import CacheObserver, RemoteReference
-from .wire import Kind, Limits
+from .wire import Kind, Limits, Payload
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -88,6 +88,7 @@ class _Import:
 
 class _WeakEntry(weakref.ref):
     __slots__ = ("entry",)
+    entry: _Import
 
 
 class _CacheExport:
@@ -108,7 +109,7 @@ class _CacheExport:
 class _CacheImport(_Import):
     __slots__ = ("awaiting_state", "cls", "obj_id")
 
-    def __init__(self, remote_id: int, cls: type, obj_id: int):
+    def __init__(self, remote_id: int, cls: type[RemoteCache], obj_id: int):
         super().__init__(remote_id)
         self.cls = cls
         self.obj_id = obj_id
@@ -183,7 +184,7 @@ class ReferenceTables:
         for entry in reversed(journal):
             entry.undo(self)
 
-    def return_references(self, payload: bytes | memoryview) -> None:
+    def return_references(self, payload: Payload) -> None:
         """Give back the references a refused message carried (see module docstring).
 
         The scan reads the payload once more under the same length limits as the
@@ -238,10 +239,11 @@ class ReferenceTables:
         """What goes out when ``obj`` is sent to ``perspective``, and its key in ``_export_ids``."""
         target: Referenceable
         if isinstance(obj, Viewable):
-            key = (id(obj), id(perspective))
-            target = self.viewpoints.get(key)
-            if target is None:
-                target = self.viewpoints[key] = obj._pb_exported_for(perspective)
+            view_key = (id(obj), id(perspective))
+            viewpoint = self.viewpoints.get(view_key)
+            if viewpoint is None:
+                viewpoint = self.viewpoints[view_key] = obj._pb_exported_for(perspective)
+            target = viewpoint
         else:
             target = obj
         if perspective is not None and target._pb_perspective(_UNBOUND) is _UNBOUND:
@@ -255,7 +257,7 @@ class ReferenceTables:
         """The export entry ``obj`` has as sent to ``perspective``, if it was sent."""
         _, key = self._export_key(obj, perspective)
         export_id = self._export_ids.get(key)
-        return None if export_id is None else self._exports[export_id]
+        return None if export_id is None else self.exports[export_id]
 
     def export(self, obj: Referenceable, perspective: Any) -> int:
         """Count one send of ``obj`` and return its export id (called by the encoder)."""
@@ -331,7 +333,7 @@ class ReferenceTables:
         """Encode a RemoteCache we hold: it arrives as the peer's own Cacheable."""
         cache_id = self.cache_import_ids.get(id(cache))
         entry = self.cache_imports.get(cache_id) if cache_id is not None else None
-        if entry is None or entry.weak is None or entry.weak() is not cache:
+        if cache_id is None or entry is None or entry.weak is None or entry.weak() is not cache:
             raise SerializationError(f"{cache!r} is not a cache held over this connection")
         return msgpack.ExtType(serialize.EXT_YOUR_CACHEABLE, cache_id.to_bytes(8, "big"))
 
@@ -361,7 +363,7 @@ class ReferenceTables:
         """Count one arrival of the peer's object ``remote_id``; return its handle."""
         entry = self.imports.get(remote_id)
         ref = entry.weak() if entry is not None and entry.weak is not None else None
-        if ref is None:
+        if entry is None or ref is None:
             if len(self.imports) >= self.limits.max_references:
                 raise LimitExceeded(
                     f"peer sent more than {self.limits.max_references} live references (max_references)"
@@ -369,7 +371,7 @@ class ReferenceTables:
             entry = self.imports[remote_id] = _Import(remote_id)
             ref = RemoteReference(self.owner, remote_id)
             entry.weak = self._watch(ref, entry)
-        entry.count += 1  # type: ignore[union-attr]
+        entry.count += 1
         self._journal.append(entry)
         return ref
 
@@ -391,7 +393,7 @@ class ReferenceTables:
             raise ProtocolError(f"peer sent back object {export_id}, which this side does not export")
         return entry.obj._pb_original()
 
-    def receive_cache(self, cache_id: int, cls: type) -> Any:
+    def receive_cache(self, cache_id: int, cls: type[RemoteCache]) -> Any:
         """First arrival of a cache: make its RemoteCache (without __init__)."""
         entry = self.cache_imports.get(cache_id)
         obj = entry.weak() if entry is not None and entry.weak is not None else None
@@ -403,7 +405,7 @@ class ReferenceTables:
             )
         return self._new_cache_import(cache_id, cls)
 
-    def _new_cache_import(self, cache_id: int, cls: type) -> Any:
+    def _new_cache_import(self, cache_id: int, cls: type[RemoteCache]) -> Any:
         obj = cls.__new__(cls)
         entry = self.cache_imports[cache_id] = _CacheImport(cache_id, cls, id(obj))
         entry.weak = self._watch(obj, entry)
@@ -416,8 +418,8 @@ class ReferenceTables:
         """A later arrival of a cache; see the module docstring for the orphan case."""
         entry = self.cache_imports.get(cache_id)
         obj = entry.weak() if entry is not None and entry.weak is not None else None
-        if obj is not None:
-            entry.count += 1  # type: ignore[union-attr]
+        if entry is not None and obj is not None:
+            entry.count += 1
             self._journal.append(entry)
             return obj
         cls = self.cache_tombstones.get(cache_id) or (entry.cls if entry is not None else None)

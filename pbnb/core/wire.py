@@ -177,7 +177,7 @@ def check_prefix(body: int, head_len: int, max_frame: int) -> None:
         raise ProtocolError(f"frame header length {head_len} does not fit a {body}-byte frame")
 
 
-def decode_header(raw: bytes | memoryview) -> list:
+def decode_header(raw: Payload) -> list:
     """Decode a frame header: a msgpack array whose first item is an int kind."""
     try:
         header = msgpack.unpackb(raw, strict_map_key=False)
@@ -188,7 +188,7 @@ def decode_header(raw: bytes | memoryview) -> list:
     return header
 
 
-def check_preamble(data: bytes) -> None:
+def check_preamble(data: Payload) -> None:
     """Validate the peer's 8-byte preamble; raise ProtocolError with what was wrong."""
     if data[:4] != MAGIC:
         raise ProtocolError(f"peer does not speak pbnb: it opened with {bytes(data)!r}")
@@ -197,8 +197,10 @@ def check_preamble(data: bytes) -> None:
         raise ProtocolError(f"peer speaks pbnb protocol version {version}; this side speaks {VERSION}")
 
 
+#: A frame's payload as a FrameReader hands it over: a copy, or a view of the data fed.
+Payload = bytes | bytearray | memoryview
 #: What a FrameReader hands each frame to: ``handler(header, payload)``.
-FrameHandler = Callable[[list, "bytes | memoryview"], None]
+FrameHandler = Callable[[list, Payload], None]
 
 _read_prefix = FRAME_PREFIX.unpack_from
 _unpackb = msgpack.unpackb
@@ -345,7 +347,7 @@ class FrameReader:
                 header = None
             if type(header) is not list or not header or type(header[0]) is not int:
                 header = decode_header(data[pos + FRAME_PREFIX_SIZE : head_end])
-            payload: bytes | bytearray | memoryview
+            payload: Payload
             if stop - head_end <= _COPIED_PAYLOAD:
                 payload = data[head_end:stop]
             else:

@@ -88,8 +88,14 @@ class PBMagics(Magics):
         serving = self._serve(root, args.host, args.port, args.max_connections)
         return start(serving, f"%pb_serve {expr}")
 
+    @property
+    def _namespace(self) -> dict[str, Any]:
+        """The user's variables (a magic always runs in a shell)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _evaluate(self, expr: str) -> Any:
-        root = eval(expr, self.shell.user_ns)  # the user typed it in their own notebook
+        root = eval(expr, self._namespace)  # the user typed it in their own notebook
         servable = (
             isinstance(root, Referenceable)
             or isinstance(root, IPBRoot)
@@ -146,14 +152,14 @@ class PBMagics(Magics):
         password = self._password(args) if args.user else None
         name = self._connection_name(args.name or (f"{args.user}@" if args.user else "") + f"{host}:{port}")
         work = self._connect(name, host, port, args.user, password, args.timeout)
-        if args.user is None or args.password_env:  # no prompt needed: a button can do it again
 
-            def redo() -> Any:
-                again = self._password(args) if args.user else None
-                return self._reconnect(name, host, port, args.user, again, args.timeout)
-        else:
-            redo = None
-        return start(self._remember(work, name, redo), f"%pb_connect {args.address}")
+        def redo() -> Any:
+            again = self._password(args) if args.user else None
+            return self._reconnect(name, host, port, args.user, again, args.timeout)
+
+        # Without a prompt a button can connect again; with one, it cannot.
+        can_redo = args.user is None or args.password_env
+        return start(self._remember(work, name, redo if can_redo else None), f"%pb_connect {args.address}")
 
     async def _remember(self, work: Any, name: str, redo: Any) -> RemoteReference:
         reference = await work
@@ -174,7 +180,7 @@ class PBMagics(Magics):
         if old is not None:
             if old.redo is not None:
                 _widgets.reconnectors[reference] = old.redo
-            namespace = self.shell.user_ns
+            namespace = self._namespace
             for variable, value in list(namespace.items()):
                 if value is old.reference and not variable.startswith("_"):
                     namespace[variable] = reference
@@ -206,7 +212,7 @@ class PBMagics(Magics):
             else:
                 from ..cred import UsernamePassword
 
-                reference = await client.login(UsernamePassword(user, password))
+                reference = await client.login(UsernamePassword(user, password or ""))
             await _widgets.describe(reference)  # names for tab completion, type for display
         except BaseException:
             await client.close()
@@ -238,7 +244,7 @@ class PBMagics(Magics):
     def _find_connection(self, text: str) -> str:
         if text in self.connections:
             return text
-        value = self.shell.user_ns.get(text)
+        value = self._namespace.get(text)
         if isinstance(value, RemoteReference):
             for name, connected in self.connections.items():
                 if connected.client.broker is value.broker:
@@ -283,7 +289,7 @@ def _parse_connect(magic: Any, line: str) -> Any:
 
 # "--password" must not pass for an abbreviation of "--password-env", nor any other prefix.
 for _magic in (PBMagics.pb_serve, PBMagics.pb_connect, PBMagics.pb_disconnect):
-    _magic.parser.allow_abbrev = False  # type: ignore[attr-defined]
+    _magic.parser.allow_abbrev = False
 
 
 def load_ipython_extension(shell: Any) -> None:

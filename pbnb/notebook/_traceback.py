@@ -22,7 +22,7 @@ from typing import Any
 import pbnb
 
 _RED, _BOLD, _DIM, _RESET = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
-_INTERNAL = tuple(os.path.dirname(module.__file__) + os.sep for module in (pbnb, asyncio))  # type: ignore[type-var]
+_INTERNAL = tuple(os.path.dirname(module.__file__ or "") + os.sep for module in (pbnb, asyncio))
 _MAGIC_CALL = re.compile(r"(?:await )?get_ipython\(\)\.run_line_magic\((['\"]\w+['\"]), ('.*?'|\".*?\")\)")
 
 
