@@ -360,8 +360,9 @@ class Tables(Protocol):
 class Encoder:
     """Turns values into payload bytes for one broker.
 
-    ``tables`` is the broker: it assigns export and cache ids and journals them
-    so a failed encode leaves no trace (see ``Broker._begin``).
+    ``tables`` (the connection's ``ReferenceTables``) assigns export and cache
+    ids and journals them, so a failed encode leaves no trace once the broker
+    rolls the message back.
     """
 
     def __init__(self, tables: Tables, max_depth: int):
