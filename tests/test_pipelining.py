@@ -281,7 +281,8 @@ async def test_a_chain_of_three_costs_one_round_trip_through_a_relay():
             start = len(relay.log)
             count = root.callRemote("user", "ada").callRemote("inbox").callRemote("count")
             assert await asyncio.wait_for(count, TIMEOUT) == 2
-            chain = [entry for entry in relay.log[start:] if entry[1] != Kind.FINISH]
+            calls = (Kind.CALL, Kind.PIPELINE, Kind.ANSWER)  # not PING, DECREF, FINISH
+            chain = [entry for entry in relay.log[start:] if entry[1] in calls]
             first_answer = chain.index(("down", Kind.ANSWER))
             assert chain[:first_answer] == [("up", Kind.CALL), ("up", Kind.PIPELINE), ("up", Kind.PIPELINE)]
         await relay.close()
@@ -384,7 +385,7 @@ async def wait_for_empty(server_broker, client):
     for _ in range(2):
         gc.collect()
         await asyncio.wait_for(root.callRemote("number"), TIMEOUT)
-    keys = ("held_answers", "pipelined_calls", "promise_outcomes", "inbound_calls")
+    keys = ("held_answers", "awaited_answers", "pipelined_calls", "promise_outcomes", "inbound_calls")
     assert {k: server_broker.table_sizes()[k] for k in keys} == dict.fromkeys(keys, 0)
     assert {k: client_broker.table_sizes()[k] for k in keys} == dict.fromkeys(keys, 0)
 
@@ -404,3 +405,24 @@ async def test_the_notebook_shows_a_pending_chain_like_any_pending_call():
         assert await asyncio.wait_for(count, TIMEOUT) == 2
         assert future_bundle(count)["text/plain"] == f"<done {chain}: 2>"
         widget.close()
+
+
+def test_a_call_cancelled_while_calls_wait_on_it_leaves_no_waiting_entry():
+    pair = ConnectionPair(server_root=Service()).handshake()
+    root = pair.root()
+    pair.defer_calls = True
+    user = root.callRemote("user", "ada")
+    pair.client.call_on_answer(user.request_id, "note", (1,), {}, None, answer=False)
+    inbox = pipeline(pair, pair.client, user, "inbox")
+    pair.pump()
+    pair.client.cancel(inbox.request_id)
+    pair.client.cancel(user.request_id)
+    pair.pump()
+    # The callee's method ends after the cancel (its task was told to stop): it fails.
+    (broker, event), *_ = pair.deferred
+    broker.fail(event.request_id, RuntimeError("cancelled"))
+    pair.drain(broker)
+    pair.pump()
+    assert pair.server.table_sizes()["inbound_calls"] == 0
+    assert pair.server.table_sizes()["held_answers"] == 0
+    assert pair.server.table_sizes()["awaited_answers"] == 0

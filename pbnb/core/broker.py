@@ -244,6 +244,7 @@ class Broker:
             "pending_calls": len(self._calls),
             "inbound_calls": len(self._inbound),
             "held_answers": len(self._held_answers.held),
+            "awaited_answers": len(self._held_answers.waiting),  # running calls others wait on
             "pipelined_calls": len(self._promises.sent_on),
             "promise_outcomes": len(self._promises.outcomes),
         }
@@ -609,10 +610,10 @@ class Broker:
 
     def fail(self, request_id: int, error: BaseException, perspective: Any = None) -> None:
         """Send an exception as the result of the peer's call ``request_id``."""
-        if request_id not in self._inbound:
-            return
-        self._inbound.discard(request_id)
-        self._send_error(request_id, error, perspective)
+        if request_id in self._inbound:
+            self._inbound.discard(request_id)
+            self._send_error(request_id, error, perspective)
+        # (else cancelled by the peer, asked for no answer, or connection gone)
         if self._held_answers.waiting:
             self._run_waiting(request_id, None)
 

@@ -93,10 +93,12 @@ class HeldAnswers:
 
     def drop_waiting(self, request_id: int) -> bool:
         """Forget the waiting call ``request_id`` (its caller cancelled it); True if it was waiting."""
-        for calls in self.waiting.values():
+        for promise_id, calls in self.waiting.items():
             for index, call in enumerate(calls):
                 if call.request_id == request_id:
                     del calls[index]
+                    if not calls:
+                        del self.waiting[promise_id]
                     return True
         return False
 
