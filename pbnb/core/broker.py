@@ -98,6 +98,7 @@ _CLOSED = ConnectionState.CLOSED
 # attribute lookup through its metaclass (50 ns) each time it is named.
 _CALL = int(Kind.CALL)
 _ANSWER = int(Kind.ANSWER)
+_PIPELINE = int(Kind.PIPELINE)
 # Request ids in one FINISH frame: at most 9 bytes each, within the u16 header length.
 _FINISHED_PER_FRAME = 4096
 
@@ -433,8 +434,22 @@ class Broker:
             perspective = self._check_call(ref, method, perspective)
             if perspective is _COPY_LEAVING:
                 return NO_ANSWER
+        return self._queue_call(ref._kind, ref._id, method, args, kwargs, token, answer, perspective)
+
+    def _queue_call(
+        self,
+        kind: int,
+        target: int,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        token: Any,
+        answer: bool,
+        perspective: Any,
+    ) -> int:
+        """Encode ``[kind, request_id, target, method]`` with its arguments and queue it."""
         request_id = self._next_request_id if answer else NO_ANSWER
-        head = [ref._kind, request_id, ref._id, method, _PLAIN]
+        head = [kind, request_id, target, method, _PLAIN]
         payload = self._plain_arguments(args, kwargs)
         if payload is not None:
             frame = encode_frame(head, payload, self._peer_max_frame)
@@ -470,18 +485,9 @@ class Broker:
             raise ValueError(f"request {promise_id} is not pending: its answer can be called directly")
         if type(method) is not str or not method.isidentifier():
             raise ValueError(f"remote method name must be an identifier, got {method!r}")
-        request_id = self._next_request_id if answer else NO_ANSWER
-        head = [Kind.PIPELINE, request_id, promise_id, method, _PLAIN]
-        payload = self._plain_arguments(args, kwargs)
-        if payload is not None:
-            frame = encode_frame(head, payload, self._peer_max_frame)
-        else:
-            frame = self._frame(head, [list(args), kwargs], perspective)
-        if answer:
-            self._next_request_id += 1
-            self._calls[request_id] = token
+        request_id = self._queue_call(_PIPELINE, promise_id, method, args, kwargs, token, answer, perspective)
+        if request_id:
             self._promises.sent(request_id, promise_id)
-        self._out.append(frame)
         return request_id
 
     def is_pending(self, request_id: int) -> bool:
