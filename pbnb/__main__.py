@@ -215,7 +215,7 @@ def _run(root: Any, label: str, args: argparse.Namespace) -> int:
         print(f"pbnb: cannot use the TLS certificate: {exc}", file=sys.stderr)
         return 2
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=_loop_factory(tls)) as runner:
             runner.run(_serve_until_stopped(root, label, args, tls))
     except _NoBackplane as exc:
         print(f"pbnb: {exc}", file=sys.stderr)
@@ -226,8 +226,15 @@ def _run(root: Any, label: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (the ``speed`` extra), else None: asyncio's."""
+def _loop_factory(tls: ssl.SSLContext | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the ``speed`` extra), else None: asyncio's.
+
+    Not for TLS: the server starts TLS on a connection it already reads with a
+    buffered protocol, which uvloop's ``start_tls`` refuses ("empty buffer in get_buffer").
+    """
+    if tls is not None:
+        logging.getLogger("pbnb.serve").info("event loop: asyncio (TLS)")
+        return None
     try:
         import uvloop
     except ImportError:

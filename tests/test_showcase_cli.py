@@ -332,7 +332,7 @@ async def test_serve_over_tls_with_a_certificate_file(served_module, tmp_path):
         ) as client:
             root = await client.getRootObject()
             assert await root.callRemote("hello", "tls") == "hello tls (1)"
-        with pytest.raises(pb.PBConnectionLost):  # a plain client cannot talk to it
+        with pytest.raises(pb.ProtocolError, match="requires TLS"):  # a plain client is told why
             await pb.connect(server.host, server.port, timeout=5)
         status, _, err = await server.stop(signal.SIGINT)
     finally:
