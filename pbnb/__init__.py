@@ -14,6 +14,7 @@ from .aio.client import Client, connect
 from .aio.connection import CallFuture, current_perspective
 from .aio.reconnect import ReconnectingClient, ReconnectStatus
 from .aio.server import Server, current_server, serve
+from .aio.streams import RemoteIterator
 from .core.flavors import (
     Avatar,
     Cacheable,
@@ -90,6 +91,7 @@ __all__ = [
     "RemoteCache",
     "RemoteCopy",
     "RemoteError",
+    "RemoteIterator",
     "RemoteReference",
     "Root",
     "SerializationError",

@@ -3,11 +3,15 @@
 ``ConnectionPair`` moves the bytes one broker queues into the other broker's
 ``receive_data()`` (whole, or one byte at a time), runs the remote methods the
 events ask for synchronously, and settles the ``Outcome`` objects that
-``RemoteReference.callRemote`` returns through ``SyncInvoker``.
+``RemoteReference.callRemote`` returns through ``SyncInvoker``. A remote
+method that is a (plain) generator streams: the pair sends its items as
+credit allows, and the caller's ``Outcome`` settles with a ``Stream`` whose
+items a test reads with ``take()``.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from pbnb.core import events as ev
@@ -15,7 +19,14 @@ from pbnb.core.broker import Broker
 from pbnb.core.reference import CacheObserver, Invoker, RemoteReference
 
 _PENDING = object()
-_SETTLING = (ev.CallReceived, ev.AnswerReceived, ev.CallFailed)
+_SETTLING = (
+    ev.CallReceived,
+    ev.AnswerReceived,
+    ev.CallFailed,
+    ev.StreamOpened,
+    ev.StreamItem,
+    ev.StreamEnded,
+)
 
 
 class Outcome:
@@ -47,6 +58,29 @@ class Outcome:
     def exception(self) -> BaseException | None:
         assert self.done(), "the call has no answer yet"
         return self._error
+
+
+class Stream:
+    """The caller's end of a stream in the pair: what arrived, what was read, how it ended."""
+
+    def __init__(self, broker: Broker, request_id: int):
+        self.broker = broker
+        self.request_id = request_id
+        self.arrived: list[tuple[Any, int]] = []  # (value, payload size), not read yet
+        self.read: list[Any] = []
+        self.ended = False
+        self.error: BaseException | None = None
+
+    def take(self, count: int | None = None) -> list[Any]:
+        """Read ``count`` arrived items (all by default), telling the broker (which may grant credit)."""
+        taken, self.arrived = (
+            self.arrived[:count],
+            self.arrived[len(self.arrived) if count is None else count :],
+        )
+        for value, size in taken:
+            self.read.append(value)
+            self.broker.stream_read(self.request_id, size)
+        return [value for value, _ in taken]
 
 
 class SyncInvoker(Invoker):
@@ -99,6 +133,8 @@ class ConnectionPair:
         # Calls the test chose to hold back instead of answering at once.
         self.deferred: list[tuple[Broker, ev.CallReceived]] = []
         self.defer_calls = False
+        # Generators streaming to the peer: (broker, request id) -> (generator, perspective).
+        self.generators: dict[tuple[Broker, int], tuple[Any, Any]] = {}
         for broker in (self.client, self.server):
             broker.invoker = SyncInvoker(broker)
             broker.on_collected = lambda: None  # the pump flushes collected handles itself
@@ -142,6 +178,7 @@ class ConnectionPair:
             for broker in (self.client, self.server):
                 broker.flush_collected()
                 self.drain(broker)
+            self.advance_generators()
             moved = self.transfer(self.client)
             moved = self.transfer(self.server) or moved
             if not moved:
@@ -184,16 +221,54 @@ class ConnectionPair:
             elif isinstance(event, ev.CallFailed):
                 if event.token is not None:
                     event.token.set_exception(event.error)
+            elif isinstance(event, ev.StreamOpened):
+                stream = Stream(broker, event.request_id)
+                broker.bind_stream(event.request_id, stream)
+                event.token.set_result(stream)
+            elif isinstance(event, ev.StreamItem):
+                _stream_of(event.token).arrived.append((event.value, event.size))
+            elif isinstance(event, ev.StreamEnded):
+                stream = _stream_of(event.token)
+                stream.ended, stream.error = True, event.error
+            elif isinstance(event, ev.CancelRequested):
+                generator = self.generators.pop((broker, event.request_id), None)
+                if generator is not None:
+                    generator[0].close()
 
-    @staticmethod
-    def run(broker: Broker, event: ev.CallReceived) -> None:
-        """Run a received call synchronously and answer it."""
+    def run(self, broker: Broker, event: ev.CallReceived) -> None:
+        """Run a received call synchronously and answer it (a generator starts streaming)."""
         try:
             result = event.method(*event.args, **event.kwargs)
         except Exception as exc:
             broker.fail(event.request_id, exc, event.perspective)
-        else:
-            broker.answer(event.request_id, result, event.perspective)
+            return
+        if inspect.isgenerator(result):
+            try:
+                opened = broker.open_stream(event.request_id)
+            except Exception as exc:
+                broker.fail(event.request_id, exc, event.perspective)
+                return
+            if opened:
+                self.generators[broker, event.request_id] = (result, event.perspective)
+            return
+        broker.answer(event.request_id, result, event.perspective)
+
+    def advance_generators(self) -> None:
+        """Send each streaming generator's items while its credit lasts."""
+        for (broker, request_id), (generator, perspective) in list(self.generators.items()):
+            while broker.may_send_item(request_id):
+                try:
+                    item = next(generator)
+                    broker.send_item(request_id, item, perspective)
+                except StopIteration:
+                    broker.answer(request_id, None, perspective)
+                except Exception as exc:
+                    broker.fail(request_id, exc, perspective)
+                else:
+                    continue
+                del self.generators[broker, request_id]
+                generator.close()
+                break
 
     def run_deferred(self) -> None:
         """Run the calls held back while ``defer_calls`` was set, then pump."""
@@ -208,7 +283,15 @@ class ConnectionPair:
         return [event for event in self.events[side] if isinstance(event, kind)]
 
     def disconnect(self, reason: BaseException | None = None) -> None:
-        """Both transports close: each broker reports its losses."""
+        """Both transports close: each broker reports its losses (and streaming generators close)."""
         for broker in (self.client, self.server):
             broker.connection_lost(reason)
             self.drain(broker)
+        for generator, _ in self.generators.values():
+            generator.close()
+        self.generators.clear()
+
+
+def _stream_of(token: Any) -> Stream:
+    # Before the driver bound its Stream, a stream's events carry the call's Outcome.
+    return token if isinstance(token, Stream) else token.result()

@@ -15,7 +15,7 @@ import inspect
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..core import events as ev
@@ -23,6 +23,7 @@ from ..core.broker import Broker
 from ..core.failure import clip, text_of
 from ..core.flavors import CopyRegistry, IPBRoot, Referenceable, remote_method
 from ..core.reference import CacheObserver, RemoteReference
+from ..core.streaming import Window
 from ..core.wire import Limits
 from ..errors import (
     CallCancelled,
@@ -34,6 +35,7 @@ from ..errors import (
     PipelineError,
     ProtocolError,
 )
+from .streams import RemoteIterator, StreamSink, not_a_stream
 
 log = logging.getLogger("pbnb")
 
@@ -104,7 +106,7 @@ class CallFuture(asyncio.Future):
 
     # Filled in by Connection once the request is queued; no __init__, which
     # would cost every call a Python-level frame.
-    __slots__ = ("connection", "dependents", "method", "promise", "ref", "request_id")
+    __slots__ = ("connection", "dependents", "method", "promise", "ref", "request_id", "stream")
 
     connection: Connection
     method: str
@@ -112,6 +114,7 @@ class CallFuture(asyncio.Future):
     request_id: int
     promise: CallFuture
     dependents: list[CallFuture]
+    stream: StreamSink
 
     @property
     def description(self) -> str:
@@ -158,6 +161,66 @@ class CallFuture(asyncio.Future):
     def remote(self) -> _PromisedMethods:
         """Attribute-style pipelined calls: ``root.remote.user("ada").remote.inbox()``."""
         return _PromisedMethods(self)
+
+    def window(self, items: int | None = None, bytes: int | None = None) -> CallFuture:
+        """Choose the window of the stream this call is expected to answer with; return this call.
+
+        ``items`` and ``bytes`` (of payload) are how far the remote generator
+        may run ahead of the reader (default 512 items and 4 MiB; each at most
+        the ``Limits.max_stream_window`` and ``max_stream_window_bytes`` of
+        both sides). The whole window is granted with the call, so the first
+        items need no round trip: ``async for row in
+        ref.callRemote("rows").window(items=64)``. Raises LimitExceeded for a
+        window beyond this side's limits.
+        """
+        result = self.result() if self.done() and not self.cancelled() and self.exception() is None else None
+        if isinstance(result, RemoteIterator):
+            result.window(items, bytes)
+            return self
+        sink = self._stream_sink()
+        if sink is not None:
+            sink.window = sink.window.changed(items, bytes)
+            sink.connection.stream_window(sink.request_id, sink.window)
+        return self
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """Iterate the stream this call answers with: ``async for item in ref.callRemote(...)``.
+
+        The stream's window is granted now, with the call. A call that answers
+        with something else than a stream raises TypeError when iterated.
+        """
+        if self.done() and not self.cancelled() and self.exception() is None:
+            result = self.result()
+            if isinstance(result, RemoteIterator):
+                return result
+        sink = self._stream_sink()
+        if sink is None:
+            return _not_a_stream(self)
+        sink.connection.stream_window(sink.request_id, sink.window)
+        return RemoteIterator(sink)
+
+    def _stream_sink(self) -> StreamSink | None:
+        """The sink of the stream this pending call may answer with, made on first use; None if done."""
+        sink = getattr(self, "stream", None)
+        if sink is None:
+            connection = getattr(self, "connection", None)
+            if connection is None or not self.request_id or self.done():
+                return None
+            sink = self.stream = StreamSink(connection, self.request_id, self.method)
+            self.add_done_callback(sink.call_settled)
+        return sink
+
+
+def _not_a_stream(future: CallFuture) -> Any:
+    """What ``async for`` over a call that is settled, or never went out, iterates: its failure."""
+
+    async def failing() -> Any:
+        result = await future  # raises the call's own error
+        if False:  # pragma: no cover - makes this an async generator
+            yield
+        raise not_a_stream(getattr(future, "method", "the call"), result)
+
+    return failing()
 
 
 class _PromisedMethods:
@@ -220,6 +283,11 @@ async def _call_here(promise: CallFuture, target: Referenceable, name: str, args
         )
     result = method(*args, **kwargs)
     return await result if inspect.isawaitable(result) else result
+
+
+def _sink_of(token: Any) -> StreamSink:
+    """The sink of a stream event's token: the sink bound to it, or the call's before it was bound."""
+    return token if type(token) is StreamSink else token.stream
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -442,6 +510,8 @@ class Connection(asyncio.BufferedProtocol):
         self._dispatching = False
         self._collect_scheduled = False
         self._tasks: dict[int, asyncio.Task] = {}  # running calls that want an answer, by request id
+        # streams we send that wait for credit -> what CreditGranted resolves
+        self._credit_waiters: dict[int, asyncio.Future[None]] = {}
         self._quiet_tasks: set[asyncio.Task] = set()  # running calls that want none
         self._survivors: set[asyncio.Task] = set()  # calls not to cancel at the close
         self._max_running = (limits or Limits()).max_inbound_calls
@@ -652,6 +722,8 @@ class Connection(asyncio.BufferedProtocol):
             elif kind is ev.CallFailed:
                 if not event.token.done():
                     event.token.set_exception(event.error)
+            elif kind is ev.StreamItem:
+                _sink_of(event.token).put(event.value, event.size)
             else:
                 self._dispatch_rare(event)
 
@@ -665,6 +737,14 @@ class Connection(asyncio.BufferedProtocol):
             task = self._tasks.get(event.request_id)
             if task is not None:
                 task.cancel(msg="cancelled by the caller")
+        elif isinstance(event, ev.StreamOpened):
+            self._stream_opened(event.token, event.request_id)
+        elif isinstance(event, ev.StreamEnded):
+            _sink_of(event.token).end(event.error)
+        elif isinstance(event, ev.CreditGranted):
+            waiter = self._credit_waiters.get(event.request_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         elif isinstance(event, ev.ObjectReleased):
             for hook in self._release_hooks.pop(id(event.obj), ()):
                 self._run_hook(hook)
@@ -724,8 +804,16 @@ class Connection(asyncio.BufferedProtocol):
         finally:
             current_perspective.reset(reset)
             _serving.reset(reset_serving)
-        if type(result) not in _NOT_AWAITABLE and inspect.isawaitable(result):
-            task = self._loop.create_task(self._finish_call(event, result))
+        if type(result) not in _NOT_AWAITABLE and (
+            inspect.isawaitable(result) or inspect.isasyncgen(result) or inspect.isgenerator(result)
+        ):
+            task: asyncio.Task | None
+            if inspect.isawaitable(result):
+                task = self._loop.create_task(self._finish_call(event, result))
+            else:  # a generator: its answer is a stream
+                task = self._start_stream(event, result)
+                if task is None:
+                    return
             if event.request_id:
                 self._tasks[event.request_id] = task
             else:  # counted against max_inbound_calls, and cancelled at the close, all the same
@@ -750,10 +838,93 @@ class Connection(asyncio.BufferedProtocol):
             if event.request_id:
                 self.broker.answer(event.request_id, result, event.perspective)  # type: ignore[union-attr]
         finally:
-            self._tasks.pop(event.request_id, None)
+            self._call_over(event.request_id)
+
+    def _call_over(self, request_id: int) -> None:
+        self._tasks.pop(request_id, None)
+        self._flush_soon()
+        if self._peer_done and not self._tasks and self.transport is not None:
+            self._loop.call_soon(self.transport.close)  # after the flush: the answers go first
+
+    # -------------------------------------------------------------- streams
+
+    def _start_stream(self, event: ev.CallReceived, generator: Any) -> asyncio.Task | None:
+        """The method is a generator: open its stream and start pumping it; None if it cannot stream."""
+        try:
+            opened = self.broker.open_stream(event.request_id)  # type: ignore[union-attr]
+        except LimitExceeded as exc:
+            opened = False
+            self.broker.fail(event.request_id, exc, event.perspective)  # type: ignore[union-attr]
+        if not opened:  # no answer wanted, or refused: the generator never starts (nothing to close)
+            return None
+        return self._loop.create_task(self._pump_stream(event, generator))
+
+    async def _pump_stream(self, event: ev.CallReceived, generator: Any) -> None:
+        """Send the generator's items as credit allows; end the stream with its end or its error."""
+        current_perspective.set(event.perspective)
+        _serving.set(self)
+        broker = self.broker
+        request_id = event.request_id
+        is_async = inspect.isasyncgen(generator)
+        try:
+            while True:
+                if not broker.may_send_item(request_id):  # type: ignore[union-attr]
+                    await self._credit_for(request_id)
+                    continue
+                try:
+                    item = await generator.__anext__() if is_async else next(generator)
+                except (StopAsyncIteration, StopIteration):
+                    broker.answer(request_id, None, event.perspective)  # type: ignore[union-attr]
+                    return
+                broker.send_item(request_id, item, event.perspective)  # type: ignore[union-attr]
+                self._flush_soon()
+        except asyncio.CancelledError:
+            broker.fail(request_id, CallCancelled("cancelled"), event.perspective)  # type: ignore[union-attr]
+        except Exception as exc:
+            self._report_failure(event, exc)
+        finally:
+            try:  # the generator's own finally runs now, whatever ended the stream
+                await generator.aclose() if is_async else generator.close()
+            except Exception:
+                log.exception("closing the stream of %s failed", clip(event.name, LOGGED_TEXT))
+            self._call_over(request_id)
+
+    async def _credit_for(self, request_id: int) -> None:
+        """Wait until the peer grants the stream ``request_id`` credit (CreditGranted)."""
+        waiter = self._credit_waiters[request_id] = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            del self._credit_waiters[request_id]
+
+    def _stream_opened(self, future: CallFuture, request_id: int) -> None:
+        """Our call's answer is a stream: its sink takes the items, the future gets its iterator."""
+        sink = getattr(future, "stream", None)
+        if sink is None:
+            sink = future.stream = StreamSink(self, request_id, future.method)
+        self.broker.bind_stream(request_id, sink)  # type: ignore[union-attr]
+        if not future.done():
+            alive = sink.iterator() if sink.iterator is not None else None
+            future.set_result(alive if alive is not None else RemoteIterator(sink))
+        # (a cancelled future cancelled the stream at once: the broker drops its items)
+
+    def stream_read(self, request_id: int, size: int) -> None:
+        """The reader took an item of stream ``request_id``: credit may go back."""
+        broker = self.broker
+        if broker is not None:
+            broker.stream_read(request_id, size)
+            if broker.has_data_to_send():
+                self._flush_soon()
+
+    def stream_window(self, request_id: int, window: Window) -> None:
+        """Set the window of the stream answering our call ``request_id`` (granted at once if pending)."""
+        if self.broker is not None:
+            self.broker.stream_window(request_id, window)
             self._flush_soon()
-            if self._peer_done and not self._tasks and self.transport is not None:
-                self._loop.call_soon(self.transport.close)  # after the flush: the answers go first
+
+    def close_stream(self, request_id: int) -> None:
+        """Stop the stream answering our call ``request_id``: the peer closes its generator."""
+        self.cancel_call(request_id)
 
     def _report_failure(self, event: ev.CallReceived, exc: Exception) -> None:
         where = f"{type(event.target).__qualname__}.{clip(event.name, LOGGED_TEXT)} called by {self.peer}"

@@ -62,8 +62,10 @@ from .flavors import (
 from .pipelining import BROKEN_PROMISE, Forward, HeldAnswers, Promises, WaitingCall, is_reference
 from .reference import CacheObserver, Invoker, RemoteReference, Undriven
 from .serialize import Decoder, Encoder
+from .streaming import Receiving, Streams, Window
 from .tables import ReferenceTables
 from .wire import (
+    FRAME_PREFIX,
     MIN_FRAME,
     NO_ANSWER,
     PREAMBLE,
@@ -99,6 +101,8 @@ _CLOSED = ConnectionState.CLOSED
 _CALL = int(Kind.CALL)
 _ANSWER = int(Kind.ANSWER)
 _PIPELINE = int(Kind.PIPELINE)
+_ITEM = int(Kind.ITEM)
+_read_prefix = FRAME_PREFIX.unpack_from
 # Request ids in one FINISH frame: at most 9 bytes each, within the u16 header length.
 _FINISHED_PER_FRAME = 4096
 
@@ -140,6 +144,8 @@ class Broker:
         # pipeline on, and our calls pipelined on the peer's answers.
         self._held_answers = HeldAnswers(self.limits.max_held_answers)
         self._promises = Promises()
+        # Streams (streaming.py): credit granted to us and by us.
+        self._streams = Streams(self.limits)
 
         limits = self.limits
         # The id tables, which the codec counts sends and arrivals in.
@@ -248,6 +254,9 @@ class Broker:
             "awaited_answers": len(self._held_answers.waiting),  # running calls others wait on
             "pipelined_calls": len(self._promises.sent_on),
             "promise_outcomes": len(self._promises.outcomes),
+            "streams_sending": len(self._streams.credit),  # the peer's calls we stream (or it granted)
+            "stream_windows": len(self._streams.windows),  # our pending calls granted a window early
+            "streams_receiving": len(self._streams.receiving),  # our calls answered by an open stream
         }
 
     def _hold_events(self) -> None:
@@ -556,18 +565,114 @@ class Broker:
         return request_id
 
     def cancel(self, request_id: int) -> None:
-        """Stop waiting for ``request_id`` and tell the peer."""
+        """Stop waiting for ``request_id`` (a call, or a stream) and tell the peer."""
         if self._calls.pop(request_id, None) is not None:
-            self._cancelled[request_id] = None
-            if len(self._cancelled) > MAX_CANCELLED:
-                # A peer that never answers what we cancelled must not grow this forever: the
-                # oldest are forgotten, and a late answer to one of them is ignored.
-                forgotten = next(iter(self._cancelled))
-                del self._cancelled[forgotten]
-                self._forgotten_below = max(self._forgotten_below, forgotten + 1)
-            self._send([Kind.CANCEL, request_id])
+            if self._streams.windows:
+                self._streams.windows.pop(request_id, None)
+            self._send_cancel(request_id)
             if self._promises.sent_on:
                 self._promises.settled(request_id)
+        elif self._streams.receiving.pop(request_id, None) is not None:
+            self._send_cancel(request_id)
+
+    def _send_cancel(self, request_id: int) -> None:
+        """Send CANCEL; remember the request so that what the peer sent meanwhile is dropped."""
+        self._cancelled[request_id] = None
+        if len(self._cancelled) > MAX_CANCELLED:
+            # A peer that never answers what we cancelled must not grow this forever: the
+            # oldest are forgotten, and a late answer to one of them is ignored.
+            forgotten = next(iter(self._cancelled))
+            del self._cancelled[forgotten]
+            self._forgotten_below = max(self._forgotten_below, forgotten + 1)
+        self._send([Kind.CANCEL, request_id])
+
+    def _was_cancelled(self, request_id: Any) -> bool:
+        """Whether ``request_id`` is one we cancelled (or may have, and forgot): late frames are dropped."""
+        return request_id in self._cancelled or (
+            type(request_id) is int and request_id < self._forgotten_below
+        )
+
+    # ------------------------------------------------------------ our streams
+
+    def stream_window(self, request_id: int, window: Window) -> None:
+        """Set how far the stream answering our call ``request_id`` may run ahead of its reader.
+
+        Call it while the call is pending when a stream is expected (``async
+        for`` over it): the whole window is granted at once, so the first
+        items need no round trip. On an open stream it takes effect as the
+        reader goes (credit once granted is not taken back). Raises
+        LimitExceeded for a window beyond this side's limits; does nothing for
+        a request that is over.
+        """
+        window.check(self.limits)
+        stream = self._streams.receiving.get(request_id)
+        if stream is None:
+            if request_id not in self._calls or self.disconnected:
+                return
+            stream = self._streams.windows.get(request_id)
+            if stream is None:
+                self._streams.windows[request_id] = Receiving(None, window)
+                self._send([Kind.CREDIT, request_id, window.items, window.bytes])
+                return
+        stream.window = window
+        self._top_up(request_id, stream)
+
+    def bind_stream(self, request_id: int, token: Any) -> None:
+        """Make ``token`` the one the later events of stream ``request_id`` carry (see StreamOpened)."""
+        stream = self._streams.receiving.get(request_id)
+        if stream is not None:
+            stream.token = token
+
+    def stream_read(self, request_id: int, size: int) -> None:
+        """The consumer took an item of ``size`` payload bytes (``StreamItem.size``); credit may follow."""
+        stream = self._streams.receiving.get(request_id)
+        if stream is not None:
+            grant = self._streams.read(stream, size)
+            if grant is not None:
+                self._send([Kind.CREDIT, request_id, *grant])
+
+    def _top_up(self, request_id: int, stream: Receiving) -> None:
+        grant = self._streams.top_up(stream)
+        if grant is not None:
+            self._send([Kind.CREDIT, request_id, *grant])
+
+    # ---------------------------------------------------------- their streams
+
+    def open_stream(self, request_id: int) -> bool:
+        """Answer the peer's call ``request_id`` with a stream (its method is a generator).
+
+        Items go with ``send_item`` while ``may_send_item`` says so; ``answer``
+        (with None) ends the stream and ``fail`` ends it with an error. Returns
+        False if the call wants no answer any more (cancelled, or asked for
+        none): close the generator. Raises LimitExceeded when ``max_streams``
+        streams are open: fail the call with it.
+        """
+        if request_id not in self._inbound or self.disconnected:
+            return False
+        self._streams.open(request_id)
+        self._send([Kind.STREAM, request_id])
+        return True
+
+    def may_send_item(self, request_id: int) -> bool:
+        """Whether the stream answering ``request_id`` has credit for an item now (else: CreditGranted)."""
+        credit = self._streams.credit.get(request_id)
+        return credit is not None and credit.open and credit.items > 0 and credit.bytes > 0
+
+    def send_item(self, request_id: int, value: Any, perspective: Any = None) -> None:
+        """Send ``value`` as the next item of the stream answering ``request_id``.
+
+        Raises ValueError without credit (``may_send_item``), and what
+        encoding raises (SerializationError, LimitExceeded); nothing is sent
+        then, and the stream is still open (``fail`` it).
+        """
+        credit = self._streams.credit.get(request_id)
+        if credit is None or not credit.open or credit.items <= 0 or credit.bytes <= 0:
+            raise ValueError(f"stream {request_id} has no credit for an item (or is not open)")
+        frame = self._frame([_ITEM, request_id, _PLAIN], value, perspective)
+        body, head_len = _read_prefix(frame)
+        credit.items -= 1
+        credit.bytes -= body - 2 - head_len
+        self._out.append(frame)
 
     def ping(self, token: int) -> None:
         """Queue a keepalive PING; the peer answers with a PONG (which is not an event)."""
@@ -600,6 +705,8 @@ class Broker:
             if self._held_answers.waiting:
                 self._run_waiting(request_id, None)
             return  # cancelled by the peer, asked for no answer, or connection gone
+        if self._streams.credit:
+            self._streams.forget(request_id)
         try:
             frame = self._frame([_ANSWER, request_id, _PLAIN], value, perspective)
         except Exception as exc:
@@ -618,6 +725,8 @@ class Broker:
         """Send an exception as the result of the peer's call ``request_id``."""
         if request_id in self._inbound:
             self._inbound.discard(request_id)
+            if self._streams.credit:
+                self._streams.forget(request_id)
             self._send_error(request_id, error, perspective)
         # (else cancelled by the peer, asked for no answer, or connection gone)
         if self._held_answers.waiting:
@@ -826,7 +935,11 @@ class Broker:
         _, request_id, mode = header
         token = self._calls.pop(request_id, None)
         if token is None:
+            if request_id in self._streams.receiving:
+                return self._end_stream(request_id, payload)
             token = self._take_call(request_id)  # raises unless we cancelled it
+        elif self._streams.windows:
+            self._streams.windows.pop(request_id, None)
         try:
             value = self.decode_payload(mode, payload)
         except (ProtocolError, InsecureJelly) as exc:
@@ -857,6 +970,8 @@ class Broker:
 
     def _take_call(self, request_id: int) -> Any:
         self._describing.pop(request_id, None)
+        if self._streams.windows:
+            self._streams.windows.pop(request_id, None)
         token = self._calls.pop(request_id, None)
         if token is None and request_id not in self._cancelled:
             if type(request_id) is int and request_id < self._forgotten_below:
@@ -870,7 +985,8 @@ class Broker:
         if not isinstance(remote_type, str) or not isinstance(message, str) or len(rest) > 1:
             raise ProtocolError("ERROR type and message must be strings")
         bases = read_bases(rest[0] if rest else None)
-        token = self._take_call(request_id)
+        stream = self._streams.receiving.pop(request_id, None) if self._streams.receiving else None
+        token = self._take_call(request_id) if stream is None else stream.token
         error: BaseException | None = None
         if payload and bytes(payload[:1]) != _NIL:
             try:
@@ -886,13 +1002,88 @@ class Broker:
                 error = rebuild_error(remote_type, message, tb if isinstance(tb, str) else None, bases)
         if self._promises.sent_on or self._promises.dependents:
             self._settle_promises(request_id, error)
-        if token is not None:
+        if stream is not None:
+            self._emit(ev.StreamEnded(token, error))
+        elif token is not None:
             self._emit(ev.CallFailed(token, error))
 
     def _settle_promises(self, request_id: int, outcome: Any) -> None:
         """Our call ``request_id`` ended with ``outcome``: keep it for calls pipelined on it."""
         self._promises.resolved(request_id, outcome)
         self._promises.settled(request_id)
+
+    # --------------------------------------------------------------- streams
+
+    def _on_stream(self, header: list, payload: Payload) -> None:
+        _, request_id = header
+        token = self._calls.pop(request_id, None)
+        if token is None:
+            if self._was_cancelled(request_id):
+                return  # our CANCEL is on its way: the peer stops
+            raise ProtocolError(f"peer opened a stream for request {request_id}, which is not pending")
+        self._describing.pop(request_id, None)
+        stream, first = self._streams.opened(request_id, token)
+        if first:
+            self._send([Kind.CREDIT, request_id, stream.items, stream.bytes])
+        self._emit(ev.StreamOpened(token, request_id))
+
+    def _on_credit(self, header: list, payload: Payload) -> None:
+        _, request_id, items, nbytes = header
+        _check_ints(request_id, items, nbytes)
+        if request_id not in self._inbound:
+            return  # the call is over (answered, failed, cancelled) or never came: credit is moot
+        refused = self._streams.grant(request_id, items, nbytes)
+        if refused is not None:
+            # This stream's peer broke its rule; the connection is fine. Fail the
+            # call, and have the driver stop its generator as if it was cancelled.
+            self.fail(request_id, LimitExceeded(refused))
+            self._emit(ev.CancelRequested(request_id))
+        elif self._streams.credit[request_id].open:
+            self._emit(ev.CreditGranted(request_id))
+
+    def _on_item(self, header: list, payload: Payload) -> None:
+        _, request_id, mode = header
+        stream = self._streams.receiving.get(request_id)
+        if stream is None:
+            self._tables.return_references(payload)
+            if self._was_cancelled(request_id):
+                return  # sent before our CANCEL arrived
+            if request_id in self._calls:  # before STREAM: this call's answer is broken, not the connection
+                error = ProtocolError(f"peer sent a stream item for request {request_id} before STREAM")
+                self._emit(ev.CallFailed(self._calls.pop(request_id), error))
+                self._send_cancel(request_id)
+                return
+            raise ProtocolError(f"peer sent a stream item for request {request_id}, which is no open stream")
+        if stream.items <= 0 or stream.bytes <= 0:
+            self._tables.return_references(payload)
+            return self._break_stream(
+                request_id,
+                ProtocolError(
+                    f"peer sent a stream item beyond its credit (window of {stream.window.items} items, "
+                    f"{stream.window.bytes} bytes)"
+                ),
+            )
+        size = len(payload)
+        stream.items -= 1
+        stream.bytes -= size
+        try:
+            value = self.decode_payload(mode, payload)
+        except (ProtocolError, InsecureJelly) as exc:
+            exc.args = (f"{exc} [refused here, by the caller, receiving a stream item]",)
+            return self._break_stream(request_id, exc)
+        self._emit(ev.StreamItem(stream.token, value, size))
+
+    def _break_stream(self, request_id: int, error: BaseException) -> None:
+        """Fail our stream ``request_id`` here with ``error`` and stop it at the peer."""
+        stream = self._streams.receiving.pop(request_id)
+        self._emit(ev.StreamEnded(stream.token, error))
+        self._send_cancel(request_id)
+
+    def _end_stream(self, request_id: int, payload: Payload) -> None:
+        """The peer's ANSWER ended our stream ``request_id`` normally."""
+        stream = self._streams.receiving.pop(request_id)
+        self._tables.return_references(payload)  # a generator's end carries nil; anything else is dropped
+        self._emit(ev.StreamEnded(stream.token, None))
 
     def _on_decref(self, header: list, payload: Payload) -> None:
         kind, remote_id, count = header
@@ -978,6 +1169,8 @@ class Broker:
         request_id = header[1]
         if request_id in self._inbound:
             self._inbound.discard(request_id)
+            if self._streams.credit:
+                self._streams.forget(request_id)
             if self._held_answers.waiting and self._held_answers.drop_waiting(request_id):
                 self._run_waiting(request_id, None)  # it never ran: nothing to cancel
                 return
@@ -1021,6 +1214,11 @@ class Broker:
             error = PBConnectionLost(message)
             error.__cause__ = reason
             self._events.append(ev.CallFailed(token, error))
+        for stream in self._streams.receiving.values():
+            error = PBConnectionLost(message)
+            error.__cause__ = reason
+            self._events.append(ev.StreamEnded(stream.token, error))
+        self._streams.clear()
         self._inbound.clear()
         self._held_answers.clear()
         self._promises.clear()
@@ -1076,6 +1274,9 @@ _HANDLERS: dict[Kind, str] = {
     Kind.CANCEL: "_on_cancel",
     Kind.PIPELINE: "_on_pipeline",
     Kind.FINISH: "_on_finish",
+    Kind.STREAM: "_on_stream",
+    Kind.CREDIT: "_on_credit",
+    Kind.ITEM: "_on_item",
     Kind.PING: "_on_ping",
     Kind.PONG: "_on_pong",
     Kind.GOODBYE: "_on_goodbye",

@@ -60,6 +60,43 @@ class CancelRequested:
 
 
 @dataclass(slots=True)
+class StreamOpened:
+    """The answer to our call is a stream (its window is granted); call ``Broker.bind_stream``.
+
+    ``token`` is the call's token; the stream's later events carry the token
+    the driver binds, which may be another object (one that does not keep the
+    consumer's iterator alive, say).
+    """
+
+    token: Any
+    request_id: int
+
+
+@dataclass(slots=True)
+class StreamItem:
+    """An item of one of our streams arrived; call ``Broker.stream_read`` once it is consumed."""
+
+    token: Any
+    value: Any
+    size: int  # its payload bytes: pass them to stream_read
+
+
+@dataclass(slots=True)
+class StreamEnded:
+    """One of our streams is over: ``error`` is None for its normal end."""
+
+    token: Any
+    error: BaseException | None
+
+
+@dataclass(slots=True)
+class CreditGranted:
+    """The peer granted credit to the stream answering its call ``request_id``: items may go."""
+
+    request_id: int
+
+
+@dataclass(slots=True)
 class ObjectReleased:
     """The peer dropped its last reference to ``obj`` (or the connection closed)."""
 
@@ -110,6 +147,10 @@ Event = (
     | AnswerReceived
     | CallFailed
     | CancelRequested
+    | StreamOpened
+    | StreamItem
+    | StreamEnded
+    | CreditGranted
     | ObjectReleased
     | CacheReleased
     | MessageRefused

@@ -64,6 +64,10 @@ class Kind(IntEnum):
     UNCACHED = 14  # [UNCACHED, cache_id]
     PIPELINE = 15  # [PIPELINE, request_id, answer_of_request_id, method, mode] + [args, kwargs]
     FINISH = 16  # [FINISH, [request_id, ...]]: answers the sender will pipeline on no more
+    # 17 is PROGRESS.
+    STREAM = 18  # [STREAM, request_id]: the answer is a stream; ANSWER or ERROR ends it
+    CREDIT = 19  # [CREDIT, request_id, items, bytes]: the caller lets a stream send more
+    ITEM = 20  # [ITEM, request_id, mode] + value: one item of a stream
 
 
 class ConnectionState(Enum):
@@ -108,6 +112,7 @@ _WHAT = {
     Kind.PIPELINE: "call",
     Kind.ANSWER: "answer",
     Kind.CACHE_STATE: "cache state",
+    Kind.ITEM: "stream item",
 }
 
 
@@ -127,6 +132,9 @@ class Limits:
     max_caches: int = 100_000
     max_held_answers: int = 100_000  # answers kept for calls pipelined on them
     max_string_len: int = 64 * 1024 * 1024  # one str or bytes value, in bytes
+    max_streams: int = 1_000  # streams this side sends at once (generators running for the peer)
+    max_stream_window: int = 100_000  # items of credit a stream's receiver may grant ahead
+    max_stream_window_bytes: int = 256 * 1024 * 1024  # payload bytes of credit granted ahead
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -1,0 +1,184 @@
+"""The consumer's end of a remote stream: ``RemoteIterator``, and the sink the connection fills.
+
+A remote method that is a generator answers with a stream (the rules are in
+:mod:`pbnb.core.streaming`). The connection puts each arriving item into the
+stream's ``StreamSink``; a ``RemoteIterator`` hands them to ``async for`` and
+tells the broker as it goes, which grants more credit. The broker holds the
+sink, never the iterator, so an iterator nobody holds any more is collected
+and closes its stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..core.streaming import Window
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+
+class StreamSink:
+    """One incoming stream as its connection sees it: the items not read yet, and how it ended."""
+
+    __slots__ = (
+        "connection",
+        "ended",
+        "error",
+        "iterator",
+        "method",
+        "queue",
+        "request_id",
+        "waiter",
+        "window",
+    )
+
+    def __init__(self, connection: Connection, request_id: int, method: str, window: Window | None = None):
+        self.connection = connection
+        self.request_id = request_id
+        self.method = method
+        self.window = window or Window()
+        #: (value, payload size) of the items arrived and not read yet.
+        self.queue: deque[tuple[Any, int]] = deque()
+        #: No item will arrive any more (the peer ended it, it failed, or it was closed).
+        self.ended = False
+        #: Why it ended, raised once the queued items are read; None for a normal end.
+        self.error: BaseException | None = None
+        #: Set while the reader waits for the next item or the end.
+        self.waiter: asyncio.Future[None] | None = None
+        #: The RemoteIterator reading this sink, while it lives.
+        self.iterator: weakref.ref[RemoteIterator] | None = None
+
+    def put(self, value: Any, size: int) -> None:
+        """An item arrived."""
+        if not self.ended:
+            self.queue.append((value, size))
+            self._wake()
+
+    def end(self, error: BaseException | None) -> None:
+        """The stream is over, with ``error`` unless it ended normally."""
+        if not self.ended:
+            self.ended = True
+            self.error = error
+            self._wake()
+
+    def call_settled(self, future: asyncio.Future) -> None:
+        """The call this sink was made for before its answer came is settled: unless it streams, end."""
+        if future.cancelled():
+            self.end(asyncio.CancelledError())
+        elif future.exception() is not None:
+            self.end(future.exception())
+        elif not isinstance(future.result(), RemoteIterator):
+            self.end(not_a_stream(self.method, future.result()))
+
+    def close(self) -> None:
+        """Stop the stream: drop what is queued and tell the peer (its generator is closed there)."""
+        self.queue.clear()
+        if not self.ended:
+            self.end(None)
+            self.connection.close_stream(self.request_id)
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class RemoteIterator:
+    """The items of a remote generator, as they arrive: ``async for item in iterator``.
+
+    ``await ref.callRemote(name, ...)`` gives one when the remote method is a
+    generator; ``async for item in ref.callRemote(name, ...)`` iterates it
+    directly. Credit flows back as items are read, so at most one window is
+    ever queued (see ``CallFuture.window``). ``break``, ``aclose()``,
+    cancelling the task waiting for an item, or dropping the iterator stops
+    the remote generator; an exception raised there is raised here after the
+    items sent before it.
+    """
+
+    __slots__ = ("__weakref__", "_sink", "received")
+
+    def __init__(self, sink: StreamSink):
+        self._sink = sink
+        sink.iterator = weakref.ref(self)
+        #: How many items this iterator handed out so far.
+        self.received = 0
+
+    @property
+    def method(self) -> str:
+        """The name of the remote method streaming (for displays)."""
+        return self._sink.method
+
+    @property
+    def done(self) -> bool:
+        """Whether no more items will arrive: the stream ended, failed or was closed.
+
+        Items that arrived before the end may still wait to be read.
+        """
+        return self._sink.ended
+
+    @property
+    def queued(self) -> int:
+        """How many items arrived and wait to be read."""
+        return len(self._sink.queue)
+
+    def window(self, items: int | None = None, bytes: int | None = None) -> RemoteIterator:
+        """Change how far the remote generator may run ahead of this reader (items, payload bytes).
+
+        Takes effect as items are read: credit already granted is not taken back.
+        """
+        sink = self._sink
+        sink.window = sink.window.changed(items, bytes)
+        if not sink.ended:
+            sink.connection.stream_window(sink.request_id, sink.window)
+        return self
+
+    def __aiter__(self) -> RemoteIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        sink = self._sink
+        while not sink.queue:
+            if sink.ended:
+                error, sink.error = sink.error, None
+                if error is not None:
+                    raise error
+                raise StopAsyncIteration
+            sink.waiter = waiter = sink.connection.loop.create_future()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                sink.close()  # the reader was cancelled: nobody will read the rest
+                raise
+            finally:
+                sink.waiter = None
+        value, size = sink.queue.popleft()
+        self.received += 1
+        if not sink.ended:
+            sink.connection.stream_read(sink.request_id, size)
+        return value
+
+    async def aclose(self) -> None:
+        """Stop the stream now; the remote generator is closed (its ``finally`` runs there)."""
+        self._sink.close()
+
+    def __del__(self) -> None:
+        # Maybe in the garbage collector, maybe on another thread: only schedule.
+        sink = self._sink
+        if not sink.ended:
+            try:
+                sink.connection.loop.call_soon_threadsafe(sink.close)
+            except RuntimeError:  # the loop is closed: so is the connection
+                pass
+
+    def __repr__(self) -> str:
+        state = "done" if self._sink.ended else "streaming"
+        return f"<RemoteIterator {self.method}() {state}, {self.received} received>"
+
+
+def not_a_stream(method: str, value: Any) -> TypeError:
+    """The error of iterating a call whose answer is ``value``, not a stream."""
+    return TypeError(f"{method}() answered {type(value).__name__} {value!r:.60}, not a stream")

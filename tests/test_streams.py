@@ -1,0 +1,320 @@
+"""Remote streams over loopback (issue 16): a generator's items, flow control, every way a stream ends."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+import pbnb as pb
+from pbnb.aio.connection import connection_of
+from tests.cache_helpers import empty_tables
+from tests.core_net import TIMEOUT, connected, within
+
+
+class Row(pb.Referenceable):
+    def __init__(self, n):
+        self.n = n
+
+    def remote_n(self):
+        return self.n
+
+
+class Feed(pb.Root):
+    """Streams of every kind, with what the server saw of them."""
+
+    def __init__(self):
+        self.produced = 0
+        self.closed = asyncio.Event()  # set by the generators' finally
+        self.shared = Row(-1)
+
+    async def remote_count(self, n, start=0):
+        try:
+            for i in range(start, start + n):
+                self.produced += 1
+                yield i
+        finally:
+            self.closed.set()
+
+    def remote_plain(self, n):
+        yield from (f"row {i}" for i in range(n))
+
+    async def remote_forever(self, size=1):
+        try:
+            i = 0
+            while True:
+                self.produced += 1
+                yield b"x" * size if size > 1 else i
+                i += 1
+        finally:
+            self.closed.set()
+
+    async def remote_slow(self):
+        try:
+            yield "first"
+            await asyncio.Event().wait()  # never: only a close or a cancel gets it out
+        finally:
+            self.closed.set()
+
+    async def remote_fails_after(self, n):
+        for i in range(n):
+            yield i
+        raise pb.Error(f"row {n} is broken")
+
+    async def remote_crashes(self):
+        yield 1
+        raise ZeroDivisionError("division by zero in the generator")
+
+    async def remote_references(self):
+        yield Row(1)
+        yield self.shared
+        yield [self.shared, self.shared]
+        yield self.shared
+
+    def remote_unsendable(self):
+        yield 1
+        yield object()
+
+    def remote_value(self):
+        return 42
+
+
+async def test_async_for_over_a_call_iterates_an_async_generator_and_the_tables_empty():
+    feed = Feed()
+    async with connected(feed) as s:
+        items = [item async for item in s.root.callRemote("count", 5, start=10)]
+        assert items == [10, 11, 12, 13, 14]
+        await within(feed.closed.wait())
+        assert empty_tables_but_root(s)
+
+
+async def test_a_plain_generator_streams_too():
+    async with connected(Feed()) as s:
+        assert [row async for row in s.root.callRemote("plain", 3)] == ["row 0", "row 1", "row 2"]
+
+
+async def test_awaiting_a_streaming_call_gives_a_remote_iterator_to_read_later():
+    async with connected(Feed()) as s:
+        iterator = await within(s.root.callRemote("count", 3))
+        assert isinstance(iterator, pb.RemoteIterator)
+        assert iterator.method == "count"
+        assert iterator.received == 0
+        assert [item async for item in iterator] == [0, 1, 2]
+        assert iterator.received == 3
+        assert iterator.done
+        assert [item async for item in iterator] == []  # over: iterating again gives nothing
+
+
+async def test_iterating_a_call_that_is_not_a_stream_says_so():
+    async with connected(Feed()) as s:
+        with pytest.raises(TypeError, match=r"value\(\) answered int 42, not a stream"):
+            async for _ in s.root.callRemote("value"):
+                pass
+        assert await s.root.callRemote("value") == 42  # the call itself is fine
+        with pytest.raises(pb.NoSuchMethod):
+            async for _ in s.root.callRemote("missing"):
+                pass
+        assert empty_tables_but_root(s)
+
+
+async def test_an_exception_mid_stream_arrives_after_the_items_before_it():
+    async with connected(Feed()) as s:
+        received = []
+        with pytest.raises(pb.RemoteError) as caught:
+            async for item in s.root.callRemote("fails_after", 3):
+                received.append(item)
+        assert received == [0, 1, 2]
+        assert caught.value.check(pb.Error)
+        assert caught.value.getErrorMessage() == "row 3 is broken"
+        received.clear()
+        with pytest.raises(pb.RemoteError, match="division by zero") as caught:
+            async for item in s.root.callRemote("crashes"):
+                received.append(item)
+        assert received == [1]
+        assert caught.value.check(ZeroDivisionError)
+        assert empty_tables_but_root(s)
+
+
+async def test_an_item_that_cannot_be_sent_fails_the_stream_there():
+    async with connected(Feed()) as s:
+        received = []
+        with pytest.raises(pb.InsecureJelly, match=r"builtins\.object"):
+            async for item in s.root.callRemote("unsendable"):
+                received.append(item)
+        assert received == [1]
+        assert empty_tables_but_root(s)
+
+
+async def test_items_keep_identity_and_references():
+    feed = Feed()
+    async with connected(feed) as s:
+        items = [item async for item in s.root.callRemote("references")]
+        first, shared, pair, shared_again = items
+        assert isinstance(first, pb.RemoteReference)
+        assert await first.callRemote("n") == 1
+        assert pair[0] is pair[1]  # identity within one item
+        assert shared is shared_again is pair[0]  # one reference per object on the connection
+        assert await shared.callRemote("n") == -1
+        server_side = s.server_side.broker
+        assert server_side.table_sizes()["exports"] == 3  # the root, Row(1), the shared row
+        del items, first, shared, pair, shared_again
+        gc.collect()
+        for _ in range(100):
+            if server_side.table_sizes()["exports"] == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert server_side.table_sizes()["exports"] == 1
+
+
+async def test_aclose_stops_the_remote_generator_and_runs_its_finally():
+    feed = Feed()
+    async with connected(feed) as s:
+        iterator = await s.root.callRemote("forever")
+        assert await anext(iterator) == 0
+        await iterator.aclose()
+        assert iterator.done
+        await within(feed.closed.wait())
+        with pytest.raises(StopAsyncIteration):
+            await anext(iterator)
+        await settle(s)
+
+
+async def test_break_stops_the_remote_generator():
+    feed = Feed()
+    async with connected(feed) as s:
+        async for item in s.root.callRemote("forever"):
+            if item == 1000:
+                break
+        await within(feed.closed.wait())  # the iterator was dropped with the loop
+        await settle(s)
+
+
+async def test_dropping_an_iterator_stops_the_remote_generator():
+    feed = Feed()
+    async with connected(feed) as s:
+        iterator = await s.root.callRemote("slow")
+        assert await anext(iterator) == "first"
+        del iterator
+        gc.collect()
+        await within(feed.closed.wait())
+        await settle(s)
+
+
+async def test_cancelling_the_consuming_task_stops_the_remote_generator():
+    feed = Feed()
+    async with connected(feed) as s:
+        received = []
+        started = asyncio.Event()
+
+        async def consume(iterator):
+            async for item in iterator:
+                received.append(item)
+                started.set()
+
+        iterator = await s.root.callRemote("slow")
+        task = asyncio.ensure_future(consume(iterator))
+        await within(started.wait())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert iterator.done  # still held here, yet closed: its reader was cancelled
+        await within(feed.closed.wait())
+        assert received == ["first"]
+        await settle(s)
+
+
+async def test_a_lost_connection_fails_the_reader_and_closes_the_remote_generator():
+    feed = Feed()
+    async with connected(feed) as s:
+        iterator = await s.root.callRemote("slow")
+        assert await anext(iterator) == "first"
+        connection_of(s.root).abort()
+        with pytest.raises(pb.PBConnectionLost):
+            await within(anext(iterator))
+        await within(feed.closed.wait())
+        assert iterator.done
+        assert empty_tables(connection_of(s.root).broker)
+
+
+async def test_a_slow_reader_holds_a_bounded_window_on_both_sides():
+    feed = Feed()
+    async with connected(feed) as s:
+        iterator = await s.root.callRemote("forever").window(items=50, bytes=1 << 20)
+        for expected in range(5):
+            assert await anext(iterator) == expected
+            # Let the producer run as far as it may: it is held at the window.
+            await quiet(lambda: feed.produced)
+            assert feed.produced <= iterator.received + 50
+            assert iterator.queued <= 50
+        await iterator.aclose()
+        await within(feed.closed.wait())
+        await settle(s)
+
+
+async def test_the_byte_window_bounds_large_items():
+    feed = Feed()
+    async with connected(feed) as s:
+        size = 100_000
+        iterator = await s.root.callRemote("forever", size).window(items=1000, bytes=4 * size)
+        assert len(await anext(iterator)) == size
+        await quiet(lambda: feed.produced)
+        # At most four items' worth of bytes granted ahead (the last may overshoot by one).
+        assert feed.produced <= iterator.received + 5
+        assert iterator.queued <= 5
+        await iterator.aclose()
+        await within(feed.closed.wait())
+
+
+async def test_a_window_beyond_the_limits_is_refused_locally():
+    async with connected(Feed()) as s:
+        with pytest.raises(pb.LimitExceeded, match="max_stream_window"):
+            s.root.callRemote("count", 3).window(items=10**9)
+        with pytest.raises(ValueError, match="positive"):
+            s.root.callRemote("count", 3).window(items=0)
+
+
+async def test_many_items_flow_without_a_round_trip_each():
+    feed = Feed()
+    async with connected(feed) as s:
+        n = 20_000
+        total = 0
+        async for item in s.root.callRemote("count", n):
+            total += item
+        assert total == n * (n - 1) // 2
+        assert empty_tables_but_root(s)
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def empty_tables_but_root(s) -> bool:
+    """Both sides' tables are empty but for the client's reference to the root (and its export)."""
+    client = connection_of(s.root).broker.table_sizes()
+    server = s.server_side.broker.table_sizes()
+    return all(v == (1 if k == "imports" else 0) for k, v in client.items()) and all(
+        v == (1 if k == "exports" else 0) for k, v in server.items()
+    )
+
+
+async def quiet(value, turns: int = 20) -> None:
+    """Wait until ``value()`` stops changing for a few loop turns (a bound, not a timing)."""
+    last, still = value(), 0
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while still < turns and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+        current = value()
+        still = still + 1 if current == last else 0
+        last = current
+
+
+async def settle(s) -> None:
+    """Wait until every stream table on both sides is empty again."""
+    for _ in range(int(TIMEOUT / 0.01)):
+        if empty_tables_but_root(s):
+            return
+        await asyncio.sleep(0.01)
+    assert empty_tables_but_root(s), (
+        connection_of(s.root).broker.table_sizes(),
+        s.server_side.broker.table_sizes(),
+    )
