@@ -132,7 +132,7 @@ def in_kernel(rounds: int) -> tuple[list[float], list[float]]:
                 lambda m, n=n: (
                     m["msg_type"] == "comm_msg"
                     and m["content"]["comm_id"] == comm_id
-                    and m["content"]["data"].get("state", {}).get("value") == n
+                    and m["content"]["data"].get("state", {}).get("value") == f"{n:,}"
                 ),
                 timeout=10,
             )

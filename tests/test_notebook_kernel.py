@@ -70,7 +70,7 @@ def show_counter(kernel: Kernel, port: int) -> str:
 def test_owner_change_reaches_the_widget_while_no_cell_runs(kernel, broker):
     comm_id = show_counter(kernel, broker.port)
     assert broker.command("set 42") == "ok 42"
-    _update, before = kernel.wait_for(is_update(comm_id, "value", 42))
+    _update, before = kernel.wait_for(is_update(comm_id, "value", "42"))
     # No cell ran: the kernel never went busy between the change and the message.
     assert not [m for m in before if m["msg_type"] == "status"]
     assert not [m for m in before if m["msg_type"] == "execute_input"]
@@ -83,14 +83,14 @@ def test_owner_change_reaches_the_widget_while_no_cell_runs(kernel, broker):
 
 def test_widget_edit_is_sent_to_the_owner_once(kernel, broker):
     comm_id = show_counter(kernel, broker.port)
-    kernel.send_comm_update(comm_id, {"value": 7})
+    kernel.send_comm_update(comm_id, {"value": "7"})
     assert broker.reply() == "wrote value 7"
     [result] = kernel.run_all(["print(cache.value)"])
     assert result["text"] == "7\n"
     assert broker.command("get") == "value 7 writes 1"
     # A change by the owner after that still arrives, and is still not echoed.
     assert broker.command("set 8") == "ok 8"
-    kernel.wait_for(is_update(comm_id, "value", 8))
+    kernel.wait_for(is_update(comm_id, "value", "8"))
     assert broker.command("get") == "value 8 writes 1"
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import hypothesis
 import ipywidgets as widgets
 import pytest
 import traitlets
+from hypothesis import strategies as st
 from notebook_fixtures.counter_fixture import Counter, CounterCache, Demo
 from notebook_fixtures.waiting import until
 
 import pbnb as pb
 from pbnb.notebook import TraitCache, link
+from pbnb.notebook._numbers import format_number, parse_number
 
 
 class CountingCache(CounterCache):
@@ -91,7 +94,7 @@ async def test_widget_callbacks_from_another_thread_hop_onto_the_loop(owner):
     client, _root, cache = await copy_of(owner)
     box = cache.pb_widget()
     [editor] = [w for w in box.children if "pbnb-field-value" in w._dom_classes]
-    thread = threading.Thread(target=setattr, args=(editor, "value", 42))
+    thread = threading.Thread(target=setattr, args=(editor, "value", "42"))
     thread.start()
     thread.join()
     assert await owner.writes_seen.get() == ("value", 42)
@@ -103,11 +106,11 @@ async def test_generated_widget_edits_writable_fields_and_shows_the_rest(owner):
     box = cache.pb_widget()
     fields = {c: w for w in box.children for c in w._dom_classes if c.startswith("pbnb-field-")}
     value, label = fields["pbnb-field-value"], fields["pbnb-field-label"]
-    assert isinstance(value, widgets.IntText) and not value.disabled
+    assert isinstance(value, widgets.Text) and not value.disabled
     assert isinstance(label, widgets.Text) and label.disabled
     owner.update(value=8, label="live")
     await until(label, "value", lambda v: v == "live")
-    assert value.value == 8
+    assert value.value == "8"
     assert repr(cache) == "<CounterCache label='live', value=8>"
     data = cache._repr_mimebundle_()
     assert data == {"text/plain": "<CounterCache label='live', value=8>"}  # no kernel: text only
@@ -232,8 +235,8 @@ async def test_a_disconnected_copy_says_so_refuses_writes_and_disables_its_widge
     with pytest.raises(pb.DeadReferenceError, match="disconnected from its owner"):
         cache.value = 5
     assert cache.value == 1 and slider.value == 1
-    fields["pbnb-field-value"].value = 9  # a widget edit that slipped through snaps back
-    assert cache.value == 1 and fields["pbnb-field-value"].value == 1
+    fields["pbnb-field-value"].value = "9"  # a widget edit that slipped through snaps back
+    assert cache.value == 1 and fields["pbnb-field-value"].value == "1"
     assert "was not sent" in cache.pb_problem
 
 
@@ -250,3 +253,69 @@ async def test_a_linked_widget_that_cannot_show_the_value_is_disabled_and_writes
     await until(slider, "value", lambda v: v == 50)
     assert not slider.disabled and not slider.tooltip and cache.pb_problem == ""
     await client.close()
+
+
+class Reading(TraitCache):
+    """Read-only numbers of every size, and a writable float."""
+
+    big = traitlets.Int()
+    ratio = traitlets.Float()
+    level = traitlets.Float().tag(to_owner=True)
+
+
+class Readings(pb.WritableCacheable):
+    observed_fields = ("big", "ratio", "level")
+    writable_fields = ("level",)
+
+    def __init__(self):
+        self.big, self.ratio, self.level = 2**64 + 1, 0.1 + 0.2, 1.5
+
+    def accept_write(self, name, value):
+        return value
+
+
+class ReadingRoot(pb.Root):
+    def __init__(self):
+        self.readings = Readings()
+
+    def remote_readings(self):
+        return self.readings
+
+    def remote_level(self):
+        return self.readings.level
+
+
+async def test_cache_widgets_show_numbers_grouped_without_noise_and_read_what_is_typed():
+    registry = pb.CopyRegistry()
+    registry.register(Readings, Reading)
+    root_object = ReadingRoot()
+    async with await pb.serve(root_object) as server:
+        async with await pb.connect("127.0.0.1", server.port, registry=registry) as client:
+            cache_root = await client.getRootObject()
+            cache = await cache_root.remote.readings()
+            panel = cache.pb_widget()
+            fields = {c: w for w in panel.children for c in w._dom_classes if c.startswith("pbnb-field-")}
+            big, ratio, level = (fields[f"pbnb-field-{n}"] for n in ("big", "ratio", "level"))
+            # Exact beyond 2**53 (a number input would round it in the browser), and grouped:
+            assert big.value == "18,446,744,073,709,551,617" and big.disabled
+            assert ratio.value == "0.3" and cache.ratio == 0.1 + 0.2  # the copy keeps the exact value
+            assert level.value == "1.5" and not level.disabled
+            level.value = "1_234.5678"  # typed: read, sent, and shown back formatted
+            assert cache.level == 1234.5678 and level.value == "1,234.5678"
+            assert await cache_root.remote.level() == 1234.5678
+            level.value = "a lot"  # not a number: nothing is sent, the box says so and snaps back
+            assert level.value == "1,234.5678" and cache.level == 1234.5678
+            assert cache.pb_problem == "level: 'a lot' is not a number; it keeps 1234.5678"
+            root_object.readings.update(ratio=2.0, big=-(10**6))
+            await until(cache, "big", lambda v: v == -(10**6))
+            assert (ratio.value, big.value) == ("2.0", "-1,000,000")
+
+
+@hypothesis.given(
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: float(f"{x:.15g}")) | st.integers()
+)
+def test_a_number_typed_with_up_to_15_significant_digits_reads_back_exactly(number):
+    """What the field shows hides no precision of a value typed with up to 15 digits."""
+    shown = format_number(number)
+    assert parse_number(shown, type(number)) == number
+    assert type(parse_number(shown, type(number))) is type(number)

@@ -68,10 +68,10 @@ def wait_all(kernel: Kernel, *predicates: Any) -> list[dict[str, Any]]:
 def test_a_widget_write_the_owner_refuses_rolls_back_and_says_why_in_the_widget(kernel, broker):
     comm_id = show_counter(kernel, broker.port)
     problem = comm_with_class(kernel.seen, "pbnb-cache-problem")
-    kernel.send_comm_update(comm_id, {"value": 3000})  # a person types 3000; the owner allows 1000
+    kernel.send_comm_update(comm_id, {"value": "3000"})  # a person types 3000; the owner allows 1000
     wait_all(
         kernel,
-        is_update(comm_id, "value", 0),
+        is_update(comm_id, "value", "0"),
         update_containing(problem, "value", "value must be at most 1000"),
     )
     [result] = kernel.run_all(["print(cache.value, cache.pb_problem)"])

@@ -72,6 +72,23 @@ ERROR_OUTPUTS = """() => {
 }"""
 
 
+# The tick labels of the dashboard plot's axes that an axis label overlaps (none, we hope).
+AXIS_LABEL_OVERLAPS = """() => {
+    const overlaps = [];
+    for (const axis of document.querySelectorAll('.pbnb-plot g.axis')) {
+        const label = axis.querySelector('text.axislabel');
+        if (label === null || !label.textContent) continue;
+        const a = label.getBoundingClientRect();
+        for (const tick of axis.querySelectorAll('.tick text')) {
+            const b = tick.getBoundingClientRect();
+            if (b.width && a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)
+                overlaps.push(label.textContent + ' over ' + tick.textContent);
+        }
+    }
+    return overlaps;
+}"""
+
+
 @pytest.fixture
 def demo_broker():
     """``python -m pbnb demo`` on a free port; yields (host, port)."""
@@ -162,9 +179,10 @@ def test_the_voila_dashboard_is_live_and_shared_by_every_visitor(tmp_path):
         expect(page.locator("body")).to_contain_text("exported (our Cacheables observed)", timeout=120_000)
         assert "Error" not in page.locator("body").inner_text()
         count = page.locator(".pbnb-cache .pbnb-field-count input")
-        first = int(count.input_value())
+        first = int(count.input_value().replace(",", ""))
         page.wait_for_function(
-            "n => Number(document.querySelector('.pbnb-cache .pbnb-field-count input').value) >= n",
+            "n => Number(document.querySelector('.pbnb-cache .pbnb-field-count input')"
+            ".value.replaceAll(',', '')) >= n",
             arg=first + 2,
             timeout=30_000,
         )
@@ -176,6 +194,8 @@ def test_the_voila_dashboard_is_live_and_shared_by_every_visitor(tmp_path):
             arg=plotted,
             timeout=30_000,
         )
+        # Each axis label stands clear of its tick labels (the y label once sat on top of them).
+        assert page.evaluate(AXIS_LABEL_OVERLAPS) == []
         second = page.context.browser.new_page()  # another visitor
         second.goto(url, timeout=120_000)
         expect(second.locator(".pbnb-dashboard")).to_be_visible(timeout=120_000)

@@ -61,15 +61,22 @@ class link(traitlets.link):  # lower case, like the widgets.link it replaces
         copy, name = self.source
         with self._busy_updating():
             try:
-                setattr(copy, name, self._transform_inv(change.new))
-            except Exception:
-                # The copy kept its value and said why (a TraitCache's pb_problem);
-                # a write from a cell raises, but nobody would see it from a widget.
-                pass
-            finally:
-                kept = getattr(copy, name)
-                if kept != self._transform_inv(change.new):
-                    self._show(kept)
+                wanted = self._transform_inv(change.new)
+            except ValueError as exc:  # text that does not read as a value (a number field)
+                if copy.has_trait("pb_problem"):
+                    copy.set_trait("pb_problem", f"{name}: {exc}; it keeps {getattr(copy, name)!r}")
+            else:
+                try:
+                    setattr(copy, name, wanted)
+                except Exception:
+                    # The copy kept its value and said why (a TraitCache's pb_problem);
+                    # a write from a cell raises, but nobody would see it from a widget.
+                    pass
+            # The widget shows the copy's value as the widget shows it: a refused write
+            # snaps back, and typed text ('1500') comes back formatted ('1,500').
+            kept = getattr(copy, name)
+            if self._transform(kept) != change.new:
+                self._show(kept)
 
     def _show(self, value: Any) -> None:
         """Put ``value`` on the widget, or disable the widget if it would show something else."""

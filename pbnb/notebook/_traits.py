@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import html
 import sys
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import ipywidgets as widgets
@@ -27,6 +29,7 @@ from ..core.observing import WRITER_KEY
 from ..errors import DeadReferenceError, PBConnectionLost, PBError, ReadOnlyField
 from ._link import link
 from ._loop import call_on_loop, loop_of
+from ._numbers import format_number, parse_number
 from ._widgets import error_text, widget_bundle
 
 
@@ -192,17 +195,17 @@ class TraitCache(traitlets.HasTraits, RemoteCache):
     def _pb_field_widget(self, name: str) -> widgets.Widget:
         trait = self.traits()[name]
         editable = bool(trait.metadata.get("to_owner"))
-        widget = _editor_for(trait)
+        widget, shown, typed = _editor_for(trait)
         try:
             if widget is None:
                 raise traitlets.TraitError("no editor")
             widget.description = name
             if editable:
-                link((self, name), (widget, "value"))
+                link((self, name), (widget, "value"), (shown, typed) if shown else None)
             else:
-                widgets.dlink((self, name), (widget, "value"))
+                widgets.dlink((self, name), (widget, "value"), shown)
                 widget.disabled = True
-        except traitlets.TraitError:  # the value does not fit an editor (None, say): show its repr
+        except (traitlets.TraitError, TypeError):  # the value does not fit an editor (None, say): its repr
             widget = widgets.HTML()
             widgets.dlink(
                 (self, name), (widget, "value"), lambda v: f"{name}: <code>{html.escape(repr(v))}</code>"
@@ -228,19 +231,26 @@ def _problem_html(problem: str) -> str:
 
 _EDITORS: list[tuple[type, Any]] = [
     (traitlets.Bool, widgets.Checkbox),
-    (traitlets.Int, widgets.IntText),
-    (traitlets.Float, widgets.FloatText),
     (traitlets.Unicode, widgets.Text),
 ]
+# Numbers go in a text box, formatted for reading (a number input groups no digits,
+# and rounds integers beyond 2**53 in the browser); what is typed is parsed back.
+_NUMBERS: list[tuple[type, type[int] | type[float]]] = [(traitlets.Int, int), (traitlets.Float, float)]
+
+_Editor = tuple[widgets.Widget | None, Callable[[Any], Any] | None, Callable[[Any], Any] | None]
 
 
-def _editor_for(trait: traitlets.TraitType) -> widgets.Widget | None:
+def _editor_for(trait: traitlets.TraitType) -> _Editor:
+    """A widget for ``trait``, and how its value shows on the widget and reads back (None: as is)."""
     factory = trait.metadata.get("widget")
     if factory is not None:
-        return factory()
+        return factory(), None, None
     if isinstance(trait, traitlets.Enum):
-        return widgets.Dropdown(options=list(trait.values or ()))
+        return widgets.Dropdown(options=list(trait.values or ())), None, None
+    for kind, number in _NUMBERS:
+        if isinstance(trait, kind):
+            return widgets.Text(continuous_update=False), format_number, partial(parse_number, kind=number)
     for kind, make in _EDITORS:
         if isinstance(trait, kind):
-            return make()
-    return None
+            return make(), None, None
+    return None, None, None
