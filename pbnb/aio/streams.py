@@ -25,6 +25,7 @@ class StreamSink:
     """One incoming stream as its connection sees it: the items not read yet, and how it ended."""
 
     __slots__ = (
+        "closed_here",
         "connection",
         "ended",
         "error",
@@ -47,6 +48,8 @@ class StreamSink:
         self.ended = False
         #: Why it ended, raised once the queued items are read; None for a normal end.
         self.error: BaseException | None = None
+        #: This side stopped it before its end (close()).
+        self.closed_here = False
         #: Set while the reader waits for the next item or the end.
         self.waiter: asyncio.Future[None] | None = None
         #: The RemoteIterator reading this sink, while it lives.
@@ -78,6 +81,7 @@ class StreamSink:
         """Stop the stream: drop what is queued and tell the peer (its generator is closed there)."""
         self.queue.clear()
         if not self.ended:
+            self.closed_here = True
             self.end(None)
             self.connection.close_stream(self.request_id)
 
@@ -119,6 +123,16 @@ class RemoteIterator:
         Items that arrived before the end may still wait to be read.
         """
         return self._sink.ended
+
+    @property
+    def stopped(self) -> bool:
+        """Whether this side stopped the stream before its end (``aclose()``, a cancelled reader)."""
+        return self._sink.closed_here
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop of the connection the items arrive on: iterate there."""
+        return self._sink.connection.loop
 
     @property
     def queued(self) -> int:

@@ -14,6 +14,7 @@ _WHERE = {
     "Pending": "._loop",
     "ReferenceWidget": "._widgets",
     "FutureWidget": "._widgets",
+    "StreamWidget": "._stream_widget",
     "link": "._link",
     "TraitCache": "._traits",
     # In the core since they need nothing from Jupyter; still importable from here.

@@ -22,6 +22,7 @@ import ipywidgets as widgets
 
 from ..aio.connection import CallFuture
 from ..aio.reconnect import ReconnectingClient, ReconnectStatus
+from ..aio.streams import RemoteIterator
 from ..core.reference import RemoteReference
 from ..errors import PBError
 from ._loop import Pending, call_on_loop, loop_of, spawn
@@ -163,6 +164,10 @@ def value_widget(value: Any) -> widgets.Widget:
     """A widget for a call's result: references and live caches get their own widget."""
     if isinstance(value, RemoteReference):
         return ReferenceWidget(value)
+    if isinstance(value, RemoteIterator):
+        from ._stream_widget import StreamWidget  # it builds on this module
+
+        return StreamWidget(value)
     if isinstance(value, widgets.Widget):
         return value
     if isinstance(value, WidgetSource):
@@ -497,6 +502,11 @@ def pending_bundle(pending: Pending) -> dict[str, Any]:
     return widget_bundle(lambda: FutureWidget(pending.task, pending.what), repr(pending))
 
 
+def stream_bundle(iterator: RemoteIterator) -> dict[str, Any]:
+    """Display data for a stream: a StreamWidget that reads it, in a kernel; its repr everywhere."""
+    return widget_bundle(lambda: value_widget(iterator), repr(iterator))
+
+
 def reconnecting_bundle(client: Any) -> dict[str, Any]:
     """Display data for a ReconnectingClient: its live status widget in a kernel, text everywhere."""
     return widget_bundle(lambda: reconnecting_widget(client), repr(client))
@@ -506,12 +516,13 @@ _FORMATTERS = {
     RemoteReference: reference_bundle,
     CallFuture: future_bundle,
     Pending: pending_bundle,
+    RemoteIterator: stream_bundle,
     ReconnectingClient: reconnecting_bundle,
 }
 
 
 def register_formatters(shell: Any) -> None:
-    """Show references, call futures and pending magics as widgets (and useful text) in ``shell``."""
+    """Show references, call futures, streams and pending magics as widgets (and useful text) in ``shell``."""
     formatter = shell.display_formatter.mimebundle_formatter
     for cls, bundle in _FORMATTERS.items():
         formatter.for_type(cls, bundle)

@@ -2,7 +2,8 @@
 
 Prints ``PORT <n>`` when listening, then obeys lines on stdin:
 ``set N`` assigns the counter (broadcast to every copy) and answers ``ok N``;
-``get`` answers ``value N writes W``; a peer's write prints ``wrote value N``.
+``get`` answers ``value N writes W``; a peer's write prints ``wrote value N``;
+what the Demo root says (a stream closed) is printed as it happens.
 ``--port`` picks the port (default: any).
 """
 
@@ -20,7 +21,9 @@ import pbnb as pb
 
 async def main(port: int) -> None:
     counter = Counter(on_write=lambda name, value: print(f"wrote {name} {value}", flush=True))
-    server = await pb.serve(Demo(counter), host="127.0.0.1", port=port)
+    server = await pb.serve(
+        Demo(counter, said=lambda text: print(text, flush=True)), host="127.0.0.1", port=port
+    )
     print(f"PORT {server.port}", flush=True)
     loop = asyncio.get_running_loop()
     done = loop.create_future()

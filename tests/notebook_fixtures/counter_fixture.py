@@ -52,9 +52,11 @@ class Child(pb.Referenceable):
 class Demo(pb.Root):
     """What the notebook tests connect to."""
 
-    def __init__(self, counter: Counter):
+    def __init__(self, counter: Counter, said=None):
         self.counter = counter
         self.cancelled = asyncio.Event()
+        #: Called with a line of text when something worth checking happens here.
+        self.said = said or (lambda text: None)
 
     def remote_hello(self, name: str, punctuation: str = "!") -> str:
         """Greet someone."""
@@ -87,3 +89,20 @@ class Demo(pb.Root):
     def remote_boom(self) -> None:
         """Always fails."""
         raise pb.Error("kaboom")
+
+    async def remote_ticks(self, every: float = 0.02):
+        """Count up from 0, one number every ``every`` seconds, until stopped."""
+        n = 0
+        try:
+            while True:
+                yield n
+                n += 1
+                await asyncio.sleep(every)
+        finally:
+            self.said(f"ticks closed after {n}")
+
+    def remote_numbers(self, n: int, fail: bool = False):
+        """Yield 0 .. n-1, then end (or fail, if ``fail``)."""
+        yield from range(n)
+        if fail:
+            raise pb.Error("the source broke")
