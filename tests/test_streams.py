@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 
 import pytest
 
 import pbnb as pb
+from pbnb.aio import blocking
 from pbnb.aio.connection import connection_of
+from pbnb.aio.websocket import WebSocketTransport
 from tests.cache_helpers import empty_tables
 from tests.core_net import TIMEOUT, connected, within
+from tests.ws_helpers import ws_client, ws_serving, ws_url
 
 
 class Row(pb.Referenceable):
@@ -285,6 +289,44 @@ async def test_many_items_flow_without_a_round_trip_each():
         assert empty_tables_but_root(s)
 
 
+async def test_streams_go_over_websocket_alike():
+    feed = Feed()
+    async with ws_serving(feed, "ws", None) as server, ws_client(ws_url(server, "ws"), None) as client:
+        assert isinstance(client.connection.transport, WebSocketTransport)
+        root = await within(client.getRootObject())
+        assert [item async for item in root.callRemote("count", 1000)] == list(range(1000))
+        async for item in root.callRemote("forever"):
+            if item == 10:
+                break
+        await within(feed.closed.wait())
+
+
+def test_the_blocking_client_reads_a_stream_with_a_plain_for_loop():
+    feed = Feed()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(pb.serve(feed, host="127.0.0.1", port=0), loop).result(TIMEOUT)
+    try:
+        with blocking.connect("127.0.0.1", server.port, timeout=TIMEOUT) as client:
+            root = client.getRootObject()
+            assert list(root.callRemote("plain", 3)) == ["row 0", "row 1", "row 2"]
+            rows = root.callRemote("references")
+            assert isinstance(rows, blocking.BlockingIterator)
+            first = next(rows)
+            assert isinstance(first, blocking.BlockingReference) and first.callRemote("n") == 1
+            assert rows.received == 1
+            with root.callRemote("forever") as endless:
+                assert next(endless) == 0
+            assert endless.done
+            assert asyncio.run_coroutine_threadsafe(within(feed.closed.wait()), loop).result(TIMEOUT)
+    finally:
+        asyncio.run_coroutine_threadsafe(close(server), loop).result(TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(TIMEOUT)
+        loop.close()
+
+
 # ----------------------------------------------------------------- helpers
 
 
@@ -295,6 +337,10 @@ def empty_tables_but_root(s) -> bool:
     return all(v == (1 if k == "imports" else 0) for k, v in client.items()) and all(
         v == (1 if k == "exports" else 0) for k, v in server.items()
     )
+
+
+async def close(server) -> None:
+    await server.close()  # close() starts on the loop it is called from: call it there
 
 
 async def quiet(value, turns: int = 20) -> None:

@@ -3,13 +3,15 @@
 The broker still runs on an asyncio loop: a private one in a daemon thread.
 Every blocking call submits a coroutine to that loop and waits for its result,
 so a blocking client behaves exactly like an async one, including callbacks
-from the server, which run on the loop thread.
+from the server, which run on the loop thread::
 
     from pbnb.aio import blocking
 
     with blocking.connect("127.0.0.1", 8787) as client:
         root = client.getRootObject()
         print(root.callRemote("hello", "ada"))
+        for row in root.callRemote("rows"):  # a remote generator: a BlockingIterator
+            print(row)
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 from ..core.reference import RemoteReference
 from .client import Client
 from .client import connect as _connect
+from .streams import RemoteIterator
 
-__all__ = ["BlockingClient", "BlockingReference", "connect"]
+__all__ = ["BlockingClient", "BlockingIterator", "BlockingReference", "connect"]
 
 
 class _LoopThread:
@@ -62,12 +65,7 @@ class BlockingReference:
         async def call() -> Any:
             return await self.ref.callRemote(_name, *args, **kwargs)
 
-        return self._wrap(self._runner.run(call(), self._timeout))
-
-    def _wrap(self, value: Any) -> Any:
-        if isinstance(value, RemoteReference):
-            return BlockingReference(value, self._runner, self._timeout)
-        return value
+        return _blocking(self._runner.run(call(), self._timeout), self._runner, self._timeout)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BlockingReference) and other.ref == self.ref
@@ -77,6 +75,66 @@ class BlockingReference:
 
     def __repr__(self) -> str:
         return f"<Blocking {self.ref!r}>"
+
+
+class BlockingIterator:
+    """A remote stream read with a plain ``for`` loop; each item waits at most ``timeout``.
+
+    ``close()`` (or leaving a ``with`` block, or dropping it) stops the remote
+    generator, as ``aclose()`` does for the ``RemoteIterator`` it wraps.
+    """
+
+    def __init__(self, iterator: RemoteIterator, runner: _LoopThread, timeout: float | None):
+        self.iterator = iterator
+        self._runner = runner
+        self._timeout = timeout
+
+    def __iter__(self) -> BlockingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        async def step() -> tuple[bool, Any]:
+            try:
+                return True, await self.iterator.__anext__()
+            except StopAsyncIteration:
+                return False, None
+
+        more, item = self._runner.run(step(), self._timeout)
+        if not more:
+            raise StopIteration
+        return _blocking(item, self._runner, self._timeout)
+
+    @property
+    def received(self) -> int:
+        """How many items were read so far."""
+        return self.iterator.received
+
+    @property
+    def done(self) -> bool:
+        """Whether no more items will arrive (see ``RemoteIterator.done``)."""
+        return self.iterator.done
+
+    def close(self) -> None:
+        """Stop the stream; the remote generator is closed."""
+        self._runner.run(self.iterator.aclose(), self._timeout)
+
+    def __enter__(self) -> BlockingIterator:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Blocking {self.iterator!r}>"
+
+
+def _blocking(value: Any, runner: _LoopThread, timeout: float | None) -> Any:
+    """``value`` as blocking code uses it: references and streams wrapped, the rest as it is."""
+    if isinstance(value, RemoteReference):
+        return BlockingReference(value, runner, timeout)
+    if isinstance(value, RemoteIterator):
+        return BlockingIterator(value, runner, timeout)
+    return value
 
 
 class BlockingClient:
