@@ -24,7 +24,7 @@ _SETTLING = (
     ev.AnswerReceived,
     ev.CallFailed,
     ev.StreamOpened,
-    ev.StreamItem,
+    ev.StreamItems,
     ev.StreamEnded,
 )
 
@@ -79,7 +79,7 @@ class Stream:
         )
         for value, size in taken:
             self.read.append(value)
-            self.broker.stream_read(self.request_id, size)
+            self.broker.stream_read(self.request_id, 1, size)
         return [value for value, _ in taken]
 
 
@@ -225,8 +225,8 @@ class ConnectionPair:
                 stream = Stream(broker, event.request_id)
                 broker.bind_stream(event.request_id, stream)
                 event.token.set_result(stream)
-            elif isinstance(event, ev.StreamItem):
-                _stream_of(event.token).arrived.append((event.value, event.size))
+            elif isinstance(event, ev.StreamItems):
+                _stream_of(event.token).arrived.extend(zip(event.values, event.shares(), strict=True))
             elif isinstance(event, ev.StreamEnded):
                 stream = _stream_of(event.token)
                 stream.ended, stream.error = True, event.error

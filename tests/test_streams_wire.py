@@ -99,8 +99,10 @@ def test_a_stream_opens_is_granted_a_window_sends_its_items_and_ends(byte_by_byt
     assert stream.take() == [0, 1, 2, 3, 4]
     pair.pump()
     assert stream.ended and stream.error is None
-    # STREAM, then items as soon as the first CREDIT arrived, then the call's ANSWER ends it.
-    assert pair.kinds("server") == ["STREAM", "ITEM", "ITEM", "ITEM", "ITEM", "ITEM"]
+    # STREAM, then the items as soon as the first CREDIT arrived, in one ITEM frame
+    # (they were queued back to back), then the call's ANSWER ends it.
+    assert pair.kinds("server") == ["STREAM", "ITEM"]
+    assert pair.frames["server"][-2] == [Kind.ITEM, outcome.request_id, 0, 5]
     assert pair.frames["server"][-1][0] == Kind.ANSWER
     window = Window()
     assert pair.frames["client"][-1] == [Kind.CREDIT, outcome.request_id, window.items, window.bytes]
@@ -116,7 +118,8 @@ def test_a_window_granted_with_the_call_saves_the_round_trip():
     # CALL and CREDIT left together: the server sent STREAM and the first two items at once.
     client_frames = [header[0] for header in pair.frames["client"][-2:]]
     assert client_frames == [Kind.CALL, Kind.CREDIT]
-    assert pair.kinds("server", since=-3) == ["STREAM", "ITEM", "ITEM"]
+    assert pair.kinds("server", since=-2) == ["STREAM", "ITEM"]
+    assert pair.frames["server"][-1] == [Kind.ITEM, outcome.request_id, 0, 2]
     stream = outcome.result()
     assert stream.take() == [0, 1]  # half the window read: credit for two more
     pair.pump()
@@ -325,3 +328,60 @@ def test_the_new_kinds_are_refused_before_the_handshake():
     pair.server.receive_data(PREAMBLE + encode_frame([Kind.CREDIT, 1, 1, 1]))
     (failed,) = [e for e in pair.server.next_events() if isinstance(e, ev.ConnectionFailed)]
     assert "before HELLO" in str(failed.error)
+
+
+def deferred_stream(pair, root, window):
+    """A stream the test answers by hand: (the caller's outcome, the server broker, its request id)."""
+    pair.defer_calls = True
+    outcome = root.callRemote("count", 0)
+    pair.client.stream_window(outcome.request_id, window)
+    pair.pump()
+    (server, event), *_ = pair.deferred
+    pair.deferred.clear()
+    pair.defer_calls = False
+    assert server.open_stream(event.request_id)
+    return outcome, server, event.request_id
+
+
+@pytest.mark.parametrize("items", [["a", "bc", "def"], [{"k": i, "v": [i] * i} for i in range(20)]])
+def test_a_batch_and_single_items_deliver_the_same_and_cost_the_same(items):
+    """The batched ITEM frame (the fast path) against one frame per item (its slow twin)."""
+    costs = []
+    for batched in (False, True):
+        pair, root = open_pair()
+        outcome, server, request_id = deferred_stream(pair, root, Window(items=100, bytes=10_000))
+        payloads = [msgpack.packb(item) for item in items]
+        if batched:
+            body = (
+                bytes([0xDC]) + len(items).to_bytes(2, "big")
+                if len(items) >= 16
+                else bytes([0x90 | len(items)])
+            )
+            server._out.append(
+                encode_frame([Kind.ITEM, request_id, 0, len(items)], body + b"".join(payloads))
+            )
+        else:
+            for payload in payloads:
+                server._out.append(encode_frame([Kind.ITEM, request_id, 0], payload))
+        pair.pump()
+        stream = outcome.result()
+        assert [value for value, _ in stream.arrived] == items
+        accounting = pair.client._streams.receiving[request_id]
+        costs.append((accounting.items, accounting.bytes, sum(size for _, size in stream.arrived)))
+    assert costs[0] == costs[1]
+    assert costs[0][2] == sum(len(msgpack.packb(item)) for item in items)
+
+
+def test_a_batch_beyond_the_item_credit_or_with_a_wrong_count_fails_its_stream():
+    pair, root = open_pair()
+    outcome, server, request_id = deferred_stream(pair, root, Window(items=2, bytes=1000))
+    server._out.append(encode_frame([Kind.ITEM, request_id, 0, 3], msgpack.packb([1, 2, 3])))
+    pair.pump()
+    stream = outcome.result()
+    assert stream.arrived == [] and "beyond its credit" in str(stream.error)
+    outcome, server, request_id = deferred_stream(pair, root, Window(items=5, bytes=1000))
+    server._out.append(encode_frame([Kind.ITEM, request_id, 0, 3], msgpack.packb([1, 2])))
+    pair.pump()
+    stream = outcome.result()
+    assert stream.arrived == [] and "array of 3 items" in str(stream.error)
+    assert pair.call(root, "value").result() == 7  # the connection carries on

@@ -722,8 +722,8 @@ class Connection(asyncio.BufferedProtocol):
             elif kind is ev.CallFailed:
                 if not event.token.done():
                     event.token.set_exception(event.error)
-            elif kind is ev.StreamItem:
-                _sink_of(event.token).put(event.value, event.size)
+            elif kind is ev.StreamItems:
+                _sink_of(event.token).put(event.values, event.shares())
             else:
                 self._dispatch_rare(event)
 
@@ -908,11 +908,11 @@ class Connection(asyncio.BufferedProtocol):
             future.set_result(alive if alive is not None else RemoteIterator(sink))
         # (a cancelled future cancelled the stream at once: the broker drops its items)
 
-    def stream_read(self, request_id: int, size: int) -> None:
-        """The reader took an item of stream ``request_id``: credit may go back."""
+    def stream_read(self, request_id: int, items: int, size: int) -> None:
+        """The reader took ``items`` items (``size`` bytes) of stream ``request_id``: credit may go back."""
         broker = self.broker
         if broker is not None:
-            broker.stream_read(request_id, size)
+            broker.stream_read(request_id, items, size)
             if broker.has_data_to_send():
                 self._flush_soon()
 

@@ -32,6 +32,8 @@ class StreamSink:
         "iterator",
         "method",
         "queue",
+        "read_bytes",
+        "read_items",
         "request_id",
         "waiter",
         "window",
@@ -54,12 +56,29 @@ class StreamSink:
         self.waiter: asyncio.Future[None] | None = None
         #: The RemoteIterator reading this sink, while it lives.
         self.iterator: weakref.ref[RemoteIterator] | None = None
+        # Items read (and their payload bytes) not yet reported to the broker.
+        self.read_items = 0
+        self.read_bytes = 0
 
-    def put(self, value: Any, size: int) -> None:
-        """An item arrived."""
+    def put(self, values: list, sizes: list[int]) -> None:
+        """Items arrived, with what each cost in payload bytes."""
         if not self.ended:
-            self.queue.append((value, size))
+            self.queue.extend(zip(values, sizes, strict=True))
             self._wake()
+
+    def take(self) -> Any:
+        """The next queued item; the broker hears of reads often enough to grant credit in time."""
+        value, size = self.queue.popleft()
+        self.read_items += 1
+        self.read_bytes += size
+        window = self.window
+        # Reported when the reader caught up (it will wait: credit must go now) or a
+        # quarter window was read (credit goes back at half), not after every item.
+        if not self.queue or self.read_items * 4 >= window.items or self.read_bytes * 4 >= window.bytes:
+            if not self.ended:
+                self.connection.stream_read(self.request_id, self.read_items, self.read_bytes)
+            self.read_items = self.read_bytes = 0
+        return value
 
     def end(self, error: BaseException | None) -> None:
         """The stream is over, with ``error`` unless it ended normally."""
@@ -169,11 +188,8 @@ class RemoteIterator:
                 raise
             finally:
                 sink.waiter = None
-        value, size = sink.queue.popleft()
         self.received += 1
-        if not sink.ended:
-            sink.connection.stream_read(sink.request_id, size)
-        return value
+        return sink.take()
 
     async def aclose(self) -> None:
         """Stop the stream now; the remote generator is closed (its ``finally`` runs there)."""

@@ -62,10 +62,9 @@ from .flavors import (
 from .pipelining import BROKEN_PROMISE, Forward, HeldAnswers, Promises, WaitingCall, is_reference
 from .reference import CacheObserver, Invoker, RemoteReference, Undriven
 from .serialize import Decoder, Encoder
-from .streaming import Receiving, Streams, Window
+from .streaming import ARRAY_HEADER_LENGTH, BATCH_BYTES, Batch, Receiving, Streams, Window
 from .tables import ReferenceTables
 from .wire import (
-    FRAME_PREFIX,
     MIN_FRAME,
     NO_ANSWER,
     PREAMBLE,
@@ -102,7 +101,8 @@ _CALL = int(Kind.CALL)
 _ANSWER = int(Kind.ANSWER)
 _PIPELINE = int(Kind.PIPELINE)
 _ITEM = int(Kind.ITEM)
-_read_prefix = FRAME_PREFIX.unpack_from
+# Room in a frame for an ITEM header, so that an item that fits a batch fits a frame alone.
+_ITEM_OVERHEAD = 64
 # Request ids in one FINISH frame: at most 9 bytes each, within the u16 header length.
 _FINISHED_PER_FRAME = 4096
 
@@ -160,7 +160,9 @@ class Broker:
         # it decodes with a bare unpackb: no hooks, no journal.
         self._quick_plain = min(limits.max_depth, limits.max_container_len, limits.max_string_len)
         self._max_inbound_calls = limits.max_inbound_calls
-        self._out: list[bytes] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": limits.max_frame}])]
+        # Frames for the peer, and stream Batches still taking items (made frames by data_to_send).
+        self._out: list[Any] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": limits.max_frame}])]
+        self._batched = False  # whether _out holds a Batch
         # The one event queue; next_events() drains it.
         self._events: list[ev.Event] = []
         self._peer_max_frame = Limits().max_frame
@@ -283,9 +285,13 @@ class Broker:
 
     def data_to_send(self) -> bytes:
         """Return and clear the bytes queued for the peer."""
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        if self._batched:
+            self._batched = False
+            out = [frame if type(frame) is not Batch else frame.frame() for frame in out]
+        data = b"".join(out) if len(out) > 1 else out[0]
         self._out.clear()
         return data
 
@@ -623,11 +629,16 @@ class Broker:
         if stream is not None:
             stream.token = token
 
-    def stream_read(self, request_id: int, size: int) -> None:
-        """The consumer took an item of ``size`` payload bytes (``StreamItem.size``); credit may follow."""
+    def stream_read(self, request_id: int, items: int, size: int) -> None:
+        """The consumer took ``items`` items of ``size`` payload bytes in all; credit may follow.
+
+        ``size`` adds up the items' shares of ``StreamItems.size``. Report reads
+        at least every quarter of a window, and whenever the reader has read
+        all that arrived: credit goes back once half a window was read.
+        """
         stream = self._streams.receiving.get(request_id)
         if stream is not None:
-            grant = self._streams.read(stream, size)
+            grant = self._streams.read(stream, items, size)
             if grant is not None:
                 self._send([Kind.CREDIT, request_id, *grant])
 
@@ -668,11 +679,48 @@ class Broker:
         credit = self._streams.credit.get(request_id)
         if credit is None or not credit.open or credit.items <= 0 or credit.bytes <= 0:
             raise ValueError(f"stream {request_id} has no credit for an item (or is not open)")
-        frame = self._frame([_ITEM, request_id, _PLAIN], value, perspective)
-        body, head_len = _read_prefix(frame)
+        mode, payload = self._encode_item(value, perspective)
+        out = self._out
+        last = out[-1] if out else None
+        batch_limit = min(BATCH_BYTES, self._peer_max_frame - _ITEM_OVERHEAD)
+        size = len(payload)
+        if (
+            type(last) is Batch
+            and last.request_id == request_id
+            and mode == _PLAIN
+            and last.size + size <= batch_limit
+        ):
+            last.add(payload)
+        elif mode == _PLAIN and size <= batch_limit:
+            out.append(Batch(request_id, payload))
+            self._batched = True
+        else:
+            out.append(encode_frame([_ITEM, request_id, mode], payload, self._peer_max_frame))
         credit.items -= 1
-        credit.bytes -= body - 2 - head_len
-        self._out.append(frame)
+        credit.bytes -= size
+
+    def _encode_item(self, value: Any, perspective: Any) -> tuple[int, bytes]:
+        """One item as ``(mode, payload)``, counted as sent; LimitExceeded if no frame could hold it."""
+        if type(value) in _ATOMS:  # touches no table: no transaction needed
+            try:
+                payload = self._pack_tree(value)
+            except ValueError:
+                payload = b""  # the full path below says what was wrong
+            if payload and len(payload) + _ITEM_OVERHEAD <= self._peer_max_frame:
+                return _PLAIN, payload
+        self._tables.begin()
+        try:
+            mode, payload = self._encoder.encode(value, perspective)
+            if len(payload) + _ITEM_OVERHEAD > self._peer_max_frame:
+                raise LimitExceeded(
+                    f"stream item of {len(payload)} bytes exceeds the peer's frame limit of "
+                    f"{self._peer_max_frame} bytes"
+                )
+        except BaseException:
+            self._tables.rollback()
+            raise
+        self._tables.commit()
+        return mode, payload
 
     def ping(self, token: int) -> None:
         """Queue a keepalive PING; the peer answers with a PONG (which is not an event)."""
@@ -1042,7 +1090,10 @@ class Broker:
             self._emit(ev.CreditGranted(request_id))
 
     def _on_item(self, header: list, payload: Payload) -> None:
-        _, request_id, mode = header
+        _, request_id, mode, *batch = header
+        count = batch[0] if batch else 1
+        if len(batch) > 1 or type(count) is not int or count < 1:
+            raise ProtocolError(f"ITEM must carry one item or a count of at least 1, got {batch!r:.40}")
         stream = self._streams.receiving.get(request_id)
         if stream is None:
             self._tables.return_references(payload)
@@ -1054,7 +1105,7 @@ class Broker:
                 self._send_cancel(request_id)
                 return
             raise ProtocolError(f"peer sent a stream item for request {request_id}, which is no open stream")
-        if stream.items <= 0 or stream.bytes <= 0:
+        if stream.items < count or stream.bytes <= 0:
             self._tables.return_references(payload)
             return self._break_stream(
                 request_id,
@@ -1063,15 +1114,18 @@ class Broker:
                     f"{stream.window.bytes} bytes)"
                 ),
             )
-        size = len(payload)
-        stream.items -= 1
+        # A batch costs its items' payloads: the array header around them is free.
+        size = len(payload) - ARRAY_HEADER_LENGTH.get(payload[0], 0) if batch else len(payload)
+        stream.items -= count
         stream.bytes -= size
         try:
             value = self.decode_payload(mode, payload)
+            if batch and (type(value) is not list or len(value) != count):
+                raise ProtocolError(f"an ITEM of {count} items must carry an array of {count} items")
         except (ProtocolError, InsecureJelly) as exc:
             exc.args = (f"{exc} [refused here, by the caller, receiving a stream item]",)
             return self._break_stream(request_id, exc)
-        self._emit(ev.StreamItem(stream.token, value, size))
+        self._emit(ev.StreamItems(stream.token, value if batch else [value], size))
 
     def _break_stream(self, request_id: int, error: BaseException) -> None:
         """Fail our stream ``request_id`` here with ``error`` and stop it at the peer."""

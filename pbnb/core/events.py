@@ -73,12 +73,22 @@ class StreamOpened:
 
 
 @dataclass(slots=True)
-class StreamItem:
-    """An item of one of our streams arrived; call ``Broker.stream_read`` once it is consumed."""
+class StreamItems:
+    """Items of one of our streams arrived, in order; tell ``Broker.stream_read`` as they are read.
+
+    ``size`` is what they cost in payload bytes, all together: the reader
+    reports its share of it with the items it read (``StreamItems.shares``).
+    """
 
     token: Any
-    value: Any
-    size: int  # its payload bytes: pass them to stream_read
+    values: list
+    size: int
+
+    def shares(self) -> list[int]:
+        """Each item's share of ``size`` (they add up to it exactly)."""
+        count = len(self.values)
+        share, rest = divmod(self.size, count)
+        return [share + rest, *[share] * (count - 1)]
 
 
 @dataclass(slots=True)
@@ -148,7 +158,7 @@ Event = (
     | CallFailed
     | CancelRequested
     | StreamOpened
-    | StreamItem
+    | StreamItems
     | StreamEnded
     | CreditGranted
     | ObjectReleased

@@ -17,7 +17,8 @@ frames):
   item and one byte of credit, and each item costs one item and its payload's
   length in bytes. The last item may take the byte credit below zero, so an
   item larger than the byte window still goes, alone. The generator is not
-  advanced while there is no credit.
+  advanced while there is no credit. Items queued back to back go out in one
+  ITEM frame (a ``Batch``), which costs what its items cost.
 * **The caller re-grants as its consumer reads,** once half a window (of
   items or of bytes) has been read, so credit arrives before the callee runs
   out: no round trip per item, and never more than a window queued.
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LimitExceeded
-from .wire import Limits
+from .wire import Kind, Limits, encode_frame
 
 #: The window a stream gets unless the caller chooses one: items, and payload bytes.
 DEFAULT_WINDOW_ITEMS = 512
@@ -68,6 +69,52 @@ class Window:
                 f"a window of {self.bytes} bytes exceeds "
                 f"max_stream_window_bytes ({limits.max_stream_window_bytes})"
             )
+
+
+#: Items of one stream queued back to back share an ITEM frame up to this many payload bytes.
+BATCH_BYTES = 64 * 1024
+_ITEM = int(Kind.ITEM)
+
+
+class Batch:
+    """Items of one stream at the end of the send queue, to go out as one ITEM frame.
+
+    Each item is encoded (PLAIN) when it is yielded, so later changes to a
+    yielded object do not show; the frame is made when the queue is sent.
+    """
+
+    __slots__ = ("payloads", "request_id", "size")
+
+    def __init__(self, request_id: int, payload: bytes):
+        self.request_id = request_id
+        self.payloads = [payload]
+        self.size = len(payload)
+
+    def add(self, payload: bytes) -> None:
+        self.payloads.append(payload)
+        self.size += len(payload)
+
+    def frame(self) -> bytes:
+        """``[ITEM, request_id, PLAIN]`` + the item, or ``[ITEM, request_id, PLAIN, n]`` + an array of n."""
+        payloads = self.payloads
+        if len(payloads) == 1:
+            return encode_frame([_ITEM, self.request_id, 0], payloads[0])
+        return encode_frame(
+            [_ITEM, self.request_id, 0, len(payloads)], array_header(len(payloads)) + b"".join(payloads)
+        )
+
+
+def array_header(count: int) -> bytes:
+    """The msgpack header of an array of ``count`` items (fixarray, array 16, array 32)."""
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 0x10000:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+#: The length of a msgpack array header, by its first byte (what a batch's payload cost leaves out).
+ARRAY_HEADER_LENGTH = {**{0x90 | n: 1 for n in range(16)}, 0xDC: 3, 0xDD: 5}
 
 
 class Credit:
@@ -170,9 +217,9 @@ class Streams:
         self.receiving[request_id] = stream
         return stream, first
 
-    def read(self, stream: Receiving, nbytes: int) -> tuple[int, int] | None:
-        """The consumer read an item of ``nbytes``: the (items, bytes) to grant now, or None."""
-        stream.unread_items -= 1
+    def read(self, stream: Receiving, items: int, nbytes: int) -> tuple[int, int] | None:
+        """The consumer read ``items`` items (``nbytes`` in all): the (items, bytes) to grant now, or None."""
+        stream.unread_items -= items
         stream.unread_bytes -= nbytes
         return self.top_up(stream)
 
