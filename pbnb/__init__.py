@@ -12,6 +12,7 @@ from __future__ import annotations
 from .aio.address import PB_PORT
 from .aio.client import Client, connect
 from .aio.connection import CallFuture, current_perspective
+from .aio.progress import progress
 from .aio.reconnect import ReconnectingClient, ReconnectStatus
 from .aio.server import Server, current_server, serve
 from .aio.streams import RemoteIterator
@@ -31,6 +32,7 @@ from .core.flavors import (
     survives_disconnect,
 )
 from .core.observing import ObservedCacheable, ObservedRemoteCache, WritableCacheable
+from .core.progress import Progress
 from .core.reference import CacheObserver, RemoteReference
 from .core.wire import Limits
 from .cred import Anonymous, IAnonymous, ICredentials, IPerspective, Portal
@@ -83,6 +85,7 @@ __all__ = [
     "PBError",
     "PipelineError",
     "Portal",
+    "Progress",
     "ProtocolError",
     "ReadOnlyField",
     "ReconnectStatus",
@@ -104,6 +107,7 @@ __all__ = [
     "current_perspective",
     "current_server",
     "portno",
+    "progress",
     "serve",
     "setUnjellyableForClass",
     "survives_disconnect",

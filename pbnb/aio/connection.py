@@ -16,12 +16,14 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from time import monotonic
 from typing import Any
 
 from ..core import events as ev
 from ..core.broker import Broker
 from ..core.failure import clip, text_of
 from ..core.flavors import CopyRegistry, IPBRoot, Referenceable, remote_method
+from ..core.progress import Progress
 from ..core.reference import CacheObserver, RemoteReference
 from ..core.streaming import Window
 from ..core.wire import Limits
@@ -69,8 +71,18 @@ def _receive_buffer() -> memoryview:
 
 #: The perspective (avatar) the current remote call runs under, if any.
 current_perspective: contextvars.ContextVar[Any] = contextvars.ContextVar("pbnb_perspective", default=None)
-# The connection whose peer the current remote call serves; current_perspective belongs to it.
-_serving: contextvars.ContextVar[Any] = contextvars.ContextVar("pbnb_serving", default=None)
+# The peer's call that the running code serves (its broker's invoker is the
+# Connection, and current_perspective belongs to it): one value per call for
+# everything a remote method may ask about, so that a call sets no more.
+_serving: contextvars.ContextVar[ev.CallReceived | None] = contextvars.ContextVar(
+    "pbnb_serving", default=None
+)
+
+
+def serving_connection() -> Connection | None:
+    """The Connection whose peer's call the running code serves, if any."""
+    call = _serving.get()
+    return None if call is None else call.broker.invoker
 
 
 def _handshake_failure(reason: BaseException | None) -> BaseException:
@@ -106,7 +118,17 @@ class CallFuture(asyncio.Future):
 
     # Filled in by Connection once the request is queued; no __init__, which
     # would cost every call a Python-level frame.
-    __slots__ = ("connection", "dependents", "method", "promise", "ref", "request_id", "stream")
+    __slots__ = (
+        "_progress",
+        "_progress_callbacks",
+        "connection",
+        "dependents",
+        "method",
+        "promise",
+        "ref",
+        "request_id",
+        "stream",
+    )
 
     connection: Connection
     method: str
@@ -115,6 +137,32 @@ class CallFuture(asyncio.Future):
     promise: CallFuture
     dependents: list[CallFuture]
     stream: StreamSink
+
+    @property
+    def progress(self) -> Progress | None:
+        """The latest progress the remote method reported (``pb.progress``), or None if none yet."""
+        return getattr(self, "_progress", None)
+
+    def on_progress(self, callback: Callable[[Progress], Any]) -> None:
+        """Call ``callback(progress)`` in the loop on each progress report until the answer arrives.
+
+        A report that arrived before is handed to it soon, as ``add_done_callback``
+        does for a done future. Whatever the callback raises is logged, not propagated.
+        """
+        try:
+            self._progress_callbacks.append(callback)
+        except AttributeError:
+            self._progress_callbacks = [callback]
+        latest = getattr(self, "_progress", None)
+        if latest is not None:
+            self.get_loop().call_soon(_report, callback, latest)
+
+    def _progress_received(self, progress: Progress) -> None:
+        if self.done():
+            return
+        self._progress = progress
+        for callback in getattr(self, "_progress_callbacks", ()):
+            _report(callback, progress)
 
     @property
     def description(self) -> str:
@@ -288,6 +336,13 @@ async def _call_here(promise: CallFuture, target: Referenceable, name: str, args
 def _sink_of(token: Any) -> StreamSink:
     """The sink of a stream event's token: the sink bound to it, or the call's before it was bound."""
     return token if type(token) is StreamSink else token.stream
+
+
+def _report(callback: Callable[[Progress], Any], progress: Progress) -> None:
+    try:
+        callback(progress)
+    except Exception:
+        log.exception("progress callback %r failed", callback)
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -728,7 +783,11 @@ class Connection(asyncio.BufferedProtocol):
                 self._dispatch_rare(event)
 
     def _dispatch_rare(self, event: Any) -> None:
-        if isinstance(event, ev.HandshakeCompleted):
+        if type(event) is ev.ProgressReceived:
+            received = getattr(event.token, "_progress_received", None)
+            if received is not None:
+                received(event.progress)
+        elif isinstance(event, ev.HandshakeCompleted):
             if not self.ready.done():
                 self.ready.set_result(None)
             if self._handshake_timer is not None:
@@ -794,7 +853,7 @@ class Connection(asyncio.BufferedProtocol):
             self._refusals.refused(ev.MessageRefused(error, f"call of {event.name!r}"), self.peer, self._loop)
             return
         reset = current_perspective.set(event.perspective)
-        reset_serving = _serving.set(self)
+        reset_serving = _serving.set(event)
         try:
             kwargs = event.kwargs
             result = event.method(*event.args, **kwargs) if kwargs else event.method(*event.args)
@@ -827,7 +886,7 @@ class Connection(asyncio.BufferedProtocol):
 
     async def _finish_call(self, event: ev.CallReceived, awaitable: Any) -> None:
         current_perspective.set(event.perspective)
-        _serving.set(self)
+        _serving.set(event)
         try:
             result = await awaitable
         except asyncio.CancelledError:
@@ -862,7 +921,7 @@ class Connection(asyncio.BufferedProtocol):
     async def _pump_stream(self, event: ev.CallReceived, generator: Any) -> None:
         """Send the generator's items as credit allows; end the stream with its end or its error."""
         current_perspective.set(event.perspective)
-        _serving.set(self)
+        _serving.set(event)
         broker = self.broker
         request_id = event.request_id
         is_async = inspect.isasyncgen(generator)
@@ -951,7 +1010,12 @@ class Connection(asyncio.BufferedProtocol):
         future = CallFuture(loop=self._loop)
         broker = self.broker
         # _sending_perspective(), written out: this runs for every call.
-        perspective = current_perspective.get() if _serving.get() is self else broker.perspective  # type: ignore[union-attr]
+        serving = _serving.get()
+        perspective = (
+            current_perspective.get()
+            if serving is not None and serving.broker is broker
+            else broker.perspective
+        )  # type: ignore[union-attr]
         future.request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)  # type: ignore[union-attr]
         if not future.request_id:  # an update for a copy the peer already let go of
             log.debug("dropped %s() for %r: the peer let go of that copy", name, ref)
@@ -1030,10 +1094,18 @@ class Connection(asyncio.BufferedProtocol):
             # loop (per-peer callbacks would cost a broadcast more than its writes).
             self._flush()
 
+    def send_progress(self, call: ev.CallReceived) -> None:
+        """Send the report ``call``'s progress record holds, if its caller still waits (``pb.progress``)."""
+        report = call.throttle.take(monotonic())
+        if report is not None and self.broker is not None:
+            self.broker.progress(call.request_id, report)
+            self._flush()
+
     def _sending_perspective(self) -> Any:
         # A call made while serving another connection's user must not go out
         # under that user's perspective: it would bind Viewables to the wrong avatar.
-        if _serving.get() is self:
+        serving = _serving.get()
+        if serving is not None and serving.broker is self.broker:
             return current_perspective.get()
         return self.broker.perspective  # type: ignore[union-attr]
 

@@ -12,7 +12,7 @@ from typing import Any, cast
 from ..core.broker import refusal_handshake
 from ..errors import PBError, ProtocolError, ServerFull
 from ._options import split_options
-from .connection import Connection, _serving
+from .connection import Connection, serving_connection
 from .intake import Intake
 from .ws_stream import deliver
 
@@ -100,7 +100,7 @@ class Server:
         loop = asyncio.get_running_loop()
         if self._closing is None:
             self._closing = loop.create_task(self._close())
-        if _serving.get() in self.connections:
+        if serving_connection() in self.connections:
             done = loop.create_future()
             done.set_result(None)
             return done
@@ -278,7 +278,7 @@ def current_server() -> Server:
     Twisted code called ``reactor.stop()``: ``pb.current_server().close()``.
     Raises LookupError outside a remote method, or in one served by ``connect``.
     """
-    server = getattr(_serving.get(), "_server", None)
+    server = getattr(serving_connection(), "_server", None)
     if server is None:
         raise LookupError("current_server() is only known inside a remote method served by pbnb.serve")
     return server

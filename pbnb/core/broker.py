@@ -60,6 +60,7 @@ from .flavors import (
     describe_methods,
 )
 from .pipelining import BROKEN_PROMISE, Forward, HeldAnswers, Promises, WaitingCall, is_reference
+from .progress import Progress, received
 from .reference import CacheObserver, Invoker, RemoteReference, Undriven
 from .serialize import Decoder, Encoder
 from .streaming import ARRAY_HEADER_LENGTH, BATCH_BYTES, Batch, Receiving, Streams, Window
@@ -88,6 +89,8 @@ MAX_CANCELLED = 10_000
 # Room for every ERROR or GOODBYE header item but the type and message texts
 # (kind, request id, traceback, mode, the nil payload, length prefixes).
 _ERROR_OVERHEAD = 32
+# Room for every PROGRESS header item but the message (two float64, a request id, prefixes).
+_PROGRESS_OVERHEAD = 48
 # Where the payload's mode sits in an ERROR header.
 _ERROR_MODE = 5
 _NO_SUCH_METHOD = f"{NoSuchMethod.__module__}.{NoSuchMethod.__qualname__}"
@@ -722,6 +725,19 @@ class Broker:
         self._tables.commit()
         return mode, payload
 
+    def progress(self, request_id: int, progress: Progress) -> None:
+        """Tell the peer how far its call ``request_id`` has got (nothing if it no longer waits).
+
+        The driver rate-limits (``core.progress.Throttle``); the message is
+        clipped to fit the peer's frame limit.
+        """
+        if request_id not in self._inbound:
+            return  # answered, cancelled, asked for no answer, or connection gone
+        message = progress.message
+        if message is not None:
+            message = clip(message, self._peer_max_frame - _PROGRESS_OVERHEAD)
+        self._send([Kind.PROGRESS, request_id, progress.done, progress.total, message])
+
     def ping(self, token: int) -> None:
         """Queue a keepalive PING; the peer answers with a PONG (which is not an event)."""
         self._send([Kind.PING, token])
@@ -908,7 +924,7 @@ class Broker:
         # A call acts for the perspective its target was sent to (the avatar's own,
         # or a view's), never for whoever logged in last on this connection.
         perspective = None if entry is None else target._pb_perspective(entry.perspective)
-        event = ev.CallReceived(request_id, method, args, kwargs, perspective, target, name)
+        event = ev.CallReceived(request_id, method, args, kwargs, perspective, target, name, self)
         if self._held_events is None:
             self._events.append(event)
         else:
@@ -1230,6 +1246,14 @@ class Broker:
                 return
             self._emit(ev.CancelRequested(request_id))
 
+    def _on_progress(self, header: list, payload: Payload) -> None:
+        _, request_id, done, total, message = header
+        _check_ints(request_id)
+        progress = received(done, total, message)
+        token = self._calls.get(request_id)
+        if token is not None:  # else answered, cancelled or unknown: it may have crossed the answer
+            self._emit(ev.ProgressReceived(token, progress))
+
     def _on_ping(self, header: list, payload: Payload) -> None:
         self._send([Kind.PONG, header[1]])
 
@@ -1328,6 +1352,7 @@ _HANDLERS: dict[Kind, str] = {
     Kind.CANCEL: "_on_cancel",
     Kind.PIPELINE: "_on_pipeline",
     Kind.FINISH: "_on_finish",
+    Kind.PROGRESS: "_on_progress",
     Kind.STREAM: "_on_stream",
     Kind.CREDIT: "_on_credit",
     Kind.ITEM: "_on_item",

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .progress import Progress
+
 
 @dataclass(slots=True)
 class HandshakeCompleted:
@@ -25,7 +27,12 @@ class HandshakeCompleted:
 
 @dataclass(slots=True)
 class CallReceived:
-    """The peer asked to run ``method``; answer with Broker.answer/fail unless request_id is 0."""
+    """The peer asked to run ``method``; answer with Broker.answer/fail unless request_id is 0.
+
+    ``broker`` is the one that received it (``Broker.progress`` reports on
+    it); ``throttle`` is for the driver, which keeps the call's progress
+    record there once the method reports (see ``core.progress.Throttle``).
+    """
 
     request_id: int
     method: Callable[..., Any]
@@ -34,6 +41,8 @@ class CallReceived:
     perspective: Any
     target: Any
     name: str
+    broker: Any
+    throttle: Any = None
 
 
 @dataclass(slots=True)
@@ -42,6 +51,14 @@ class AnswerReceived:
 
     token: Any
     value: Any
+
+
+@dataclass(slots=True)
+class ProgressReceived:
+    """A call we made reported how far it has got; ``token`` is what we passed to Broker.call."""
+
+    token: Any
+    progress: Progress
 
 
 @dataclass(slots=True)
@@ -155,6 +172,7 @@ Event = (
     HandshakeCompleted
     | CallReceived
     | AnswerReceived
+    | ProgressReceived
     | CallFailed
     | CancelRequested
     | StreamOpened

@@ -64,7 +64,7 @@ class Kind(IntEnum):
     UNCACHED = 14  # [UNCACHED, cache_id]
     PIPELINE = 15  # [PIPELINE, request_id, answer_of_request_id, method, mode] + [args, kwargs]
     FINISH = 16  # [FINISH, [request_id, ...]]: answers the sender will pipeline on no more
-    # 17 is PROGRESS.
+    PROGRESS = 17  # [PROGRESS, request_id, done, total, message]: how far a running call has got
     STREAM = 18  # [STREAM, request_id]: the answer is a stream; ANSWER or ERROR ends it
     CREDIT = 19  # [CREDIT, request_id, items, bytes]: the caller lets a stream send more
     ITEM = 20  # [ITEM, request_id, mode] + value: one item of a stream
