@@ -114,7 +114,7 @@ def test_a_report_for_an_unknown_request_is_ignored(pair):
     ],
 )
 def test_bad_fields_are_a_protocol_error(pair, fields, message):
-    outcome, call = started(pair, 1)
+    _, call = started(pair, 1)
     pair.server._send([Kind.PROGRESS, call.request_id, *fields])
     pair.pump()
     (failed,) = pair.of_type("client", ev.ConnectionFailed)

@@ -137,6 +137,8 @@ class CallFuture(asyncio.Future):
     promise: CallFuture
     dependents: list[CallFuture]
     stream: StreamSink
+    _progress: Progress
+    _progress_callbacks: list[Callable[[Progress], Any]]
 
     @property
     def progress(self) -> Progress | None:
@@ -1014,8 +1016,8 @@ class Connection(asyncio.BufferedProtocol):
         perspective = (
             current_perspective.get()
             if serving is not None and serving.broker is broker
-            else broker.perspective
-        )  # type: ignore[union-attr]
+            else broker.perspective  # type: ignore[union-attr]
+        )
         future.request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)  # type: ignore[union-attr]
         if not future.request_id:  # an update for a copy the peer already let go of
             log.debug("dropped %s() for %r: the peer let go of that copy", name, ref)
