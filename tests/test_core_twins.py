@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 from pair import ConnectionPair
 
 import pbnb as pb
+from pbnb.aio.connection import _serving
+from pbnb.core import events as ev
 from pbnb.core import serialize
 from pbnb.core.broker import Broker
+from pbnb.core.progress import Throttle, checked_message, checked_number
 from pbnb.core.wire import (
     FRAME_PREFIX,
     PREAMBLE,
@@ -212,3 +215,51 @@ def test_the_frame_reader_agrees_with_check_prefix_and_decode_header(frames, cut
     expected = reference_parse(stream, max_frame)
     assert reader_parse(stream, max_frame, []) == expected
     assert reader_parse(stream, max_frame, cuts) == expected
+
+
+# ------------------------------------------------------------- progress
+
+
+def _outcome(check, *args):
+    try:
+        return ("ok", check(*args))
+    except (TypeError, ValueError) as exc:
+        return (type(exc), str(exc))
+
+
+progress_fields = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([-(2**63) - 1, -(2**63), 2**64 - 1, 2**64]),
+    st.floats(),
+    st.fractions(),
+    st.text(max_size=300),
+    st.binary(max_size=4),
+)
+
+
+@FAST
+@given(done=progress_fields, total=progress_fields, message=st.one_of(progress_fields, st.text(min_size=250)))
+def test_progress_checks_inline_what_checked_number_and_checked_message_check(done, total, message):
+    """pb.progress checks the common forms inline; the core's checks decide the rest."""
+    call = ev.CallReceived(1, print, [], {}, None, None, "work", None, Throttle())
+    call.throttle.armed = True  # a frame is planned: the report is only kept
+    slow = [
+        _outcome(checked_number, done, "done"),
+        ("ok", None) if total is None else _outcome(checked_number, total, "total"),
+        _outcome(checked_message, message),
+    ]
+    token = _serving.set(call)
+    try:
+        fast = _outcome(pb.progress, done, total, message)
+    finally:
+        _serving.reset(token)
+    failures = [outcome for outcome in slow if outcome[0] != "ok"]
+    if failures:
+        assert fast == failures[0]
+    else:
+        assert fast == ("ok", None)
+        kept = call.throttle.latest
+        assert kept == tuple(value for _, value in slow)
+        assert [type(value) for value in kept] == [type(value) for _, value in slow]
