@@ -96,6 +96,13 @@ def test_the_atom_shortcut_of_an_answer_frame_matches_the_full_encode(value):
 
 
 @FAST
+@given(st.one_of(values, st.dictionaries(st.text(max_size=6), atoms, max_size=4)))
+def test_the_quick_encode_of_a_stream_item_matches_the_full_encode(value):
+    broker = Broker()
+    assert broker._encode_item(value, None) == slow_payload(broker, value)
+
+
+@FAST
 @given(values)
 def test_the_quick_plain_decode_matches_the_decoder(value):
     broker = Broker(limits=pb.Limits(max_depth=400))

@@ -263,9 +263,12 @@ async def test_the_byte_window_bounds_large_items():
         iterator = await s.root.callRemote("forever", size).window(items=1000, bytes=4 * size)
         assert len(await anext(iterator)) == size
         await quiet(lambda: feed.produced)
-        # At most four items' worth of bytes granted ahead (the last may overshoot by one).
+        # At most four items' worth of bytes granted ahead (the last may overshoot by one),
+        # whether they wait here, in flight, or in the server's send buffer.
         assert feed.produced <= iterator.received + 5
         assert iterator.queued <= 5
+        assert s.server_side.transport.get_write_buffer_size() <= 5 * (size + 64)
+        assert connection_of(s.root).broker.table_sizes()["streams_receiving"] == 1
         await iterator.aclose()
         await within(feed.closed.wait())
 

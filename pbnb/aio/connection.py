@@ -928,17 +928,20 @@ class Connection(asyncio.BufferedProtocol):
         request_id = event.request_id
         is_async = inspect.isasyncgen(generator)
         try:
+            may_send = broker.may_send_item(request_id)  # type: ignore[union-attr]
             while True:
-                if not broker.may_send_item(request_id):  # type: ignore[union-attr]
+                if not may_send:
                     await self._credit_for(request_id)
+                    may_send = broker.may_send_item(request_id)  # type: ignore[union-attr]
                     continue
                 try:
                     item = await generator.__anext__() if is_async else next(generator)
                 except (StopAsyncIteration, StopIteration):
                     broker.answer(request_id, None, event.perspective)  # type: ignore[union-attr]
                     return
-                broker.send_item(request_id, item, event.perspective)  # type: ignore[union-attr]
-                self._flush_soon()
+                may_send = broker.send_item(request_id, item, event.perspective)  # type: ignore[union-attr]
+                if not self._flush_scheduled:
+                    self._flush_soon()
         except asyncio.CancelledError:
             broker.fail(request_id, CallCancelled("cancelled"), event.perspective)  # type: ignore[union-attr]
         except Exception as exc:
