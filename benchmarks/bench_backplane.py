@@ -72,10 +72,10 @@ class TimedGauge(SharedGauge):
     CPU time (not wall time), so a machine busy with other work does not inflate it.
     """
 
-    def _pb_deliver(self, method: str, payload: bytes, fields: dict[str, Any], skip: Any) -> int:
+    def send_packed(self, name: str, payload: bytes, skip: Any = None) -> int:
         start = time.thread_time()
-        told = super()._pb_deliver(method, payload, fields, skip)
-        value = fields.get("value")
+        told = super().send_packed(name, payload, skip)
+        value = self.value
 
         def report() -> None:  # the frames are written on the loop's next turn
             print(f"SENT {value} {time.thread_time() - start!r}", flush=True)

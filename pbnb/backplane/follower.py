@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from ..core.observing import _same
+from ..core.observing import same_value
 from ..errors import LimitExceeded
 from . import entries
 from .entries import Change, MalformedEntry
@@ -192,9 +192,11 @@ class Follower:
         for key in [key for key, (_, field) in self._skips.items() if field in fields]:
             # The writer's copy is about to show another value: it must get its own back later.
             del self._skips[key]
-        visible = {name: value for name, value in fields.items() if self._own_pending[name] <= 0}
+        for name, value in fields.items():
+            if self._own_pending[name] <= 0:  # else the owner's own newer assignment stands
+                object.__setattr__(self.obj, name, value)  # quietly: the change goes out just below
         try:
-            self.obj._pb_deliver(change.method, change.payload, visible, skip)
+            self.obj.send_packed(change.method, change.payload, skip)
         except Exception:
             log.exception(
                 "shared cache %r: fanning out %s failed for some observers", self.name, change.method
@@ -202,7 +204,7 @@ class Follower:
 
     def _adopt(self, state: dict[str, Any]) -> None:
         """Take a snapshot's fields; tell observers what differs, as one ``update``."""
-        diff = {name: value for name, value in state.items() if not _same(self.state.get(name), value)}
+        diff = {name: value for name, value in state.items() if not same_value(self.state.get(name), value)}
         # Own changes still waiting will be sent (again) and come back through the log;
         # the ones the snapshot already holds never will.
         self._own_pending = Counter(name for pending in self._unsent for name in pending.change.fields)

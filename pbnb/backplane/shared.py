@@ -9,10 +9,11 @@ made it included, applies the log in its one order and fans each change out
 to its own observers. So every observer of every process sees the same
 changes in the same order, each once.
 
-The replica needs nothing of Redis itself: ``pbnb.backplane.follower`` calls
-``_pb_deliver`` for each change it reads, and the object calls the link's
-``publish`` for each change it makes. Unattached, the object is an ordinary
-WritableCacheable of one process.
+The replica needs nothing of Redis itself. It routes every change it makes
+(the core's ``send_change`` hook) to the link's ``publish``; the link,
+``pbnb.backplane.follower``, assigns the fields of each change it reads from
+the log and fans it out with the core's ``send_packed``. Unattached, the
+object is an ordinary WritableCacheable of one process.
 """
 
 from __future__ import annotations
@@ -65,12 +66,11 @@ class SharedCacheable(WritableCacheable):
             return super().getStateToCacheFor(perspective)
         return dict(link.state)
 
-    def _tell_all(self, name: str, args: tuple, kwargs: dict[str, Any], skip: Any) -> int:
-        # Every change of a WritableCacheable passes here (assignment, update,
-        # notify, a peer's write): attached, it goes to the log instead.
+    def send_change(self, name: str, args: tuple, kwargs: dict[str, Any], skip: Any = None) -> int:
+        """Attached, append the change to the shared log (observers hear it from there); else send it."""
         link = self._link()
         if link is None:
-            return super()._tell_all(name, args, kwargs, skip)
+            return super().send_change(name, args, kwargs, skip)
         try:
             link.publish(name, args, kwargs, skip)
         except BaseException:
@@ -89,14 +89,6 @@ class SharedCacheable(WritableCacheable):
                 "every observer, so notify_each (arguments per perspective) cannot be used"
             )
         return super().notify_each(name, arguments_for)
-
-    def _pb_deliver(self, method: str, payload: bytes, fields: dict[str, Any], skip: Any) -> int:
-        """Apply one change from the log (``fields`` already filtered by the link) and fan it out."""
-        for field, value in fields.items():
-            object.__setattr__(self, field, value)
-        if not self._watchers():
-            return 0
-        return self._broadcast(method, payload, None, skip)
 
 
 def share(obj: SharedCacheable, name: str) -> SharedCacheable:

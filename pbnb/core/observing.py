@@ -94,15 +94,32 @@ class ObservedCacheable(Cacheable):
         Plain arguments (no references, copies or shared objects) are packed
         once for all observers; anything else is encoded for each connection.
         """
-        return self._tell_all(_name, args, kwargs, None)
+        return self.send_change(_name, args, kwargs)
 
-    def _tell_all(self, name: str, args: tuple, kwargs: dict[str, Any], skip: Any) -> int:
-        """``notify`` to every observer but ``skip``."""
+    def send_change(self, name: str, args: tuple, kwargs: dict[str, Any], skip: Any = None) -> int:
+        """Run ``observe_<name>(*args, **kwargs)`` on every copy but ``skip``'s; return how many were told.
+
+        Every change passes here: a field assignment, ``update()``, ``notify()``
+        and a peer's write (which skips the writer's own copy). Override it to
+        route changes elsewhere first: ``pbnb.backplane.SharedCacheable`` appends
+        them to a log in Redis, and sends each back out with ``send_packed``
+        once the log has put it in order.
+        """
         if not self._watchers():
             return 0
         payload = _pack_for_everyone(args, kwargs)
         if payload is None:
             return self._broadcast(name, None, lambda perspective: (args, kwargs), skip)
+        return self._broadcast(name, payload, None, skip)
+
+    def send_packed(self, name: str, payload: bytes, skip: Any = None) -> int:
+        """Run ``observe_<name>`` on every copy but ``skip``'s, its arguments packed already.
+
+        ``payload`` is ``[args, kwargs]`` as one msgpack array of plain data
+        (no references, copies, tuples or ext types: the bytes ``notify`` would
+        send), written unchanged into each observer's frame. Returns how many
+        observers were told.
+        """
         return self._broadcast(name, payload, None, skip)
 
     def notify_each(self, name: str, arguments_for: Callable[[Any], CallArguments]) -> int:
@@ -207,10 +224,14 @@ class WritableCacheable(ObservedCacheable):
             raise ReadOnlyField(f"{type(self).__qualname__}.{name} cannot be set by a peer")
         accepted = self.accept_write(name, value)
         object.__setattr__(self, name, accepted)  # not __setattr__: that would tell the origin too
-        return self._tell_all("set", (name, accepted), {}, origin if _same(accepted, value) else None)
+        return self.send_change("set", (name, accepted), {}, origin if same_value(accepted, value) else None)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are of one type and equal: then an observer showing ``a`` needs no ``b``.
+
+    A value whose ``__eq__`` raises counts as different (it is sent again).
+    """
     try:
         return type(a) is type(b) and bool(a == b)
     except Exception:  # an odd __eq__: assume they differ and send the value
