@@ -13,7 +13,7 @@ from redis_helpers import free_port, needs_redis, redis_server
 
 import pbnb as pb
 
-pytestmark = needs_redis
+pytestmark = [pytest.mark.slow, needs_redis]  # a redis-server process per test
 
 
 async def observe(port: int) -> tuple[pb.Client, pb.RemoteReference, int, CounterCopy]:

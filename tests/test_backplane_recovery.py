@@ -12,13 +12,14 @@ import os
 import signal
 
 import msgpack
+import pytest
 from backplane_helpers import TARGET, Broker, RecordingCopy, Replica
 from redis_helpers import needs_redis, redis_server
 
 import pbnb as pb
 from pbnb.backplane import SharedCacheable, connect
 
-pytestmark = needs_redis
+pytestmark = [pytest.mark.slow, needs_redis]  # a redis-server process per test
 
 
 def numbers(copy: RecordingCopy, field: str = "home") -> list:

@@ -15,7 +15,7 @@ import pbnb as pb
 from pbnb.backplane import BackplaneUnavailable, connect
 from pbnb.errors import ReadOnlyField
 
-pytestmark = needs_redis
+pytestmark = [pytest.mark.slow, needs_redis]  # a redis-server process per test
 
 
 @pytest.fixture

@@ -280,6 +280,7 @@ async def test_a_peer_sending_one_byte_at_a_time_does_not_slow_others(served):
     writer.close()
 
 
+@pytest.mark.slow  # waits out a timeout of seconds, by design
 async def test_keepalive_keeps_a_peer_that_reads_a_big_answer_slowly():
     """Back-pressure stops the server reading the peer's pongs; draining must count as alive."""
     server = await pb.serve(Service(), keepalive=0.05, dead_peer_timeout=1.0)

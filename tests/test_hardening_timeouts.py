@@ -37,6 +37,7 @@ class BoardRoot(pb.Root):
         return self.board
 
 
+@pytest.mark.slow  # waits out a timeout of seconds, by design
 @pytest.mark.parametrize("opening", [b"", b"PBNB\x00\x01\x00\x00"], ids=["silent", "preamble-only"])
 async def test_a_peer_that_never_completes_the_handshake_is_dropped_after_the_handshake_timeout(opening):
     # Long enough for the bystander's own handshake on a loaded machine.
@@ -55,6 +56,7 @@ async def test_a_peer_that_never_completes_the_handshake_is_dropped_after_the_ha
             writer.close()
 
 
+@pytest.mark.slow  # waits out a timeout of seconds, by design
 async def test_a_completed_handshake_is_not_timed_out():
     async with connected(Echo(), server_options={"handshake_timeout": 1.0}) as session:
         closed = asyncio.ensure_future(asyncio.shield(session.client.connection.closed))

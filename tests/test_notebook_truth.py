@@ -8,7 +8,7 @@ import pytest
 from notebook_fixtures.harness import BrokerProcess, Kernel
 from test_notebook_kernel import assert_clean, is_update, show_counter
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # real kernels and brokers
 
 
 @pytest.fixture

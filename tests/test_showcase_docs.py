@@ -54,6 +54,7 @@ README = REPO / "README.md"
 PAGES = [page for page in [*DOCS, README] if python_blocks(page.read_text())]
 
 
+@pytest.mark.slow  # a fresh interpreter per page
 @pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(REPO)) for page in PAGES])
 def test_python_blocks_run(page, tmp_path):
     args = [str(part) for block in python_blocks(page.read_text()) for part in block]

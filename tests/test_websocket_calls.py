@@ -125,6 +125,7 @@ async def test_limits_apply_to_pb_frames_inside_messages(scheme, tls):
             assert await within(root.callRemote("echo", "still up")) == "still up"
 
 
+@pytest.mark.slow  # waits out a timeout of seconds, by design
 async def test_keepalive_pings_and_pongs_travel_over_websocket(tls):
     """The server drops a peer silent for 3 s; pongs in WebSocket messages keep this one up."""
     async with ws_serving(Service(), "ws", tls, keepalive=0.1, dead_peer_timeout=3.0) as server:

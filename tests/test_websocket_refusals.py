@@ -133,6 +133,7 @@ async def test_garbage_inside_binary_messages_gets_a_goodbye_and_1008():
         await assert_serving(server)
 
 
+@pytest.mark.slow  # waits out a timeout of seconds, by design
 async def test_an_upgrade_that_never_completes_times_out_with_408():
     async with serving(Service(), handshake_timeout=3.0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -147,6 +148,7 @@ async def test_an_upgrade_that_never_completes_times_out_with_408():
         assert server.pending_handshakes == 0
 
 
+@pytest.mark.slow  # waits out a timeout of seconds, by design
 async def test_a_client_that_never_says_anything_is_dropped_after_the_handshake_timeout():
     async with serving(Service(), handshake_timeout=3.0) as server:
         with LogWatch("did not complete the handshake in 3s") as watch:
@@ -160,6 +162,7 @@ async def test_a_client_that_never_says_anything_is_dropped_after_the_handshake_
         await assert_serving(server)
 
 
+@pytest.mark.slow  # waits out a timeout of seconds, by design
 async def test_the_pb_handshake_timeout_applies_after_the_upgrade():
     """Upgraded, then silent: the PB handshake timeout drops it, saying so in the close frame."""
     async with serving(Service(), handshake_timeout=3.0) as server:
@@ -276,6 +279,7 @@ async def test_a_normal_close_is_1000_both_ways():
             raw.ws.send_close(1000)
             raw.flush()
             assert (await raw.close_frame()).code == 1000
+            await raw.until_closed()  # the server hangs up first, and we in turn
             await within(asyncio.shield(served.closed))
             assert served.close_reason is None
         finally:
@@ -287,8 +291,10 @@ async def test_a_normal_close_is_1000_both_ways():
             await within(until(lambda: len(server.connections) == 1))
             (served,) = server.connections
             await within(asyncio.shield(served.ready))
-            await within(server.close())  # the server closes: 1000 too
+            closing = asyncio.ensure_future(server.close())  # the server closes: 1000 too
             assert (await raw.close_frame()).code == 1000
+            await raw.until_closed()  # our answer lets the server finish at once, no timer
+            await within(closing)
         finally:
             raw.close()
 
