@@ -5,7 +5,9 @@ Both sides import this module: the server for the objects, the client for the
 programs share their copy allow-list. What is on offer:
 
 * ``DemoRoot``: plain and ``async`` methods, callbacks into the caller
-  (``countdown``), copies (``records``) and a copy nobody allowed (``gadget``).
+  (``countdown``), copies (``records``) and a copy nobody allowed (``gadget``),
+  a stream of samples (``wave``) and a slow call that reports its progress
+  (``crunch``).
 * ``Record``: a copyable record, arriving as ``RemoteRecord``.
 * ``Ticker``: a live Cacheable that changes by itself while someone watches;
   its copy, ``RemoteTicker``, is a ``TraitCache`` that displays as live widgets.

@@ -7,6 +7,8 @@ a plain asyncio program. See ``pbnb.demo`` for what is on offer.
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pbnb as pb
@@ -228,11 +230,37 @@ class DemoRoot(LoginRoot):
         """The shared counter (a Cacheable)."""
         return self.world.counter
 
+    async def remote_wave(self, points: int = 200, every: float = 0.05) -> AsyncIterator[tuple[int, float]]:
+        """Stream ``points`` samples ``(t, y)`` of a fading wave, one every ``every`` seconds.
+
+        A stand-in for an instrument: the caller reads it with ``async for``.
+        """
+        _check_number("points", points, int, 1, 100_000)
+        _check_number("every", every, (int, float), 0.001, 10)
+        for t in range(points):
+            yield t, round(10 * math.sin(t / 6) * math.exp(-t / 300) + ((t * 37) % 11 - 5) * 0.1, 3)
+            await asyncio.sleep(every)
+
+    async def remote_crunch(self, steps: int = 20, pause: float = 0.1) -> str:
+        """Work through ``steps`` steps of ``pause`` seconds, reporting progress as it goes."""
+        _check_number("steps", steps, int, 1, 10_000)
+        _check_number("pause", pause, (int, float), 0, 10)
+        for step in range(steps):
+            pb.progress(step, steps, f"step {step + 1} of {steps}")
+            await asyncio.sleep(pause)
+        return f"crunched {steps} steps"
+
     def remote_increment(self, amount: int = 1, by: str = "someone") -> int:
         """Add to the shared counter; every copy is told."""
         if not isinstance(amount, int) or isinstance(amount, bool):
             raise TypeError(f"amount must be an int, not {type(amount).__name__}")
         return self.world.counter.add(amount, str(by)[:100])
+
+
+def _check_number(name: str, value: Any, kinds: Any, low: float, high: float) -> None:
+    """Refuse a demo argument that is not a number in ``low..high`` (the demo broker is shared)."""
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        raise pb.Error(f"{name} must be a number from {low} to {high}, got {value!r}")
 
 
 def make_demo_service() -> DemoWorld:

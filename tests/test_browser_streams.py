@@ -1,8 +1,9 @@
 """Streams and progress as a person sees them: widgets in Voila, in headless Debian chromium.
 
-The fixture broker runs in another process; the page shows a stream that
-counts up until stopped, and the stop button must close the generator there
-(its ``finally`` reports back on the broker's stdout).
+The fixture broker runs in another process. The page shows a call whose
+progress the broker paces (``step``), and a stream that counts up until
+stopped; the stop button must close the generator there (its ``finally``
+reports back on the broker's stdout).
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ def shown_count(page) -> int:
     return int(re.match(r"([\d,]+) item", text)[1].replace(",", ""))
 
 
-def test_a_stream_counts_its_items_live_and_stop_closes_the_generator(tmp_path):
+# How much of the progress bar is filled, in percent of its track.
+FILLED = """() => { const bar = document.querySelector('.pbnb-progress-bar .progress-bar');
+    return 100 * bar.getBoundingClientRect().width / bar.parentElement.getBoundingClientRect().width; }"""
+
+
+def bar_width(page) -> float:
+    return page.evaluate(FILLED)
+
+
+def test_progress_moves_and_ends_true_and_a_stream_counts_until_stopped(tmp_path):
     from playwright.sync_api import expect
 
     with (
@@ -31,6 +41,24 @@ def test_a_stream_counts_its_items_live_and_stop_closes_the_generator(tmp_path):
     ):
         page.goto(url, timeout=120_000)
         expect(page.locator("body")).to_contain_text("all cells ran", timeout=120_000)
+
+        # The un-awaited call's progress: it moves as the broker lets the method step.
+        progress = page.locator(".pbnb-pending .pbnb-progress-text")
+        expect(progress).to_contain_text("0% · 0 of 4 · step 1 of 4")
+        assert bar_width(page) < 5
+        assert broker.command("step") == "ok step"
+        expect(progress).to_contain_text("25% · 1 of 4 · step 2 of 4")
+        page.wait_for_function(f"() => ({FILLED})() > 20")
+        assert 20 < bar_width(page) < 30
+        for _ in range(3):
+            assert broker.command("step") == "ok step"
+        # It ended: the spinner and cancel button are gone, the bar is full and says so.
+        ended = page.locator(".pbnb-future .pbnb-progress-text")
+        expect(ended).to_contain_text("finished; last report: 75% · 3 of 4 · step 4 of 4")
+        expect(page.locator(".pbnb-future")).to_contain_text("'crunched 4'")
+        expect(page.locator(".pbnb-pending")).to_have_count(0)
+        page.wait_for_function(f"() => ({FILLED})() > 99")
+
         stream = page.locator(".pbnb-stream")
         expect(stream.locator(".pbnb-stream-state")).to_contain_text("streaming ticks()")
         # The count goes up by itself, with no cell running, and the latest items show.

@@ -63,7 +63,7 @@ async def test_the_widget_shows_what_the_reference_points_at_and_its_methods(roo
     assert "<b>Demo</b> at 127.0.0.1:" in widget.header.value
     assert "connected" in widget.status.value
     names = [f.name for f in widget.methods.children]
-    assert names == ["boom", "child", "counter", "hello", "numbers", "records", "ticks", "wait"]
+    assert names == ["boom", "child", "counter", "crunch", "hello", "numbers", "records", "ticks", "wait"]
     hello = html_of(form(widget, "hello"))
     assert "<code>hello(name: " in hello and "punctuation: " in hello
     assert "<i>Greet someone.</i>" in hello

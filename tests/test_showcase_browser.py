@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from notebook_fixtures.servers import (
     free_port,
     lab_server,
     needs_chromium,
+    voila_server,
     wait_listening,
 )
 from showcase_helpers import NOTEBOOKS, REPO
@@ -207,3 +209,26 @@ def test_the_voila_dashboard_is_live_and_shared_by_every_visitor(tmp_path):
             expect(readout).to_have_text(str(new_value), timeout=UI_WAIT)
             expect(visitor.locator(".pbnb-dashboard")).to_contain_text("last changed by another client")
             expect(visitor.locator(".pbnb-cache").first).to_contain_text("live copy")
+
+
+def test_the_streams_notebook_plots_the_stream_and_ends_its_widgets_true(tmp_path, demo_broker):
+    """Notebook 08 in Voila: the bqplot line holds every streamed point, and every widget ended."""
+    from playwright.sync_api import expect
+
+    name = "08-streams-and-progress.ipynb"
+    shutil.copy(REPO / "notebooks" / name, tmp_path / name)
+    env = {"PBNB_DEMO": "{}:{}".format(*demo_broker)}
+    with voila_server(name, tmp_path, env) as url, browser_page(tmp_path, "showcase-streams") as page:
+        page.goto(url, timeout=120_000)
+        expect(page.locator("body")).to_contain_text("plotted 200 samples", timeout=180_000)
+        # The line drawn in the page has a vertex for each of the 200 samples.
+        page.wait_for_function(
+            "() => { const p = document.querySelector('.pbnb-stream-plot path.line');"
+            " return p !== null && (p.getAttribute('d').match(/L/g) || []).length === 199; }",
+            timeout=UI_WAIT,
+        )
+        expect(page.locator(".pbnb-stream .pbnb-stream-state")).to_contain_text("done: the stream ended")
+        expect(page.locator(".pbnb-stream .pbnb-stream-count")).to_contain_text("60 items")
+        expect(page.locator(".pbnb-future .pbnb-progress-text")).to_contain_text("finished; last report:")
+        expect(page.locator("body")).to_contain_text("crunched 20 steps", timeout=UI_WAIT)
+        assert "Error" not in page.locator("body").inner_text()

@@ -49,3 +49,17 @@ def parse_number(text: str, kind: type[int] | type[float]) -> int | float:
     except (ValueError, OverflowError):
         expected = "a whole number" if kind is int else "a number"
         raise ValueError(f"{text!r} is not {expected}") from None
+
+
+def format_rate(per_second: float) -> str:
+    """A rate for reading: ``61,728`` from 10 up, else two significant digits (``1.5``, ``0.25``)."""
+    return format_number(round(per_second)) if per_second >= 10 else f"{per_second:.2g}"
+
+
+def format_duration(seconds: float) -> str:
+    """``'12 s'``, ``'3.5 min'``, ``'1.2 h'``: a time left or taken, to the precision a person needs."""
+    if seconds < 90:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -25,7 +25,7 @@ import traitlets
 from ..aio.streams import RemoteIterator
 from ..errors import PBConnectionLost
 from ._loop import call_on_loop, spawn
-from ._numbers import format_number
+from ._numbers import format_number, format_rate
 from ._widgets import _SPINNER, _short_repr, error_widget
 
 #: Redraws a second, at most, while items arrive.
@@ -46,8 +46,7 @@ def rate_text(items: int, seconds: float) -> str:
     """``'1,234 items/s'``, or ``'…'`` while too little time passed to measure."""
     if seconds <= 0:
         return "… items/s"
-    rate = items / seconds
-    return f"{format_number(round(rate)) if rate >= 10 else f'{rate:.2g}'} items/s"
+    return f"{format_rate(items / seconds)} items/s"
 
 
 class StreamWidget(widgets.VBox):

@@ -26,6 +26,7 @@ from ..aio.streams import RemoteIterator
 from ..core.reference import RemoteReference
 from ..errors import PBError
 from ._loop import Pending, call_on_loop, loop_of, spawn
+from ._progress_widget import ProgressLine, progress_text
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _MAX_REPR = 2000
@@ -77,7 +78,8 @@ def future_text(future: asyncio.Future) -> str:
     """A one-line summary of a call's awaitable: pending, cancelled, failed or done."""
     what = getattr(future, "description", "") or "remote call"
     if not future.done():
-        return f"<pending {what}>"
+        progress = getattr(future, "progress", None)
+        return f"<pending {what}: {progress_text(progress)}>" if progress else f"<pending {what}>"
     if future.cancelled():
         return f"<cancelled {what}>"
     if future.exception() is not None:
@@ -199,10 +201,12 @@ _SPINNER = (
 )
 
 
-class PendingCall(widgets.HBox):
+class PendingCall(widgets.VBox):
     """A call in flight: a spinner, what was called, the time so far, and a button that cancels it.
 
     Cancelling tells the peer (the remote method's task is cancelled there).
+    Once the remote method reports progress (``pb.progress``), a bar with the
+    message, rate and time left shows under it.
     """
 
     def __init__(self, future: asyncio.Future, what: str):
@@ -212,12 +216,20 @@ class PendingCall(widgets.HBox):
         self.cancel = widgets.Button(description="cancel", icon="stop", tooltip=f"cancel {what} on the peer")
         self.cancel.add_class("pbnb-cancel")
         self.cancel.on_click(lambda _b: call_on_loop(future.get_loop(), future.cancel))
-        super().__init__([widgets.HTML(_SPINNER), self.label, self.cancel])
-        self.add_class("pbnb-pending")
         loop = future.get_loop()
+        self.progress = ProgressLine(loop)
+        super().__init__([widgets.HBox([widgets.HTML(_SPINNER), self.label, self.cancel]), self.progress])
+        self.add_class("pbnb-pending")
         self._started = loop.time()
         self._show(loop)
         call_on_loop(loop, self._tick, loop)
+        if isinstance(future, CallFuture):  # a magic's Pending work reports no progress
+            call_on_loop(loop, future.on_progress, self.progress.report)
+
+    def settled(self) -> list[widgets.Widget]:
+        """What stays on screen of this pending call once it ended: its progress, frozen (if any came)."""
+        self.progress.end(self.future)
+        return [self.progress] if self.progress.latest is not None else []
 
     def _show(self, loop: asyncio.AbstractEventLoop) -> None:
         elapsed = loop.time() - self._started
@@ -240,14 +252,15 @@ class FutureWidget(widgets.VBox):
 
     def __init__(self, future: asyncio.Future, what: str = ""):
         what = what or getattr(future, "description", "") or "call"
-        super().__init__(children=[PendingCall(future, what)])
+        self.pending = PendingCall(future, what)
+        super().__init__(children=[self.pending])
         self.add_class("pbnb-future")
         self.future = future
         # The done callback runs on the future's loop, however the widget was made.
         call_on_loop(future.get_loop(), future.add_done_callback, self._settled)
 
     def _settled(self, future: asyncio.Future) -> None:
-        self.children = [outcome_widget(future)]
+        self.children = [*self.pending.settled(), outcome_widget(future)]
 
 
 # ----------------------------------------------------------------- references
@@ -340,12 +353,13 @@ class MethodForm(widgets.VBox):
             self.output.children = [error_widget(exc)]
             return
         self.button.disabled = True
-        self.output.children = [PendingCall(future, _call_text(self.name, text))]  # type: ignore[arg-type]
+        pending = PendingCall(future, _call_text(self.name, text))  # type: ignore[arg-type]
+        self.output.children = [pending]
 
         def settled(done: asyncio.Future) -> None:
             if number == self._calls:  # only the latest call shows its outcome
                 self.button.disabled = not self.ref.connected
-                self.output.children = [outcome_widget(done)]
+                self.output.children = [*pending.settled(), outcome_widget(done)]
 
         future.add_done_callback(settled)  # type: ignore[attr-defined]
 

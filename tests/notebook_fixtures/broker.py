@@ -3,7 +3,8 @@
 Prints ``PORT <n>`` when listening, then obeys lines on stdin:
 ``set N`` assigns the counter (broadcast to every copy) and answers ``ok N``;
 ``get`` answers ``value N writes W``; a peer's write prints ``wrote value N``;
-what the Demo root says (a stream closed) is printed as it happens.
+``step`` lets ``crunch`` take one more step (``ok step``); what the Demo root
+says (a stream closed) is printed as it happens.
 ``--port`` picks the port (default: any).
 """
 
@@ -21,9 +22,8 @@ import pbnb as pb
 
 async def main(port: int) -> None:
     counter = Counter(on_write=lambda name, value: print(f"wrote {name} {value}", flush=True))
-    server = await pb.serve(
-        Demo(counter, said=lambda text: print(text, flush=True)), host="127.0.0.1", port=port
-    )
+    demo = Demo(counter, said=lambda text: print(text, flush=True))
+    server = await pb.serve(demo, host="127.0.0.1", port=port)
     print(f"PORT {server.port}", flush=True)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
@@ -35,6 +35,9 @@ async def main(port: int) -> None:
             print(f"ok {counter.value}", flush=True)
         elif words[:1] == ["get"]:
             print(f"value {counter.value} writes {counter.writes}", flush=True)
+        elif words[:1] == ["step"]:
+            demo.go.put_nowait(None)
+            print("ok step", flush=True)
 
     def read_stdin() -> None:
         for line in sys.stdin:

@@ -57,6 +57,8 @@ class Demo(pb.Root):
         self.cancelled = asyncio.Event()
         #: Called with a line of text when something worth checking happens here.
         self.said = said or (lambda text: None)
+        #: One token per step ``crunch`` may take: the test sets the pace.
+        self.go: asyncio.Queue[None] = asyncio.Queue()
 
     def remote_hello(self, name: str, punctuation: str = "!") -> str:
         """Greet someone."""
@@ -106,3 +108,12 @@ class Demo(pb.Root):
         yield from range(n)
         if fail:
             raise pb.Error("the source broke")
+
+    async def remote_crunch(self, steps: int = 3, fail: bool = False) -> str:
+        """Report progress, one step per token in ``go``; answer (or fail) after the last."""
+        for step in range(steps):
+            pb.progress(step, steps, f"step {step + 1} of {steps}")
+            await self.go.get()
+        if fail:
+            raise pb.Error("crunching went wrong")
+        return f"crunched {steps}"
