@@ -72,7 +72,11 @@ def test_progress_moves_and_ends_true_and_a_stream_counts_until_stopped(tmp_path
             arg=before,
             timeout=UI_WAIT,
         )
-        expect(stream.locator(".pbnb-stream-items")).to_contain_text(f"#{before}  {before - 1}")
+        # The latest items, numbered from 1: item n is the number n - 1, newest last.
+        latest = [line.split() for line in stream.locator(".pbnb-stream-items").inner_text().splitlines()]
+        numbers = [int(number.lstrip("#").replace(",", "")) for number, _item in latest]
+        assert len(latest) == 5 and numbers == list(range(numbers[0], numbers[0] + 5))
+        assert all(int(item) == number - 1 for number, (_n, item) in zip(numbers, latest, strict=True))
         expect(stream.locator(".pbnb-stream-count")).to_contain_text("items/s")
 
         stream.locator(".pbnb-stream-stop").click()
