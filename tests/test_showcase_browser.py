@@ -224,7 +224,7 @@ def test_the_streams_notebook_plots_the_stream_and_ends_its_widgets_true(tmp_pat
         # The line drawn in the page has a vertex for each of the 200 samples.
         page.wait_for_function(
             "() => { const p = document.querySelector('.pbnb-stream-plot path.line');"
-            " return p !== null && (p.getAttribute('d').match(/L/g) || []).length === 199; }",
+            " return p !== null && ((p.getAttribute('d') || '').match(/L/g) || []).length === 199; }",
             timeout=UI_WAIT,
         )
         expect(page.locator(".pbnb-stream .pbnb-stream-state")).to_contain_text("done: the stream ended")
