@@ -246,7 +246,7 @@ class DemoRoot(LoginRoot):
         _check_number("steps", steps, int, 1, 10_000)
         _check_number("pause", pause, (int, float), 0, 10)
         for step in range(steps):
-            pb.progress(step, steps, f"step {step + 1} of {steps}")
+            pb.progress(step, steps, f"working on step {step + 1}")
             await asyncio.sleep(pause)
         return f"crunched {steps} steps"
 

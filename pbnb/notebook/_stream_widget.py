@@ -150,7 +150,7 @@ class StreamWidget(widgets.VBox):
             f"#{format_number(first + i)}  {_short_repr(item)[:_ITEM_TEXT]}" for i, item in enumerate(shown)
         ]
         self.items.value = (
-            f"<pre style='margin:0'>{html.escape(chr(10).join(lines))}</pre>"
+            f"<pre style='margin:0;line-height:1.35'>{html.escape(chr(10).join(lines))}</pre>"
             if lines
             else "<i>no items yet</i>"
         )
