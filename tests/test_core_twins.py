@@ -180,7 +180,14 @@ def reference_parse(stream: bytes, max_frame: int) -> tuple[list, type | None]:
     return frames, None
 
 
-def reader_parse(stream: bytes, max_frame: int, cuts: list[int]) -> tuple[list, type | None]:
+def reader_parse(
+    stream: bytes, max_frame: int, cuts: list[int], max_frames: int = 0, drain: bool = True
+) -> tuple[list, type | None]:
+    """FrameReader fed ``stream`` cut at ``cuts``; with ``max_frames``, in batches of that many.
+
+    ``drain``: empty the backlog before the next cut arrives, as a driver that
+    stops reading does; else the next bytes arrive while a backlog waits.
+    """
     frames: list = []
 
     class EveryKind(dict):
@@ -188,11 +195,22 @@ def reader_parse(stream: bytes, max_frame: int, cuts: list[int]) -> tuple[list, 
             return lambda header, payload: frames.append((header, bytes(payload)))
 
     reader = FrameReader(max_frame, EveryKind(), lambda kind: None)
+
+    def feed(data: bytes) -> None:
+        before = len(frames)
+        reader.feed(data, max_frames)
+        assert not max_frames or len(frames) - before <= max_frames
+        assert reader.backlog == 0 or len(frames) - before == max_frames  # stops only at the bound
+
     start = 0
     try:
         for cut in [*sorted(c for c in cuts if 0 < c < len(stream)), len(stream)]:
-            reader.feed(stream[start:cut])
+            feed(stream[start:cut])
             start = cut
+            while drain and reader.backlog:
+                feed(b"")
+        while reader.backlog:
+            feed(b"")
     except pb.ProtocolError as exc:
         return frames, type(exc)
     return frames, None
@@ -222,6 +240,21 @@ def test_the_frame_reader_agrees_with_check_prefix_and_decode_header(frames, cut
     expected = reference_parse(stream, max_frame)
     assert reader_parse(stream, max_frame, []) == expected
     assert reader_parse(stream, max_frame, cuts) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(headers.map(lambda h: msgpack.packb([1, *h])), st.binary(max_size=300)), max_size=12),
+    st.lists(st.integers(0, 4000), max_size=6),
+    st.integers(1, 4),
+    st.booleans(),
+)
+def test_the_frame_reader_in_batches_dispatches_what_it_does_in_one_go(frames, cuts, max_frames, drain):
+    """A driver that takes a few frames per turn sees the same frames, in order, as one that takes all."""
+    stream = PREAMBLE + b"".join(raw_frame(h, p) for h, p in frames)
+    whole = reader_parse(stream, 1 << 20, cuts)
+    assert whole == (reference_parse(stream, 1 << 20)[0], None)
+    assert reader_parse(stream, 1 << 20, cuts, max_frames, drain) == whole
 
 
 # ------------------------------------------------------------- progress

@@ -50,6 +50,10 @@ _BURST_FRAMES = 16
 _PROBE_INTERVAL = 0.5
 # The most one socket read takes, as for asyncio's own transports.
 _RECEIVE_BUFFER_SIZE = 256 * 1024
+# Messages handled in one turn of the event loop for one connection. A read can
+# hold thousands (256 KiB of 20-byte calls); the rest wait, with reading paused,
+# for the next turns, so other peers are served in between.
+_FRAMES_PER_TURN = 128
 _receive_buffers = threading.local()
 
 
@@ -583,6 +587,8 @@ class Connection(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._buffered_at_tick = 0
         self._buffered_at_pause = 0
+        # Set while reading is paused because messages of the last read wait to be handled.
+        self._reading_backlog = False
         self._refusals = _RefusalLog()
 
     @property
@@ -630,12 +636,30 @@ class Connection(asyncio.BufferedProtocol):
         view = self._buffer[:nbytes]
         # Bytes parse faster, but while a large frame arrives the broker copies
         # each chunk from the view into it: no need for a copy in between.
-        broker.receive_data(view if broker.receiving_large_frame else view.tobytes())  # type: ignore[union-attr]
+        data = view if broker.receiving_large_frame else view.tobytes()  # type: ignore[union-attr]
+        waiting = broker.receive_data(data, _FRAMES_PER_TURN)  # type: ignore[union-attr]
         if self._dead_peer_timeout and broker.buffered_input < held + nbytes:  # type: ignore[union-attr]
             # Some of these bytes completed a message (a PONG, say): a sign of life. Bytes that
             # only add to an unfinished frame are not, or one byte now and then would do.
             self._last_heard = self._loop.time()
         self._flush()
+        if waiting and not self._reading_backlog:
+            self._reading_backlog = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            self._loop.call_soon(self._read_backlog)
+
+    def _read_backlog(self) -> None:
+        """Handle the next messages of a read that held more than one turn's worth."""
+        broker = self.broker
+        if broker is not None and broker.receive_data(b"", _FRAMES_PER_TURN):
+            self._flush()
+            self._loop.call_soon(self._read_backlog)
+            return
+        self._flush()
+        self._reading_backlog = False
+        transport = self.transport
+        if not self._writing_paused and not self._peer_done and transport and not transport.is_closing():
+            transport.resume_reading()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         reason = self.close_reason or exc
@@ -663,10 +687,12 @@ class Connection(asyncio.BufferedProtocol):
         # The peer has sent all it will (shutdown(SHUT_WR)) but may still read: finish the
         # calls it is waiting for, then close. Keeping the transport open says so to asyncio.
         self._peer_done = True
+        if self.broker is not None and self.broker.backlog:
+            self.broker.receive_data(b"")  # the messages it sent before the end, all of them now
+        self._flush()
         if self._tasks:
             self._probe()
             return True
-        self._flush()
         return False
 
     def _probe(self) -> None:
@@ -696,7 +722,7 @@ class Connection(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._last_heard = self._loop.time()  # it drained our buffer; its pongs come next
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self._reading_backlog:
             self.transport.resume_reading()
 
     # ---------------------------------------------------------------- output

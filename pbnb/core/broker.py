@@ -747,6 +747,11 @@ class Broker:
         self._send([Kind.PING, token])
 
     @property
+    def backlog(self) -> int:
+        """Bytes received but not handled yet because ``receive_data`` reached its ``max_frames``."""
+        return self._reader.backlog
+
+    @property
     def buffered_input(self) -> int:
         """Bytes received of a frame (or the preamble) that has not arrived whole yet.
 
@@ -841,21 +846,27 @@ class Broker:
 
     # ----------------------------------------------------------------- input
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview, max_frames: int = 0) -> bool:
         """Take bytes from the peer; the events they complete go to ``next_events()``.
 
         ``data`` may be a view of a buffer the caller reuses: what the broker
         keeps, it copies. Bytes arriving while CLOSING or CLOSED are ignored.
+        With ``max_frames``, at most that many messages are handled now and
+        the rest wait (``backlog`` bytes) for the next call, which may bring
+        no bytes: a driver serves other peers in between. Returns whether
+        messages wait so.
         """
-        if self._reader.closed or not data:
-            return
+        if self._reader.closed or not (data or self._reader.backlog):
+            return False
         self._running = len(self._inbound)
         try:
-            self._reader.feed(data)
+            waiting = self._reader.feed(data, max_frames)
         except ProtocolError as exc:
             self._fail_connection(exc)
+            waiting = False
         if self._promises.finished:
             self._send_finish()
+        return waiting
 
     def _send_finish(self) -> None:
         """Tell the peer which answers we will pipeline on no more, in as few frames as fit a header."""

@@ -233,10 +233,17 @@ class FrameReader:
     a handler's ValueError, TypeError or IndexError becomes a ProtocolError
     naming the message. ``payload`` may be a view of ``data``: a handler that
     keeps it must copy it.
+
+    ``feed(data, max_frames)`` dispatches at most ``max_frames`` frames and
+    keeps the rest of what arrived (``backlog`` bytes); ``feed(b"", max_frames)``
+    dispatches the next ones. A driver uses it to serve other peers between
+    batches of a peer that sent thousands of messages in one read.
     """
 
     __slots__ = (
         "_assembly",
+        "_backlog",
+        "_backlog_at",
         "_needed",
         "_on_illegal",
         "_on_preamble",
@@ -267,6 +274,9 @@ class FrameReader:
         self._pending_size = 0
         self._needed = PREAMBLE_SIZE
         self._assembly: bytearray | None = None
+        # What a feed with max_frames left undispatched: data[at:], starting at a frame.
+        self._backlog: bytes | bytearray | None = None
+        self._backlog_at = 0
 
     @property
     def receiving_large_frame(self) -> bool:
@@ -278,24 +288,45 @@ class FrameReader:
         """Bytes held of a frame (or the preamble) that has not arrived whole yet."""
         return len(self._assembly) if self._assembly is not None else self._pending_size
 
+    @property
+    def backlog(self) -> int:
+        """Bytes received but not dispatched because a feed reached its ``max_frames``."""
+        return 0 if self._backlog is None else len(self._backlog) - self._backlog_at
+
     def close(self) -> None:
         """Ignore all further input and drop what is held."""
         self.closed = True
         self._pending.clear()
         self._pending_size = 0
         self._assembly = None
+        self._backlog = None
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Take the next bytes of the stream; dispatch every frame they complete."""
-        if self.closed or not data:
-            return
+    def feed(self, data: bytes | bytearray | memoryview, max_frames: int = 0) -> bool:
+        """Take the next bytes of the stream; dispatch the frames they complete.
+
+        With ``max_frames``, at most that many: the rest waits as ``backlog``,
+        dispatched first by the next feed (with no bytes, or more). Returns
+        whether frames wait so.
+        """
+        if self.closed:
+            return False
+        backlog = self._backlog
+        if backlog is not None:
+            self._backlog = None
+            if data:  # the driver did not stop reading: these bytes queue behind the backlog
+                backlog = backlog[self._backlog_at :] + bytes(data)
+                self._backlog_at = 0
+            self._parse(backlog, max_frames, self._backlog_at)
+            return self._backlog is not None
+        if not data:
+            return False
         rest = None
         assembly = self._assembly
         if assembly is not None:
             taken = min(len(data), self._needed - len(assembly))
             assembly += data[:taken]
             if len(assembly) < self._needed:
-                return
+                return False
             self._assembly = None
             data, rest = assembly, data[taken:]
         else:
@@ -305,16 +336,16 @@ class FrameReader:
                 self._pending.append(data)
                 self._pending_size += len(data)
                 if self._pending_size < self._needed:
-                    return
+                    return False
                 data = b"".join(self._pending)
                 self._pending.clear()
                 self._pending_size = 0
-        self._parse(data)
+        self._parse(data, max_frames)
         if rest:  # what followed a large frame in the same read
-            self.feed(rest)
+            return self.feed(rest, max_frames)
+        return self._backlog is not None
 
-    def _parse(self, data: bytes | bytearray) -> None:
-        pos = 0
+    def _parse(self, data: bytes | bytearray, max_frames: int = 0, pos: int = 0) -> None:
         if not self._preamble_seen:
             if len(data) < PREAMBLE_SIZE:
                 if not PREAMBLE.startswith(data[:4]):
@@ -337,7 +368,12 @@ class FrameReader:
         # bytes: copying a few bytes is cheaper than a memoryview, and msgpack
         # reads bytes faster.
         view: memoryview | None = None
+        budget = max_frames or -1  # frames still to dispatch in this call; -1: no bound
         while pos < end and not self.closed:
+            if not budget:
+                self._backlog, self._backlog_at = data, pos
+                return
+            budget -= 1
             if end - pos < FRAME_PREFIX_SIZE:
                 self._keep(data[pos:], FRAME_PREFIX_SIZE)
                 return
