@@ -18,12 +18,14 @@ from pbnb.aio.connection import _serving
 from pbnb.core import events as ev
 from pbnb.core import serialize
 from pbnb.core.broker import Broker
+from pbnb.core.carried import decoded_references, walked_references
 from pbnb.core.progress import Throttle, checked_message, checked_number
 from pbnb.core.wire import (
     FRAME_PREFIX,
     PREAMBLE,
     FrameReader,
     Kind,
+    Limits,
     check_prefix,
     decode_header,
     encode_frame,
@@ -303,3 +305,40 @@ def test_progress_checks_inline_what_checked_number_and_checked_message_check(do
         kept = call.throttle.latest
         assert kept == tuple(value for _, value in slow)
         assert [type(value) for value in kept] == [type(value) for _, value in slow]
+
+
+# ------------------------------------------------------- a refused message's references
+
+_msgpack_ints = st.integers(-(2**63), 2**64 - 1)
+_msgpack_atoms = st.one_of(
+    st.none(), st.booleans(), _msgpack_ints, st.floats(), st.text(max_size=20), st.binary(max_size=20)
+)
+_ref_ids = st.integers(0, 2**64 - 1).map(lambda n: n.to_bytes(8, "big"))
+_refs = st.one_of(
+    _ref_ids.map(lambda b: msgpack.ExtType(serialize.EXT_REMOTE, b)),
+    _ref_ids.map(lambda b: msgpack.ExtType(serialize.EXT_CACHED, b)),
+    st.tuples(st.one_of(_msgpack_ints, st.text(max_size=2)), _msgpack_atoms).map(
+        lambda t: [msgpack.ExtType(serialize.TAG_CACHE, b""), *t]  # a cache's state: [tag, id, ...]
+    ),
+)
+# Text and bytes that hold a marker's bytes by chance, and values of every shape around them.
+_decoys = st.sampled_from(["\xd7\x11", "a\xc7\x00\x05", b"\xd7\x13" * 3, b"\xc7\x00\x05\x01", 7])
+_carrying = st.recursive(
+    st.one_of(_msgpack_atoms, _refs, _decoys, st.just({"k": 258})),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=40),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 9)), inner, max_size=4),
+    ),
+    max_leaves=80,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_carrying, st.sampled_from(["whole", "cut", "trailing"]), st.integers(1, 1000))
+def test_walking_a_refused_payload_finds_the_references_decoding_finds(value, form, cut):
+    payload = msgpack.packb([[value], {}])
+    if form == "cut":
+        payload = payload[: max(0, len(payload) - cut)]
+    elif form == "trailing":
+        payload += b"\xc0"
+    assert walked_references(payload, 200) == decoded_references(payload, Limits())

@@ -24,6 +24,7 @@ import msgpack
 from ..errors import DeadReferenceError, LimitExceeded, ProtocolError, SerializationError
 from . import events as ev
 from . import serialize
+from .carried import MARKERS, carried_references
 from .flavors import Referenceable, RemoteCache, Viewable, ViewPoint
 from .reference import CacheObserver, RemoteReference
 from .wire import Kind, Limits, Payload
@@ -31,24 +32,11 @@ from .wire import Kind, Limits, Payload
 if TYPE_CHECKING:
     from .broker import Broker
 
-# What the bytes of a payload must contain for it to carry a reference or a cache:
-# the fixext 8 header of EXT_REMOTE or EXT_CACHED ids, or the empty ext TAG_CACHE.
-_REFERENCE_MARKERS = (
-    bytes([0xD7, serialize.EXT_REMOTE]),
-    bytes([0xD7, serialize.EXT_CACHED]),
-    bytes([0xC7, 0, serialize.TAG_CACHE]),
-)
-_CACHE_TAG = object()
-
 
 def _may_carry_references(data: bytes | bytearray) -> bool:
     # A one-byte search runs at memory speed (memchr), longer needles several times
     # slower: look for the markers' first bytes before the markers.
-    return any(marker[:1] in data and marker in data for marker in _REFERENCE_MARKERS)
-
-
-def _drop(pairs: list) -> None:
-    """A map seen by the reference scan: nothing in it is needed once its items were read."""
+    return any(marker[:1] in data and marker in data for marker in MARKERS)
 
 
 class _Export:
@@ -187,12 +175,12 @@ class ReferenceTables:
     def return_references(self, payload: Payload) -> None:
         """Give back the references a refused message carried (see module docstring).
 
-        The scan reads the payload once more under the same length limits as the
-        decoder, keeps no structure (each array and map is dropped as soon as it
-        has been looked at, so no dict is built and memory follows the largest
-        array), and does not run at all when no reference can be in the bytes.
-        A payload the scan cannot read within the limits gives nothing back: the
-        references stay counted on the sender's side, which sent them.
+        The bytes are read rather than decoded where that is cheaper
+        (``carried.py``): no value is built, and values with no reference in
+        them are stepped over at the speed of msgpack's skipper. Nothing runs
+        when no reference can be in the bytes. A payload that is not one
+        msgpack value within the limits gives nothing back: the references
+        stay counted on the sender's side, which sent them.
         """
         # `in` finds no bytes in a memoryview: look in the buffer under it (a superset:
         # a false hit only costs the scan), or in a copy if that buffer cannot be searched.
@@ -201,35 +189,8 @@ class ReferenceTables:
             haystack = bytes(payload)
         if not _may_carry_references(haystack):
             return
-        counts: dict[tuple[int, int], int] = {}
-
-        def note(code: int, data: bytes) -> Any:
-            if code in (serialize.EXT_REMOTE, serialize.EXT_CACHED) and len(data) == 8:
-                key = (code, int.from_bytes(data, "big"))
-                counts[key] = counts.get(key, 0) + 1
-            return _CACHE_TAG if code == serialize.TAG_CACHE else None
-
-        def array(items: list) -> None:
-            if len(items) > 1 and items[0] is _CACHE_TAG and type(items[1]) is int:
-                key = (serialize.EXT_CACHED, items[1])
-                counts[key] = counts.get(key, 0) + 1
-
-        longest = self.limits.max_string_len
-        try:
-            msgpack.unpackb(
-                payload,
-                ext_hook=note,
-                list_hook=array,
-                object_pairs_hook=_drop,
-                max_str_len=longest,
-                max_bin_len=longest,
-                max_array_len=self.limits.max_container_len,
-                max_map_len=self.limits.max_container_len,
-                max_ext_len=longest,
-            )
-        except Exception:
-            return  # not msgpack, or over a limit: see above
-        for (code, remote_id), count in counts.items():
+        counts = carried_references(bytes(payload), self.limits)
+        for (code, remote_id), count in (counts or {}).items():
             kind = Kind.DECREF if code == serialize.EXT_REMOTE else Kind.DECACHE
             self.owner._send([kind, remote_id, count])
 
