@@ -247,17 +247,10 @@ def log_tally() -> Iterator[_LogTally]:
 
 async def log_flood_signature(count: int = 1000) -> Row:
     async with Case(f"attack: {count:,} calls that do not fit the method's signature") as case:
-        client, root = await case.client()
         with log_tally() as tally:
-            results = await asyncio.gather(
-                *(root.callRemote("add", 1) for _ in range(count)), return_exceptions=True
-            )
-            await client.close()
+            refused = (await case.attack_from_process("signature", count))["refused"]
             await until(lambda: len(case.server.connections) == 1)
         case.calls += count
-        refused = sum(
-            isinstance(result, pb.RemoteError) or isinstance(result, TypeError) for result in results
-        )
         ok = refused == count and tally.tracebacks == 0 and tally.lines <= 20
         return await case.finish(
             f"each caller got TypeError; the log got {tally.lines} lines ({tally.chars:,} characters), "
@@ -290,6 +283,9 @@ async def log_flood_names(connections: int = 50, calls: int = 10, length: int = 
 
 async def fire_and_forget(count: int = 20_000) -> Row:
     root = SoakRoot()
+    empty = msgpack.packb([[], {}])
+    # Made before the row starts: the attacker's own work must not take the server's turns.
+    batches = [b"".join(_call(0, 1, "hang", empty) for _ in range(1000)) for _ in range(0, count, 1000)]
     async with Case(
         f"attack: {count:,} fire-and-forget calls that never end (max_inbound_calls=1000)",
         root,
@@ -297,36 +293,32 @@ async def fire_and_forget(count: int = 20_000) -> Row:
     ) as case:
         peer = await RawPeer.open(case)
         peer.send(_call(0, 1, "finish", msgpack.packb([[0.5], {}])))  # work that must survive the peer
-        empty = msgpack.packb([[], {}])
-        for start in range(0, count, 1000):
-            peer.send(b"".join(_call(0, 1, "hang", empty) for _ in range(start, start + 1000)))
+        for batch in batches:
+            peer.send(batch)
             await peer.writer.drain()
         peer.send(_call(2, 1, "echo", msgpack.packb([["done"], {}])))
         await peer.answer(2)
-        running = root.hanging
+        running, survivor_done = root.hanging, root.finished
         peer.close()
         await until(lambda: len(case.server.connections) == 1)
         await until(lambda: root.hanging == 0)
         await until(lambda: root.finished == 1)
-        ok = running == 999  # and the one that finishes
+        # 1,000 at once, the survivor included while it runs (on a slow machine it may
+        # finish before the flood ends, and free its place for one more).
+        ok = 999 <= running <= 1000 - (not survivor_done)
         return await case.finish(
-            f"{running + 1:,} ran at once, the rest were refused; all cancelled when the peer left, "
+            f"{running:,} hanging calls ran at once beside the survivor's (max_inbound_calls 1,000), "
+            "the rest were refused; all cancelled when the peer left, "
             "but the one marked survives_disconnect finished",
             ok,
         )
 
 
 async def big_messages(size: int = 80 << 20) -> Row:
-    limits = {"max_string_len": 2 * size}
     name = f"fault: a {size >> 20} MiB answer and argument (max_send_buffer 64 MiB)"
-    async with Case(name, **limits) as case:
-        client, root = await case.client(**limits)
-        blob = await root.callRemote("blob", size)
-        length = await root.callRemote("size", blob)
+    async with Case(name, max_string_len=2 * size) as case:
+        ok = (await case.attack_from_process("big", size))["ok"]
         case.calls += 2
-        ok = len(blob) == size and length == size and client.connected
-        del blob
-        await client.close()
         return await case.finish("both went through with back-pressure; the connection lived on", ok)
 
 

@@ -16,21 +16,7 @@ import pbnb as pb
 from pbnb.core import serialize
 from pbnb.core.wire import PREAMBLE, Kind, encode_frame
 
-from .harness import ROOT, WAIT, Case, Row, Solo, until
-
-
-async def run_module(module: str, *args: str) -> asyncio.subprocess.Process:
-    """``python -m module args`` with ``tests/`` and the repository on the path."""
-    path = os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": path},
-        cwd=str(ROOT),
-    )
+from .harness import ROOT, WAIT, Case, Row, Solo, run_module, until
 
 
 async def client_killed(count: int = 10) -> Row:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +24,20 @@ from .objects import USERS, SoakRoot
 # A hang detector, not a timing claim: generous, so a loaded 2-core machine never trips it.
 WAIT = 60.0
 ROOT = Path(__file__).resolve().parents[2]
+
+
+async def run_module(module: str, *args: str) -> asyncio.subprocess.Process:
+    """``python -m module args`` with ``tests/`` and the repository on the path."""
+    path = os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=str(ROOT),
+    )
 
 
 def rss_mib() -> float:
@@ -211,6 +228,17 @@ class Case:
         self.memory.stop()
         await self.bystander.close()
         await self.server.close()
+
+    async def attack_from_process(self, case: str, *args: Any) -> dict[str, Any]:
+        """Run ``reliability.attacker CASE PORT ARGS`` against this server; its JSON result."""
+        self.connections += 1
+        process = await run_module("reliability.attacker", case, str(self.server.port), *map(str, args))
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), WAIT)  # type: ignore[union-attr]
+        finally:
+            await asyncio.wait_for(process.wait(), WAIT)
+        result: dict[str, Any] = json.loads(line)
+        return result
 
     async def client(self, **options: Any) -> tuple[pb.Client, pb.RemoteReference]:
         self.connections += 1
