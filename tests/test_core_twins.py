@@ -18,7 +18,7 @@ from pbnb.aio.connection import _serving
 from pbnb.core import events as ev
 from pbnb.core import serialize
 from pbnb.core.broker import Broker
-from pbnb.core.carried import decoded_references, walked_references
+from pbnb.core.carried import carried_references, decoded_references, walked_references
 from pbnb.core.progress import Throttle, checked_message, checked_number
 from pbnb.core.wire import (
     FRAME_PREFIX,
@@ -341,4 +341,14 @@ def test_walking_a_refused_payload_finds_the_references_decoding_finds(value, fo
         payload = payload[: max(0, len(payload) - cut)]
     elif form == "trailing":
         payload += b"\xc0"
-    assert walked_references(payload, 200) == decoded_references(payload, Limits())
+    expected = decoded_references(payload, Limits())
+    assert walked_references(payload, 200, dense=1) == expected  # however dense, it walks on
+    assert carried_references(payload, Limits()) == expected  # it may stop walking and decode
+
+
+def test_a_payload_dense_with_references_is_decoded_rather_than_walked():
+    refs = [msgpack.ExtType(serialize.EXT_REMOTE, n.to_bytes(8, "big")) for n in range(1000)]
+    payload = msgpack.packb([[refs, {"k": 258}], {}])
+    with pytest.raises(Exception, match="decode instead"):
+        walked_references(payload, 200)
+    assert carried_references(payload, Limits()) == {(serialize.EXT_REMOTE, n): 1 for n in range(1000)}

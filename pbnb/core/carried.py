@@ -9,9 +9,10 @@ no reference can start (none of the byte patterns a reference begins with
 occurs in them) are stepped over by msgpack's C skipper, many at a time in
 strides that double, and only the values that hold such a pattern are looked
 into. A message with a few references costs about one pass of the skipper
-over its bytes, but each reference costs several skips, so a message dense
-with them is decoded instead (``decoded_references``, the slow twin: both must
-agree, see tests/test_core_twins.py).
+over its bytes, but each reference costs several skips, so once the walk
+finds them dense it stops and the message is decoded instead
+(``decoded_references``, the slow twin: both must agree, see
+tests/test_core_twins.py).
 """
 
 from __future__ import annotations
@@ -47,20 +48,24 @@ def carried_references(payload: bytes, limits: Limits) -> Counts | None:
     None if ``payload`` is not one whole msgpack value within ``limits``:
     then nothing can be trusted to give back.
     """
-    markers = sum(payload.count(marker) for marker in MARKERS)
-    if markers > len(payload) // _DENSE + 64:
+    try:
+        return walked_references(payload, limits.max_depth)
+    except _Dense:
         return decoded_references(payload, limits)
-    return walked_references(payload, limits.max_depth)
 
 
-def walked_references(payload: bytes, max_depth: int) -> Counts | None:
-    """``carried_references`` by stepping over the values that hold no marker."""
-    walk = _Walk(payload, max_depth)
+def walked_references(payload: bytes, max_depth: int, dense: int = _DENSE) -> Counts | None:
+    """``carried_references`` by stepping over the values that hold no marker.
+
+    Raises ``_Dense`` once more than one reference per ``dense`` bytes (and a
+    few) has been found: decoding costs less than walking to each.
+    """
+    walk = _Walk(payload, max_depth, dense)
     try:
         end = walk.values(0, 1, 0)
-    except _Unreadable:
-        return None
-    except Exception:  # whatever msgpack's skipper says of broken bytes
+    except _Dense:
+        raise
+    except Exception:  # too deep (_Unreadable), or whatever msgpack's skipper says of broken bytes
         return None
     return walk.counts if end == len(payload) else None
 
@@ -112,22 +117,33 @@ class _Unreadable(Exception):
     """The payload nests deeper than the limit."""
 
 
-class _Walk:
-    __slots__ = ("_data", "_max_depth", "_next", "_view", "counts")
+class _Dense(Exception):
+    """The payload holds too many references to walk to each."""
 
-    def __init__(self, data: bytes, max_depth: int):
+
+class _Walk:
+    __slots__ = ("_data", "_dense", "_max_depth", "_next", "_notes", "_view", "counts")
+
+    def __init__(self, data: bytes, max_depth: int, dense: int):
         self._data = data
         self._view = memoryview(data)
         self._max_depth = max_depth
+        self._dense = dense
+        self._notes = 0
         self._next = [-1, -1, -1]  # where each marker next occurs (-1: not looked yet)
-        self.counts: dict[tuple[int, int], int] = {}
+        self.counts: Counts = {}
 
     def _marker_from(self, pos: int) -> int:
         """Where the first marker at or after ``pos`` starts; _NONE if none does."""
         found = self._next
+        data = self._data
         for i, marker in enumerate(MARKERS):
             if found[i] < pos:
-                at = self._data.find(marker, pos)
+                # A one-byte search runs at memory speed (memchr), longer needles
+                # several times slower: the longer one starts at its first byte.
+                at = data.find(marker[0], pos)
+                if at >= 0:
+                    at = data.find(marker, at)
                 found[i] = _NONE if at < 0 else at
         return min(found)
 
@@ -152,7 +168,7 @@ class _Walk:
             if marker == _NONE:
                 return self._skip(pos, count)
             if pos == marker and data[pos] == 0xD7:  # fixext 8: a reference, or an id of a cache
-                self._note(data[pos + 1], int.from_bytes(data[pos + 2 : pos + 10], "big"))
+                self._note(data[pos + 1], int.from_bytes(data[pos + 2 : pos + 10], "big"), pos)
                 pos, count, stride, growing = pos + 10, count - 1, 1, True
                 continue
             step = min(stride, count)
@@ -192,11 +208,14 @@ class _Walk:
         """A ``[TAG_CACHE, id, ...]`` array: note the id if the item at ``pos`` is an int."""
         first = self._data[pos]
         if first <= 0x7F or first >= 0xE0 or 0xCC <= first <= 0xD3:
-            self._note(serialize.EXT_CACHED, msgpack.unpackb(self._view[pos : self._skip(pos, 1)]))
+            self._note(serialize.EXT_CACHED, msgpack.unpackb(self._view[pos : self._skip(pos, 1)]), pos)
 
-    def _note(self, code: int, remote_id: int) -> None:
+    def _note(self, code: int, remote_id: int, pos: int) -> None:
         key = (code, remote_id)
         self.counts[key] = self.counts.get(key, 0) + 1
+        self._notes += 1
+        if self._notes > 64 + pos // self._dense:
+            raise _Dense("too many references to walk to each: decode instead")
 
 
 def _container(data: bytes, pos: int) -> tuple[int, int, bool] | None:
