@@ -307,8 +307,8 @@ async def fire_and_forget(count: int = 20_000) -> Row:
         # finish before the flood ends, and free its place for one more).
         ok = 999 <= running <= 1000 - (not survivor_done)
         return await case.finish(
-            f"{running:,} hanging calls ran at once beside the survivor's (max_inbound_calls 1,000), "
-            "the rest were refused; all cancelled when the peer left, "
+            f"{running:,} hanging calls ran at once (max_inbound_calls 1,000, the survivor counted "
+            "while it ran); the rest were refused; all cancelled when the peer left, "
             "but the one marked survives_disconnect finished",
             ok,
         )
