@@ -35,6 +35,10 @@ fi
 stamp=.venv/.pbnb-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test,bench,fuzz,redis,docs,speed]"
+    .venv/bin/python -m pip install -q -e ".[test,bench,fuzz,redis,docs,speed,lite]"
     touch "$stamp"
 fi
+
+# The wheels the JupyterLite site ships (js/lite-wheels), from the package index: the
+# test builds the site from them and this checkout with nothing fetched at run time.
+.venv/bin/python scripts/jupyterlite.py fetch

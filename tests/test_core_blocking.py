@@ -57,6 +57,12 @@ def test_blocking_calls_return_answers_and_wrap_references(server_port):
         assert child.callRemote("name") == "child"
 
 
+@pytest.mark.parametrize("scheme", ["ws", "pb"])
+def test_blocking_connect_takes_a_url_like_connect(server_port, scheme):
+    with blocking.connect(f"{scheme}://127.0.0.1:{server_port}/", timeout=10) as client:
+        assert client.getRootObject().callRemote("add", 4) == 4
+
+
 def test_blocking_call_raises_the_remote_error(server_port):
     with blocking.connect("127.0.0.1", server_port, timeout=10) as client:
         root = client.getRootObject()

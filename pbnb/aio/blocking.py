@@ -169,8 +169,10 @@ class BlockingClient:
         self.close()
 
 
-def connect(host: str, port: int, *, timeout: float | None = 30.0, **options: Any) -> BlockingClient:
-    """Connect like ``pbnb.connect`` and return a client whose calls block.
+def connect(
+    host: str, port: int | None = None, *, timeout: float | None = 30.0, **options: Any
+) -> BlockingClient:
+    """Connect like ``pbnb.connect`` (``host, port`` or a URL) and return a client whose calls block.
 
     ``timeout`` bounds every blocking call; other keywords go to ``pbnb.connect``.
     """
