@@ -28,6 +28,7 @@ from pbnb.core.wire import (
     Limits,
     check_prefix,
     decode_header,
+    encode_bin_frame,
     encode_frame,
 )
 
@@ -352,3 +353,27 @@ def test_a_payload_dense_with_references_is_decoded_rather_than_walked():
     with pytest.raises(Exception, match="decode instead"):
         walked_references(payload, 200)
     assert carried_references(payload, Limits()) == {(serialize.EXT_REMOTE, n): 1 for n in range(1000)}
+
+
+# ------------------------------------------------------------------ large bytes
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(65536, 300_000),
+    st.binary(min_size=1, max_size=64),
+    headers,
+    st.sampled_from([1 << 20, 200_000]),
+)
+def test_a_large_bytes_frame_is_the_frame_msgpack_would_make(size, pattern, header, max_frame):
+    data = (pattern * (size // len(pattern) + 1))[:size]
+    header = [Kind.ANSWER, *header]
+
+    def outcome(make):
+        try:
+            return make()
+        except pb.LimitExceeded as exc:
+            return str(exc)
+
+    fast = outcome(lambda: encode_bin_frame(header, data, max_frame))
+    assert fast == outcome(lambda: encode_frame(header, msgpack.packb(data), max_frame))

@@ -14,6 +14,7 @@ import contextvars
 import inspect
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from time import monotonic
@@ -397,13 +398,33 @@ def _level(event: ev.MessageRefused) -> int:
 
 def _fits(event: ev.CallReceived) -> bool:
     """Whether the call's arguments fit the method's signature (asked once a call raised TypeError)."""
+    method = event.method
+    function, owner = getattr(method, "__func__", None), getattr(method, "__self__", None)
     try:
-        inspect.signature(event.method).bind(*event.args, **event.kwargs)
+        if function is None:
+            inspect.signature(method).bind(*event.args, **event.kwargs)
+        else:
+            _signature_of(function).bind(owner, *event.args, **event.kwargs)
     except TypeError:
         return False
     except ValueError:  # no signature to check (some builtins): assume the method's own fault
         return True
     return True
+
+
+# The signatures of remote methods that were called with arguments that do not fit them.
+_signatures: weakref.WeakKeyDictionary[Callable[..., Any], inspect.Signature] = weakref.WeakKeyDictionary()
+
+
+def _signature_of(function: Callable[..., Any]) -> inspect.Signature:
+    """``inspect.signature(function)``, worked out once per function: a flood asks again and again."""
+    try:
+        signature = _signatures.get(function)
+    except TypeError:  # cannot be weakly referenced: not kept
+        return inspect.signature(function)
+    if signature is None:
+        signature = _signatures[function] = inspect.signature(function)
+    return signature
 
 
 class _AddressRefusals:

@@ -75,6 +75,7 @@ from .wire import (
     Kind,
     Limits,
     Payload,
+    encode_bin_frame,
     encode_frame,
 )
 
@@ -106,6 +107,8 @@ _PIPELINE = int(Kind.PIPELINE)
 _ITEM = int(Kind.ITEM)
 # Room in a frame for an ITEM header, so that an item that fits a batch fits a frame alone.
 _ITEM_OVERHEAD = 64
+# Bytes values longer than this are framed with one copy (wire.encode_bin_frame).
+_LARGE_BYTES = 1 << 20
 # Request ids in one FINISH frame: at most 9 bytes each, within the u16 header length.
 _FINISHED_PER_FRAME = 4096
 
@@ -339,6 +342,8 @@ class Broker:
         peer's frame limit; then nothing has changed.
         """
         if type(value) in _ATOMS:  # touches no table: no transaction needed
+            if type(value) is bytes and len(value) > _LARGE_BYTES:
+                return encode_bin_frame(head, value, self._peer_max_frame)  # one copy, not three
             try:
                 payload = self._pack_tree(value)
             except ValueError:

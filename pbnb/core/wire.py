@@ -42,6 +42,7 @@ MAX_HEADER = 0xFFFF
 # builtins, so pack() runs in C without calling back into Python or
 # releasing the GIL, and it resets itself if it raises.
 _HEADER_PACKER = msgpack.Packer(use_bin_type=True)
+_BIN32 = b"\xc6"  # msgpack's header of a bin of 64 KiB or more
 
 
 class Kind(IntEnum):
@@ -170,6 +171,22 @@ def encode_frame(header: list, payload: bytes = b"", max_frame: int = MAX_FRAME)
         what = _WHAT.get(header[0]) or Kind(header[0]).name.lower()
         raise LimitExceeded(f"{what} of {body} bytes exceeds the peer's frame limit of {max_frame} bytes")
     return b"".join((FRAME_PREFIX.pack(body, head_len), head, payload))
+
+
+def encode_bin_frame(header: list, data: bytes, max_frame: int = MAX_FRAME) -> bytes:
+    """``encode_frame(header, msgpack.packb(data))`` for bytes of 64 KiB or more, copying them once.
+
+    msgpack would copy ``data`` into its buffer and out again, and
+    ``encode_frame`` once more: for an answer of 80 MiB, a quarter of a
+    second of the event loop on a quiet core. At this size msgpack writes a
+    bin 32 header too, so the bytes are the same.
+    """
+    head = _HEADER_PACKER.pack(header)
+    size = len(data)
+    body = 2 + len(head) + 5 + size
+    if body > max_frame or len(head) > MAX_HEADER or size >> 32:
+        return encode_frame(header, msgpack.packb(data), max_frame)  # raises, saying what is wrong
+    return b"".join((FRAME_PREFIX.pack(body, len(head)), head, _BIN32 + size.to_bytes(4, "big"), data))
 
 
 def check_prefix(body: int, head_len: int, max_frame: int) -> None:
