@@ -12,7 +12,10 @@ import pbnb as pb
 from pbnb.aio import blocking
 from pbnb.aio.connection import connection_of
 from pbnb.aio.websocket import WebSocketTransport
-from tests.cache_helpers import empty_tables
+from pbnb.core import events as ev
+from pbnb.core.broker import Broker
+from pbnb.core.wire import Kind, encode_frame
+from tests.cache_helpers import Board, BoardCopy, empty_tables
 from tests.core_net import TIMEOUT, connected, within
 from tests.ws_helpers import ws_client, ws_serving, ws_url
 
@@ -23,6 +26,19 @@ class Row(pb.Referenceable):
 
     def remote_n(self):
         return self.n
+
+
+class Shortfall(pb.Error, pb.Copyable):
+    def __init__(self, needed):
+        super().__init__(f"need {needed} more")
+        self.needed = needed
+
+
+class ShortfallCopy(pb.RemoteCopy, Exception):
+    pass
+
+
+pb.setUnjellyableForClass(Shortfall, ShortfallCopy)
 
 
 class Feed(pb.Root):
@@ -82,6 +98,20 @@ class Feed(pb.Root):
 
     def remote_value(self):
         return 42
+
+    async def remote_boards(self):
+        yield self.board
+        yield {"again": self.board}
+
+    async def remote_short(self):
+        yield 1
+        raise Shortfall(3)
+
+    def remote_busy(self):
+        """Never waits: only the pump's own turns let the loop run meanwhile."""
+        while True:
+            self.produced += 1
+            yield self.produced
 
 
 async def test_async_for_over_a_call_iterates_an_async_generator_and_the_tables_empty():
@@ -328,6 +358,97 @@ def test_the_blocking_client_reads_a_stream_with_a_plain_for_loop():
         loop.call_soon_threadsafe(loop.stop)
         thread.join(TIMEOUT)
         loop.close()
+
+
+async def test_a_cacheable_yielded_arrives_as_a_cache_and_is_released_after():
+    board = Board("live")
+    feed = Feed()
+    feed.board = board
+    async with connected(feed) as s:
+        first, again = [item async for item in s.root.callRemote("boards")]
+        assert isinstance(first, BoardCopy) and first.text == "live"
+        assert again["again"] is first  # one copy per connection
+        del first, again
+        gc.collect()
+        await within(board.wait_stopped())
+        await settle(s)
+
+
+async def test_a_registered_exception_mid_stream_arrives_as_its_copy():
+    async with connected(Feed()) as s:
+        received = []
+        with pytest.raises(ShortfallCopy) as caught:
+            async for item in s.root.callRemote("short"):
+                received.append(item)
+        assert received == [1] and caught.value.needed == 3
+
+
+async def test_a_generator_that_never_waits_still_lets_the_loop_turn():
+    feed = Feed()
+    async with connected(feed) as s:
+        window = 50_000
+        iterator = await s.root.callRemote("busy").window(items=window, bytes=1 << 26)
+        assert await anext(iterator) == 1
+        # The answer comes while the generator still has credit: it yields the loop now and then.
+        assert await within(s.root.callRemote("value")) == 42
+        assert feed.produced < window
+        await iterator.aclose()
+
+
+async def test_streams_per_connection_are_limited_and_the_connection_carries_on():
+    feed = Feed()
+    async with connected(feed, server_options={"max_streams": 1}) as s:
+        first = await s.root.callRemote("slow")
+        with pytest.raises(pb.LimitExceeded, match="max_streams"):
+            async for _ in s.root.callRemote("count", 3):
+                pass
+        assert await anext(first) == "first"
+        await first.aclose()
+        await within(feed.closed.wait())
+        await settle(s)
+        assert [item async for item in s.root.callRemote("count", 2)] == [0, 1]
+
+
+async def test_a_peer_sending_items_without_credit_fails_that_stream_only():
+    """A server whose broker is real but whose driver forges ITEM frames past the credit."""
+    forged = asyncio.Event()
+
+    async def handle(reader, writer):
+        broker = Broker(Feed())
+        writer.write(broker.data_to_send())
+        while data := await reader.read(65536):
+            broker.receive_data(data)
+            for event in broker.next_events():
+                if isinstance(event, ev.CallReceived) and event.name == "forever":
+                    broker.open_stream(event.request_id)
+                    writer.write(broker.data_to_send())  # STREAM, then items it has no credit for
+                    for i in range(10):  # the window below is 4 items
+                        writer.write(encode_frame([Kind.ITEM, event.request_id, 0], bytes([i])))
+                    forged.set()
+                elif isinstance(event, ev.CallReceived):
+                    broker.answer(event.request_id, event.method(*event.args, **event.kwargs))
+            writer.write(broker.data_to_send())
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        client = await pb.connect("127.0.0.1", listener.sockets[0].getsockname()[1])
+        async with client:
+            root = await within(client.getRootObject())
+            received = []
+            with pytest.raises(pb.ProtocolError, match="beyond its credit"):
+                async for item in root.callRemote("forever").window(items=4, bytes=1000):
+                    received.append(item)
+            assert received == [0, 1, 2, 3]
+            assert forged.is_set()
+            assert await within(root.callRemote("value")) == 42  # the connection survives
+            assert all(
+                count == 0
+                for key, count in client.connection.broker.table_sizes().items()
+                if key != "imports"
+            )
+    finally:
+        listener.close()
 
 
 # ----------------------------------------------------------------- helpers

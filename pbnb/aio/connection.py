@@ -47,6 +47,8 @@ log = logging.getLogger("pbnb")
 _NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple, set, frozenset})
 # Calls queued in one loop turn are written in groups of this many frames.
 _BURST_FRAMES = 16
+# A stream's generator is advanced at most this many times in one loop turn.
+_STREAM_BURST = 128
 # Seconds between the pings that check a half-closed peer is still there to read its answers.
 _PROBE_INTERVAL = 0.5
 # The most one socket read takes, as for asyncio's own transports.
@@ -979,6 +981,7 @@ class Connection(asyncio.BufferedProtocol):
         is_async = inspect.isasyncgen(generator)
         try:
             may_send = broker.may_send_item(request_id)  # type: ignore[union-attr]
+            burst = 0
             while True:
                 if not may_send:
                     await self._credit_for(request_id)
@@ -990,7 +993,15 @@ class Connection(asyncio.BufferedProtocol):
                     broker.answer(request_id, None, event.perspective)  # type: ignore[union-attr]
                     return
                 may_send = broker.send_item(request_id, item, event.perspective)  # type: ignore[union-attr]
-                if not self._flush_scheduled:
+                burst += 1
+                if burst == _STREAM_BURST:
+                    # A generator that never waits would hold the loop for its whole
+                    # credit: write what it made, so the reader starts on it, and let
+                    # the loop turn (credit and other calls come in) before going on.
+                    burst = 0
+                    self._flush()
+                    await asyncio.sleep(0)
+                elif not self._flush_scheduled:
                     self._flush_soon()
         except asyncio.CancelledError:
             broker.fail(request_id, CallCancelled("cancelled"), event.perspective)  # type: ignore[union-attr]
