@@ -14,7 +14,7 @@ import pbnb as pb
 from pbnb.core import events as ev
 from pbnb.core.streaming import Window
 from pbnb.core.wire import PREAMBLE, FrameReader, Kind, encode_frame
-from tests.pair import ConnectionPair, Stream
+from tests.pair import ConnectionPair, Outcome, Stream
 
 
 class Feed(pb.Root):
@@ -319,6 +319,20 @@ def test_streams_per_connection_are_limited():
     pair.client.cancel(first.request_id)
     pair.pump()
     assert pair.call(root, "count", 1).result().take() == [0]
+    pair.pump()
+    assert tables_empty(pair)
+
+
+def test_a_call_pipelined_on_a_streaming_call_fails_clearly_and_leaves_no_entry():
+    pair, root = open_pair()
+    promise = root.callRemote("forever")
+    pipelined = Outcome()
+    pair.client.call_on_answer(promise.request_id, "value", (), {}, pipelined)
+    pair.pump()
+    assert isinstance(promise.result(), Stream)  # it streams on
+    with pytest.raises(pb.PipelineError, match=r"Streamed \(a stream of items\), not a reference"):
+        pipelined.result()  # failed at once, not when the stream ends
+    pair.client.cancel(promise.request_id)
     pair.pump()
     assert tables_empty(pair)
 

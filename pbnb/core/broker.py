@@ -63,7 +63,7 @@ from .pipelining import BROKEN_PROMISE, Forward, HeldAnswers, Promises, WaitingC
 from .progress import Progress, received
 from .reference import CacheObserver, Invoker, RemoteReference, Undriven
 from .serialize import Decoder, Encoder
-from .streaming import ARRAY_HEADER_LENGTH, BATCH_BYTES, Batch, Receiving, Streams, Window
+from .streaming import ARRAY_HEADER_LENGTH, BATCH_BYTES, STREAMED, Batch, Receiving, Streams, Window
 from .tables import ReferenceTables
 from .wire import (
     MIN_FRAME,
@@ -671,6 +671,8 @@ class Broker:
             return False
         self._streams.open(request_id)
         self._send([Kind.STREAM, request_id])
+        if self._held_answers.waiting:
+            self._run_waiting(request_id, None)  # a stream is no reference: calls pipelined on it fail now
         return True
 
     def may_send_item(self, request_id: int) -> bool:
@@ -1107,6 +1109,8 @@ class Broker:
                 return  # our CANCEL is on its way: the peer stops
             raise ProtocolError(f"peer opened a stream for request {request_id}, which is not pending")
         self._describing.pop(request_id, None)
+        if self._promises.sent_on or self._promises.dependents:
+            self._settle_promises(request_id, STREAMED)  # calls pipelined on it have nothing to run on
         stream, first = self._streams.opened(request_id, token)
         if first:
             self._send([Kind.CREDIT, request_id, stream.items, stream.bytes])

@@ -117,6 +117,18 @@ def array_header(count: int) -> bytes:
 ARRAY_HEADER_LENGTH = {**{0x90 | n: 1 for n in range(16)}, 0xDC: 3, 0xDD: 5}
 
 
+class Streamed:
+    """The outcome a call pipelined on a stream's call learns: its answer is no reference."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "(a stream of items)"
+
+
+STREAMED = Streamed()
+
+
 class Credit:
     """The callee's side of one call: the credit its caller granted, and whether it streams yet."""
 
