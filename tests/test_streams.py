@@ -15,8 +15,9 @@ from pbnb.aio.websocket import WebSocketTransport
 from pbnb.core import events as ev
 from pbnb.core.broker import Broker
 from pbnb.core.wire import Kind, encode_frame
+from pbnb.cred import InMemoryPasswordChecker, IPerspective, Portal, UsernamePassword
 from tests.cache_helpers import Board, BoardCopy, empty_tables
-from tests.core_net import TIMEOUT, connected, within
+from tests.core_net import TIMEOUT, connected, serving, within
 from tests.ws_helpers import ws_client, ws_serving, ws_url
 
 
@@ -451,7 +452,58 @@ async def test_a_peer_sending_items_without_credit_fails_that_stream_only():
         listener.close()
 
 
+class Shelf(pb.Viewable):
+    def view_titles(self, perspective, n):
+        for i in range(n):
+            yield f"{perspective.name}'s title {i}"
+
+
+class Reader(pb.Avatar):
+    def __init__(self, name, shelf):
+        self.name = name
+        self.shelf = shelf
+
+    async def perspective_history(self, n):
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield (pb.current_perspective.get().name, i)  # each step acts for this avatar
+
+    def perspective_shelf(self):
+        return self.shelf
+
+
+class Library:
+    def __init__(self):
+        self.shelf = Shelf()
+
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        return IPerspective, Reader(avatar_id, self.shelf), lambda: None
+
+
+async def test_perspective_and_view_generators_stream_for_the_user_who_called():
+    portal = Portal(Library(), [InMemoryPasswordChecker({"ada": "pw", "bob": "pw"})])
+    async with serving(portal) as server:
+        ada_client = await pb.connect("127.0.0.1", server.port)
+        bob_client = await pb.connect("127.0.0.1", server.port)
+        async with ada_client, bob_client:
+            ada = await within(ada_client.login(UsernamePassword("ada", "pw")))
+            bob = await within(bob_client.login(UsernamePassword("bob", "pw")))
+            assert [item async for item in ada.callRemote("history", 2)] == [("ada", 0), ("ada", 1)]
+            ada_shelf = await ada.callRemote("shelf")
+            bob_shelf = await bob.callRemote("shelf")
+            # Interleaved on one server, each generator keeps its own caller.
+            ada_titles, bob_titles = await asyncio.gather(
+                collect(ada_shelf.callRemote("titles", 2)), collect(bob_shelf.callRemote("titles", 2))
+            )
+            assert ada_titles == ["ada's title 0", "ada's title 1"]
+            assert bob_titles == ["bob's title 0", "bob's title 1"]
+
+
 # ----------------------------------------------------------------- helpers
+
+
+async def collect(stream):
+    return [item async for item in stream]
 
 
 def empty_tables_but_root(s) -> bool:
