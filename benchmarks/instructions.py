@@ -8,7 +8,10 @@ calls is not counted). Each figure is the difference between a run of
 ``--calls`` calls and a run of none, divided by ``--calls``, so start-up costs
 cancel out. The serialization workloads are the round trips of
 ``benchmarks.serialization`` (one per case, ``--codec-calls`` of each but the
-small call). Needs ``valgrind`` on the PATH; all of it takes a few minutes.
+small call). For ``stream`` a call is one item of a stream of ``--calls``
+rows (``benchmarks.bench_streams``: a pbnb generator against the floor's
+length-prefixed msgpack frames). Needs ``valgrind`` on the PATH; all of it
+takes a few minutes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import msgpack
 
 import pbnb
 
-from . import pbnb_peer, raw_asyncio, serialization
+from . import bench_streams, pbnb_peer, raw_asyncio, serialization
 from .workloads import WINDOW
 
 _CODEC = "serialization: "
@@ -32,11 +35,14 @@ _CODEC = "serialization: "
 CASES = {
     "sequential": ("raw_asyncio", "pbnb_peer"),
     "pipelined": ("raw_asyncio", "pbnb_peer"),
+    "stream": ("raw_asyncio", "pbnb"),  # per item of a stream (benchmarks.bench_streams)
     **{_CODEC + case: ("msgpack", "pbnb") for case in serialization.CASES},
 }
 
 
 async def _served(peer: str, workload: str, calls: int) -> None:
+    if workload == "stream":
+        return await bench_streams.stream_here(peer, calls)
     if peer == "pbnb_peer":
         server = await pbnb.serve(pbnb_peer.EchoRoot(), port=0)
         port = server.port

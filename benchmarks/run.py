@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import serialization
+from . import bench_streams, serialization
 from .harness import PEERS
 from .workloads import WORKLOADS
 
@@ -39,6 +39,8 @@ LABELS = {
     "pyro_peer": "Pyro5",
     "rpyc_peer": "RPyC",
 }
+#: The peers of benchmarks.bench_streams that stand for these (the others have no streams).
+STREAM_PEERS = {"raw_asyncio": "raw_asyncio", "pbnb_peer": "pbnb", "pyro_peer": "pyro5", "rpyc_peer": "rpyc"}
 #: pbnb's targets, as ratios to the floor (serialization: to plain msgpack).
 TARGETS = {"sequential": 0.9, "pipelined": 0.5, "dicts": 0.5, "nested": 0.8, "mib": 0.7}
 START_TIMEOUT = 30.0
@@ -192,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workloads",
         nargs="+",
-        choices=[*WORKLOADS, "serialization"],
-        default=[*WORKLOADS, "serialization"],
+        choices=[*WORKLOADS, "serialization", "streams"],
+        default=[*WORKLOADS, "serialization", "streams"],
         help="what to measure (default: everything)",
     )
     parser.add_argument("--no-pin", action="store_true", help="let the scheduler place the processes")
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
         print_serialization_table(codec)
     for note in notes:
         print(f"  note: {note}")
+    if "streams" in args.workloads:
+        streamers = [STREAM_PEERS[name] for name in names if name in STREAM_PEERS]
+        bench_streams.run(streamers, min(rounds, 5), quick=args.quick, pin=not args.no_pin)
 
 
 if __name__ == "__main__":
