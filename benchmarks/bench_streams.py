@@ -14,6 +14,8 @@ i", "score": i / 2}``, and ``endless()``, which yields such rows forever:
   round trip an item). RPyC passes dicts by reference, so its rows are tuples of
   the same values, which travel by value.
 
+Twisted PB has no item streaming (only ``util.Pager``), so it is not here.
+
     .venv/bin/python -m benchmarks.bench_streams              # all peers, 5 rounds
     .venv/bin/python -m benchmarks.bench_streams --quick      # 3 rounds; Pyro5 and RPyC stream 10,000
     .venv/bin/python -m benchmarks.bench_streams --peers pbnb --rounds 9

@@ -1,7 +1,7 @@
 """Run every benchmark and print each peer's speed as a ratio to raw asyncio.
 
-    .venv/bin/python -m benchmarks.run            # about 100 seconds
-    .venv/bin/python -m benchmarks.run --quick    # about 30 seconds
+    .venv/bin/python -m benchmarks.run            # about 100 seconds, then the streams
+    .venv/bin/python -m benchmarks.run --quick    # about 30 seconds, then the streams
 
 Each peer's server runs in its own process, started fresh for this run, and
 is measured by a client in another process; with two CPUs or more, every
@@ -9,7 +9,9 @@ server is pinned to CPU 0 and every client to CPU 1, so that no peer gains or
 loses from where the scheduler happens to place its pair. Rounds interleave the peers
 workload by workload, so a burst of load from elsewhere on the machine hits
 them alike; each figure is the median over the rounds of that round's ratio
-to raw asyncio (higher is better).
+to raw asyncio (higher is better). Last come the streams of
+``benchmarks.bench_streams`` (a few minutes: Pyro5 and RPyC fetch one item
+per round trip; ``--workloads`` without ``streams`` leaves them out).
 """
 
 from __future__ import annotations
