@@ -266,3 +266,31 @@ def test_the_refcount_shortcut_is_taken_here():
     assert serialize._referenced_elsewhere(gc.get_referents(fresh), serialize._SOLE_PARENT) == []
     held = fresh[1]
     assert serialize._referenced_elsewhere(gc.get_referents(fresh), serialize._SOLE_PARENT) == [held]
+
+
+# Ints equal modulo 2**61 - 1 share a hash: enough of them to flood the guard.
+colliding = st.integers(0, 40).map(lambda k: k * (2**61 - 1) + 5)
+unhashables = st.just([1]) | st.just(Decimal("sNaN"))
+guarded_values = colliding | st.integers(-3, 3) | st.tuples(st.integers(0, 3), colliding) | unhashables
+guarded = st.lists(guarded_values, max_size=80)
+
+
+@settings(SETTINGS, max_examples=200)
+@given(st.lists(guarded, max_size=4))
+def test_the_hash_guard_takes_a_batch_as_it_takes_each_value(batches):
+    """add_all (one go when every hash is new) leaves what add leaves, and refuses alike."""
+    fast, slow = serialize._HashGuard(), serialize._HashGuard()
+    for batch in batches:
+        outcomes = []
+        for add in (fast.add_all, lambda values: [slow.add(value) for value in values]):
+            try:
+                add(batch)
+                outcomes.append(None)
+            except pb.LimitExceeded as exc:
+                outcomes.append(str(exc))
+        assert outcomes[0] == outcomes[1]
+        if outcomes[0] is not None:
+            return
+        assert {k: list(v) if type(v) is serialize._Same else v for k, v in fast._seen.items()} == {
+            k: list(v) if type(v) is serialize._Same else v for k, v in slow._seen.items()
+        }

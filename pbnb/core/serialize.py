@@ -32,6 +32,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from itertools import compress, repeat
+from operator import lt
 from sys import getrefcount
 from typing import Any, Protocol, TypeVar
 
@@ -219,7 +220,8 @@ _VALUE_READERS = {
 }
 #: What ``needs_graph`` never looks into: atoms, and values without identity.
 _LEAVES = ATOMS | frozenset(_VALUE_PACKERS)
-_NOT_LEAF = {t: False for t in _LEAVES}
+# Containers the collector tracks only while they hold something it tracks.
+_SOMETIMES_TRACKED = frozenset({dict, tuple})
 
 
 def _is_leaf_flavor(kind: type) -> bool:
@@ -240,25 +242,36 @@ def needs_graph(root: Any, *, by_refcount: bool = True) -> bool:
         return not _is_leaf_flavor(kind)
     if not gc.is_tracked(root):
         return False
-    base = _SOLE_PARENT if by_refcount else None
-    level = _non_leaves(gc.get_referents(root))
+    sole_parent = _SOLE_PARENT if by_refcount else None
     seen = {id(root)}
-    while level:
-        remembered = level if base is None else _referenced_elsewhere(level, base)
-        before = len(seen)
-        seen.update(map(id, remembered))
-        if len(seen) - before != len(remembered):
-            return True
-        kinds = set(map(type, level))
-        if not kinds <= _PLAIN_CONTAINERS:
-            if not all(map(_is_leaf_flavor, kinds - _PLAIN_CONTAINERS)):
+    referents = gc.get_referents(root)
+    while True:
+        # One pass over the level's types says most: all leaves (the last level of most
+        # values), all containers, or a mix that a second pass sorts out.
+        kinds = set(map(type, referents))
+        if kinds <= _LEAVES:
+            return False
+        if kinds <= _PLAIN_CONTAINERS:
+            level = referents
+        else:
+            others = kinds - _LEAVES - _PLAIN_CONTAINERS
+            if others and not all(map(_is_leaf_flavor, others)):
                 return True
-            level = list(compress(level, map(_PLAIN_CONTAINERS.__contains__, map(type, level))))
-        tracked = list(filter(gc.is_tracked, level))
+            if others or not kinds.isdisjoint(_SOMETIMES_TRACKED):
+                level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
+            else:  # the containers are lists and sets, which the collector always tracks
+                level = list(filter(gc.is_tracked, referents))
+        remembered = level if sole_parent is None else _referenced_elsewhere(level, sole_parent)
+        if remembered:
+            before = len(seen)
+            seen.update(map(id, remembered))
+            if len(seen) - before != len(remembered):
+                return True
+        # Untracked dicts and tuples hold only atoms: nothing further down to look at.
+        tracked = level if kinds.isdisjoint(_SOMETIMES_TRACKED) else list(filter(gc.is_tracked, level))
         if not tracked:
             return False
-        level = _non_leaves(gc.get_referents(*tracked))
-    return False
+        referents = gc.get_referents(*tracked)
 
 
 def _referenced_elsewhere(level: list, sole_parent: int) -> list:
@@ -271,7 +284,10 @@ def _referenced_elsewhere(level: list, sole_parent: int) -> list:
     values just decoded, are mostly such objects, so the id set stays small.
     ``sole_parent`` is the count such an object shows here (see _sole_parent_count).
     """
-    return list(compress(level, map(sole_parent.__lt__, map(getrefcount, level))))
+    counts = list(map(getrefcount, level))
+    if max(counts, default=0) <= sole_parent:  # the usual answer, in one more pass
+        return []
+    return list(compress(level, map(lt, repeat(sole_parent), counts)))
 
 
 def _sole_parent_count() -> int | None:
@@ -298,13 +314,6 @@ def _sole_parent_count() -> int | None:
 _SOLE_PARENT = _sole_parent_count()
 
 
-def _non_leaves(objects: list) -> list:
-    # Leaves are dropped before the repeat check: the same datetime twice is no sharing.
-    if _LEAVES.issuperset(map(type, objects)):  # the last level of most values: half the cost
-        return []
-    return list(compress(objects, map(_NOT_LEAF.get, map(type, objects), repeat(True))))
-
-
 def tree_depth_exceeds(root: Any, max_depth: int, *, exact: bool = False) -> bool:
     """True when a decoded PLAIN tree nests deeper than ``max_depth`` containers.
 
@@ -314,20 +323,34 @@ def tree_depth_exceeds(root: Any, max_depth: int, *, exact: bool = False) -> boo
     of tracked referents only, which skips every atom; ``exact=True`` is its
     slow twin, which looks at every referent's type on every level.
     """
+    if exact:
+        return _tree_depth_exceeds_exactly(root, max_depth)
+    if type(root) not in _PLAIN_CONTAINERS:
+        return False
+    if max_depth < 1:
+        return True
+    tracked = [root] if gc.is_tracked(root) else []
+    depth = 1  # of the containers in ``tracked``
+    while tracked:
+        referents = gc.get_referents(*tracked)
+        if depth >= max_depth:  # any container one level down is one too many
+            return not _PLAIN_CONTAINERS.isdisjoint(map(type, referents))
+        # An untracked container one level down is still within the limit. Only
+        # containers nest: a RemoteReference's referents lead into the broker and
+        # the rest of the heap, which must never be walked.
+        referents = list(filter(gc.is_tracked, referents))
+        tracked = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
+        depth += 1
+    return False
+
+
+def _tree_depth_exceeds_exactly(root: Any, max_depth: int) -> bool:
     level = [root] if type(root) in _PLAIN_CONTAINERS else []
     depth = 1
     while level:
         if depth > max_depth:
             return True
-        tracked = list(filter(gc.is_tracked, level))
-        if not tracked:
-            return False
-        referents = gc.get_referents(*tracked)
-        if depth < max_depth and not exact:
-            # An untracked container one level down is still within the limit.
-            referents = list(filter(gc.is_tracked, referents))
-        # Only containers nest: a RemoteReference's referents lead into the broker and
-        # the rest of the heap, which must never be walked.
+        referents = gc.get_referents(*level)
         level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
         depth += 1
     return False
@@ -544,6 +567,19 @@ class _HashGuard:
         elif first is not value and first != value:
             seen[key] = _Same((first, value))
 
+    def add_all(self, values: list) -> None:
+        """``add`` each of ``values``: in one go when their hashes are all new to the message."""
+        try:
+            hashes = list(map(hash, values))
+        except TypeError:  # an unhashable one: ``add`` passes it over
+            hashes = []
+        seen = self._seen
+        if len(hashes) == len(values) == len(set(hashes)) and seen.keys().isdisjoint(hashes):
+            seen.update(zip(hashes, values, strict=True))
+            return
+        for value in values:
+            self.add(value)
+
 
 class _Same(list):
     """Distinct values of one message that share a hash."""
@@ -657,8 +693,7 @@ class Decoder:
         # Past a few, every key a PLAIN message builds goes through the guard.
         if self._guard is _IDLE_GUARD:
             self._guard = _HashGuard()
-        for value in self._candidates:
-            self._guard.add(value)
+        self._guard.add_all(self._candidates)
         self._candidates.clear()
 
     def resolve_ext(self, code: int, data: bytes) -> Any:
