@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 # Runs inside the binder environment, after the notebooks, against the broker
 # binder/start launched: the two-kernel notebook leaves the shared counter at 4342
 # (+5, a write of 4242, +100), and the broker's log shows the connections the
-# dashboard (1) and the two-kernel notebook (2) opened: so they used this broker
-# rather than starting their own.
+# dashboard (1), the two-kernel notebook (2) and the streams notebook (1) opened: so
+# they used this broker rather than starting their own.
 CHECK_BROKER = """
 import asyncio, os, re, pbnb as pb, pbnb.demo
 
@@ -89,4 +89,4 @@ def test_binder_files_alone_build_an_environment_that_runs_every_notebook(tmp_pa
     assert process.returncode == 0, f"{out[-3000:]}\n{err[-5000:]}"
     assert "pbnb demo broker on 127.0.0.1:" in err
     assert "counter 4342" in out and "ws counter 4342" in out, out
-    assert "connections 5" in out, out  # the three above, and the check's own two
+    assert "connections 6" in out, out  # the four above, and the check's own two
