@@ -71,6 +71,7 @@ class Feed(pb.Root):
         finally:
             self.closed.set()
 
+    @pb.survives_disconnect
     async def remote_slow(self):
         try:
             yield "first"
@@ -260,6 +261,7 @@ async def test_cancelling_the_consuming_task_stops_the_remote_generator():
 
 
 async def test_a_lost_connection_fails_the_reader_and_closes_the_remote_generator():
+    """Even for a method marked survives_disconnect: that keeps a call running, never a stream."""
     feed = Feed()
     async with connected(feed) as s:
         iterator = await s.root.callRemote("slow")

@@ -923,16 +923,18 @@ class Connection(asyncio.BufferedProtocol):
             task: asyncio.Task | None
             if inspect.isawaitable(result):
                 task = self._loop.create_task(self._finish_call(event, result))
-            else:  # a generator: its answer is a stream
+                survives = getattr(event.method, "_pb_survives_disconnect", False)
+            else:  # a generator: its answer is a stream, which cannot outlive its reader's connection
                 task = self._start_stream(event, result)
                 if task is None:
                     return
+                survives = False
             if event.request_id:
                 self._tasks[event.request_id] = task
             else:  # counted against max_inbound_calls, and cancelled at the close, all the same
                 self._quiet_tasks.add(task)
                 task.add_done_callback(self._quiet_tasks.discard)
-            if getattr(event.method, "_pb_survives_disconnect", False):
+            if survives:
                 self._survivors.add(task)
                 task.add_done_callback(self._survivors.discard)
         elif event.request_id:

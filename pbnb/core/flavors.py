@@ -347,7 +347,8 @@ def survives_disconnect(method: Any) -> Any:
 
     When a connection ends, the remote coroutines its peer started are cancelled,
     since their answers could go nowhere; one marked with this decorator runs on,
-    and its result is dropped.
+    and its result is dropped. A generator's stream is closed all the same: it
+    has nowhere to send its items.
     """
     method._pb_survives_disconnect = True
     return method
