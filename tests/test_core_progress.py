@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from pair import ConnectionPair
+from pair import ConnectionPair, Stream
 
 from pbnb import Limits, Progress, ProtocolError, Root
 from pbnb.core import events as ev
 from pbnb.core.progress import INTERVAL, MAX_MESSAGE, Throttle, checked_message, checked_number
+from pbnb.core.streaming import Window
 from pbnb.core.wire import Kind, decode_header
 
 
@@ -180,3 +181,22 @@ def test_checked_numbers_and_messages():
     assert len(checked_message("x" * 5000).encode()) == MAX_MESSAGE
     with pytest.raises(TypeError, match="progress message must be a str"):
         checked_message(42)
+
+
+class Rows(Root):
+    def remote_rows(self, n):
+        yield from range(n)
+
+
+def test_a_generators_reports_reach_its_stream():
+    pair = ConnectionPair(server_root=Rows()).handshake()
+    root = pair.root()
+    outcome = root.callRemote("rows", 10)
+    pair.client.stream_window(outcome.request_id, Window(items=2, bytes=1000))  # keeps it open
+    pair.pump()
+    stream = outcome.result()
+    assert isinstance(stream, Stream) and not stream.ended
+    pair.server.progress(outcome.request_id, Progress(2, 10, "two rows"))
+    pair.pump()
+    ((token, progress),) = reports(pair)
+    assert token is stream and progress == Progress(2, 10, "two rows")

@@ -67,6 +67,13 @@ class Worker(pb.Root):
         finally:
             self.stopped.set()
 
+    async def remote_rows(self, n):
+        """A generator that reports as it goes, then waits for the test before it ends."""
+        for i in range(n):
+            yield i
+            pb.progress(i + 1, n, "rows")
+        await self.release.wait()
+
     def remote_quiet(self):
         return "quiet"
 
@@ -231,3 +238,33 @@ def test_outside_a_remote_call_it_does_nothing_but_still_checks_its_arguments():
         pb.progress(1, float("inf"))
     with pytest.raises(TypeError, match="progress message must be a str"):
         pb.progress(1, 2, message=3)
+
+
+async def test_a_generators_reports_reach_its_iterator_and_the_calls_callbacks():
+    worker = Worker()
+    async with connected(worker) as session:
+        from_call: list[pb.Progress] = []
+        call = session.root.callRemote("rows", 2000)
+        call.on_progress(from_call.append)  # given before the call answered with a stream
+        rows = await within(call)
+        assert isinstance(rows, pb.RemoteIterator)
+        from_iterator: list[pb.Progress] = []
+        rows.on_progress(from_iterator.append)
+        seen = [row async for row in _first(rows, 2000)]
+        assert seen == list(range(2000))
+        last = asyncio.Event()
+        rows.on_progress(lambda progress: progress.done == 2000 and last.set())
+        await within(last.wait())  # held back by the rate limit, then sent before the end
+        assert rows.progress == call.progress == pb.Progress(2000, 2000, "rows")
+        assert from_iterator and from_iterator[-1] == rows.progress
+        assert from_call[-1] == rows.progress  # the call's callbacks went on with its stream
+        worker.release.set()
+        assert [row async for row in rows] == []  # then it ends
+
+
+async def _first(rows: pb.RemoteIterator, n: int):
+    async for row in rows:
+        yield row
+        n -= 1
+        if not n:
+            return

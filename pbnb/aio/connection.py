@@ -38,6 +38,7 @@ from ..errors import (
     PipelineError,
     ProtocolError,
 )
+from .reports import ProgressWatch
 from .streams import RemoteIterator, StreamSink, not_a_stream
 
 log = logging.getLogger("pbnb")
@@ -126,8 +127,7 @@ class CallFuture(asyncio.Future):
     # Filled in by Connection once the request is queued; no __init__, which
     # would cost every call a Python-level frame.
     __slots__ = (
-        "_progress",
-        "_progress_callbacks",
+        "_watch",
         "connection",
         "dependents",
         "method",
@@ -144,34 +144,36 @@ class CallFuture(asyncio.Future):
     promise: CallFuture
     dependents: list[CallFuture]
     stream: StreamSink
-    _progress: Progress
-    _progress_callbacks: list[Callable[[Progress], Any]]
+    _watch: ProgressWatch
 
     @property
     def progress(self) -> Progress | None:
         """The latest progress the remote method reported (``pb.progress``), or None if none yet."""
-        return getattr(self, "_progress", None)
+        watch = getattr(self, "_watch", None)
+        return None if watch is None else watch.latest
 
     def on_progress(self, callback: Callable[[Progress], Any]) -> None:
         """Call ``callback(progress)`` in the loop on each progress report until the answer arrives.
 
         A report that arrived before is handed to it soon, as ``add_done_callback``
         does for a done future. Whatever the callback raises is logged, not propagated.
+        (A generator's reports go on to its ``RemoteIterator``.)
         """
+        self._progress_watch().add(callback, self.get_loop())
+
+    def _progress_watch(self) -> ProgressWatch:
         try:
-            self._progress_callbacks.append(callback)
-        except AttributeError:
-            self._progress_callbacks = [callback]
-        latest = getattr(self, "_progress", None)
-        if latest is not None:
-            self.get_loop().call_soon(_report, callback, latest)
+            return self._watch
+        except AttributeError:  # made by the first report or callback: most calls have none
+            sink = getattr(self, "stream", None)  # one record for the call and its stream
+            self._watch = watch = ProgressWatch() if sink is None else sink.progress_watch()
+            return watch
 
     def _progress_received(self, progress: Progress) -> None:
-        if self.done():
-            return
-        self._progress = progress
-        for callback in getattr(self, "_progress_callbacks", ()):
-            _report(callback, progress)
+        if not self.done():
+            self._progress_watch().received(progress)
+        elif getattr(self, "stream", None) is not None:
+            self.stream.progress_received(progress)  # it answered with a stream: its iterator's now
 
     @property
     def description(self) -> str:
@@ -263,7 +265,9 @@ class CallFuture(asyncio.Future):
             connection = getattr(self, "connection", None)
             if connection is None or not self.request_id or self.done():
                 return None
-            sink = self.stream = StreamSink(connection, self.request_id, self.method)
+            sink = self.stream = StreamSink(
+                connection, self.request_id, self.method, watch=getattr(self, "_watch", None)
+            )
             self.add_done_callback(sink.call_settled)
         return sink
 
@@ -345,13 +349,6 @@ async def _call_here(promise: CallFuture, target: Referenceable, name: str, args
 def _sink_of(token: Any) -> StreamSink:
     """The sink of a stream event's token: the sink bound to it, or the call's before it was bound."""
     return token if type(token) is StreamSink else token.stream
-
-
-def _report(callback: Callable[[Progress], Any], progress: Progress) -> None:
-    try:
-        callback(progress)
-    except Exception:
-        log.exception("progress callback %r failed", callback)
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -838,9 +835,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def _dispatch_rare(self, event: Any) -> None:
         if type(event) is ev.ProgressReceived:
-            received = getattr(event.token, "_progress_received", None)
-            if received is not None:
-                received(event.progress)
+            token = event.token
+            if type(token) is StreamSink:  # a stream's, once its iterator was handed over
+                token.progress_received(event.progress)
+            else:
+                received = getattr(token, "_progress_received", None)  # a CallFuture's
+                if received is not None:
+                    received(event.progress)
         elif isinstance(event, ev.HandshakeCompleted):
             if not self.ready.done():
                 self.ready.set_result(None)
@@ -1028,7 +1029,10 @@ class Connection(asyncio.BufferedProtocol):
         """Our call's answer is a stream: its sink takes the items, the future gets its iterator."""
         sink = getattr(future, "stream", None)
         if sink is None:
-            sink = future.stream = StreamSink(self, request_id, future.method)
+            # Progress callbacks given to the call go on with its stream.
+            sink = future.stream = StreamSink(
+                self, request_id, future.method, watch=getattr(future, "_watch", None)
+            )
         self.broker.bind_stream(request_id, sink)  # type: ignore[union-attr]
         if not future.done():
             alive = sink.iterator() if sink.iterator is not None else None

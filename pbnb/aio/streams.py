@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..core.progress import Progress
 from ..core.streaming import Window
+from .reports import ProgressWatch
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -36,10 +39,18 @@ class StreamSink:
         "read_items",
         "request_id",
         "waiter",
+        "watch",
         "window",
     )
 
-    def __init__(self, connection: Connection, request_id: int, method: str, window: Window | None = None):
+    def __init__(
+        self,
+        connection: Connection,
+        request_id: int,
+        method: str,
+        window: Window | None = None,
+        watch: ProgressWatch | None = None,
+    ):
         self.connection = connection
         self.request_id = request_id
         self.method = method
@@ -59,6 +70,9 @@ class StreamSink:
         # Items read (and their payload bytes) not yet reported to the broker.
         self.read_items = 0
         self.read_bytes = 0
+        #: The generator's progress reports (``pb.progress``), once it made one or someone
+        #: watches; the call's own if someone watched the call before it answered.
+        self.watch = watch
 
     def put(self, values: list, sizes: list[int]) -> None:
         """Items arrived, with what each cost in payload bytes."""
@@ -79,6 +93,17 @@ class StreamSink:
                 self.connection.stream_read(self.request_id, self.read_items, self.read_bytes)
             self.read_items = self.read_bytes = 0
         return value
+
+    def progress_received(self, progress: Progress) -> None:
+        """The generator reported how far it has got."""
+        if not self.ended:
+            self.progress_watch().received(progress)
+
+    def progress_watch(self) -> ProgressWatch:
+        """The sink's progress record, made when first needed."""
+        if self.watch is None:
+            self.watch = ProgressWatch()
+        return self.watch
 
     def end(self, error: BaseException | None) -> None:
         """The stream is over, with ``error`` unless it ended normally."""
@@ -152,6 +177,20 @@ class RemoteIterator:
     def loop(self) -> asyncio.AbstractEventLoop:
         """The event loop of the connection the items arrive on: iterate there."""
         return self._sink.connection.loop
+
+    @property
+    def progress(self) -> Progress | None:
+        """The latest progress the remote generator reported (``pb.progress``), or None if none yet."""
+        watch = self._sink.watch
+        return None if watch is None else watch.latest
+
+    def on_progress(self, callback: Callable[[Progress], Any]) -> None:
+        """Call ``callback(progress)`` in the loop on each progress report of the generator until it ends.
+
+        As ``CallFuture.on_progress``: a report already in hand is given soon,
+        and what the callback raises is logged.
+        """
+        self._sink.progress_watch().add(callback, self._sink.connection.loop)
 
     @property
     def queued(self) -> int:

@@ -1276,8 +1276,12 @@ class Broker:
         _check_ints(request_id)
         progress = received(done, total, message)
         token = self._calls.get(request_id)
-        if token is not None:  # else answered, cancelled or unknown: it may have crossed the answer
-            self._emit(ev.ProgressReceived(token, progress))
+        if token is None:
+            stream = self._streams.receiving.get(request_id)  # a generator reports too
+            if stream is None:
+                return  # answered, cancelled or unknown: it may have crossed the answer
+            token = stream.token
+        self._emit(ev.ProgressReceived(token, progress))
 
     def _on_ping(self, header: list, payload: Payload) -> None:
         self._send([Kind.PONG, header[1]])
