@@ -1004,6 +1004,7 @@ class Connection(asyncio.BufferedProtocol):
                     burst = 0
                     self._flush()
                     await asyncio.sleep(0)
+                    may_send = broker.may_send_item(request_id)  # credit may have come meanwhile
                 elif not self._flush_scheduled:
                     self._flush_soon()
         except asyncio.CancelledError:
