@@ -1004,7 +1004,8 @@ class Connection(asyncio.BufferedProtocol):
                     burst = 0
                     self._flush()
                     await asyncio.sleep(0)
-                    may_send = broker.may_send_item(request_id)  # credit may have come meanwhile
+                    # Credit may have come meanwhile, and found nobody waiting for it.
+                    may_send = broker.may_send_item(request_id)  # type: ignore[union-attr]
                 elif not self._flush_scheduled:
                     self._flush_soon()
         except asyncio.CancelledError:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LimitExceeded
+from .serialize import PLAIN
 from .wire import Kind, Limits, encode_frame
 
 #: The window a stream gets unless the caller chooses one: items, and payload bytes.
@@ -98,9 +99,9 @@ class Batch:
         """``[ITEM, request_id, PLAIN]`` + the item, or ``[ITEM, request_id, PLAIN, n]`` + an array of n."""
         payloads = self.payloads
         if len(payloads) == 1:
-            return encode_frame([_ITEM, self.request_id, 0], payloads[0])
+            return encode_frame([_ITEM, self.request_id, PLAIN], payloads[0])
         return encode_frame(
-            [_ITEM, self.request_id, 0, len(payloads)], array_header(len(payloads)) + b"".join(payloads)
+            [_ITEM, self.request_id, PLAIN, len(payloads)], array_header(len(payloads)) + b"".join(payloads)
         )
 
 
