@@ -289,6 +289,24 @@ async def test_a_slow_reader_holds_a_bounded_window_on_both_sides():
         await settle(s)
 
 
+async def test_a_reader_widens_the_window_of_a_running_stream():
+    feed = Feed()
+    async with connected(feed) as s:
+        iterator = await s.root.callRemote("forever").window(items=10)
+        assert await anext(iterator) == 0
+        await quiet(lambda: feed.produced)
+        assert feed.produced <= 11
+        assert iterator.window(items=100) is iterator
+        for _ in range(int(TIMEOUT / 0.01)):  # more credit went at once: the producer goes on
+            if feed.produced > 11:
+                break
+            await asyncio.sleep(0.01)
+        await quiet(lambda: feed.produced)
+        assert 11 < feed.produced <= 101
+        await iterator.aclose()
+        await within(feed.closed.wait())
+
+
 async def test_the_byte_window_bounds_large_items():
     feed = Feed()
     async with connected(feed) as s:

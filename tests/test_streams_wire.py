@@ -399,3 +399,25 @@ def test_a_batch_beyond_the_item_credit_or_with_a_wrong_count_fails_its_stream()
     stream = outcome.result()
     assert stream.arrived == [] and "array of 3 items" in str(stream.error)
     assert pair.call(root, "value").result() == 7  # the connection carries on
+
+
+def test_the_window_of_an_open_stream_grows_at_once_and_shrinks_as_the_reader_goes():
+    pair, root = open_pair()
+    outcome = root.callRemote("forever")
+    pair.client.stream_window(outcome.request_id, Window(items=10, bytes=10_000))
+    pair.pump()
+    stream = outcome.result()
+    assert len(stream.arrived) == 10
+    pair.client.stream_window(outcome.request_id, Window(items=40, bytes=10_000))
+    pair.pump()
+    assert len(stream.arrived) == 40  # thirty more granted at once: nothing was read
+    pair.client.stream_window(outcome.request_id, Window(items=4, bytes=10_000))
+    stream.take()  # all forty read: credit tops up to the new window only
+    pair.pump()
+    assert len(stream.arrived) == 4
+    stream.take()
+    pair.pump()
+    assert len(stream.arrived) == 4
+    pair.client.cancel(outcome.request_id)
+    pair.pump()
+    assert tables_empty(pair)
