@@ -33,6 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from ..errors import LimitExceeded
 from .serialize import PLAIN
 from .wire import Kind, Limits, encode_frame
@@ -75,6 +77,8 @@ class Window:
 #: Items of one stream queued back to back share an ITEM frame up to this many payload bytes.
 BATCH_BYTES = 64 * 1024
 _ITEM = int(Kind.ITEM)
+#: msgpack's own header of an array of n items (a C call under the GIL, so one packer serves all threads).
+_array_header = msgpack.Packer().pack_array_header
 
 
 class Batch:
@@ -101,17 +105,8 @@ class Batch:
         if len(payloads) == 1:
             return encode_frame([_ITEM, self.request_id, PLAIN], payloads[0])
         return encode_frame(
-            [_ITEM, self.request_id, PLAIN, len(payloads)], array_header(len(payloads)) + b"".join(payloads)
+            [_ITEM, self.request_id, PLAIN, len(payloads)], _array_header(len(payloads)) + b"".join(payloads)
         )
-
-
-def array_header(count: int) -> bytes:
-    """The msgpack header of an array of ``count`` items (fixarray, array 16, array 32)."""
-    if count < 16:
-        return bytes((0x90 | count,))
-    if count < 0x10000:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
 
 
 #: The length of a msgpack array header, by its first byte (what a batch's payload cost leaves out).
