@@ -10,8 +10,10 @@ cancel out. The serialization workloads are the round trips of
 ``benchmarks.serialization`` (one per case, ``--codec-calls`` of each but the
 small call). For ``stream`` a call is one item of a stream of ``--calls``
 rows (``benchmarks.bench_streams``: a pbnb generator against the floor's
-length-prefixed msgpack frames). Needs ``valgrind`` on the PATH; all of it
-takes a few minutes.
+length-prefixed msgpack frames). The ``ws:// vs TCP`` workloads count pbnb
+over WebSocket against pbnb over TCP (the floor), the 1 MiB echo with
+``--codec-calls`` calls. Needs ``valgrind`` on the PATH; all of it takes a few
+minutes.
 """
 
 from __future__ import annotations
@@ -27,15 +29,18 @@ import msgpack
 
 import pbnb
 
-from . import bench_streams, pbnb_peer, raw_asyncio, serialization
+from . import bench_streams, pbnb_peer, pbnb_ws_peer, raw_asyncio, serialization
 from .workloads import WINDOW
 
 _CODEC = "serialization: "
+_WS = "ws:// vs TCP: "
 #: workload -> (floor, pbnb)
 CASES = {
     "sequential": ("raw_asyncio", "pbnb_peer"),
     "pipelined": ("raw_asyncio", "pbnb_peer"),
     "stream": ("raw_asyncio", "pbnb"),  # per item of a stream (benchmarks.bench_streams)
+    # pbnb over WebSocket against pbnb over TCP: the floor is pbnb itself.
+    **{_WS + workload: ("pbnb_peer", "pbnb_ws_peer") for workload in ("sequential", "pipelined", "mib")},
     **{_CODEC + case: ("msgpack", "pbnb") for case in serialization.CASES},
 }
 
@@ -43,20 +48,25 @@ CASES = {
 async def _served(peer: str, workload: str, calls: int) -> None:
     if workload == "stream":
         return await bench_streams.stream_here(peer, calls)
-    if peer == "pbnb_peer":
+    if peer in ("pbnb_peer", "pbnb_ws_peer"):
         server = await pbnb.serve(pbnb_peer.EchoRoot(), port=0)
         port = server.port
-        client = pbnb_peer.Client()
+        client = pbnb_peer.Client() if peer == "pbnb_peer" else pbnb_ws_peer.Client()
     else:
         server = await asyncio.start_server(raw_asyncio.handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = raw_asyncio.Client()
     await client.connect(port)
-    if workload == "sequential":
+    workload = workload.removeprefix(_WS)
+    if not calls:
+        pass  # the empty run: start-up and shutdown only
+    elif workload == "sequential":
         await client.sequential(calls)
+    elif workload == "mib":
+        await client.mib(calls)
     else:
         await client.pipelined(calls // WINDOW)
-    if peer == "pbnb_peer":
+    if isinstance(server, pbnb.Server):
         await server.close()
     else:
         server.close()
@@ -95,7 +105,8 @@ def main() -> None:
     print(f"instructions per call (callgrind; msgpack {msgpack.version})")
     print(f"{'workload':38s} {'floor':>10s} {'pbnb':>10s}  floor/pbnb")
     for workload in args.workloads or CASES:
-        small = not workload.startswith(_CODEC) or workload == _CODEC + "small call"
+        small = not workload.startswith(_CODEC) and not workload.endswith("mib")
+        small = small or workload == _CODEC + "small call"
         calls = args.calls if small else args.codec_calls
         floor, ours = ((_count(p, workload, calls) - _count(p, workload, 0)) / calls for p in CASES[workload])
         print(f"{workload:38s} {floor:10,.0f} {ours:10,.0f}  {floor / ours:.2f}x", flush=True)

@@ -24,7 +24,6 @@ from .ws_stream import (
     close_code,
     close_text,
     closed_error,
-    deliver,
     messages,
 )
 
@@ -78,7 +77,7 @@ class BrowserWebSocketTransport(asyncio.Transport):
             self._close(UNSUPPORTED_DATA, self._reason)
             return
         if self._protocol is not None and self._reason is None:
-            deliver(self._protocol, data.to_bytes())
+            self._protocol.data_received(data.to_bytes())
 
     def _on_error(self, event: Any) -> None:
         pass  # a close event follows and says what can be said (listening also keeps Node's ws quiet)

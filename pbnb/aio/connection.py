@@ -651,12 +651,18 @@ class Connection(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        broker = self.broker
-        held = broker.buffered_input  # type: ignore[union-attr]
         view = self._buffer[:nbytes]
         # Bytes parse faster, but while a large frame arrives the broker copies
         # each chunk from the view into it: no need for a copy in between.
-        data = view if broker.receiving_large_frame else view.tobytes()  # type: ignore[union-attr]
+        self.data_received(view if self.broker.receiving_large_frame else view.tobytes())  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Bytes that arrived, from ``buffer_updated`` or from a transport that has them as
+        bytes already (a WebSocket message's payload): given as they are, not copied into
+        the read buffer first."""
+        broker = self.broker
+        held = broker.buffered_input  # type: ignore[union-attr]
+        nbytes = len(data)
         waiting = broker.receive_data(data, _FRAMES_PER_TURN)  # type: ignore[union-attr]
         if self._dead_peer_timeout and broker.buffered_input < held + nbytes:  # type: ignore[union-attr]
             # Some of these bytes completed a message (a PONG, say): a sign of life. Bytes that

@@ -14,7 +14,6 @@ from ..errors import PBError, ProtocolError, ServerFull
 from ._options import split_options
 from .connection import Connection, serving_connection
 from .intake import Intake
-from .ws_stream import deliver
 
 log = logging.getLogger("pbnb")
 
@@ -388,7 +387,7 @@ class _ServerConnection(Connection):
         if self._server.websocket is None:
             self._open(transport)
             if head and self.transport is transport:
-                deliver(self, head)
+                self.data_received(head)
             return
         intake = Intake(
             self.peer,
@@ -403,7 +402,7 @@ class _ServerConnection(Connection):
         if not http:
             transport.set_protocol(self)
             self._open(transport)
-            deliver(transport.get_protocol(), head)  # to a refusal if the server is full
+            transport.get_protocol().data_received(head)  # type: ignore[attr-defined]  # maybe a refusal: the server is full
             return
         from .websocket import WebSocketTransport
 

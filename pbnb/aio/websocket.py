@@ -34,7 +34,6 @@ from .ws_stream import (
     close_code,
     close_text,
     closed_error,
-    deliver,
     messages,
 )
 
@@ -254,7 +253,7 @@ class WebSocketTransport(asyncio.Transport, asyncio.Protocol):
                 opcode = event.opcode
                 if opcode is _BINARY or opcode is _CONT:
                     if self._protocol is not None and self._reason is None:
-                        deliver(self._protocol, event.data)
+                        self._protocol.data_received(event.data)
                 elif opcode is Opcode.TEXT and self._reason is None:
                     self._fail(
                         UNSUPPORTED_DATA,

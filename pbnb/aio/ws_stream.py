@@ -7,9 +7,6 @@ neither, so it loads in Pyodide. ``docs/protocol.md`` states the same rules.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from ..errors import LimitExceeded, PBConnectionLost, PBError, ProtocolError, ServerFull
 
 #: The most bytes of the PB stream one binary WebSocket message carries. A
@@ -71,20 +68,6 @@ def closed_error(code: int | None, reason: str, where: str) -> BaseException | N
     if code == MESSAGE_TOO_BIG:
         return LimitExceeded(said)
     return ProtocolError(said)
-
-
-def deliver(protocol: Any, data: bytes | bytearray | memoryview) -> None:
-    """Hand received stream bytes to an asyncio protocol, buffered (like Connection) or not."""
-    if isinstance(protocol, asyncio.BufferedProtocol):
-        view = memoryview(data)
-        while view:
-            buffer = memoryview(protocol.get_buffer(len(view)))
-            size = min(len(buffer), len(view))
-            buffer[:size] = view[:size]
-            protocol.buffer_updated(size)
-            view = view[size:]
-    else:
-        protocol.data_received(bytes(data))
 
 
 def messages(data: bytes | bytearray | memoryview) -> list[memoryview]:
