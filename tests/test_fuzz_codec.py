@@ -13,6 +13,7 @@ from datetime import timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -294,3 +295,10 @@ def test_the_hash_guard_takes_a_batch_as_it_takes_each_value(batches):
         assert {k: list(v) if type(v) is serialize._Same else v for k, v in fast._seen.items()} == {
             k: list(v) if type(v) is serialize._Same else v for k, v in slow._seen.items()
         }
+
+
+@given(st.integers(0, 127), st.binary(max_size=20))
+def test_the_unchecked_ext_is_the_ext_msgpack_packs(code, data):
+    made = serialize._ext((code, data))
+    assert type(made) is msgpack.ExtType and made == msgpack.ExtType(code, data)
+    assert msgpack.packb(made) == msgpack.packb(msgpack.ExtType(code, data))

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from itertools import compress, repeat
 from operator import lt
 from sys import getrefcount
@@ -104,10 +105,13 @@ _TAGS = {code: _Tag(code) for code in range(1, 8)}
 _TAG_EXT = {code: ExtType(code, b"") for code in _TAGS}
 _TUPLE, _SET, _FROZENSET = _TAG_EXT[TAG_TUPLE], _TAG_EXT[TAG_SET], _TAG_EXT[TAG_FROZENSET]
 _PLAIN_BUILDERS = {TAG_TUPLE: tuple, TAG_SET: set, TAG_FROZENSET: frozenset}
+#: ``ExtType`` without its Python-level argument checks, for the exts we make
+#: (always an int code and bytes): ``_ext((code, data))``.
+_ext = partial(tuple.__new__, ExtType)
 
 
 def _bigint(value: int) -> ExtType:
-    return ExtType(EXT_BIGINT, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
+    return _ext((EXT_BIGINT, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)))
 
 
 def _offset(value: datetime | time) -> bytes:
@@ -127,20 +131,20 @@ def _offset(value: datetime | time) -> bytes:
 def _pack_datetime(value: datetime) -> ExtType:
     day, clock = (value.year, value.month, value.day), (value.hour, value.minute, value.second)
     fields = _DATETIME.pack(*day, *clock, value.microsecond, value.fold)
-    return ExtType(EXT_DATETIME, fields + _offset(value))
+    return _ext((EXT_DATETIME, fields + _offset(value)))
 
 
 def _pack_date(value: date) -> ExtType:
-    return ExtType(EXT_DATE, _DATE.pack(value.year, value.month, value.day))
+    return _ext((EXT_DATE, _DATE.pack(value.year, value.month, value.day)))
 
 
 def _pack_time(value: time) -> ExtType:
     fields = _TIME.pack(value.hour, value.minute, value.second, value.microsecond, value.fold)
-    return ExtType(EXT_TIME, fields + _offset(value))
+    return _ext((EXT_TIME, fields + _offset(value)))
 
 
 def _pack_timedelta(value: timedelta) -> ExtType:
-    return ExtType(EXT_TIMEDELTA, _TIMEDELTA.pack(value.days, value.seconds, value.microseconds))
+    return _ext((EXT_TIMEDELTA, _TIMEDELTA.pack(value.days, value.seconds, value.microseconds)))
 
 
 def _pack_decimal(value: Decimal) -> ExtType:
@@ -149,7 +153,7 @@ def _pack_decimal(value: Decimal) -> ExtType:
         raise SerializationError(
             f"cannot send a Decimal of {len(text)} characters (at most {MAX_DECIMAL_TEXT}): {text:.60}"
         )
-    return ExtType(EXT_DECIMAL, text.encode("ascii"))
+    return _ext((EXT_DECIMAL, text.encode("ascii")))
 
 
 def _fields(data: bytes, layout: struct.Struct) -> tuple:
@@ -166,7 +170,17 @@ def _split_offset(data: bytes, layout: struct.Struct) -> tuple[tuple, timezone |
         aware = layout.size + _OFFSET.size
         raise ValueError(f"expected {layout.size} bytes, or {aware} when aware, got {len(data)}")
     (micros,) = _OFFSET.unpack_from(data, layout.size)
-    return layout.unpack_from(data), timezone(timedelta(microseconds=micros))
+    zone = _ZONES.get(micros)
+    if zone is None:
+        zone = timezone(timedelta(microseconds=micros))
+        if len(_ZONES) < _MAX_ZONES:
+            _ZONES[micros] = zone
+    return layout.unpack_from(data), zone
+
+
+# Fixed-offset zones are immutable and few: a list of aware values shares them.
+_ZONES: dict[int, timezone] = {}
+_MAX_ZONES = 256
 
 
 def _read_datetime(data: bytes) -> datetime:
@@ -429,7 +443,7 @@ class Encoder:
         if pack_value is not None:
             return pack_value(obj)
         if isinstance(obj, Referenceable):
-            return ExtType(EXT_REMOTE, _ID.pack(self._tables.export(obj, self._perspective)))
+            return _ext((EXT_REMOTE, _ID.pack(self._tables.export(obj, self._perspective))))
         if isinstance(obj, RemoteReference):
             return self._tables.send_home(obj)
         raise _refused(obj)
@@ -483,7 +497,7 @@ class _GraphWriter:
             return pack_value(obj)
         seen = self._index.get(id(obj))
         if seen is not None:
-            return ExtType(EXT_SHARED, _ID.pack(seen))
+            return _ext((EXT_SHARED, _ID.pack(seen)))
         if depth >= self._max_depth:
             raise SerializationError(f"value nests deeper than {self._max_depth} containers")
         depth += 1
@@ -506,7 +520,7 @@ class _GraphWriter:
             self._number(obj)
             return [_TUPLE if kind is tuple else _FROZENSET, *items]
         if isinstance(obj, Referenceable):
-            return ExtType(EXT_REMOTE, _ID.pack(self._tables.export(obj, self._perspective)))
+            return _ext((EXT_REMOTE, _ID.pack(self._tables.export(obj, self._perspective))))
         if isinstance(obj, RemoteReference):
             return self._tables.send_home(obj)
         if isinstance(obj, RemoteCache):
@@ -514,7 +528,7 @@ class _GraphWriter:
         if isinstance(obj, Cacheable):
             cache_id, state = self._tables.send_cacheable(obj, self._perspective)
             if state is None:
-                return ExtType(EXT_CACHED, _ID.pack(cache_id))
+                return _ext((EXT_CACHED, _ID.pack(cache_id)))
             self._alive.append(state)
             type_name = obj.getTypeToCopyFor(self._perspective)
             return [_TAG_EXT[TAG_CACHE], cache_id, type_name, write(state, depth)]
