@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -268,3 +269,36 @@ async def _first(rows: pb.RemoteIterator, n: int):
         n -= 1
         if not n:
             return
+
+
+async def test_a_thread_that_outlives_its_loop_may_still_report():
+    outlived = threading.Event()
+    errors: list[BaseException] = []
+
+    def late_reports() -> None:
+        outlived.wait(TIMEOUT)
+        try:
+            pb.progress(1, 2, "the caller, its connection and its loop are gone")
+        except BaseException as exc:
+            errors.append(exc)
+
+    class Spawner(pb.Root):
+        def remote_spawn(self) -> str:
+            served = contextvars.copy_context()  # the call's context, as to_thread passes it on
+            self.thread = threading.Thread(target=served.run, args=(late_reports,))
+            self.thread.start()
+            return "spawned"
+
+    spawner = Spawner()
+    await asyncio.to_thread(_serve_once, spawner)  # a loop of its own, closed when it returns
+    outlived.set()
+    spawner.thread.join(TIMEOUT)
+    assert not errors
+
+
+def _serve_once(root: pb.Root) -> None:
+    async def main() -> None:
+        async with connected(root) as session:
+            assert await within(session.root.callRemote("spawn")) == "spawned"
+
+    asyncio.run(main())

@@ -76,4 +76,7 @@ def progress(done: float, total: float | None = None, message: str | None = None
         else:
             connection.send_progress(call)
     else:  # a worker thread: the broker is the loop's
-        loop.call_soon_threadsafe(loop.call_later, delay, connection.send_progress, call)
+        try:
+            loop.call_soon_threadsafe(loop.call_later, delay, connection.send_progress, call)
+        except RuntimeError:  # the loop is closed: the caller is long gone
+            pass
