@@ -32,6 +32,10 @@ async def test_a_stream_counts_its_items_shows_the_latest_and_ends_done():
         assert list(widget.latest) == [1197, 1198, 1199]
         assert "#1,198  1197\n#1,199  1198\n#1,200  1199" in widget.items.value
         assert widget.stop.disabled and widget.spinner.layout.display == "none"
+        # The generator's own progress reports, frozen once it ended:
+        assert widget.progress.ending == "finished" and widget.progress.bar.bar_style == "success"
+        assert "finished</b>; last report: " in widget.progress.text.value
+        assert " of 1,200 · counting" in widget.progress.text.value
 
 
 async def test_stop_closes_the_stream_and_the_generator_finally_runs_on_the_peer():
@@ -45,6 +49,9 @@ async def test_stop_closes_the_stream_and_the_generator_finally_runs_on_the_peer
         assert closed.startswith("ticks closed after ")
         await until(widget, "outcome", lambda o: o == "stopped")
         assert "stopped: the stream was closed" in widget.state.value and widget.stop.disabled
+        assert (
+            widget.progress.latest is None and widget.progress.layout.display == "none"
+        )  # ticks reports none
         read = widget.iterator.received
         await session.root.callRemote("hello", "sync")
         assert widget.iterator.received == read  # nothing more is read after the stop
@@ -57,6 +64,9 @@ async def test_a_stream_that_fails_shows_its_items_then_the_error():
         assert widget.outcome == "failed" and widget.iterator.received == 4
         assert "failed" in widget.state.value and "#4  3" in widget.items.value
         assert "the source broke" in html_of(widget.error)
+        assert (
+            widget.progress.ending == "failed" and "failed</b>; last report: " in widget.progress.text.value
+        )
 
 
 async def test_a_stream_whose_connection_drops_says_connection_lost():

@@ -22,12 +22,13 @@ from ._numbers import format_duration, format_number, format_rate
 if TYPE_CHECKING:
     from ..core.progress import Progress
 
-#: How a call ended -> what the line says and the bar's style.
+#: How a call (or a stream) ended -> what the line says and the bar's style.
 ENDINGS = {
     "finished": "success",
     "failed": "danger",
     "connection lost": "danger",
     "cancelled": "warning",
+    "stopped": "warning",
 }
 
 
@@ -88,9 +89,12 @@ class ProgressLine(widgets.HBox):
         self.latest = progress
         self._show()
 
-    def end(self, future: asyncio.Future) -> None:
-        """The call settled: freeze the line and say how (nothing shows if no report came)."""
-        self.ending = ending_of(future)
+    def end(self, ending: str) -> None:
+        """The work is over (``ending``, a key of ``ENDINGS``): freeze the line and say how.
+
+        Nothing shows if no report came.
+        """
+        self.ending = ending
         if self.latest is None:
             return
         self.bar.bar_style = ENDINGS[self.ending]

@@ -26,6 +26,7 @@ from ..aio.streams import RemoteIterator
 from ..errors import PBConnectionLost
 from ._loop import call_on_loop, spawn
 from ._numbers import format_number, format_rate
+from ._progress_widget import ProgressLine
 from ._widgets import _SPINNER, _short_repr, error_widget
 
 #: Redraws a second, at most, while items arrive.
@@ -77,16 +78,25 @@ class StreamWidget(widgets.VBox):
         )
         self.stop.add_class("pbnb-stream-stop")
         self.error = widgets.VBox()
+        loop = self._loop = iterator.loop
+        #: The generator's own progress reports (``pb.progress``), shown once the first arrives.
+        self.progress = ProgressLine(loop)
         super().__init__(
-            [widgets.HBox([self.spinner, self.state, self.stop]), self.counts, self.items, self.error]
+            [
+                widgets.HBox([self.spinner, self.state, self.stop]),
+                self.counts,
+                self.progress,
+                self.items,
+                self.error,
+            ]
         )
         self.add_class("pbnb-stream")
-        loop = self._loop = iterator.loop
         self._started = loop.time()
         self._ended_at: float | None = None
         self._first = iterator.received  # items read before this widget took over
         self._samples: deque[tuple[float, int]] = deque([(self._started, iterator.received)])
         self.stop.on_click(lambda _b: call_on_loop(loop, self._stop))
+        call_on_loop(loop, iterator.on_progress, self.progress.report)
         self._draw()
         spawn(loop, self._read)
         call_on_loop(loop, loop.call_later, 1 / REFRESH, self._tick)
@@ -114,6 +124,7 @@ class StreamWidget(widgets.VBox):
         if error is not None:
             self.error.children = [error_widget(error)]
         self._draw(outcome)
+        self.progress.end("finished" if outcome == "done" else outcome)
         self.set_trait("outcome", outcome)
 
     def _tick(self) -> None:

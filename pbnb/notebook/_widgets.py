@@ -26,7 +26,7 @@ from ..aio.streams import RemoteIterator
 from ..core.reference import RemoteReference
 from ..errors import PBError
 from ._loop import Pending, call_on_loop, loop_of, spawn
-from ._progress_widget import ProgressLine, progress_text
+from ._progress_widget import ProgressLine, ending_of, progress_text
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _MAX_REPR = 2000
@@ -228,7 +228,7 @@ class PendingCall(widgets.VBox):
 
     def settled(self) -> list[widgets.Widget]:
         """What stays on screen of this pending call once it ended: its progress, frozen (if any came)."""
-        self.progress.end(self.future)
+        self.progress.end(ending_of(self.future))
         return [self.progress] if self.progress.latest is not None else []
 
     def _show(self, loop: asyncio.AbstractEventLoop) -> None:

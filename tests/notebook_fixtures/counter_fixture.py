@@ -104,8 +104,10 @@ class Demo(pb.Root):
             self.said(f"ticks closed after {n}")
 
     def remote_numbers(self, n: int, fail: bool = False):
-        """Yield 0 .. n-1, then end (or fail, if ``fail``)."""
-        yield from range(n)
+        """Yield 0 .. n-1, reporting progress, then end (or fail, if ``fail``)."""
+        for number in range(n):
+            pb.progress(number, n, "counting")
+            yield number
         if fail:
             raise pb.Error("the source broke")
 
