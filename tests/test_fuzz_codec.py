@@ -221,6 +221,22 @@ def test_a_self_containing_tuple_through_a_list_round_trips():
     assert got[0][0] is got
 
 
+class Same(pb.Root):
+    def remote_same(self, value: list) -> list:
+        return [value[0] is value[1] is value[2]["k"], value]
+
+
+def test_one_referenceable_three_times_in_a_plain_message_arrives_as_one_reference():
+    """The scan leaves references to the tables (PLAIN), which still give them identity."""
+    mine = pb.Referenceable()
+    sent = [mine, mine, {"k": mine}]
+    assert not serialize.needs_graph(sent) and not serialize.needs_graph(sent, by_refcount=False)
+    pair = ConnectionPair(server_root=Same()).handshake()
+    same, back = pair.call(pair.root(), "same", sent).result()
+    assert same and back[0] is mine and back[1] is mine and back[2]["k"] is mine
+    assert pair.server.table_sizes()["imports"] == 0 and pair.client.table_sizes()["exports"] == 0
+
+
 # ------------------------------------------- fast paths against their slow twins
 
 
