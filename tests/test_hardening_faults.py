@@ -30,6 +30,7 @@ class Service(pb.Root):
         self.started = asyncio.Event()
         self.cancelled = asyncio.Event()
         self.answered = 0
+        self.lengths: list[int] = []
 
     def remote_echo(self, value):
         self.answered += 1
@@ -38,6 +39,10 @@ class Service(pb.Root):
     def remote_blob(self, size: int) -> bytes:
         self.answered += 1
         return b"b" * size
+
+    def remote_length(self, data: bytes) -> int:
+        self.lengths.append(len(data))
+        return len(data)
 
     async def remote_hang(self, callback=None):
         self.started.set()
@@ -246,6 +251,45 @@ async def test_a_peer_that_stops_reading_is_paused_with_bounded_buffers(served):
     assert answers == expected
     assert connection.broker.table_sizes()["inbound_calls"] == 0
     writer.close()
+
+
+async def test_a_big_answer_goes_to_the_transport_in_pieces_as_the_peer_reads(served):
+    """32 MiB to a peer that has stopped reading: asyncio holds about one piece of it, not all.
+
+    The rest waits in the connection and goes out as the transport drains, so no
+    step of the event loop copies the whole answer; others are served meanwhile,
+    and the peer gets the answer whole, then the next one, in order.
+    """
+    server, _root, bystander_root = served
+    client = await pb.connect("127.0.0.1", server.port)
+    root = await client.getRootObject()
+    connection = only_other_connection(server, bystander_root)
+    client.connection.transport.pause_reading()
+    size = 32 * 1024 * 1024
+    big = root.callRemote("blob", size)
+    await asyncio.wait_for(until(lambda: not connection.transport.is_reading()), WAIT)  # back-pressure
+    buffered = connection.transport.get_write_buffer_size()
+    assert buffered < 8 * 1024 * 1024, f"{buffered} bytes of a {size}-byte answer handed to asyncio at once"
+    for i in range(20):  # answered while the big answer waits to be written
+        assert await asyncio.wait_for(bystander_root.callRemote("echo", i), WAIT) == i
+    after = root.callRemote("echo", "after")
+    client.connection.transport.resume_reading()
+    assert await asyncio.wait_for(big, WAIT) == b"b" * size
+    assert await asyncio.wait_for(after, WAIT) == "after"
+    assert client.connected
+    await client.close()
+
+
+async def test_closing_sends_a_big_message_still_waiting_to_be_written(served):
+    server, root, _bystander_root = served
+    client = await pb.connect("127.0.0.1", server.port)
+    remote = await client.getRootObject()
+    size = 32 * 1024 * 1024
+    call = remote.callRemote("length", b"x" * size)
+    await client.close()  # at once: most of the argument has not gone out yet
+    with pytest.raises(pb.PBConnectionLost):
+        await asyncio.wait_for(call, WAIT)
+    await asyncio.wait_for(until(lambda: root.lengths == [size]), WAIT)
 
 
 # -------------------------------------------------------- one byte at a time

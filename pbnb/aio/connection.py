@@ -15,7 +15,7 @@ import inspect
 import logging
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from time import monotonic
 from typing import Any
@@ -54,6 +54,11 @@ _STREAM_BURST = 128
 _PROBE_INTERVAL = 0.5
 # The most one socket read takes, as for asyncio's own transports.
 _RECEIVE_BUFFER_SIZE = 256 * 1024
+# Output larger than this goes to the transport in pieces of this size, the next one
+# once the transport has drained the last (resume_writing): no single step of the
+# event loop has asyncio copy or send a whole 80 MiB answer, so other peers are served
+# in between.
+_WRITE_PIECE = 1 << 20
 # Messages handled in one turn of the event loop for one connection. A read can
 # hold thousands (256 KiB of 20-byte calls); the rest wait, with reading paused,
 # for the next turns, so other peers are served in between.
@@ -605,6 +610,9 @@ class Connection(asyncio.BufferedProtocol):
         # Set while back-pressure has stopped us reading: the peer's pongs wait
         # unread, so its draining of our send buffer is the sign of life instead.
         self._writing_paused = False
+        # Output not yet given to the transport (see _WRITE_PIECE), and its size.
+        self._unsent: deque[memoryview] = deque()
+        self._unsent_size = 0
         self._buffered_at_tick = 0
         self._buffered_at_pause = 0
         # Set while reading is paused because messages of the last read wait to be handled.
@@ -738,7 +746,7 @@ class Connection(asyncio.BufferedProtocol):
     def pause_writing(self) -> None:
         # The peer is not reading our answers: stop reading its requests.
         self._writing_paused = True
-        self._buffered_at_tick = self.transport.get_write_buffer_size() if self.transport else 0
+        self._buffered_at_tick = self._send_buffer_size()
         # What the write that paused us left buffered (a large answer, maybe) is not the peer's
         # fault: max_send_buffer bounds only what piles up beyond it while the peer does not read.
         self._buffered_at_pause = self._buffered_at_tick
@@ -748,6 +756,10 @@ class Connection(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._last_heard = self._loop.time()  # it drained our buffer; its pongs come next
+        if self._unsent:
+            self._write_unsent()
+            if self._writing_paused:  # the next piece filled the transport again
+                return
         if self.transport is not None and not self.transport.is_closing() and not self._reading_backlog:
             self.transport.resume_reading()
 
@@ -773,10 +785,13 @@ class Connection(asyncio.BufferedProtocol):
                 self._dispatching = False
         if broker.has_data_to_send() and self.transport is not None:
             data = broker.data_to_send()
-            # What the socket does not take at once stays buffered: from a view, asyncio
-            # keeps that rest with one copy rather than two (an 80 MiB answer, say).
-            self.transport.write(memoryview(data) if len(data) > _RECEIVE_BUFFER_SIZE else data)
-            piled_up = self.transport.get_write_buffer_size() - self._buffered_at_pause
+            if self._unsent or len(data) > _WRITE_PIECE:
+                self._unsent.append(memoryview(data))  # behind what waits already: order is kept
+                self._unsent_size += len(data)
+                self._write_unsent()
+            else:
+                self.transport.write(data)
+            piled_up = self._send_buffer_size() - self._buffered_at_pause
             if self._writing_paused and piled_up > self._max_send_buffer:
                 self._abort(
                     PBConnectionLost(
@@ -784,6 +799,38 @@ class Connection(asyncio.BufferedProtocol):
                         "wait for it (max_send_buffer)"
                     )
                 )
+
+    def _write_unsent(self, everything: bool = False) -> None:
+        """Give the transport the next pieces of the unsent output, until it pauses us.
+
+        ``everything``: all of it now, whatever the transport says (before closing it).
+        """
+        transport = self.transport
+        unsent = self._unsent
+        if transport is None or transport.is_closing():
+            unsent.clear()
+            self._unsent_size = 0
+            return
+        while unsent and (everything or not self._writing_paused):
+            view = unsent[0]
+            if len(view) > _WRITE_PIECE and not everything:
+                unsent[0] = view[_WRITE_PIECE:]
+                view = view[:_WRITE_PIECE]
+            else:
+                unsent.popleft()
+            self._unsent_size -= len(view)
+            transport.write(view)
+
+    def _send_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the peer: the transport's and our own unsent."""
+        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return buffered + self._unsent_size
+
+    def _close_transport(self) -> None:
+        """Close the transport once what is written is sent (the unsent output too)."""
+        if self._unsent:
+            self._write_unsent(everything=True)
+        self.transport.close()  # type: ignore[union-attr]
 
     def _handshake_expired(self) -> None:
         if not self.ready.done():
@@ -884,7 +931,7 @@ class Connection(asyncio.BufferedProtocol):
                 log.warning("closing connection to %s: %s", self.peer, event.error)
             self._flush()
             if self.transport is not None:
-                self.transport.close()
+                self._close_transport()
 
     def _run_hook(self, hook: Callable[[], Any]) -> None:
         try:
@@ -1218,7 +1265,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _keepalive_tick(self) -> None:
         if self._writing_paused and self.transport is not None:
-            buffered = self.transport.get_write_buffer_size()
+            buffered = self._send_buffer_size()
             if buffered < self._buffered_at_tick:
                 self._last_heard = self._loop.time()  # slow, not silent: it is reading
             self._buffered_at_tick = buffered
@@ -1237,7 +1284,7 @@ class Connection(asyncio.BufferedProtocol):
         """Close the connection and wait until it is down."""
         if self.transport is not None and not self.transport.is_closing():
             self._flush()
-            self.transport.close()
+            self._close_transport()
         await asyncio.shield(self.closed)
 
     def abort(self) -> None:
