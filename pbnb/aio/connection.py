@@ -903,7 +903,11 @@ class Connection(asyncio.BufferedProtocol):
         elif isinstance(event, ev.CancelRequested):
             task = self._tasks.get(event.request_id)
             if task is not None:
-                task.cancel(msg="cancelled by the caller")
+                # Soon, not now: a CANCEL read with its CALL would reach a task that has not started,
+                # and a task cancelled before its first step never runs the code that answers the
+                # call, forgets the task and closes the method's coroutine. Its first step is queued
+                # already, so this comes after it.
+                self._loop.call_soon(task.cancel, "cancelled by the caller")
         elif isinstance(event, ev.StreamOpened):
             self._stream_opened(event.token, event.request_id)
         elif isinstance(event, ev.StreamEnded):
