@@ -39,7 +39,6 @@ import json
 import os
 import select
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -48,9 +47,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 import pbnb as pb
+
+from .raw_asyncio import frame, read_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR = "raw_asyncio"
@@ -63,7 +62,6 @@ ITEMS = 100_000
 TARGET = 0.7
 START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 600.0
-_PREFIX = struct.Struct(">I")
 _HIGH_WATER = 256 * 1024
 _TRACE = "PBNB_BENCH_TRACEMALLOC"
 
@@ -157,28 +155,18 @@ def _announce(port: int) -> None:
     print(f"PORT {port}", flush=True)
 
 
-def _frame(value: object) -> bytes:
-    body = msgpack.packb(value)
-    return _PREFIX.pack(len(body)) + body
-
-
-async def _raw_read(reader: asyncio.StreamReader) -> Any:
-    (size,) = _PREFIX.unpack(await reader.readexactly(4))
-    return msgpack.unpackb(await reader.readexactly(size))
-
-
 async def raw_handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """The floor's server: for each request (a count, or None for endless), write that many rows."""
     try:
         while True:
-            n = await _raw_read(reader)
+            n = await read_frame(reader)
             for item in rows(n) if n is not None else endless([0]):
-                writer.write(_frame(item))
+                writer.write(frame(item))
                 if writer.transport.get_write_buffer_size() > _HIGH_WATER:
                     await writer.drain()
                 elif writer.transport.is_closing():  # the reader left
                     return
-            writer.write(_frame(None))  # the end
+            writer.write(frame(None))  # the end
     except (asyncio.IncompleteReadError, ConnectionError):
         writer.close()
 
@@ -294,10 +282,10 @@ class Client:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         else:
             reader, writer = self.reader, self.writer
-        writer.write(_frame(n))
+        writer.write(frame(n))
         count, last = 0, None
         while True:
-            item = await _raw_read(reader)
+            item = await read_frame(reader)
             if item is None:
                 return count, last
             count += 1
@@ -326,9 +314,9 @@ async def stream_here(peer: str, n: int) -> None:
     if peer == FLOOR:
         listener = await asyncio.start_server(raw_handle, "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
-        writer.write(_frame(n))
+        writer.write(frame(n))
         count, last = 0, None
-        while (item := await _raw_read(reader)) is not None:
+        while (item := await read_frame(reader)) is not None:
             count, last = count + 1, item
         writer.close()
         await writer.wait_closed()

@@ -10,6 +10,7 @@ import asyncio
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgpack
 
@@ -21,12 +22,14 @@ _PREFIX = struct.Struct(">I")
 _HIGH_WATER = 256 * 1024
 
 
-def _frame(value: object) -> bytes:
+def frame(value: object) -> bytes:
+    """``value`` as the floor sends it: msgpack behind a 4-byte big-endian length."""
     body = msgpack.packb(value)
     return _PREFIX.pack(len(body)) + body
 
 
-async def _read(reader: asyncio.StreamReader) -> object:
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    """The next value ``frame`` made, read from ``reader``."""
     (size,) = _PREFIX.unpack(await reader.readexactly(4))
     return msgpack.unpackb(await reader.readexactly(size))
 
@@ -35,8 +38,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     methods = {"echo": lambda value: value}
     try:
         while True:
-            request_id, method, args = await _read(reader)
-            writer.write(_frame([request_id, methods[method](*args)]))
+            request_id, method, args = await read_frame(reader)
+            writer.write(frame([request_id, methods[method](*args)]))
             if writer.transport.get_write_buffer_size() > _HIGH_WATER:
                 await writer.drain()
     except asyncio.IncompleteReadError:
@@ -59,8 +62,8 @@ class Client:
 
     async def _call(self, value: object) -> object:
         self._next_id += 1
-        self._writer.write(_frame([self._next_id, "echo", [value]]))
-        _, result = await _read(self._reader)
+        self._writer.write(frame([self._next_id, "echo", [value]]))
+        _, result = await read_frame(self._reader)
         return result
 
     async def sequential(self, count: int) -> float:
@@ -74,9 +77,9 @@ class Client:
         for _ in range(batches):
             for _ in range(WINDOW):
                 self._next_id += 1
-                self._writer.write(_frame([self._next_id, "echo", [SMALL]]))
+                self._writer.write(frame([self._next_id, "echo", [SMALL]]))
             for _ in range(WINDOW):
-                await _read(self._reader)
+                await read_frame(self._reader)
         return time.perf_counter() - start
 
     async def dicts(self, count: int) -> float:
