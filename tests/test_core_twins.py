@@ -375,5 +375,22 @@ def test_a_large_bytes_frame_is_the_frame_msgpack_would_make(size, pattern, head
         except pb.LimitExceeded as exc:
             return str(exc)
 
-    fast = outcome(lambda: encode_bin_frame(header, data, max_frame))
+    fast = outcome(lambda: b"".join(encode_bin_frame(header, data, max_frame)))
     assert fast == outcome(lambda: encode_frame(header, msgpack.packb(data), max_frame))
+
+
+LARGE = b"L" * ((1 << 20) + 1)  # framed in two parts (wire.encode_bin_frame)
+
+
+@FAST
+@given(st.lists(st.sampled_from([b"", b"small", LARGE]), max_size=6))
+def test_buffers_to_send_are_data_to_send_with_large_values_not_copied(answers):
+    whole, parts = Broker(), Broker()
+    for broker in (whole, parts):
+        for request_id, value in enumerate(answers, 2):
+            broker._inbound.add(request_id)  # as if the peer had called
+            broker.answer(request_id, value)
+    buffers = parts.buffers_to_send()
+    assert b"".join(buffers) == whole.data_to_send()
+    assert sum(buffer is LARGE for buffer in buffers) == answers.count(LARGE)
+    assert not parts.has_data_to_send() and parts.buffers_to_send() == []

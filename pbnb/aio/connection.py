@@ -784,13 +784,13 @@ class Connection(asyncio.BufferedProtocol):
             finally:
                 self._dispatching = False
         if broker.has_data_to_send() and self.transport is not None:
-            data = broker.data_to_send()
-            if self._unsent or len(data) > _WRITE_PIECE:
-                self._unsent.append(memoryview(data))  # behind what waits already: order is kept
-                self._unsent_size += len(data)
-                self._write_unsent()
-            else:
-                self.transport.write(data)
+            for data in broker.buffers_to_send():
+                if self._unsent or len(data) > _WRITE_PIECE:
+                    self._unsent.append(memoryview(data))  # behind what waits already: order is kept
+                    self._unsent_size += len(data)
+                    self._write_unsent()
+                else:
+                    self.transport.write(data)
             piled_up = self._send_buffer_size() - self._buffered_at_pause
             if self._writing_paused and piled_up > self._max_send_buffer:
                 self._abort(

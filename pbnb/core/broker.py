@@ -70,6 +70,7 @@ from .wire import (
     NO_ANSWER,
     PREAMBLE,
     RECEIVABLE,
+    BinFrame,
     ConnectionState,
     FrameReader,
     Kind,
@@ -169,6 +170,7 @@ class Broker:
         # Frames for the peer, and stream Batches still taking items (made frames by data_to_send).
         self._out: list[Any] = [PREAMBLE, encode_frame([Kind.HELLO, {"max_frame": limits.max_frame}])]
         self._batched = False  # whether _out holds a Batch
+        self._split = False  # whether _out may hold a BinFrame
         # The one event queue; next_events() drains it.
         self._events: list[ev.Event] = []
         self._peer_max_frame = Limits().max_frame
@@ -298,9 +300,34 @@ class Broker:
         if self._batched:
             self._batched = False
             out = [frame if type(frame) is not Batch else frame.frame() for frame in out]
+        if self._split:
+            self._split = False
+            out = [part for frame in out for part in (frame if type(frame) is BinFrame else (frame,))]
         data = b"".join(out) if len(out) > 1 else out[0]
         self._out.clear()
         return data
+
+    def buffers_to_send(self) -> list[bytes]:
+        """``data_to_send()`` as buffers to write one after the other: a large bytes
+        value (see ``wire.encode_bin_frame``) is one of them as it is, not copied."""
+        if not self._split:
+            data = self.data_to_send()
+            return [data] if data else []
+        self._split = False
+        buffers: list[bytes] = []
+        small: list[bytes] = []
+        for frame in self._out:
+            if type(frame) is BinFrame:
+                small.append(frame.head)
+                buffers.extend((b"".join(small), frame.data))
+                small = []
+            else:
+                small.append(frame if type(frame) is not Batch else frame.frame())
+        if small:
+            buffers.append(b"".join(small))
+        self._batched = False
+        self._out.clear()
+        return buffers
 
     def has_data_to_send(self) -> bool:
         """Whether ``data_to_send()`` has bytes for the peer."""
@@ -333,7 +360,7 @@ class Broker:
 
     # ------------------------------------------------------------- transactions
 
-    def _frame(self, head: list, value: Any, perspective: Any, mode_at: int = -1) -> bytes:
+    def _frame(self, head: list, value: Any, perspective: Any, mode_at: int = -1) -> bytes | BinFrame:
         """The frame ``head`` carrying ``value``, encoded as one transaction.
 
         ``head[mode_at]`` holds PLAIN and is set to the payload's mode.
@@ -343,7 +370,9 @@ class Broker:
         """
         if type(value) in _ATOMS:  # touches no table: no transaction needed
             if type(value) is bytes and len(value) > _LARGE_BYTES:
-                return encode_bin_frame(head, value, self._peer_max_frame)  # one copy, not three
+                large = encode_bin_frame(head, value, self._peer_max_frame)  # no copy, not three
+                self._split = True
+                return large
             try:
                 payload = self._pack_tree(value)
             except ValueError:
@@ -475,6 +504,7 @@ class Broker:
         request_id = self._next_request_id if answer else NO_ANSWER
         head = [kind, request_id, target, method, _PLAIN]
         payload = self._plain_arguments(args, kwargs)
+        frame: bytes | BinFrame
         if payload is not None:
             frame = encode_frame(head, payload, self._peer_max_frame)
         else:

@@ -23,6 +23,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import NamedTuple
 
 import msgpack
 
@@ -173,8 +174,19 @@ def encode_frame(header: list, payload: bytes = b"", max_frame: int = MAX_FRAME)
     return b"".join((FRAME_PREFIX.pack(body, head_len), head, payload))
 
 
-def encode_bin_frame(header: list, data: bytes, max_frame: int = MAX_FRAME) -> bytes:
-    """``encode_frame(header, msgpack.packb(data))`` for bytes of 64 KiB or more, copying them once.
+class BinFrame(NamedTuple):
+    """A frame carrying one large bytes value, in two parts so the value is never copied.
+
+    ``head`` is the prefix, the header and msgpack's bin 32 header; ``data`` the
+    value itself. A driver writes them one after the other.
+    """
+
+    head: bytes
+    data: bytes
+
+
+def encode_bin_frame(header: list, data: bytes, max_frame: int = MAX_FRAME) -> BinFrame:
+    """``encode_frame(header, msgpack.packb(data))`` for bytes of 64 KiB or more, not copying them.
 
     msgpack would copy ``data`` into its buffer and out again, and
     ``encode_frame`` once more: for an answer of 80 MiB, a quarter of a
@@ -185,8 +197,9 @@ def encode_bin_frame(header: list, data: bytes, max_frame: int = MAX_FRAME) -> b
     size = len(data)
     body = 2 + len(head) + 5 + size
     if body > max_frame or len(head) > MAX_HEADER or size >> 32:
-        return encode_frame(header, msgpack.packb(data), max_frame)  # raises, saying what is wrong
-    return b"".join((FRAME_PREFIX.pack(body, len(head)), head, _BIN32 + size.to_bytes(4, "big"), data))
+        encode_frame(header, msgpack.packb(data), max_frame)  # raises, saying what is wrong
+    prefix = FRAME_PREFIX.pack(body, len(head))
+    return BinFrame(b"".join((prefix, head, _BIN32, size.to_bytes(4, "big"))), data)
 
 
 def check_prefix(body: int, head_len: int, max_frame: int) -> None:
