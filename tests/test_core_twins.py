@@ -105,14 +105,110 @@ def test_the_quick_encode_of_a_stream_item_matches_the_full_encode(value):
     assert broker._encode_item(value, None) == slow_payload(broker, value)
 
 
+def typed(value):
+    """A value's tree with every type spelled out (tuple vs list, -0.0 vs 0.0, NaN)."""
+    if isinstance(value, (list, tuple)):
+        return type(value).__name__, [typed(item) for item in value]
+    if isinstance(value, dict):
+        return "dict", [(typed(key), typed(item)) for key, item in value.items()]
+    if isinstance(value, (set, frozenset)):
+        return type(value).__name__, sorted(repr(typed(item)) for item in value)
+    if isinstance(value, float):
+        return "float", repr(value)
+    return type(value).__name__, value
+
+
+def full_decode(broker: Broker, mode: int, payload) -> tuple[str, object]:
+    """The slow twin, in its transaction: ("value", tree) or ("error", type and message)."""
+    broker._tables.begin()
+    try:
+        value = broker._decoder.decode(mode, payload)
+    except pb.PBError as exc:
+        broker._tables.rollback()
+        return "error", (type(exc), str(exc))
+    broker._tables.commit()
+    return "value", typed(value)
+
+
+def decode_payload_outcome(broker: Broker, mode: int, payload) -> tuple[str, object]:
+    try:
+        return "value", typed(broker.decode_payload(mode, payload))
+    except pb.PBError as exc:
+        return "error", (type(exc), str(exc))
+
+
+def assert_bare_agrees(broker: Broker, mode: int, payload: bytes) -> None:
+    """decode_payload (its bare fast path, or the full one) gives what the full decoder gives."""
+    full = full_decode(broker, mode, payload)
+    for form in (payload, memoryview(payload), bytearray(payload)):
+        if payload:  # an empty payload is refused before either decoder sees it
+            assert decode_payload_outcome(broker, mode, form) == full
+
+
+# Values that go out PLAIN with ext (tuples, sets, big ints, datetimes, references)
+# or GRAPH (shared containers, copies): the bare path must decline each of them.
+with_ext = st.recursive(
+    st.one_of(
+        atoms,
+        st.integers(min_value=2**64, max_value=2**80),
+        st.datetimes(),
+        st.decimals(allow_nan=False, allow_infinity=False, places=3),
+        st.builds(Echo),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.frozensets(st.integers(-5, 5), max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(-9, 9)), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
 @FAST
-@given(values)
-def test_the_quick_plain_decode_matches_the_decoder(value):
+@given(st.one_of(values, with_ext))
+def test_the_bare_plain_decode_matches_the_decoder(value):
     broker = Broker(limits=pb.Limits(max_depth=400))
     mode, payload = slow_payload(broker, value)
-    full = broker._decoder.decode(mode, payload, try_bare=False)
-    assert broker.decode_payload(mode, payload) == full
-    assert broker.decode_payload(mode, memoryview(payload)) == full
+    assert_bare_agrees(broker, mode, payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=60),  # garbage, truncated values, stray ext
+        values.map(lambda value: slow_payload(Broker(), value)[1][:-1]),  # cut short
+        values.map(lambda value: slow_payload(Broker(), value)[1] + b"\x01"),  # trailing bytes
+        values.map(lambda value: slow_payload(Broker(), value)[1]),
+    ),
+    st.integers(1, 6),
+)
+def test_bare_and_full_decodes_agree_on_any_bytes(payload, max_depth):
+    # Small limits bring the depth and length checks within reach of small payloads.
+    limits = pb.Limits(max_depth=max_depth, max_container_len=8, max_string_len=16)
+    assert_bare_agrees(Broker(limits=limits), serialize.PLAIN, payload)
+
+
+@pytest.mark.parametrize("depth", [150, 200, 201, 300])
+def test_the_bare_path_leaves_too_deep_payloads_to_the_full_decoder(depth):
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    payload = msgpack.packb(value)
+    broker = Broker()  # max_depth 200
+    assert_bare_agrees(broker, serialize.PLAIN, payload)
+    if depth > 200:
+        with pytest.raises(pb.LimitExceeded, match="nests deeper than 200"):
+            broker.decode_payload(serialize.PLAIN, payload)
+    else:
+        assert broker.decode_payload(serialize.PLAIN, payload) == value
+
+
+def test_the_bare_path_leaves_a_payload_longer_than_a_limit_to_the_full_decoder():
+    payload = msgpack.packb(["x" * 40])
+    broker = Broker(limits=pb.Limits(max_string_len=32))
+    with pytest.raises(pb.LimitExceeded):
+        broker.decode_payload(serialize.PLAIN, payload)
 
 
 @FAST

@@ -638,18 +638,22 @@ class Decoder:
         self._graph_options = {**common, "use_list": False, "object_pairs_hook": _RawMap}
         self._guard = _IDLE_GUARD
         self._candidates: list[Any] = []
-        # unpackb bounds every length by the payload's own size unless told
-        # otherwise, so a payload no longer than the limits cannot break them.
-        self._small_payload = min(max_len, max_string)
 
-    def decode(self, mode: int, payload: bytes | bytearray | memoryview, *, try_bare: bool = True) -> Any:
+    def decode(self, mode: int, payload: bytes | bytearray | memoryview) -> Any:
         """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly.
 
-        ``try_bare=False`` skips the first, hook-free attempt at a PLAIN payload,
-        for a caller that has just made it.
+        The full path: every ext resolved, every key guarded, every limit
+        checked. ``Broker.decode_payload`` holds its fast twin, for PLAIN
+        payloads without ext.
         """
         if mode == PLAIN:
-            value = self._unpack_plain(payload, try_bare)
+            # The hooks collect the keys they build, and guard them once there are more
+            # than a few: up to that many, even keys that all collide cost little.
+            try:
+                value = self._unpack(payload, self._plain_options)
+            finally:
+                self._guard = _IDLE_GUARD  # both hold the message's values: let them go with it
+                self._candidates.clear()
             if len(payload) > self._max_depth and tree_depth_exceeds(value, self._max_depth):
                 raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")
             return value
@@ -657,26 +661,6 @@ class Decoder:
             raw = self._unpack(payload, self._graph_options)
             return _GraphReader(self, self._tables).read(raw, 0)
         raise ProtocolError(f"unknown payload mode {mode!r}")
-
-    def _unpack_plain(self, payload: bytes | bytearray | memoryview, try_bare: bool) -> Any:
-        if try_bare and len(payload) <= self._small_payload:
-            # Most payloads hold no ext at all, hence no tagged array for list_hook
-            # to rebuild: try without hooks or limits first (twice as fast for a
-            # small call). Any ext, or any error, takes the full path from the
-            # start, before an ext hook has touched the tables.
-            try:
-                # Without hooks every key is an atom, and atoms cannot be made to collide
-                # much (at most a few dozen ints or floats share a hash).
-                return msgpack.unpackb(payload, strict_map_key=False, ext_hook=refuse_ext)
-            except Exception:
-                pass
-        # The hooks below collect the keys they build, and guard them once there are more
-        # than a few: up to that many, even keys that all collide cost little.
-        try:
-            return self._unpack(payload, self._plain_options)
-        finally:
-            self._guard = _IDLE_GUARD  # both hold the message's values: let them go with it
-            self._candidates.clear()
 
     def _unpack(self, payload: bytes | bytearray | memoryview, options: dict[str, Any]) -> Any:
         try:
@@ -769,7 +753,7 @@ class _RawMap(list):
 
 
 def refuse_ext(code: int, data: bytes) -> Any:
-    """An ``ext_hook`` for a first, hook-free decode that only plain payloads pass."""
+    """An ``ext_hook`` for a hook-free decode that only payloads without ext pass."""
     raise ProtocolError("ext type in a payload decoded without hooks")
 
 
