@@ -23,6 +23,14 @@ time the busiest broker process spent fanning the change out to its share of
 the observers (``time.thread_time``, so other work on the machine does not
 inflate it): what adding broker processes divides.
 
+"CPU ms per change" splits where the machine's time went, per round, from
+each process's user + system time (``/proc/<pid>/stat``, so it counts what
+``thread_time`` misses: the kernel's share of the socket writes and reads):
+the client processes, the broker processes together, redis-server, and this
+process (the owner; the broker itself in ``local``). Their sum over the
+machine's cores is the least time a round can take here, however the work is
+spread: the "floor" column.
+
 Latency: a write on process A (this one) until the one observer of broker
 process B has applied it, one change at a time: median and p99.
 """
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import socket
 import statistics
@@ -143,6 +152,10 @@ class Setup:
         self.clients: list[asyncio.subprocess.Process] = []
         self.owner: Any = None
         self._cleanup: list[Any] = []
+        #: CPU seconds spent in the rounds so far, per kind of process.
+        self.cpu = dict.fromkeys(CPU_ROLES, 0.0)
+        #: (seconds until every copy applied it, slowest broker's fan-out CPU) per measured round.
+        self.times: list[tuple[float, float]] = []
 
     async def start_local(self) -> None:
         self.owner = Gauge()
@@ -169,8 +182,26 @@ class Setup:
             if (await _line(process)).strip() != b"READY":
                 raise RuntimeError(f"{self.label}: a client process failed to start")
 
-    async def round(self, value: int) -> tuple[float, float]:
-        """Make one change; seconds until every copy applied it, and the slowest broker's fan-out."""
+    async def round(self, value: int, redis_pid: int | None = None) -> tuple[float, float]:
+        """Make one change; seconds until every copy applied it, and the slowest broker's fan-out.
+
+        Adds the CPU time each kind of process spent on the round to ``self.cpu``.
+        """
+        roles = {
+            "clients": [process.pid for process in self.clients],
+            "brokers": [process.pid for process in self.brokers],
+            "redis": [redis_pid] if redis_pid is not None and self.brokers else [],
+        }
+        before = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
+        own = time.process_time()
+        try:
+            return await self._round(value)
+        finally:
+            for role, pids in roles.items():
+                self.cpu[role] += sum(map(cpu_seconds, pids)) - before[role]
+            self.cpu["owner"] += time.process_time() - own
+
+    async def _round(self, value: int) -> tuple[float, float]:
         start, cpu = time.perf_counter(), time.thread_time()
         self.owner.value = value
         if not self.brokers:
@@ -195,6 +226,17 @@ class Setup:
             await asyncio.wait_for(process.wait(), 60)
         for close in reversed(self._cleanup):
             await close()
+
+
+CPU_ROLES = ("clients", "brokers", "redis", "owner")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _free_port() -> int:
@@ -229,27 +271,26 @@ class RedisServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-async def fan_out(url: str, observers: int, rounds: int) -> dict[str, tuple[float, float]]:
+async def fan_out(url: str, redis_pid: int, observers: int, rounds: int) -> list[Setup]:
+    """Run the set-ups in turn; each ends with ``times`` (seconds, broker CPU per round) and ``cpu``."""
     setups = [Setup("local", observers, 2)]
     await setups[0].start_local()
     for brokers in (1, 2, 4):
         setup = Setup(f"redis x{brokers}", observers, 2)
         await setup.start_shared(url, f"gauge-{brokers}", brokers)
         setups.append(setup)
-    times: dict[str, list[tuple[float, float]]] = {setup.label: [] for setup in setups}
     try:
         for value in range(rounds + WARMUP):
             for setup in setups:
-                took = await setup.round(value)
+                if value == WARMUP:
+                    setup.cpu = dict.fromkeys(CPU_ROLES, 0.0)
+                took = await setup.round(value, redis_pid)
                 if value >= WARMUP:
-                    times[setup.label].append(took)
+                    setup.times.append(took)
     finally:
         for setup in setups:
             await setup.stop()
-    return {
-        label: (statistics.median(t for t, _ in values), statistics.median(f for _, f in values))
-        for label, values in times.items()
-    }
+    return setups
 
 
 async def latency(url: str, rounds: int) -> list[float]:
@@ -263,18 +304,35 @@ async def latency(url: str, rounds: int) -> list[float]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    with RedisServer() as url:
-        medians = await fan_out(url, args.observers, args.rounds)
-        local, _ = medians["local"]
-        one = medians["redis x1"]
-        print(f"one change to {args.observers} observers (two client processes), median of {args.rounds}:")
-        print(f"{'set-up':>10} {'ms':>8} {'upd/s':>10} {'vs local':>9} {'broker CPU ms':>13} {'vs x1':>6}")
-        for label, (seconds, fanned) in medians.items():
-            rate = args.observers / seconds
-            print(
-                f"{label:>10} {seconds * 1e3:8.2f} {rate:10,.0f} {local / seconds:8.2f}x "
-                f"{fanned * 1e3:13.2f} {one[1] / fanned:5.2f}x"
+    redis = RedisServer()
+    with redis as url:
+        setups = await fan_out(url, redis.process.pid, args.observers, args.rounds)
+        medians = {
+            setup.label: (
+                statistics.median(t for t, _ in setup.times),
+                statistics.median(f for _, f in setup.times),
             )
+            for setup in setups
+        }
+        local, one = medians["local"][0], medians["redis x1"]
+        cores = os.cpu_count() or 1
+        print(f"one change to {args.observers} observers (two client processes), median of {args.rounds}:")
+        print(
+            f"{'set-up':>10} {'ms':>8} {'upd/s':>8} {'vs local':>8} {'vs x1':>6} {'broker CPU ms':>13} "
+            f"{'vs x1':>6} | CPU ms per change: {'clients':>7} {'brokers':>7} {'redis':>5} {'owner':>5} "
+            f"{'floor':>5}"
+        )
+        for setup in setups:
+            seconds, fanned = medians[setup.label]
+            cpu = {role: used / args.rounds * 1e3 for role, used in setup.cpu.items()}
+            print(
+                f"{setup.label:>10} {seconds * 1e3:8.2f} {args.observers / seconds:8,.0f} "
+                f"{local / seconds:7.2f}x "
+                f"{one[0] / seconds:5.2f}x {fanned * 1e3:13.2f} {one[1] / fanned:5.2f}x | {'':18} "
+                f"{cpu['clients']:7.1f} {cpu['brokers']:7.1f} {cpu['redis']:5.1f} {cpu['owner']:5.1f} "
+                f"{sum(cpu.values()) / cores:5.1f}"
+            )
+        print(f"floor: a change's CPU ms over this machine's {cores} cores, the least a round can take here")
         samples = sorted(await latency(url, args.latency_rounds))
         p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
         print(
