@@ -12,21 +12,28 @@ from the server, which run on the loop thread::
         print(root.callRemote("hello", "ada"))
         for row in root.callRemote("rows"):  # a remote generator: a BlockingIterator
             print(row)
+        call = root.start("measure", 1000)  # sent; a BlockingCall to watch and wait on
+        call.on_progress(print)  # runs on the loop thread for each pb.progress report
+        print(call.result())
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from types import EllipsisType
 from typing import Any
 
+from ..core.progress import Progress
 from ..core.reference import RemoteReference
 from .client import Client
 from .client import connect as _connect
+from .connection import CallFuture
 from .streams import RemoteIterator
 
-__all__ = ["BlockingClient", "BlockingIterator", "BlockingReference", "connect"]
+__all__ = ["BlockingCall", "BlockingClient", "BlockingIterator", "BlockingReference", "connect"]
 
 
 class _LoopThread:
@@ -39,10 +46,20 @@ class _LoopThread:
 
     def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
         """Run ``coroutine`` on the loop thread and wait up to ``timeout`` for its result."""
+        return self.wait(self.submit(coroutine), timeout)
+
+    def submit(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
+        """Start ``coroutine`` on the loop thread; cancelling the future cancels it."""
         if threading.current_thread() is self._thread:
             coroutine.close()
             raise RuntimeError("a blocking pbnb call cannot run on its own loop thread; await instead")
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def wait(self, future: concurrent.futures.Future, timeout: float | None) -> Any:
+        """The result of ``future`` from :meth:`submit`, waited for at most ``timeout``."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a blocking pbnb call cannot wait on its own loop thread; await instead")
+        return future.result(timeout)
 
     def stop(self) -> None:
         """Stop the loop, wait for its thread, and close it."""
@@ -67,6 +84,14 @@ class BlockingReference:
 
         return _blocking(self._runner.run(call(), self._timeout), self._runner, self._timeout)
 
+    def start(self, _name: str, /, *args: Any, **kwargs: Any) -> BlockingCall:
+        """Send a call and return at once: a :class:`BlockingCall` to watch (progress) and wait on."""
+
+        async def send() -> Any:  # a CallFuture: the aio driver makes every call one
+            return self.ref.callRemote(_name, *args, **kwargs)
+
+        return BlockingCall(self._runner.run(send(), self._timeout), self._runner, self._timeout)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BlockingReference) and other.ref == self.ref
 
@@ -75,6 +100,59 @@ class BlockingReference:
 
     def __repr__(self) -> str:
         return f"<Blocking {self.ref!r}>"
+
+
+async def _answer(future: CallFuture) -> Any:
+    return await future  # cancelling the task that awaits it cancels the call, and tells the peer
+
+
+async def _watch(subject: CallFuture | RemoteIterator, callback: Callable[[Progress], Any]) -> None:
+    subject.on_progress(callback)  # on the loop: its records are the loop's
+
+
+class BlockingCall:
+    """A call on its way (``BlockingReference.start``): its progress, and its answer when asked.
+
+    ``progress`` is the latest report of ``pb.progress`` on the other side (None
+    before the first); ``on_progress(callback)`` runs ``callback`` on the
+    client's loop thread for each report (keep it short, and lock what it
+    shares with your thread); ``result()`` waits for the answer.
+    """
+
+    def __init__(self, future: CallFuture, runner: _LoopThread, timeout: float | None):
+        self.future = future
+        self._runner = runner
+        self._timeout = timeout
+        self._answer = runner.submit(_answer(future))
+
+    @property
+    def progress(self) -> Progress | None:
+        """The latest progress report, or None if none arrived yet."""
+        return self.future.progress
+
+    def on_progress(self, callback: Callable[[Progress], Any]) -> None:
+        """Call ``callback(progress)`` on the loop thread for each report (a report in hand: soon)."""
+        self._runner.run(_watch(self.future, callback), self._timeout)
+
+    def result(self, timeout: float | EllipsisType | None = ...) -> Any:
+        """Wait for the answer (at most ``timeout`` seconds, by default the client's) and return it.
+
+        Raises what the remote method raised, ``CancelledError`` after
+        ``cancel()``, and ``TimeoutError`` when the wait is over (the call goes on).
+        """
+        wait = self._timeout if timeout is ... else timeout
+        return _blocking(self._runner.wait(self._answer, wait), self._runner, self._timeout)
+
+    def done(self) -> bool:
+        """Whether the answer (or failure) is in."""
+        return self._answer.done()
+
+    def cancel(self) -> bool:
+        """Cancel the call (the peer is told); False if it had already finished."""
+        return self._answer.cancel()
+
+    def __repr__(self) -> str:
+        return f"<BlockingCall {self.future.description}>"
 
 
 class BlockingIterator:
@@ -113,6 +191,15 @@ class BlockingIterator:
     def done(self) -> bool:
         """Whether no more items will arrive (see ``RemoteIterator.done``)."""
         return self.iterator.done
+
+    @property
+    def progress(self) -> Progress | None:
+        """The latest progress the remote generator reported, or None if none yet."""
+        return self.iterator.progress
+
+    def on_progress(self, callback: Callable[[Progress], Any]) -> None:
+        """Call ``callback(progress)`` on the loop thread for each report of the generator."""
+        self._runner.run(_watch(self.iterator, callback), self._timeout)
 
     def close(self) -> None:
         """Stop the stream; the remote generator is closed."""
