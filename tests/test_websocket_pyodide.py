@@ -125,3 +125,67 @@ async def test_a_pyodide_client_calls_passes_references_follows_a_cache_and_logs
     assert realm.requested == ["alice"]
     # Every cache observer went away with the page's connections.
     assert not service.root.notes.observers
+
+
+class Streams(pb.Root):
+    """Remote generators and a call that reports progress, for the page's stream checks."""
+
+    def __init__(self) -> None:
+        self.finished: dict[str, asyncio.Event] = {}
+        self.open = 0
+
+    async def remote_count(self, n: int):
+        for i in range(n):
+            yield i
+            if i == 0:
+                pb.progress(1, n, "counting")
+
+    async def remote_endless(self, name: str):
+        self.open += 1
+        self.finished[name] = finished = asyncio.Event()
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            self.open -= 1
+            finished.set()
+
+    async def remote_closed(self, name: str) -> bool:
+        await asyncio.wait_for(self.finished[name].wait(), 60)
+        return True
+
+    def remote_count_open(self) -> int:
+        return self.open
+
+    def remote_measure(self, steps: int) -> str:
+        pb.progress(1, steps, "first of four")  # the first report goes out at once
+        return "measured"
+
+
+@pytest.mark.timeout(300)
+async def test_a_pyodide_client_reads_streams_leaves_them_early_and_sees_progress(site):
+    streams = Streams()
+    async with serving(streams) as service:
+        checks, output = await run_in_pyodide(
+            site,
+            Path(__file__).resolve().parent / "pyodide" / "stream_checks.py",
+            f"ws://127.0.0.1:{service.port}/pb",
+        )
+        print(output)
+    assert checks["items in order"] is True  # 600 items: past the first window, credit granted again
+    assert checks["stream type"] == "RemoteIterator"
+    assert checks["small stream"] == [0, 1, 2]
+    assert checks["ended"] is True
+    assert checks["stream progress"] == [1, 3, "counting"]
+    assert checks["taken before break"] == [0, 1, 2]
+    assert checks["dropped stream closed"] is True  # the server's finally ran after the page's break
+    assert checks["first of endless"] == 0
+    assert checks["aclosed stream closed"] is True
+    assert checks["measured"] == "measured"
+    assert checks["progress reports"] == [[1, 4, "first of four"]]
+    assert checks["latest progress"] == [1, 4, "first of four"]
+    assert checks["fraction"] == 0.25
+    assert checks["still serving"] == 0
+    assert checks["closed"] is True
