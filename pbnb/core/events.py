@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .flavors import Cacheable
+    from .reference import CacheObserver
 
 
 @dataclass(slots=True)
@@ -41,7 +45,7 @@ class CallReceived:
     perspective: Any
     target: Any
     name: str
-    broker: Any
+    broker: Any  # the Broker; its invoker is the driver's own type
     throttle: Any = None
 
 
@@ -134,9 +138,9 @@ class ObjectReleased:
 class CacheReleased:
     """The peer's copy of ``cacheable`` is gone: call ``stoppedObserving``."""
 
-    cacheable: Any
+    cacheable: Cacheable
     perspective: Any
-    observer: Any
+    observer: CacheObserver
 
 
 @dataclass(slots=True)
@@ -151,7 +155,7 @@ class MessageRefused:
 class CallbackFailed:
     """A notifyOnDisconnect callback or a copy's connectionLost raised. For logging."""
 
-    callback: Any
+    callback: Callable[..., Any]
     error: BaseException
 
 
