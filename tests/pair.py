@@ -17,6 +17,7 @@ from typing import Any
 from pbnb.core import events as ev
 from pbnb.core.broker import Broker
 from pbnb.core.reference import CacheObserver, Invoker, RemoteReference
+from pbnb.core.wire import PackedCall
 
 _PENDING = object()
 _SETTLING = (
@@ -100,7 +101,7 @@ class SyncInvoker(Invoker):
     def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:
         self.broker.call(ref, name, args, kwargs, None, answer=False)
 
-    def call_packed(self, ref: CacheObserver, name: str, payload: bytes) -> None:
+    def call_packed(self, ref: CacheObserver, name: str, payload: bytes | PackedCall) -> None:
         self.broker.call_packed(ref, name, payload)
 
     def describe(self, ref: RemoteReference) -> Outcome:

@@ -26,6 +26,7 @@ from pbnb.core.wire import (
     FrameReader,
     Kind,
     Limits,
+    PackedCall,
     check_prefix,
     decode_header,
     encode_bin_frame,
@@ -224,6 +225,43 @@ def test_a_packed_broadcast_call_is_the_call_it_stands_for(args):
     packed = pair.server.data_to_send()
     pair.server.call(observer, "set", tuple(args), {}, None, answer=False)
     assert pair.server.data_to_send() == packed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([Kind.OBSERVE, Kind.CALL]),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.text(max_size=70),
+    st.binary(max_size=300),
+    st.sampled_from([0, 1]),
+    st.sampled_from([pb.Limits().max_frame, 300, 60, 20]),
+)
+def test_a_packed_calls_frame_is_what_encode_frame_makes(kind, ref_id, method, payload, plain, max_frame):
+    def outcome(make):
+        try:
+            return make()
+        except (pb.LimitExceeded, OverflowError) as exc:
+            return type(exc), str(exc)
+
+    header = [kind, 0, ref_id, method, plain]
+    fast = outcome(lambda: PackedCall(kind, method, payload, plain).frame(ref_id, max_frame))
+    assert fast == outcome(lambda: encode_frame(header, payload, max_frame))
+
+
+@FAST
+@given(st.lists(atoms, max_size=4), st.sampled_from(["set", "other"]))
+def test_a_broadcast_packed_once_sends_what_the_bare_payload_sends(args, method):
+    pair = ConnectionPair().handshake()
+    board = Panel()
+    pair.server.root = type("R", (pb.Root,), {"remote_get": lambda self: board})()
+    pair.call(pair.root(), "get").result()
+    (observer,) = board.observers
+    payload = slow_payload(pair.server, [list(args), {}])[1]
+    pair.server.call_packed(observer, "set", payload)
+    bare = pair.server.data_to_send()
+    # A PackedCall made for another method is only its payload to the broker.
+    pair.server.call_packed(observer, "set", PackedCall(Kind.OBSERVE, method, payload, serialize.PLAIN))
+    assert pair.server.data_to_send() == bare
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,7 @@ from .wire import (
     FrameReader,
     Kind,
     Limits,
+    PackedCall,
     Payload,
     encode_bin_frame,
     encode_frame,
@@ -334,6 +335,10 @@ class Broker:
         """Whether ``data_to_send()`` has bytes for the peer."""
         return bool(self._out)
 
+    def has_events(self) -> bool:
+        """Whether ``next_events()`` has anything to do (a driver may skip calling it if not)."""
+        return bool(self._events or self._tables.leaving or self._tables.leaving_dispatched)
+
     def next_events(self) -> list[ev.Event]:
         """Return and clear every event raised since the last call.
 
@@ -558,11 +563,13 @@ class Broker:
         """Whether our request ``request_id`` still waits for its answer (it may be pipelined on)."""
         return request_id in self._calls
 
-    def call_packed(self, ref: RemoteReference, method: str, payload: bytes) -> None:
+    def call_packed(self, ref: RemoteReference, method: str, payload: bytes | PackedCall) -> None:
         """Queue a no-answer call whose arguments are already packed (for broadcasts).
 
         ``payload`` must be PLAIN ``[args, kwargs]`` that names nothing of any
-        connection's tables, so one packing serves every peer. Raises like ``call``.
+        connection's tables, so one packing serves every peer; a ``PackedCall``
+        of it also holds the header's bytes around the id, so each peer's frame
+        is a join. Raises like ``call``.
         """
         cache = self._tables.cache_exports.get(ref._id)
         if (
@@ -575,6 +582,11 @@ class Broker:
         ):
             if self._check_call(ref, method, None) is _COPY_LEAVING:  # else it raised, or ref is sound
                 raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: the peer dropped that cache")
+        if isinstance(payload, PackedCall):
+            if payload.method == method and payload.kind == ref._kind and payload.plain == _PLAIN:
+                self._out.append(payload.frame(ref._id, self._peer_max_frame))
+                return
+            payload = payload.payload
         frame = encode_frame([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload, self._peer_max_frame)
         self._out.append(frame)
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from ..errors import DeadReferenceError, ReadOnlyField
 from .flavors import Cacheable, Referenceable, RemoteCache
 from .serialize import PLAIN, Encoder, needs_graph
-from .wire import Limits
+from .wire import Kind, Limits, PackedCall
 
 #: What ``notify_each``'s function returns for one perspective: the positional
 #: and keyword arguments of that observer's call, or None to skip it.
@@ -147,6 +147,8 @@ class ObservedCacheable(Cacheable):
         watchers = self._watchers()
         told = 0
         failure: Exception | None = None
+        # The header's bytes around each observer's id, packed once with the payload.
+        packed = None if payload is None else PackedCall(Kind.OBSERVE, name, payload, PLAIN)
         # One loop with the packed case written inline: with a thousand
         # observers, a helper call per observer is a noticeable share of a broadcast.
         for observer, perspective in list(watchers.items()):
@@ -156,8 +158,8 @@ class ObservedCacheable(Cacheable):
             if observer is skip:
                 continue
             try:
-                if payload is not None:
-                    observer.callRemotePacked(name, payload)
+                if packed is not None:
+                    observer._broker.invoker.call_packed(observer, name, packed)
                 else:
                     call = arguments_for(perspective)  # type: ignore[misc]
                     if call is None:

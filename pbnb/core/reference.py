@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .wire import Kind
+from .wire import Kind, PackedCall
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -38,7 +38,7 @@ class Invoker(Protocol):
     ) -> None:
         """Send a call whose answer nobody wants."""
 
-    def call_packed(self, ref: CacheObserver, name: str, payload: bytes) -> None:
+    def call_packed(self, ref: CacheObserver, name: str, payload: bytes | PackedCall) -> None:
         """Send a no-answer call whose ``[args, kwargs]`` is already packed (a broadcast)."""
 
     def describe(self, ref: RemoteReference) -> Any:

@@ -174,6 +174,35 @@ def encode_frame(header: list, payload: bytes = b"", max_frame: int = MAX_FRAME)
     return b"".join((FRAME_PREFIX.pack(body, head_len), head, payload))
 
 
+class PackedCall:
+    """One no-answer call packed once for many references: ``encode_frame`` with only the id varying.
+
+    A broadcast sends ``[kind, NO_ANSWER, id, method, PLAIN]`` and the same
+    payload to every observer; the header's bytes around the id are the same
+    for all, so ``frame(ref_id)`` packs the id alone and joins the pieces
+    (``encode_frame`` stays the reference, and decides every refusal).
+    """
+
+    __slots__ = ("_back", "_fixed_len", "_front", "kind", "method", "payload", "plain")
+
+    def __init__(self, kind: int, method: str, payload: bytes, plain: int):
+        self.kind, self.method, self.payload, self.plain = kind, method, payload, plain
+        pack = _HEADER_PACKER.pack
+        self._front = b"\x95" + pack(kind) + pack(NO_ANSWER)  # a msgpack array of 5
+        self._back = pack(method) + pack(plain)
+        self._fixed_len = len(self._front) + len(self._back)
+
+    def frame(self, ref_id: int, max_frame: int = MAX_FRAME) -> bytes:
+        """What ``encode_frame([kind, NO_ANSWER, ref_id, method, plain], payload, max_frame)`` returns."""
+        ident = _HEADER_PACKER.pack(ref_id)
+        head_len = self._fixed_len + len(ident)
+        body = 2 + head_len + len(self.payload)
+        if body > max_frame or head_len > MAX_HEADER:
+            header = [self.kind, NO_ANSWER, ref_id, self.method, self.plain]
+            return encode_frame(header, self.payload, max_frame)  # raises, saying what is wrong
+        return b"".join((FRAME_PREFIX.pack(body, head_len), self._front, ident, self._back, self.payload))
+
+
 class BinFrame(NamedTuple):
     """A frame carrying one large bytes value, in two parts so the value is never copied.
 
