@@ -1219,21 +1219,22 @@ class Connection(asyncio.BufferedProtocol):
     def call_packed(self, ref: CacheObserver, name: str, payload: bytes | PackedCall) -> None:
         """Queue a broadcast call whose arguments were packed once for every peer."""
         broker = self.broker
-        broker.call_packed(ref, name, payload)  # type: ignore[union-attr]
-        if not self._flush_scheduled:
-            # Written at once, so in a fan-out each peer starts working while the
-            # others are still being served, and nothing is left behind for the
-            # loop (per-peer callbacks would cost a broadcast more than its writes).
-            if (
-                broker.queued_frames == 1  # type: ignore[union-attr]
-                and not broker.has_events()  # type: ignore[union-attr]
-                and not (self._dispatching or self._unsent or self._writing_paused)
-                and self.transport is not None
-            ):
-                # The common case of a broadcast, _flush's work without its checks.
-                self.transport.write(broker.data_to_send())  # type: ignore[union-attr]
-            else:
-                self._flush()
+        if self._flush_scheduled:
+            broker.call_packed(ref, name, payload)  # type: ignore[union-attr]
+        # Otherwise written at once, so in a fan-out each peer starts working while
+        # the others are still being served, and nothing is left behind for the
+        # loop (per-peer callbacks would cost a broadcast more than its writes).
+        elif (
+            not broker.queued_frames  # type: ignore[union-attr]
+            and not broker.has_events()  # type: ignore[union-attr]
+            and not (self._dispatching or self._unsent or self._writing_paused)
+            and self.transport is not None
+        ):
+            # The common case of a broadcast: _flush's work, without its checks and queue.
+            self.transport.write(broker.packed_call_frame(ref, name, payload))  # type: ignore[union-attr]
+        else:
+            broker.call_packed(ref, name, payload)  # type: ignore[union-attr]
+            self._flush()
 
     def send_progress(self, call: ev.CallReceived) -> None:
         """Send the report ``call``'s progress record holds, if its caller still waits (``pb.progress``)."""

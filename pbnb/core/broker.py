@@ -571,6 +571,11 @@ class Broker:
         of it also holds the header's bytes around the id, so each peer's frame
         is a join. Raises like ``call``.
         """
+        self._out.append(self.packed_call_frame(ref, method, payload))
+
+    def packed_call_frame(self, ref: RemoteReference, method: str, payload: bytes | PackedCall) -> bytes:
+        """The frame ``call_packed`` queues, returned instead: a driver with nothing queued
+        (``queued_frames == 0``) may write it at once, as a broadcast does. Raises like ``call``."""
         cache = self._tables.cache_exports.get(ref._id)
         if (
             self.disconnected
@@ -584,11 +589,9 @@ class Broker:
                 raise DeadReferenceError(f"cannot call {method!r} on {ref!r}: the peer dropped that cache")
         if isinstance(payload, PackedCall):
             if payload.method == method and payload.kind == ref._kind and payload.plain == _PLAIN:
-                self._out.append(payload.frame(ref._id, self._peer_max_frame))
-                return
+                return payload.frame(ref._id, self._peer_max_frame)
             payload = payload.payload
-        frame = encode_frame([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload, self._peer_max_frame)
-        self._out.append(frame)
+        return encode_frame([ref._kind, NO_ANSWER, ref._id, method, _PLAIN], payload, self._peer_max_frame)
 
     def _check_call(self, ref: RemoteReference, method: str, perspective: Any) -> Any:
         """Raise unless ``method`` can be called on ``ref`` now; return the perspective to encode under.
