@@ -77,7 +77,8 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
         )
-        line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]
+        assert process.stdout is not None  # stdout=PIPE
+        line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
         if not line.startswith(b"pbnb: serving"):
             status = await process.wait()
             raise WorkerFailed(f"worker {number} exited with status {status} before listening", status or 1)
@@ -86,7 +87,8 @@ class Supervisor:
         return process
 
     async def _relay(self, number: int, process: asyncio.subprocess.Process) -> None:
-        async for line in process.stdout:  # type: ignore[union-attr]
+        assert process.stdout is not None  # stdout=PIPE
+        async for line in process.stdout:
             print(f"[worker {number}] {line.decode(errors='replace').rstrip()}", file=sys.stderr, flush=True)
 
     async def _keep(self, number: int, process: asyncio.subprocess.Process) -> None:

@@ -18,7 +18,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 from ..core import events as ev
 from ..core.broker import Broker
@@ -95,7 +95,7 @@ _serving: contextvars.ContextVar[ev.CallReceived | None] = contextvars.ContextVa
 def serving_connection() -> Connection | None:
     """The Connection whose peer's call the running code serves, if any."""
     call = _serving.get()
-    return None if call is None else call.broker.invoker
+    return None if call is None else cast(Connection, call.broker.invoker)  # the driver serving it
 
 
 def _handshake_failure(reason: BaseException | None) -> BaseException:
@@ -655,31 +655,41 @@ class Connection(asyncio.BufferedProtocol):
             self._handshake_timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
         self._flush()
 
+    @property
+    def _open_broker(self) -> Broker:
+        """``broker``, for what runs only once the connection is made (calls, answers, pings)."""
+        broker = self.broker
+        assert broker is not None, "the connection is not made yet"
+        return broker
+
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         view = self._buffer[:nbytes]
+        broker = self.broker
+        assert broker is not None  # it exists from connection_made on, before any of this runs
         # Bytes parse faster, but while a large frame arrives the broker copies
         # each chunk from the view into it: no need for a copy in between.
-        self.data_received(view if self.broker.receiving_large_frame else view.tobytes())  # type: ignore[union-attr]
+        self.data_received(view if broker.receiving_large_frame else view.tobytes())
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Bytes that arrived, from ``buffer_updated`` or from a transport that has them as
         bytes already (a WebSocket message's payload): given as they are, not copied into
         the read buffer first."""
         broker = self.broker
-        held = broker.buffered_input  # type: ignore[union-attr]
+        assert broker is not None and self.transport is not None
+        held = broker.buffered_input
         nbytes = len(data)
-        waiting = broker.receive_data(data, _FRAMES_PER_TURN)  # type: ignore[union-attr]
-        if self._dead_peer_timeout and broker.buffered_input < held + nbytes:  # type: ignore[union-attr]
+        waiting = broker.receive_data(data, _FRAMES_PER_TURN)
+        if self._dead_peer_timeout and broker.buffered_input < held + nbytes:
             # Some of these bytes completed a message (a PONG, say): a sign of life. Bytes that
             # only add to an unfinished frame are not, or one byte now and then would do.
             self._last_heard = self._loop.time()
         self._flush()
         if waiting and not self._reading_backlog:
             self._reading_backlog = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.transport.pause_reading()
             self._loop.call_soon(self._read_backlog)
 
     def _read_backlog(self) -> None:
@@ -739,7 +749,7 @@ class Connection(asyncio.BufferedProtocol):
         if not self._tasks or self.transport is None or self.transport.is_closing():
             return
         self._ping_token += 1
-        self.broker.ping(self._ping_token)  # type: ignore[union-attr]
+        self._open_broker.ping(self._ping_token)
         self._flush()
         self._probe_timer = self._loop.call_later(_PROBE_INTERVAL, self._probe)
 
@@ -830,7 +840,8 @@ class Connection(asyncio.BufferedProtocol):
         """Close the transport once what is written is sent (the unsent output too)."""
         if self._unsent:
             self._write_unsent(everything=True)
-        self.transport.close()  # type: ignore[union-attr]
+        if self.transport is not None:
+            self.transport.close()
 
     def _handshake_expired(self) -> None:
         if not self.ready.done():
@@ -996,7 +1007,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._survivors.add(task)
                 task.add_done_callback(self._survivors.discard)
         elif event.request_id:
-            self.broker.answer(event.request_id, result, event.perspective)  # type: ignore[union-attr]
+            self._open_broker.answer(event.request_id, result, event.perspective)
 
     async def _finish_call(self, event: ev.CallReceived, awaitable: Any) -> None:
         current_perspective.set(event.perspective)
@@ -1004,12 +1015,12 @@ class Connection(asyncio.BufferedProtocol):
         try:
             result = await awaitable
         except asyncio.CancelledError:
-            self.broker.fail(event.request_id, CallCancelled("cancelled"), event.perspective)  # type: ignore[union-attr]
+            self._open_broker.fail(event.request_id, CallCancelled("cancelled"), event.perspective)
         except Exception as exc:
             self._report_failure(event, exc)
         else:
             if event.request_id:
-                self.broker.answer(event.request_id, result, event.perspective)  # type: ignore[union-attr]
+                self._open_broker.answer(event.request_id, result, event.perspective)
         finally:
             self._call_over(event.request_id)
 
@@ -1024,10 +1035,10 @@ class Connection(asyncio.BufferedProtocol):
     def _start_stream(self, event: ev.CallReceived, generator: Any) -> asyncio.Task | None:
         """The method is a generator: open its stream and start pumping it; None if it cannot stream."""
         try:
-            opened = self.broker.open_stream(event.request_id)  # type: ignore[union-attr]
+            opened = self._open_broker.open_stream(event.request_id)
         except LimitExceeded as exc:
             opened = False
-            self.broker.fail(event.request_id, exc, event.perspective)  # type: ignore[union-attr]
+            self._open_broker.fail(event.request_id, exc, event.perspective)
         if not opened:  # no answer wanted, or refused: the generator never starts (nothing to close)
             return None
         return self._loop.create_task(self._pump_stream(event, generator))
@@ -1037,22 +1048,23 @@ class Connection(asyncio.BufferedProtocol):
         current_perspective.set(event.perspective)
         _serving.set(event)
         broker = self.broker
+        assert broker is not None
         request_id = event.request_id
         is_async = inspect.isasyncgen(generator)
         try:
-            may_send = broker.may_send_item(request_id)  # type: ignore[union-attr]
+            may_send = broker.may_send_item(request_id)
             burst = 0
             while True:
                 if not may_send:
                     await self._credit_for(request_id)
-                    may_send = broker.may_send_item(request_id)  # type: ignore[union-attr]
+                    may_send = broker.may_send_item(request_id)
                     continue
                 try:
                     item = await generator.__anext__() if is_async else next(generator)
                 except (StopAsyncIteration, StopIteration):
-                    broker.answer(request_id, None, event.perspective)  # type: ignore[union-attr]
+                    broker.answer(request_id, None, event.perspective)
                     return
-                may_send = broker.send_item(request_id, item, event.perspective)  # type: ignore[union-attr]
+                may_send = broker.send_item(request_id, item, event.perspective)
                 burst += 1
                 if burst == _STREAM_BURST:
                     # A generator that never waits would hold the loop for its whole
@@ -1062,11 +1074,11 @@ class Connection(asyncio.BufferedProtocol):
                     self._flush()
                     await asyncio.sleep(0)
                     # Credit may have come meanwhile, and found nobody waiting for it.
-                    may_send = broker.may_send_item(request_id)  # type: ignore[union-attr]
+                    may_send = broker.may_send_item(request_id)
                 elif not self._flush_scheduled:
                     self._flush_soon()
         except asyncio.CancelledError:
-            broker.fail(request_id, CallCancelled("cancelled"), event.perspective)  # type: ignore[union-attr]
+            broker.fail(request_id, CallCancelled("cancelled"), event.perspective)
         except Exception as exc:
             self._report_failure(event, exc)
         finally:
@@ -1092,7 +1104,7 @@ class Connection(asyncio.BufferedProtocol):
             sink = future.stream = StreamSink(
                 self, request_id, future.method, watch=getattr(future, "_watch", None)
             )
-        self.broker.bind_stream(request_id, sink)  # type: ignore[union-attr]
+        self._open_broker.bind_stream(request_id, sink)
         if not future.done():
             alive = sink.iterator() if sink.iterator is not None else None
             future.set_result(alive if alive is not None else RemoteIterator(sink))
@@ -1126,7 +1138,7 @@ class Connection(asyncio.BufferedProtocol):
         else:
             log.error("unhandled error in %s", where, exc_info=exc)
         if event.request_id:
-            self.broker.fail(event.request_id, exc, event.perspective)  # type: ignore[union-attr]
+            self._open_broker.fail(event.request_id, exc, event.perspective)
 
     # ---------------------------------------------------- invoker interface
 
@@ -1140,14 +1152,15 @@ class Connection(asyncio.BufferedProtocol):
         """
         future = CallFuture(loop=self._loop)
         broker = self.broker
+        assert broker is not None  # calls are made on references, which only an open broker hands out
         # _sending_perspective(), written out: this runs for every call.
         serving = _serving.get()
         perspective = (
             current_perspective.get()
             if serving is not None and serving.broker is broker
-            else broker.perspective  # type: ignore[union-attr]
+            else broker.perspective
         )
-        future.request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)  # type: ignore[union-attr]
+        future.request_id = broker.call(ref, name, args, kwargs, future, perspective=perspective)
         if not future.request_id:  # an update for a copy the peer already let go of
             log.debug("dropped %s() for %r: the peer let go of that copy", name, ref)
             future.set_result(None)
@@ -1155,7 +1168,7 @@ class Connection(asyncio.BufferedProtocol):
         future.connection = self
         future.ref = ref
         future.method = name
-        if broker.pending_calls == 1 or broker.queued_frames >= _BURST_FRAMES:  # type: ignore[union-attr]
+        if broker.pending_calls == 1 or broker.queued_frames >= _BURST_FRAMES:
             # Alone, or a burst already worth a write: send now rather than a
             # loop turn later, so the peer starts on these calls while we make the rest.
             self._flush()
@@ -1211,7 +1224,7 @@ class Connection(asyncio.BufferedProtocol):
         return future
 
     def call_no_answer(self, ref: RemoteReference, name: str, args: tuple, kwargs: dict) -> None:
-        self.broker.call(  # type: ignore[union-attr]
+        self._open_broker.call(
             ref, name, args, kwargs, None, answer=False, perspective=self._sending_perspective()
         )
         self._flush_soon()
@@ -1219,26 +1232,29 @@ class Connection(asyncio.BufferedProtocol):
     def call_packed(self, ref: CacheObserver, name: str, payload: bytes | PackedCall) -> None:
         """Queue a broadcast call whose arguments were packed once for every peer."""
         broker = self.broker
+        assert broker is not None  # observers are only made by an open broker
         if self._flush_scheduled:
-            broker.call_packed(ref, name, payload)  # type: ignore[union-attr]
+            broker.call_packed(ref, name, payload)
         # Otherwise written at once, so in a fan-out each peer starts working while
         # the others are still being served, and nothing is left behind for the
         # loop (per-peer callbacks would cost a broadcast more than its writes).
         elif (
-            not broker.queued_frames  # type: ignore[union-attr]
-            and not broker.has_events()  # type: ignore[union-attr]
+            not broker.queued_frames
+            and not broker.has_events()
             and not (self._dispatching or self._unsent or self._writing_paused)
             and self.transport is not None
         ):
             # The common case of a broadcast: _flush's work, without its checks and queue.
-            self.transport.write(broker.packed_call_frame(ref, name, payload))  # type: ignore[union-attr]
+            self.transport.write(broker.packed_call_frame(ref, name, payload))
         else:
-            broker.call_packed(ref, name, payload)  # type: ignore[union-attr]
+            broker.call_packed(ref, name, payload)
             self._flush()
 
     def send_progress(self, call: ev.CallReceived) -> None:
         """Send the report ``call``'s progress record holds, if its caller still waits (``pb.progress``)."""
-        report = call.throttle.take(monotonic())
+        throttle = call.throttle
+        assert throttle is not None  # pb.progress made it before it asked for this
+        report = throttle.take(monotonic())
         if report is not None and self.broker is not None:
             self.broker.progress(call.request_id, report)
             self._flush()
@@ -1249,15 +1265,15 @@ class Connection(asyncio.BufferedProtocol):
         serving = _serving.get()
         if serving is not None and serving.broker is self.broker:
             return current_perspective.get()
-        return self.broker.perspective  # type: ignore[union-attr]
+        return self._open_broker.perspective
 
     def describe(self, ref: RemoteReference) -> asyncio.Future:
         """Ask the peer to describe ``ref`` (the broker keeps the answer: ``ref.description``)."""
-        return self._request(lambda token: self.broker.request_description(ref, token))  # type: ignore
+        return self._request(lambda token: self._open_broker.request_description(ref, token))
 
     def get_root(self) -> asyncio.Future:
         """Ask the peer for its root object."""
-        return self._request(self.broker.request_root)  # type: ignore[union-attr]
+        return self._request(self._open_broker.request_root)
 
     def _request(self, send: Callable[[Any], int]) -> CallFuture:
         future = CallFuture(loop=self._loop)
@@ -1289,7 +1305,7 @@ class Connection(asyncio.BufferedProtocol):
             self._abort(PBConnectionLost(f"peer {self.peer} silent for {silent_for:.1f}s (keepalive)"))
             return
         self._ping_token += 1
-        self.broker.ping(self._ping_token)  # type: ignore[union-attr]
+        self._open_broker.ping(self._ping_token)
         self._flush()
         self._keepalive_timer = self._loop.call_later(self._keepalive, self._keepalive_tick)  # type: ignore
 

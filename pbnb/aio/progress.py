@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from time import monotonic
+from typing import cast
 
 from ..core.progress import MAX_MESSAGE, Throttle, checked_message, checked_number
-from .connection import _serving
+from .connection import Connection, _serving
 
 # The ints msgpack carries as they are; others go through checked_number.
 _LOW, _HIGH = -(2**63), 2**64
@@ -68,7 +69,7 @@ def progress(done: float, total: float | None = None, message: str | None = None
     if throttle.armed:
         return  # the frame that will carry it is already planned
     delay = throttle.arm(monotonic())
-    connection = call.broker.invoker
+    connection = cast(Connection, call.broker.invoker)  # this driver serves the calls it runs
     loop = connection.loop
     if _on_loop(loop):
         if delay:

@@ -212,9 +212,11 @@ class ReconnectingClient:
                 failures = 0
                 delays = backoff_delays(*self._backoff)
                 self._set_status(ReconnectStatus.CONNECTED)
-                await self.client.wait_closed()  # type: ignore[union-attr]
+                client = self.client
+                assert client is not None  # just connected
+                await client.wait_closed()
                 self._reference = None
-                self.last_error = self.client.connection.close_reason  # type: ignore[union-attr]
+                self.last_error = client.connection.close_reason
                 log.info("connection to %s:%s lost; reconnecting", self.host, self.port)
             if self._max_attempts is not None and failures >= self._max_attempts:
                 self._set_status(ReconnectStatus.FAILED)

@@ -240,7 +240,8 @@ async def serve(
     server: Server | None = None
 
     def closed(connection: Connection) -> None:
-        server.connections.discard(connection)  # type: ignore[union-attr]
+        assert server is not None  # connections close only once the server listens
+        server.connections.discard(connection)
         log.info("connection from %s closed", connection.peer)
 
     def make() -> Connection:

@@ -1277,8 +1277,8 @@ class Broker:
         except (ProtocolError, InsecureJelly) as exc:
             self._emit(ev.MessageRefused(exc, f"state of cache {cache_id}"))
             state = None
-        if obj is not None and entry.awaiting_state:  # type: ignore[union-attr]
-            entry.awaiting_state = False  # type: ignore[union-attr]
+        if obj is not None and entry is not None and entry.awaiting_state:
+            entry.awaiting_state = False
             if state is not None:
                 try:
                     obj.setCopyableState(state)

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .progress import Progress
+from .progress import Progress, Throttle
 
 if TYPE_CHECKING:
+    from .broker import Broker
     from .flavors import Cacheable
     from .reference import CacheObserver
 
@@ -45,8 +46,8 @@ class CallReceived:
     perspective: Any
     target: Any
     name: str
-    broker: Any  # the Broker; its invoker is the driver's own type
-    throttle: Any = None
+    broker: Broker  # its invoker is the driver that runs the call
+    throttle: Throttle | None = None
 
 
 @dataclass(slots=True)
