@@ -801,8 +801,10 @@ class Connection(asyncio.BufferedProtocol):
                     self._write_unsent()
                 else:
                     self.transport.write(data)
-            piled_up = self._send_buffer_size() - self._buffered_at_pause
-            if self._writing_paused and piled_up > self._max_send_buffer:
+            if (
+                self._writing_paused
+                and self._send_buffer_size() - self._buffered_at_pause > self._max_send_buffer
+            ):
                 self._abort(
                     PBConnectionLost(
                         f"peer {self.peer} is not reading: more than {self._max_send_buffer} bytes "
