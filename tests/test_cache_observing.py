@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
+import threading
 
 import pytest
 
@@ -190,6 +192,41 @@ async def test_a_peer_that_stops_reading_never_delays_the_others():
         slow.resume_reading()
         await slow_copy.wait_until(lambda: len(slow_copy.rows) == 2000)
         assert [i for i, _ in slow_copy.rows] == list(range(2000))
+
+
+def _vanishing_peer(port: int, holding: threading.Event, vanish: threading.Event) -> None:
+    """A client on a loop of its own: it takes a copy, then closes when ``vanish`` is set."""
+
+    async def run():
+        client = await pb.connect("127.0.0.1", port)
+        copy = await (await client.getRootObject()).callRemote("get")
+        holding.set()
+        await asyncio.to_thread(vanish.wait, TIMEOUT)
+        await client.close()
+        del copy
+
+    asyncio.run(run())
+
+
+async def test_a_peer_gone_in_the_middle_of_a_broadcast_is_written_to_no_more(caplog):
+    sheet = Sheet()
+    async with watchers(Arena(sheet), 1) as (server, _, (bystander,)):
+        holding, vanish = threading.Event(), threading.Event()
+        peer = threading.Thread(target=_vanishing_peer, args=(server.port, holding, vanish))
+        peer.start()
+        await asyncio.to_thread(holding.wait, TIMEOUT)
+        assert len(sheet.observers) == 2
+        vanish.set()
+        peer.join(TIMEOUT)  # blocking this loop: the owner hears of the close only by writing
+        assert not peer.is_alive()
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            for number in range(200):
+                sheet.notify("row", number)  # the first writes to the gone peer fail
+            await bystander.wait_until(lambda: len(bystander.rows) == 200)
+        # asyncio logs every write past the fifth to a transport that a failed write closed
+        assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+        assert bystander.rows == list(range(200))
+        assert sheet.notify("row", 200) == 1  # the gone peer's observer is dropped
 
 
 async def test_a_call_that_cannot_go_to_one_peer_still_goes_to_the_others():

@@ -793,24 +793,31 @@ class Connection(asyncio.BufferedProtocol):
                     events = broker.next_events()
             finally:
                 self._dispatching = False
-        if broker.has_data_to_send() and self.transport is not None:
-            for data in broker.buffers_to_send():
-                if self._unsent or len(data) > _WRITE_PIECE:
-                    self._unsent.append(memoryview(data))  # behind what waits already: order is kept
-                    self._unsent_size += len(data)
-                    self._write_unsent()
-                else:
-                    self.transport.write(data)
-            if (
-                self._writing_paused
-                and self._send_buffer_size() - self._buffered_at_pause > self._max_send_buffer
-            ):
-                self._abort(
-                    PBConnectionLost(
-                        f"peer {self.peer} is not reading: more than {self._max_send_buffer} bytes "
-                        "wait for it (max_send_buffer)"
-                    )
+        transport = self.transport
+        if not broker.has_data_to_send() or transport is None:
+            return
+        if transport.is_closing():
+            # Nothing more reaches the peer (as with _write_unsent): a transport that
+            # a failed write closed would log each later write, a broadcast's hundreds.
+            broker.buffers_to_send()
+            return
+        for data in broker.buffers_to_send():
+            if self._unsent or len(data) > _WRITE_PIECE:
+                self._unsent.append(memoryview(data))  # behind what waits already: order is kept
+                self._unsent_size += len(data)
+                self._write_unsent()
+            else:
+                transport.write(data)
+        if (
+            self._writing_paused
+            and self._send_buffer_size() - self._buffered_at_pause > self._max_send_buffer
+        ):
+            self._abort(
+                PBConnectionLost(
+                    f"peer {self.peer} is not reading: more than {self._max_send_buffer} bytes "
+                    "wait for it (max_send_buffer)"
                 )
+            )
 
     def _write_unsent(self, everything: bool = False) -> None:
         """Give the transport the next pieces of the unsent output, until it pauses us.
@@ -1244,10 +1251,11 @@ class Connection(asyncio.BufferedProtocol):
             not broker.queued_frames
             and not broker.has_events()
             and not (self._dispatching or self._unsent or self._writing_paused)
-            and self.transport is not None
+            and (transport := self.transport) is not None
+            and not transport.is_closing()
         ):
             # The common case of a broadcast: _flush's work, without its checks and queue.
-            self.transport.write(broker.packed_call_frame(ref, name, payload))
+            transport.write(broker.packed_call_frame(ref, name, payload))
         else:
             broker.call_packed(ref, name, payload)
             self._flush()
