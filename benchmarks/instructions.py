@@ -69,7 +69,11 @@ async def _served(peer: str, workload: str, calls: int) -> None:
     if isinstance(server, pbnb.Server):
         await server.close()
     else:
+        await client.close()
         server.close()
+        # Its handlers end on their clients' hang-up: wait for them, so that asyncio.run
+        # has none to cancel (Python 3.11's streams print a traceback for a cancelled one).
+        await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
 
 
 def _inner(peer: str, workload: str, calls: int) -> None:

@@ -60,6 +60,11 @@ class Client:
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
         self._next_id = 0
 
+    async def close(self) -> None:
+        """Hang up; the server's handler then ends on the end of its stream."""
+        self._writer.close()
+        await self._writer.wait_closed()
+
     async def _call(self, value: object) -> object:
         self._next_id += 1
         self._writer.write(frame([self._next_id, "echo", [value]]))
