@@ -13,6 +13,12 @@ from notebook_fixtures.servers import UI_WAIT, live_notebook, needs_chromium, vo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), needs_chromium]
 
+# How far apart an element's lines of text are, in font sizes.
+LINE_PITCH = """(element) => {
+    const lines = element.textContent.split("\\n").length;
+    return element.getBoundingClientRect().height / lines / parseFloat(getComputedStyle(element).fontSize);
+}"""
+
 
 def test_live_cache_and_method_call_in_voila(tmp_path):
     from playwright.sync_api import expect
@@ -35,6 +41,14 @@ def test_live_cache_and_method_call_in_voila(tmp_path):
         hello.locator(".pbnb-args input").fill("'browser', punctuation='?'")
         hello.locator(".pbnb-call").click()
         expect(hello.locator(".pbnb-output")).to_contain_text("hello browser?", timeout=UI_WAIT)
+
+        # A result of several lines reads as a block of text, not one line per widget row.
+        hello.locator(".pbnb-args input").fill(r"'one\ntwo\nthree\nfour'")
+        hello.locator(".pbnb-call").click()
+        shown = hello.locator(".pbnb-output pre.pbnb-value")
+        expect(shown).to_have_text("hello one\ntwo\nthree\nfour!", timeout=UI_WAIT)
+        pitch = shown.evaluate(LINE_PITCH)
+        assert 1.0 < pitch < 1.6, f"lines {pitch:.2f} font sizes apart"  # were 2.15: 28 px rows, 13 px text
 
         # An error shows the remote type and message.
         boom = page.locator(".pbnb-reference .pbnb-method-boom").first

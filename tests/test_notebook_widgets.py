@@ -13,7 +13,8 @@ from notebook_fixtures.waiting import until
 
 import pbnb as pb
 from pbnb.notebook import FutureWidget, ReferenceWidget
-from pbnb.notebook._widgets import MethodForm, parse_arguments
+from pbnb.notebook._log import LogPanel
+from pbnb.notebook._widgets import PRE_STYLE, MethodForm, error_widget, parse_arguments, value_html
 
 
 @pytest.fixture
@@ -167,6 +168,21 @@ async def test_results_render_richly_and_docstrings_as_text(root):
     assert (
         "<details><summary>docstring</summary>" in wait and "sets cancelled on" in wait and "``" not in wait
     )
+
+
+def test_blocks_of_lines_are_spaced_as_code_output_not_as_widget_rows():
+    # ipywidgets spaces an HTML widget's lines a widget row apart (28 px): every <pre> sets
+    # its own line height (tests/test_browser_voila.py measures it in chromium).
+    log = LogPanel()
+    log.lines.append((0, "first\nsecond"))
+    blocks = [
+        value_html("a result\nof lines"),
+        value_html({"rows": [f"row {n}" * 4 for n in range(20)]}),  # pretty-printed over lines
+        error_widget(pb.RemoteError("x.Broken", "no", "Traceback\n  line\n")).value,
+        log.html(),
+    ]
+    for block in blocks:
+        assert block.count("<pre") == 1 and PRE_STYLE in block and "line-height" in PRE_STYLE
 
 
 async def test_a_reconnecting_client_shows_its_state_live_and_starts_over_on_click():

@@ -17,6 +17,8 @@ from collections import deque
 
 import ipywidgets as widgets
 
+from ._widgets import PRE_STYLE
+
 _COLORS = {logging.ERROR: "#b00020", logging.WARNING: "#8a5a00"}
 
 
@@ -51,7 +53,7 @@ class LogPanel(logging.Handler):
         for level, line in self.lines:
             color = next((c for threshold, c in _COLORS.items() if level >= threshold), "inherit")
             rows.append(f"<div style='color:{color}'>{html.escape(line)}</div>")
-        return "<pre style='margin:0;white-space:pre-wrap'>" + "".join(rows) + "</pre>"
+        return f"<pre style='white-space:pre-wrap;{PRE_STYLE}'>" + "".join(rows) + "</pre>"
 
     def widget(self) -> widgets.HTML:
         """A scrolling view of the log that follows new lines."""

@@ -27,7 +27,7 @@ from ..errors import PBConnectionLost
 from ._loop import call_on_loop, spawn
 from ._numbers import format_number, format_rate
 from ._progress_widget import ProgressLine
-from ._widgets import _SPINNER, _short_repr, error_widget
+from ._widgets import _SPINNER, PRE_STYLE, _short_repr, error_widget
 
 #: Redraws a second, at most, while items arrive.
 REFRESH = 5
@@ -161,7 +161,7 @@ class StreamWidget(widgets.VBox):
             f"#{format_number(first + i)}  {_short_repr(item)[:_ITEM_TEXT]}" for i, item in enumerate(shown)
         ]
         self.items.value = (
-            f"<pre style='margin:0;line-height:1.35'>{html.escape(chr(10).join(lines))}</pre>"
+            f"<pre style='{PRE_STYLE}'>{html.escape(chr(10).join(lines))}</pre>"
             if lines
             else "<i>no items yet</i>"
         )

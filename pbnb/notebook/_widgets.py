@@ -29,6 +29,10 @@ from ._loop import Pending, call_on_loop, loop_of, spawn
 from ._progress_widget import ProgressLine, ending_of, progress_text
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+#: The style of a block of lines in an HTML widget. ipywidgets sets its content's line
+#: height to a widget row's (28 px, to line a label up with buttons), which spreads
+#: several lines far apart: a ``<pre>`` takes code output's line height instead.
+PRE_STYLE = "margin:0;line-height:var(--jp-code-line-height,1.3)"
 _MAX_REPR = 2000
 _MAX_ROWS = 200
 
@@ -150,7 +154,7 @@ def value_html(value: Any) -> str:
     )
     if len(text) > _MAX_REPR:
         text = text[:_MAX_REPR] + "…"
-    return f"<pre class='pbnb-value' style='margin:0'>{html.escape(text)}</pre>"
+    return f"<pre class='pbnb-value' style='{PRE_STYLE}'>{html.escape(text)}</pre>"
 
 
 @runtime_checkable
@@ -182,7 +186,10 @@ def error_widget(error: BaseException) -> widgets.HTML:
     text = f"<span class='pbnb-error' style='color:#b00020'>{html.escape(error_text(error))}</span>"
     remote_tb = getattr(error, "remote_traceback", None)
     if remote_tb:
-        text += f"<details><summary>remote traceback</summary><pre>{html.escape(remote_tb)}</pre></details>"
+        text += (
+            "<details><summary>remote traceback</summary>"
+            f"<pre style='{PRE_STYLE}'>{html.escape(remote_tb)}</pre></details>"
+        )
     return widgets.HTML(text)
 
 
@@ -309,7 +316,7 @@ class MethodForm(widgets.VBox):
         if full and full != summary:
             doc += (
                 "<details><summary>docstring</summary>"
-                f"<pre style='white-space:pre-wrap;margin:0'>{html.escape(full)}</pre></details>"
+                f"<pre style='white-space:pre-wrap;{PRE_STYLE}'>{html.escape(full)}</pre></details>"
             )
         marker = "async " if method["is_async"] else ""
         self.arguments = widgets.Text(
