@@ -82,6 +82,13 @@ def open_pair(byte_by_byte=False, **server_limits):
     return pair, pair.root()
 
 
+def opened(pair, outcome, window):
+    """The stream that ``outcome`` answers with, ``window`` granted with its call."""
+    pair.client.stream_window(outcome.request_id, window)
+    pair.pump()
+    return outcome.result()
+
+
 def tables_empty(pair):
     client = pair.client.table_sizes()
     server = pair.server.table_sizes()
@@ -131,10 +138,8 @@ def test_a_window_granted_with_the_call_saves_the_round_trip():
 def test_the_generator_is_never_advanced_past_the_credit_and_credit_returns_at_half_a_window():
     pair, root = open_pair()
     outcome = root.callRemote("forever")
-    pair.client.stream_window(outcome.request_id, Window(items=10, bytes=1 << 20))
-    pair.pump()
+    stream = opened(pair, outcome, Window(items=10, bytes=1 << 20))
     feed = pair.server.root
-    stream = outcome.result()
     assert feed.produced == 10 and len(stream.arrived) == 10
     stream.take(4)  # under half the window: no credit yet
     pair.pump()
@@ -158,16 +163,12 @@ def test_the_generator_is_never_advanced_past_the_credit_and_credit_returns_at_h
 def test_the_byte_window_holds_back_large_items_but_an_item_larger_than_it_still_goes():
     pair, root = open_pair()
     outcome = root.callRemote("forever", 1000)
-    pair.client.stream_window(outcome.request_id, Window(items=100, bytes=2500))
-    pair.pump()
-    stream = outcome.result()
+    stream = opened(pair, outcome, Window(items=100, bytes=2500))
     assert len(stream.arrived) == 3  # 1000 + 1000 + (500 left: one more goes, then none)
     pair.client.cancel(outcome.request_id)
     pair.pump()
     outcome = root.callRemote("forever", 5000)
-    pair.client.stream_window(outcome.request_id, Window(items=100, bytes=1000))
-    pair.pump()
-    stream = outcome.result()
+    stream = opened(pair, outcome, Window(items=100, bytes=1000))
     assert len(stream.arrived) == 1  # alone, beyond the whole window
     stream.take()
     pair.pump()
@@ -297,9 +298,7 @@ def test_credit_beyond_the_window_limit_fails_that_stream_on_the_callee():
     assert pair.call(root, "value").result() == 7
     assert tables_empty(pair)
     outcome = root.callRemote("forever")
-    pair.client.stream_window(outcome.request_id, Window(items=50, bytes=1000))
-    pair.pump()
-    stream = outcome.result()
+    stream = opened(pair, outcome, Window(items=50, bytes=1000))
     assert len(stream.arrived) == 50
     forge(pair.client, [Kind.CREDIT, outcome.request_id, 101, 0])  # all 50 spent: 101 outstanding
     pair.pump()
@@ -404,9 +403,7 @@ def test_a_batch_beyond_the_item_credit_or_with_a_wrong_count_fails_its_stream()
 def test_the_window_of_an_open_stream_grows_at_once_and_shrinks_as_the_reader_goes():
     pair, root = open_pair()
     outcome = root.callRemote("forever")
-    pair.client.stream_window(outcome.request_id, Window(items=10, bytes=10_000))
-    pair.pump()
-    stream = outcome.result()
+    stream = opened(pair, outcome, Window(items=10, bytes=10_000))
     assert len(stream.arrived) == 10
     pair.client.stream_window(outcome.request_id, Window(items=40, bytes=10_000))
     pair.pump()
