@@ -169,7 +169,9 @@ def _installed(name: str) -> str | None:
 def pbnb_wheel(wheels: Path, into: Path) -> Path:
     """pbnb's wheel from this checkout, built without an index (setuptools from ``wheels/build``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(ROOT / "pbnb", Path(tmp) / "pbnb", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / "pbnb", Path(tmp) / "pbnb", ignore=shutil.ignore_patterns("__pycache__", "*.so")
+        )
         for name in ("pyproject.toml", "README.md", "LICENSE"):
             shutil.copy(ROOT / name, Path(tmp) / name)
         pip(

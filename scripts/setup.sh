@@ -33,7 +33,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.pbnb-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# Installed editable, which also compiles pbnb's C speedups in place (setup.py): again
+# when the C source changes.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ pbnb/core/_speedups.c -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[test,bench,fuzz,redis,docs,speed,lite]"
     touch "$stamp"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import gc
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pair import ConnectionPair
 
 import pbnb as pb
-from pbnb.core import serialize
+from pbnb.core import _speedups, serialize  # _speedups: built by `pip install -e .` (setup.py)
 from pbnb.core.flavors import CopyRegistry
 from pbnb.core.serialize import PLAIN, Decoder, Encoder
 
@@ -230,7 +230,7 @@ def test_one_referenceable_three_times_in_a_plain_message_arrives_as_one_referen
     """The scan leaves references to the tables (PLAIN), which still give them identity."""
     mine = pb.Referenceable()
     sent = [mine, mine, {"k": mine}]
-    assert not serialize.needs_graph(sent) and not serialize.needs_graph(sent, by_refcount=False)
+    assert not serialize.needs_graph(sent) and not serialize.needs_graph_walk(sent, by_refcount=False)
     pair = ConnectionPair(server_root=Same()).handshake()
     same, back = pair.call(pair.root(), "same", sent).result()
     assert same and back[0] is mine and back[1] is mine and back[2]["k"] is mine
@@ -253,9 +253,33 @@ def held_graphs(draw: st.DrawFn) -> tuple[Any, list]:
 @given(held_graphs())
 def test_the_refcount_shortcut_of_needs_graph_agrees_with_exact_ids(value_and_holders):
     value, _outside = value_and_holders
-    fast = serialize.needs_graph(value)
-    assert fast == serialize.needs_graph(value, by_refcount=False)
-    assert fast == serialize.needs_graph(copy.deepcopy(value))  # the same shape, all fresh
+    fast = serialize.needs_graph_walk(value)
+    assert fast == serialize.needs_graph_walk(value, by_refcount=False)
+    assert fast == serialize.needs_graph_walk(copy.deepcopy(value))  # the same shape, all fresh
+
+
+class Unknown:
+    """A class no rule sends: a value holding one needs the GRAPH writer (which refuses it)."""
+
+
+#: What a value may hold besides builtins: leaves of every kind, and things that are not.
+odd_leaves = st.sampled_from(
+    [pb.Referenceable(), Unknown(), pb.Copyable(), datetime(2026, 1, 2), Decimal("1.5"), timedelta(3), 2**70]
+)
+
+
+@settings(SETTINGS, max_examples=300)
+@given(held_graphs(), st.lists(odd_leaves, max_size=2), st.booleans())
+def test_the_c_scan_agrees_with_the_python_walk(value_and_holders, extras, top):
+    """Same answer on trees, shared and cyclic graphs, parts held from outside, odd leaves."""
+    value, _outside = value_and_holders
+    for extra in extras:
+        containers = [obj for obj in walk(value) if type(obj) is list]
+        containers[len(containers) // 2].append(extra)
+    root = extras[0] if top and extras else value
+    expected = serialize.needs_graph_walk(root, by_refcount=False)
+    assert _speedups.needs_graph(serialize._LEAVES, serialize._is_leaf_flavor, root) == expected
+    assert serialize.needs_graph(root) == expected
 
 
 @settings(SETTINGS, max_examples=150)
@@ -264,7 +288,9 @@ def test_the_depth_check_agrees_with_its_exact_twin(value, max_depth):
     mode, payload = Encoder(None, 1000).encode([value], None)
     assume(mode == PLAIN)
     decoded = Decoder(None, CopyRegistry(), 1000, 10**6).decode(PLAIN, payload)
-    expected = serialize.tree_depth_exceeds(decoded, max_depth, exact=True)
+    expected = serialize.tree_depth_walk(decoded, max_depth, exact=True)
+    assert serialize.tree_depth_walk(decoded, max_depth) == expected
+    assert _speedups.tree_depth_exceeds(decoded, max_depth) == expected
     assert serialize.tree_depth_exceeds(decoded, max_depth) == expected
     assert expected == (depth(decoded) > max_depth)
 

@@ -1,9 +1,11 @@
 """The package as a user gets it from PyPI.
 
-``python -m build`` makes an sdist and, from that sdist, a wheel; ``twine check``
-accepts both; the wheel, installed with its dependencies into a fresh virtualenv,
-runs the README's example and the quickstart notebook. A file missing from the
-package, or a dependency missing from pyproject.toml, fails here.
+``python -m build`` makes an sdist and, from that sdist, a wheel with the C
+speedups compiled in; ``twine check`` accepts both; the wheel, installed with its
+dependencies into a fresh virtualenv, runs the README's example (on the C
+speedups) and the quickstart notebook. ``PBNB_PURE_PYTHON=1`` makes the
+pure-Python wheel Pyodide installs. A file missing from the package, or a
+dependency missing from pyproject.toml, fails here.
 """
 
 from __future__ import annotations
@@ -70,11 +72,26 @@ def clean_env(home: Path) -> dict[str, str]:
 
 
 def test_twine_accepts_the_sdist_and_the_wheel(dist: Path) -> None:
-    names = sorted(path.name for path in dist.iterdir())
-    version = pbnb.__version__
-    assert names == [f"pbnb-{version}-py3-none-any.whl", f"pbnb-{version}.tar.gz"]
+    wheel, sdist = sorted(path.name for path in dist.iterdir())
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    assert wheel.startswith(f"pbnb-{pbnb.__version__}-{tag}-{tag}-") and wheel.endswith(".whl")
+    assert sdist == f"pbnb-{pbnb.__version__}.tar.gz"
     output = run(sys.executable, "-m", "twine", "check", "--strict", *sorted(dist.iterdir()))
     assert output.count("PASSED") == 2
+
+
+def test_the_wheel_carries_the_compiled_speedups_and_the_pure_wheel_none(dist: Path, tmp_path: Path) -> None:
+    [wheel] = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        compiled = [name for name in archive.namelist() if name.startswith("pbnb/core/_speedups")]
+    assert len(compiled) == 1 and compiled[0].endswith(".so")
+    [sdist] = dist.glob("*.tar.gz")
+    env = {**os.environ, "PBNB_PURE_PYTHON": "1"}
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path, sdist, env=env)
+    [pure] = tmp_path.glob("pbnb-*.whl")
+    assert pure.name == f"pbnb-{pbnb.__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(pure) as archive:
+        assert not [name for name in archive.namelist() if "_speedups" in name and "pyi" not in name]
 
 
 def test_the_wheel_carries_the_metadata_license_and_type_marker(dist: Path) -> None:
@@ -100,14 +117,19 @@ def test_the_sdist_carries_what_the_wheel_is_built_from(dist: Path) -> None:
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"LICENSE", "README.md", "pyproject.toml", "pbnb/__init__.py", "pbnb/py.typed"} <= names
+    assert {"setup.py", "pbnb/core/_speedups.c", "pbnb/core/_speedups.pyi"} <= names
 
 
 def test_the_readme_example_runs_against_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
     assert README_EXAMPLE is not None
     script = tmp_path / "example.py"
-    script.write_text("import pbnb\nprint('FROM', pbnb.__file__)\n" + README_EXAMPLE[1])
+    script.write_text(
+        "import pbnb\nfrom pbnb.core import serialize\n"
+        "print('FROM', pbnb.__file__, serialize._speedups is not None)\n" + README_EXAMPLE[1]
+    )
     output = run(venv / "bin" / "python", script, cwd=tmp_path, env=clean_env(tmp_path))
     assert f"FROM {venv}" in output  # the installed copy, not this checkout
+    assert "True" in output.split("FROM", 1)[1].splitlines()[0]  # on its C speedups
     assert "hello ada" in output and "42" in output
 
 

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.slow
 
 def pure_python_site(target: Path) -> Path:
     """A folder with pbnb and the pure-Python parts of what it needs, as a page would ship them."""
-    shutil.copytree(Path(pbnb.__file__).parent, target / "pbnb", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        Path(pbnb.__file__).parent, target / "pbnb", ignore=shutil.ignore_patterns("__pycache__", "*.so")
+    )
     (target / "msgpack").mkdir()
     for name in ("__init__.py", "fallback.py", "exceptions.py", "ext.py"):  # no C extension
         shutil.copy(Path(msgpack.__file__).parent / name, target / "msgpack" / name)

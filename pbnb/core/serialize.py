@@ -18,9 +18,12 @@ The standard library's immutable values (``datetime``, ``date``, ``time``,
 ``timedelta``, ``Decimal``, exact types only) have no identity to keep: in
 both modes each is one ext type with a fixed layout, a leaf like an atom.
 
-Deciding costs a breadth-first scan done with C-level helpers
-(``gc.get_referents``, ``map``): containers the garbage collector does not
-track hold only atoms, so a list of flat dicts is cleared in a few microseconds.
+Deciding costs a scan of the value's containers (``needs_graph``), and the
+receiver of a PLAIN value checks how deep it nests (``tree_depth_exceeds``).
+Both walks have a C twin in ``_speedups.c``, used when it was built; the Python
+twins here (``needs_graph_walk``, ``tree_depth_walk``) are what Pyodide and
+machines without a compiler run. Either way, containers the garbage collector
+does not track hold only atoms and are not looked into.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ from msgpack import ExtType
 from ..errors import InsecureJelly, LimitExceeded, ProtocolError, SerializationError
 from .flavors import Cacheable, Copyable, CopyRegistry, Referenceable, RemoteCache, RemoteCopy
 from .reference import CacheObserver, RemoteReference
+
+try:
+    from . import _speedups
+except ImportError:  # built without it (Pyodide, PBNB_PURE_PYTHON=1, no compiler): Python twins
+    _speedups = None  # type: ignore[assignment]
 
 PLAIN = 0
 GRAPH = 1
@@ -242,11 +250,13 @@ def _is_leaf_flavor(kind: type) -> bool:
     return issubclass(kind, (Referenceable, RemoteReference)) and not issubclass(kind, CacheObserver)
 
 
-def needs_graph(root: Any, *, by_refcount: bool = True) -> bool:
+def needs_graph_walk(root: Any, *, by_refcount: bool = True) -> bool:
     """True when ``root`` shares an object, has a cycle, or holds copies/caches/unknowns.
 
-    ``by_refcount=False`` is the exact twin of the shortcut described at
-    ``_referenced_elsewhere``: both always give the same answer.
+    The Python twin of ``needs_graph``, a breadth-first walk with C-level
+    helpers (``gc.get_referents``, ``map``). ``by_refcount=False`` is the exact
+    twin of the shortcut described at ``_referenced_elsewhere``: both always
+    give the same answer.
     """
     kind = type(root)
     if kind in _LEAVES:
@@ -328,8 +338,10 @@ def _sole_parent_count() -> int | None:
 _SOLE_PARENT = _sole_parent_count()
 
 
-def tree_depth_exceeds(root: Any, max_depth: int, *, exact: bool = False) -> bool:
+def tree_depth_walk(root: Any, max_depth: int, *, exact: bool = False) -> bool:
     """True when a decoded PLAIN tree nests deeper than ``max_depth`` containers.
+
+    The Python twin of ``tree_depth_exceeds``.
 
     Untracked containers hold only atoms or untracked tuples (tuples are rebuilt
     by list_hook and so always tracked when they hold containers), so the walk
@@ -368,6 +380,17 @@ def _tree_depth_exceeds_exactly(root: Any, max_depth: int) -> bool:
         level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
         depth += 1
     return False
+
+
+#: needs_graph(root): the scan ``Encoder.encode`` runs, in C when it was built.
+needs_graph: Callable[[Any], bool]
+#: tree_depth_exceeds(root, max_depth): the receiver's depth check, in C when it was built.
+tree_depth_exceeds: Callable[[Any, int], bool]
+if _speedups is None:
+    needs_graph, tree_depth_exceeds = needs_graph_walk, tree_depth_walk
+else:
+    needs_graph = partial(_speedups.needs_graph, _LEAVES, _is_leaf_flavor)
+    tree_depth_exceeds = _speedups.tree_depth_exceeds
 
 
 _Copied = TypeVar("_Copied")
