@@ -83,15 +83,16 @@ def test_twine_accepts_the_sdist_and_the_wheel(dist: Path) -> None:
 def test_the_wheel_carries_the_compiled_speedups_and_the_pure_wheel_none(dist: Path, tmp_path: Path) -> None:
     [wheel] = dist.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        compiled = [name for name in archive.namelist() if name.startswith("pbnb/core/_speedups")]
-    assert len(compiled) == 1 and compiled[0].endswith(".so")
+        speedups = {name for name in archive.namelist() if name.startswith("pbnb/core/_speedups")}
+    compiled = speedups - {"pbnb/core/_speedups.pyi"}
+    assert len(compiled) == 1 and compiled.pop().endswith(".so")  # no C source beside it
     [sdist] = dist.glob("*.tar.gz")
     env = {**os.environ, "PBNB_PURE_PYTHON": "1"}
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path, sdist, env=env)
     [pure] = tmp_path.glob("pbnb-*.whl")
     assert pure.name == f"pbnb-{pbnb.__version__}-py3-none-any.whl"
     with zipfile.ZipFile(pure) as archive:
-        assert not [name for name in archive.namelist() if "_speedups" in name and "pyi" not in name]
+        assert {name for name in archive.namelist() if "_speedups" in name} == {"pbnb/core/_speedups.pyi"}
 
 
 def test_the_wheel_carries_the_metadata_license_and_type_marker(dist: Path) -> None:
