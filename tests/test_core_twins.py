@@ -515,3 +515,161 @@ def test_buffers_to_send_are_data_to_send_with_large_values_not_copied(answers):
     assert b"".join(buffers) == whole.data_to_send()
     assert sum(buffer is LARGE for buffer in buffers) == answers.count(LARGE)
     assert not parts.has_data_to_send() and parts.buffers_to_send() == []
+
+
+# ----------------------------------------------------------- observer updates
+
+
+class Dial(pb.ObservedCacheable):
+    observed_fields = ("level",)
+
+    def __init__(self) -> None:
+        self.level = 0
+
+
+class DialCopy(pb.ObservedRemoteCache):
+    observed_fields = ("level",)
+
+    def observe_echo(self, *args, **kwargs):
+        pass
+
+
+pb.setUnjellyableForClass(Dial, DialCopy)
+
+
+def observed_copy(limits: pb.Limits | None = None) -> tuple[ConnectionPair, DialCopy, int]:
+    """A pair whose client (with ``limits``) holds a copy of the server's Dial; its cache id."""
+    dial = Dial()
+    root = type("R", (pb.Root,), {"remote_get": lambda self: dial})()
+    pair = ConnectionPair(server_root=root, client_options={"limits": limits}).handshake()
+    copy = pair.call(pair.root(), "get").result()
+    (cache_id,) = pair.client._tables.cache_imports
+    return pair, copy, cache_id
+
+
+def described(event) -> tuple:
+    """An event with what differs between two pairs (brokers, bound methods) left out."""
+    if isinstance(event, ev.CallReceived):
+        method = event.method.__func__.__qualname__
+        arguments = repr(typed([event.args, event.kwargs]))  # a reference shows its id
+        return ("call", event.request_id, method, arguments, event.perspective, event.name)
+    if isinstance(event, ev.MessageRefused):
+        return ("refused", type(event.error), str(event.error), event.description)
+    return (type(event).__name__,)
+
+
+def observe_outcome(handler: str, header: list, payload: bytes, state: str) -> tuple:
+    """What ``handler`` (_on_observe or _on_call) makes of one OBSERVE on a fresh copy in ``state``."""
+    pair, copy, cache_id = observed_copy(pb.Limits(max_depth=4) if state == "shallow" else None)
+    broker = pair.client
+    header = [cache_id if item == "ID" else cache_id + 0.0 if item == "FLOAT_ID" else item for item in header]
+    if state == "awaiting state":
+        broker._tables.cache_imports[cache_id].awaiting_state = True
+    elif state == "copy collected":
+        del copy
+    elif state == "busy":
+        broker._running = broker._max_inbound_calls
+    elif state == "events held":
+        broker._hold_events()
+    try:
+        getattr(broker, handler)(header, payload)
+        error = None
+    except Exception as exc:
+        error = (type(exc), str(exc))
+    held = [described(event) for event in broker._held_events or []]
+    return error, [described(event) for event in broker.next_events()], held, broker.data_to_send()
+
+
+def assert_observe_twins_agree(header: list, payload: bytes, state: str) -> None:
+    fast = observe_outcome("_on_observe", header, payload, state)
+    assert fast == observe_outcome("_on_call", header, payload, state), (header, payload, state)
+
+
+UPDATE = [Kind.OBSERVE, 0, "ID", "set", serialize.PLAIN]
+#: One thing at a time that the quick path must leave to the generic one (or handle alike).
+DEVIATIONS = [
+    *((1, request_id) for request_id in (3, -1, False, 0.0, "0", None)),
+    *((2, cache_id) for cache_id in (999, -2, "FLOAT_ID", True, "x", None)),
+    *((3, name) for name in ("echo", "update", "missing", "not a name", 7, "_pb_method", "")),
+    *((4, mode) for mode in (serialize.GRAPH, 9, "x", None)),
+]
+STATES = ["live", "awaiting state", "copy collected", "busy", "events held", "shallow"]
+SAMPLE_CALLS = [
+    msgpack.packb([["level", 1], {}]),
+    msgpack.packb([[{"level": 2}], {}]),
+    msgpack.packb([["level"], {"x": 1}]),
+    msgpack.packb([[[[[["deep"]]]]], {}]),
+    slow_payload(Broker(), [[(1, 2)], {}])[1],  # an ext (a tuple)
+    msgpack.packb([[], {}, 1]),
+    msgpack.packb(["ab", {}]),
+    msgpack.packb([{"level": 3}, {}]),
+    b"\x92\x90",  # cut short
+]
+
+
+def test_the_quick_observer_update_leaves_each_odd_header_and_state_to_the_generic_path():
+    for payload in SAMPLE_CALLS:
+        for state in STATES:
+            assert_observe_twins_agree(UPDATE, payload, state)
+        for at, item in DEVIATIONS:
+            header = list(UPDATE)
+            header[at] = item
+            assert_observe_twins_agree(header, payload, "live")
+    assert_observe_twins_agree(UPDATE[:4], SAMPLE_CALLS[0], "live")  # a header too short
+
+
+def encoded(value) -> bytes:
+    return slow_payload(Broker(), value)[1]
+
+
+keywords = st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), atoms)
+call_payloads = st.one_of(
+    st.tuples(st.lists(values, max_size=3), st.just({})).map(lambda call: encoded(list(call))),
+    st.tuples(st.lists(atoms, max_size=2), keywords).map(lambda call: encoded(list(call))),
+    values.map(encoded),  # not [args, kwargs]
+    with_ext.map(lambda value: encoded([[value], {}])),  # exts, copies, refs: slow only
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(call_payloads, st.sampled_from(["set", "echo", "update"]), st.sampled_from(["live", "shallow"]))
+def test_the_quick_observer_update_decodes_what_the_generic_call_path_decodes(payload, name, state):
+    assert_observe_twins_agree([Kind.OBSERVE, 0, "ID", name, serialize.PLAIN], payload, state)
+
+
+@pytest.mark.parametrize(
+    ("args", "depth_limit"), [(["level", 4], 200), ([{"level": 1.5}], 200), (["x", []], 3)]
+)
+def test_a_broadcast_update_takes_the_quick_path(args, depth_limit, monkeypatch):
+    pair, copy, cache_id = observed_copy(pb.Limits(max_depth=depth_limit))
+    monkeypatch.setattr(pair.client, "_on_call", lambda header, payload: pytest.fail("took the generic path"))
+    frame = PackedCall(Kind.OBSERVE, "set", msgpack.packb([args, {}]), serialize.PLAIN).frame(cache_id)
+    pair.client.receive_data(frame)
+    (event,) = pair.client.next_events()
+    assert (event.request_id, event.args, event.kwargs, event.target) == (0, args, {}, copy)
+
+
+class Meter(pb.ObservedRemoteCache):
+    """A copy without observed_fields: any public name is accepted."""
+
+
+@FAST
+@given(
+    st.sampled_from([DialCopy, Meter]),
+    st.one_of(st.sampled_from(["level", "other", "_hidden", "not a name", "__class__"]), st.integers()),
+    atoms,
+)
+def test_observe_set_applies_one_field_as_apply_does(cls, name, value):
+    def outcome(apply):
+        copy = cls.__new__(cls)
+        seen = []
+        copy.changed = seen.append
+        try:
+            apply(copy)
+        except Exception as exc:
+            return type(exc), str(exc)
+        return dict(vars(copy), changed=None), seen
+
+    quick = outcome(lambda copy: copy.observe_set(name, value))
+    assert quick == outcome(lambda copy: copy._apply({name: value}))

@@ -87,6 +87,7 @@ _ATOMS = serialize.ATOMS
 _unpackb = msgpack.unpackb
 _no_ext = serialize.refuse_ext
 _tree_depth_exceeds = serialize.tree_depth_exceeds
+_NO_KEYWORDS: list[dict] = [{}]  # what a call's [args, kwargs] holds after its args when it has no kwargs
 #: Cancelled calls whose answer we still expect (the peer sends one, saying it stopped).
 #: Beyond this many the oldest are forgotten, so a peer that never answers cannot grow it.
 MAX_CANCELLED = 10_000
@@ -967,6 +968,51 @@ class Broker:
             return self._refuse_call(kind, request_id, target_id, payload)
         self._accept_call(request_id, target, entry, name, mode, payload)
 
+    def _on_observe(self, header: list, payload: Payload) -> None:
+        """OBSERVE: the quick twin of ``_on_call`` for the update every observer of a broadcast gets.
+
+        A no-answer update of a live copy whose arguments are ``[[atoms or
+        plain data...], {}]`` (one unpackb without hooks, as decode_payload's
+        bare path: it touches no table) is checked and queued in one step.
+        Anything else (an answer wanted, a bad id, a copy awaiting its state, no
+        such method, an ext or a bad shape, too many calls running, events held
+        back) goes to ``_on_call`` from the start, which says what is wrong.
+        """
+        _, request_id, cache_id, name, mode = header
+        cache = (
+            self._tables.cache_imports.get(cache_id)
+            if type(cache_id) is int and type(request_id) is int and not request_id
+            else None
+        )
+        if (
+            cache is not None
+            and mode == _PLAIN
+            and len(payload) <= self._bare_limit
+            and self._running < self._max_inbound_calls
+            and self._held_events is None
+            and not cache.awaiting_state
+            and cache.weak is not None
+            and type(name) is str
+            and name.isidentifier()
+        ):
+            target = cache.weak()
+            method = None if target is None else target._pb_method(name, None)
+            try:
+                value = _unpackb(payload, strict_map_key=False, ext_hook=_no_ext)
+            except Exception:
+                value = None
+            # [args, {}], within the depth limit (decode_payload's bare path, with the call's shape).
+            if (
+                method is not None
+                and type(value) is list
+                and value[1:] == _NO_KEYWORDS
+                and type(value[0]) is list
+                and (len(payload) <= self._max_depth or not _tree_depth_exceeds(value, self._max_depth))
+            ):
+                self._events.append(ev.CallReceived(0, method, value[0], value[1], None, target, name, self))
+                return
+        self._on_call(header, payload)
+
     def _accept_call(
         self, request_id: int, target: Any, entry: Any, name: Any, mode: Any, payload: Payload
     ) -> None:
@@ -1424,7 +1470,7 @@ class Broker:
 _HANDLERS: dict[Kind, str] = {
     Kind.HELLO: "_on_hello",
     Kind.CALL: "_on_call",
-    Kind.OBSERVE: "_on_call",
+    Kind.OBSERVE: "_on_observe",
     Kind.ANSWER: "_on_answer",
     Kind.ERROR: "_on_error",
     Kind.DECREF: "_on_decref",

@@ -292,7 +292,13 @@ class ObservedRemoteCache(RemoteCache):
 
     def observe_set(self, name: str, value: Any) -> None:
         """The owner assigned one field."""
-        self._apply({name: value})
+        # The quick twin of _apply for one accepted field (every assignment on the owner).
+        accepted = self.observed_fields
+        if name in accepted if accepted else _public_name(name):
+            self.__dict__[name] = value
+            self.changed({name: value})
+        else:
+            self._apply({name: value})  # raises, saying why
 
     def observe_update(self, fields: dict[str, Any]) -> None:
         """The owner assigned several fields at once."""
