@@ -46,6 +46,13 @@ log = logging.getLogger("pbnb")
 # Results that can never be awaited; checking their type first skips
 # inspect.isawaitable's slow ABC test on nearly every answer.
 _NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple, set, frozenset})
+# The event kinds met on every call, named once (a module attribute costs a lookup each time).
+_CallReceived, _AnswerReceived, _CallFailed, _StreamItems = (
+    ev.CallReceived,
+    ev.AnswerReceived,
+    ev.CallFailed,
+    ev.StreamItems,
+)
 # Calls queued in one loop turn are written in groups of this many frames.
 _BURST_FRAMES = 16
 # A stream's generator is advanced at most this many times in one loop turn.
@@ -63,6 +70,9 @@ _WRITE_PIECE = 1 << 20
 # hold thousands (256 KiB of 20-byte calls); the rest wait, with reading paused,
 # for the next turns, so other peers are served in between.
 _FRAMES_PER_TURN = 128
+# A read this small is copied to bytes without asking whether a large frame is arriving:
+# asking costs about what copying 2 KiB does.
+_SMALL_READ = 2048
 _receive_buffers = threading.local()
 
 
@@ -670,8 +680,10 @@ class Connection(asyncio.BufferedProtocol):
         broker = self.broker
         assert broker is not None  # it exists from connection_made on, before any of this runs
         # Bytes parse faster, but while a large frame arrives the broker copies
-        # each chunk from the view into it: no need for a copy in between.
-        self.data_received(view if broker.receiving_large_frame else view.tobytes())
+        # each chunk from the view into it: no need for a copy in between. (A
+        # small read is copied whatever it is, without asking the broker.)
+        large = nbytes > _SMALL_READ and broker.receiving_large_frame
+        self.data_received(view if large else view.tobytes())
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Bytes that arrived, from ``buffer_updated`` or from a transport that has them as
@@ -679,10 +691,10 @@ class Connection(asyncio.BufferedProtocol):
         the read buffer first."""
         broker = self.broker
         assert broker is not None and self.transport is not None
-        held = broker.buffered_input
-        nbytes = len(data)
+        # What the reader would hold had no message completed; asked only when it is needed.
+        unfinished = broker.buffered_input + len(data) if self._dead_peer_timeout else 0
         waiting = broker.receive_data(data, _FRAMES_PER_TURN)
-        if self._dead_peer_timeout and broker.buffered_input < held + nbytes:
+        if unfinished and broker.buffered_input < unfinished:
             # Some of these bytes completed a message (a PONG, say): a sign of life. Bytes that
             # only add to an unfinished frame are not, or one byte now and then would do.
             self._last_heard = self._loop.time()
@@ -787,9 +799,22 @@ class Connection(asyncio.BufferedProtocol):
             # before the broker hears of the next (see Broker.next_events).
             self._dispatching = True
             try:
-                events = broker.next_events()
+                events: list[Any] = broker.next_events()
                 while events:  # acting on events (running calls) may raise more
-                    self._dispatch(events)
+                    for event in events:  # the common kinds first
+                        kind = type(event)
+                        if kind is _CallReceived:
+                            self._run_call(event)
+                        elif kind is _AnswerReceived:
+                            if not event.token.done():
+                                event.token.set_result(event.value)
+                        elif kind is _CallFailed:
+                            if not event.token.done():
+                                event.token.set_exception(event.error)
+                        elif kind is _StreamItems:
+                            _sink_of(event.token).put(event.values, event.shares())
+                        else:
+                            self._dispatch_rare(event)
                     events = broker.next_events()
             finally:
                 self._dispatching = False
@@ -889,22 +914,6 @@ class Connection(asyncio.BufferedProtocol):
             self._flush()
 
     # --------------------------------------------------------------- events
-
-    def _dispatch(self, events: list[Any]) -> None:
-        for event in events:
-            kind = type(event)
-            if kind is ev.CallReceived:
-                self._run_call(event)
-            elif kind is ev.AnswerReceived:
-                if not event.token.done():
-                    event.token.set_result(event.value)
-            elif kind is ev.CallFailed:
-                if not event.token.done():
-                    event.token.set_exception(event.error)
-            elif kind is ev.StreamItems:
-                _sink_of(event.token).put(event.values, event.shares())
-            else:
-                self._dispatch_rare(event)
 
     def _dispatch_rare(self, event: Any) -> None:
         if type(event) is ev.ProgressReceived:
