@@ -344,3 +344,66 @@ def test_the_unchecked_ext_is_the_ext_msgpack_packs(code, data):
     made = serialize._ext((code, data))
     assert type(made) is msgpack.ExtType and made == msgpack.ExtType(code, data)
     assert msgpack.packb(made) == msgpack.packb(msgpack.ExtType(code, data))
+
+
+def outcome(work: Any) -> tuple[str, Any]:
+    """What ``work()`` gives, or the type and text of what it raises, for comparing twins."""
+    try:
+        return "value", work()
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+def reencoded(result: tuple[str, Any]) -> tuple[str, Any]:
+    """A decode's outcome with its value as the Python encoder's bytes (NaN-proof, types kept)."""
+    kind, value = result
+    if kind != "value":
+        return result
+    return kind, Encoder(None, 1000, speedups=False).encode(value, None)
+
+
+@settings(SETTINGS, max_examples=300)
+@given(st.lists(trees | st.lists(st.tuples(atoms, atoms)), max_size=4), odd_leaves | st.none())
+def test_the_c_tuple_default_packs_as_the_python_one(value, extra):
+    """Same mode and bytes, or the same refusal, with the C default and without it."""
+    if extra is not None:
+        value.append(extra)
+    fast = outcome(lambda: Encoder(None, 1000).encode(value, None))
+    assert fast == outcome(lambda: Encoder(None, 1000, speedups=False).encode(value, None))
+
+
+def payloads() -> st.SearchStrategy[bytes]:
+    """PLAIN payloads of trees (tuples, sets, big ints, guarded keys), some cut or corrupted."""
+    encoded = st.lists(trees | guarded, max_size=3).map(lambda value: Encoder(None, 1000).encode(value, None))
+    plain = encoded.filter(lambda encoding: encoding[0] == PLAIN).map(lambda encoding: encoding[1])
+
+    def damage(payload: bytes, where: int, byte: int, cut: bool) -> bytes:
+        where %= len(payload)
+        return payload[:where] if cut else payload[:where] + bytes([byte]) + payload[where + 1 :]
+
+    damaged = st.builds(damage, plain, st.integers(0, 10**6), st.integers(0, 255), st.booleans())
+    return plain | damaged | st.binary(max_size=40)
+
+
+@settings(SETTINGS, max_examples=400)
+@given(payloads(), st.integers(1, 8))
+def test_the_c_hooks_decode_as_the_python_ones(payload, max_depth):
+    """Same value, or the same error, for valid, damaged and random payloads."""
+    fast = Decoder(None, CopyRegistry(), max_depth, 10**6)
+    slow = Decoder(None, CopyRegistry(), max_depth, 10**6, speedups=False)
+    expected = reencoded(outcome(lambda: slow.decode(PLAIN, payload)))
+    assert reencoded(outcome(lambda: fast.decode(PLAIN, payload))) == expected
+    assert fast._candidates == [] and fast._guard is serialize._IDLE_GUARD  # nothing kept after
+
+
+@pytest.mark.parametrize("speedups", [True, False], ids=["C hooks", "Python hooks"])
+def test_a_flood_of_colliding_tuple_keys_is_refused_by_both_twins(speedups):
+    # Eight ints within msgpack's range share each hash, so triples of them give 512 keys
+    # that all collide, packed as plain tuples (no big int ext to set the guard off sooner).
+    same_hash = [5 + j * (2**61 - 1) for j in range(8)]
+    keys = [(a, b, c) for a in same_hash for b in same_hash for c in same_hash]
+    mode, payload = Encoder(None, 1000, speedups=False).encode({key: 1 for key in keys}, None)
+    decoder = Decoder(None, CopyRegistry(), 1000, 10**6, speedups=speedups)
+    with pytest.raises(pb.LimitExceeded, match="hash flooding"):
+        decoder.decode(mode, payload)
+    assert decoder._candidates == []

@@ -15,6 +15,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 
 /* A growable array of borrowed references, with the depth each was found at. */
 typedef struct {
@@ -325,6 +326,259 @@ tree_depth_exceeds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(scan.exceeded);
 }
 
+/* ---- tuples: the packer's default and the unpacker's hooks ------------------
+ *
+ * A PLAIN payload carries a tuple as an array whose first item is an empty
+ * "tuple" ext. msgpack calls a hook per tuple on each side; these are those
+ * hooks' common cases in C, each handing anything else to the Python method it
+ * stands in front of (Encoder._default, Decoder.ext_hook, Decoder.list_hook).
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *tag;       /* the ext written first in a tuple's array */
+    PyObject *fallback;  /* callable(obj) for everything but tuples */
+    vectorcallfunc vectorcall;
+} TupleDefault;
+
+static PyObject *tuple_default_vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
+
+static PyObject *
+tuple_default_call(TupleDefault *self, PyObject *obj)
+{
+    if (!PyTuple_CheckExact(obj)) {
+        return PyObject_CallOneArg(self->fallback, obj);
+    }
+    Py_ssize_t size = PyTuple_GET_SIZE(obj);
+    PyObject *array = PyList_New(size + 1);
+    if (array == NULL) {
+        return NULL;
+    }
+    Py_INCREF(self->tag);
+    PyList_SET_ITEM(array, 0, self->tag);
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *item = PyTuple_GET_ITEM(obj, i);
+        Py_INCREF(item);
+        PyList_SET_ITEM(array, i + 1, item);
+    }
+    return array;
+}
+
+static PyObject *
+tuple_default_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *tag, *fallback;
+    if (!PyArg_ParseTuple(args, "OO:TupleDefault", &tag, &fallback)) {
+        return NULL;
+    }
+    TupleDefault *self = (TupleDefault *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->tag = Py_NewRef(tag);
+        self->fallback = Py_NewRef(fallback);
+        self->vectorcall = tuple_default_vectorcall;
+    }
+    return (PyObject *)self;
+}
+
+static int
+tuple_default_traverse(TupleDefault *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->tag);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int
+tuple_default_clear(TupleDefault *self)
+{
+    Py_CLEAR(self->tag);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void
+tuple_default_dealloc(TupleDefault *self)
+{
+    PyObject_GC_UnTrack(self);
+    tuple_default_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+tuple_default_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "TupleDefault takes one object");
+        return NULL;
+    }
+    return tuple_default_call((TupleDefault *)self, args[0]);
+}
+
+static PyObject *
+tuple_default_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    return PyVectorcall_Call(self, args, kwargs);
+}
+
+static PyTypeObject TupleDefaultType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pbnb.core._speedups.TupleDefault",
+    .tp_doc = "TupleDefault(tag, fallback): a packer's default that writes tuples as "
+              "[tag, *items] and hands anything else to fallback.",
+    .tp_basicsize = sizeof(TupleDefault),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(TupleDefault, vectorcall),
+    .tp_call = tuple_default_tp_call,
+    .tp_new = tuple_default_new,
+    .tp_traverse = (traverseproc)tuple_default_traverse,
+    .tp_clear = (inquiry)tuple_default_clear,
+    .tp_dealloc = (destructor)tuple_default_dealloc,
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *tags;           /* dict: ext code -> the tag object it decodes to */
+    PyObject *tuple_tag;      /* tags' value for tuples */
+    PyObject *candidates;     /* the decoder's list of values that may become keys */
+    Py_ssize_t free_candidates;
+    PyObject *guard;          /* callable(): guards the candidates and clears the list */
+    PyObject *ext_fallback;   /* callable(code, data): every ext that is not a tag */
+    PyObject *list_fallback;  /* callable(items): every other tagged array */
+} PlainHooks;
+
+static PyObject *
+plain_hooks_ext(PlainHooks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "ext_hook(code, data)");
+        return NULL;
+    }
+    PyObject *tag = PyDict_GetItemWithError(self->tags, args[0]);
+    if (tag != NULL) {
+        return Py_NewRef(tag);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->ext_fallback, args, 2, NULL);
+}
+
+static PyObject *
+plain_hooks_list(PlainHooks *self, PyObject *items)
+{
+    if (!PyList_CheckExact(items) || PyList_GET_SIZE(items) == 0) {
+        return Py_NewRef(items);
+    }
+    PyObject *first = PyList_GET_ITEM(items, 0);
+    if (first != self->tuple_tag) {
+        if (Py_TYPE(first) == Py_TYPE(self->tuple_tag)) {  /* another tag */
+            return PyObject_CallOneArg(self->list_fallback, items);
+        }
+        return Py_NewRef(items);
+    }
+    Py_ssize_t size = PyList_GET_SIZE(items) - 1;
+    PyObject *built = PyTuple_New(size);
+    if (built == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i + 1);
+        Py_INCREF(item);
+        PyTuple_SET_ITEM(built, i, item);
+    }
+    /* It may become a dict key or a set member: the guard counts it. */
+    if (PyList_Append(self->candidates, built) < 0) {
+        Py_DECREF(built);
+        return NULL;
+    }
+    if (PyList_GET_SIZE(self->candidates) > self->free_candidates) {
+        PyObject *guarded = PyObject_CallNoArgs(self->guard);
+        if (guarded == NULL) {
+            Py_DECREF(built);
+            return NULL;
+        }
+        Py_DECREF(guarded);
+    }
+    return built;
+}
+
+static PyObject *
+plain_hooks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *tags, *tuple_tag, *candidates, *guard, *ext_fallback, *list_fallback;
+    Py_ssize_t free_candidates;
+    if (!PyArg_ParseTuple(args, "O!OO!nOOO:PlainHooks", &PyDict_Type, &tags, &tuple_tag,
+                          &PyList_Type, &candidates, &free_candidates, &guard, &ext_fallback,
+                          &list_fallback)) {
+        return NULL;
+    }
+    PlainHooks *self = (PlainHooks *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->tags = Py_NewRef(tags);
+        self->tuple_tag = Py_NewRef(tuple_tag);
+        self->candidates = Py_NewRef(candidates);
+        self->free_candidates = free_candidates;
+        self->guard = Py_NewRef(guard);
+        self->ext_fallback = Py_NewRef(ext_fallback);
+        self->list_fallback = Py_NewRef(list_fallback);
+    }
+    return (PyObject *)self;
+}
+
+static int
+plain_hooks_traverse(PlainHooks *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->tags);
+    Py_VISIT(self->tuple_tag);
+    Py_VISIT(self->candidates);
+    Py_VISIT(self->guard);
+    Py_VISIT(self->ext_fallback);
+    Py_VISIT(self->list_fallback);
+    return 0;
+}
+
+static int
+plain_hooks_clear(PlainHooks *self)
+{
+    Py_CLEAR(self->tags);
+    Py_CLEAR(self->tuple_tag);
+    Py_CLEAR(self->candidates);
+    Py_CLEAR(self->guard);
+    Py_CLEAR(self->ext_fallback);
+    Py_CLEAR(self->list_fallback);
+    return 0;
+}
+
+static void
+plain_hooks_dealloc(PlainHooks *self)
+{
+    PyObject_GC_UnTrack(self);
+    plain_hooks_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef plain_hooks_methods[] = {
+    {"ext_hook", (PyCFunction)(void (*)(void))plain_hooks_ext, METH_FASTCALL,
+     "The unpacker's ext_hook: a tag's object, or ext_fallback(code, data)."},
+    {"list_hook", (PyCFunction)plain_hooks_list, METH_O,
+     "The unpacker's list_hook: a tagged tuple built and counted, other tags to list_fallback."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PlainHooksType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pbnb.core._speedups.PlainHooks",
+    .tp_doc = "PlainHooks(tags, tuple_tag, candidates, free_candidates, guard, ext_fallback, "
+              "list_fallback): a PLAIN payload's unpacker hooks, tuples in C.",
+    .tp_basicsize = sizeof(PlainHooks),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = plain_hooks_new,
+    .tp_traverse = (traverseproc)plain_hooks_traverse,
+    .tp_clear = (inquiry)plain_hooks_clear,
+    .tp_dealloc = (destructor)plain_hooks_dealloc,
+    .tp_methods = plain_hooks_methods,
+};
+
 static PyMethodDef methods[] = {
     {"needs_graph", (PyCFunction)(void (*)(void))needs_graph, METH_FASTCALL,
      "needs_graph(leaves, is_leaf_flavor, root): the C twin of serialize.needs_graph_walk."},
@@ -333,7 +587,17 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int
+add_types(PyObject *module)
+{
+    if (PyModule_AddType(module, &TupleDefaultType) < 0) {
+        return -1;
+    }
+    return PyModule_AddType(module, &PlainHooksType);
+}
+
 static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, add_types},
 #ifdef Py_mod_multiple_interpreters
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif

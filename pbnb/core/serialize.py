@@ -425,11 +425,17 @@ class Encoder:
     rolls the message back.
     """
 
-    def __init__(self, tables: Tables, max_depth: int):
+    def __init__(self, tables: Tables, max_depth: int, *, speedups: bool = True):
+        """``speedups=False`` runs the Python twins even where the C ones were built."""
         self._tables = tables
         self._max_depth = max_depth
         self._perspective: Any = None
-        self._packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
+        default: Callable[[Any], Any] = self._default
+        self._needs_graph: Callable[[Any], bool] = needs_graph_walk
+        if speedups and _speedups is not None:
+            default = _speedups.TupleDefault(_TUPLE, self._default)
+            self._needs_graph = needs_graph
+        self._packer = msgpack.Packer(default=default, strict_types=True, use_bin_type=True)
         self._raw_packer = msgpack.Packer(strict_types=False, use_bin_type=True)
         #: Pack a value known to be a PLAIN tree of builtins and atoms, touching
         #: no table (the broker's shortcut for atoms and atoms-only calls).
@@ -440,7 +446,7 @@ class Encoder:
         """Return (mode, payload) for ``value`` as seen by ``perspective``."""
         self._perspective = perspective
         try:
-            if not needs_graph(value):
+            if not self._needs_graph(value):
                 try:
                     return PLAIN, self._packer.pack(value)
                 except UnicodeEncodeError as exc:
@@ -641,7 +647,10 @@ class Decoder:
         max_depth: int,
         max_len: int,
         max_string: int = 2**31 - 1,
+        *,
+        speedups: bool = True,
     ):
+        """``speedups=False`` runs the Python twins even where the C ones were built."""
         self._tables = tables
         self._registry = registry
         self._max_depth = max_depth
@@ -655,12 +664,26 @@ class Decoder:
         # Built once: merging keyword dicts on every decode costs as much as
         # unpacking a small call.
         common = {**self._limits, "strict_map_key": False}
-        self._plain_options = {**common, "ext_hook": self._plain_ext, "list_hook": self._plain_list}
+        self._guard = _IDLE_GUARD
+        self._candidates: list[Any] = []
+        hooks: Any = self  # whose ext_hook and list_hook a PLAIN payload is read with
+        self._depth_exceeds: Callable[[Any, int], bool] = tree_depth_walk
+        if speedups and _speedups is not None:
+            # Tags and tuples in C, the rest handed to the methods below.
+            hooks = _speedups.PlainHooks(
+                _TAGS,
+                _TAGS[TAG_TUPLE],
+                self._candidates,
+                _FREE_CANDIDATES,
+                self._guard_candidates,
+                self.ext_hook,
+                self.list_hook,
+            )
+            self._depth_exceeds = tree_depth_exceeds
+        self._plain_options = {**common, "ext_hook": hooks.ext_hook, "list_hook": hooks.list_hook}
         # Maps arrive as lists of pairs: msgpack must not build dicts of raw keys (tuples of
         # colliding ints would flood them); the reader builds each from guarded values.
         self._graph_options = {**common, "use_list": False, "object_pairs_hook": _RawMap}
-        self._guard = _IDLE_GUARD
-        self._candidates: list[Any] = []
 
     def decode(self, mode: int, payload: bytes | bytearray | memoryview) -> Any:
         """Decode a payload; raise ProtocolError, LimitExceeded or InsecureJelly.
@@ -677,7 +700,7 @@ class Decoder:
             finally:
                 self._guard = _IDLE_GUARD  # both hold the message's values: let them go with it
                 self._candidates.clear()
-            if len(payload) > self._max_depth and tree_depth_exceeds(value, self._max_depth):
+            if len(payload) > self._max_depth and self._depth_exceeds(value, self._max_depth):
                 raise LimitExceeded(f"value nests deeper than {self._max_depth} containers")
             return value
         if mode == GRAPH:
@@ -699,7 +722,8 @@ class Decoder:
         except Exception as exc:
             raise ProtocolError(f"malformed payload: {type(exc).__name__}: {exc}") from None
 
-    def _plain_ext(self, code: int, data: bytes) -> Any:
+    def ext_hook(self, code: int, data: bytes) -> Any:
+        """A PLAIN payload's ext: a tag, or the value the ext stands for."""
         tag = _TAGS.get(code)
         if tag is not None:
             return tag
@@ -738,7 +762,8 @@ class Decoder:
                 raise ProtocolError(f"malformed {name} (ext {code}): {exc}") from None
         raise ProtocolError(f"unexpected ext type {code} in this payload")
 
-    def _plain_list(self, items: list) -> Any:
+    def list_hook(self, items: list) -> Any:
+        """A PLAIN payload's array: the list itself, or what its tag says to build."""
         if items and type(items[0]) is _Tag:
             builder = _PLAIN_BUILDERS.get(items[0].code)
             if builder is None:
