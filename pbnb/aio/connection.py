@@ -993,7 +993,9 @@ class Connection(asyncio.BufferedProtocol):
             )
             self._refusals.refused(ev.MessageRefused(error, f"call of {event.name!r}"), self.peer, self._loop)
             return
-        reset = current_perspective.set(event.perspective)
+        perspective = event.perspective
+        # Set only when it differs: most calls run under None, which is usually there already.
+        reset = current_perspective.set(perspective) if current_perspective.get() is not perspective else None
         reset_serving = _serving.set(event)
         try:
             kwargs = event.kwargs
@@ -1002,7 +1004,8 @@ class Connection(asyncio.BufferedProtocol):
             self._report_failure(event, exc)
             return
         finally:
-            current_perspective.reset(reset)
+            if reset is not None:
+                current_perspective.reset(reset)
             _serving.reset(reset_serving)
         if type(result) not in _NOT_AWAITABLE and (
             inspect.isawaitable(result) or inspect.isasyncgen(result) or inspect.isgenerator(result)

@@ -578,11 +578,10 @@ class Broker:
         """The frame ``call_packed`` queues, returned instead: a driver with nothing queued
         (``queued_frames == 0``) may write it at once, as a broadcast does. Raises like ``call``."""
         cache = self._tables.cache_exports.get(ref._id)
-        if (
+        if (  # (our cache's observer is ours: this broker made it)
             self.disconnected
             or cache is None
             or cache.observer is not ref
-            or ref._broker is not self
             or type(method) is not str
             or not method.isidentifier()
         ):

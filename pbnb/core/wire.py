@@ -183,20 +183,22 @@ class PackedCall:
     (``encode_frame`` stays the reference, and decides every refusal).
     """
 
-    __slots__ = ("_back", "_fixed_len", "_front", "kind", "method", "payload", "plain")
+    __slots__ = ("_back", "_fixed_body", "_fixed_len", "_front", "kind", "method", "payload", "plain")
 
     def __init__(self, kind: int, method: str, payload: bytes, plain: int):
         self.kind, self.method, self.payload, self.plain = kind, method, payload, plain
         pack = _HEADER_PACKER.pack
         self._front = b"\x95" + pack(kind) + pack(NO_ANSWER)  # a msgpack array of 5
         self._back = pack(method) + pack(plain)
-        self._fixed_len = len(self._front) + len(self._back)
+        self._fixed_len = len(self._front) + len(self._back)  # the header's length but the id's
+        self._fixed_body = 2 + self._fixed_len + len(payload)  # the frame body's, likewise
 
     def frame(self, ref_id: int, max_frame: int = MAX_FRAME) -> bytes:
         """What ``encode_frame([kind, NO_ANSWER, ref_id, method, plain], payload, max_frame)`` returns."""
         ident = _HEADER_PACKER.pack(ref_id)
-        head_len = self._fixed_len + len(ident)
-        body = 2 + head_len + len(self.payload)
+        size = len(ident)
+        head_len = self._fixed_len + size
+        body = self._fixed_body + size
         if body > max_frame or head_len > MAX_HEADER:
             header = [self.kind, NO_ANSWER, ref_id, self.method, self.plain]
             return encode_frame(header, self.payload, max_frame)  # raises, saying what is wrong
