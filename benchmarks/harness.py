@@ -7,11 +7,17 @@ then answers one JSON command per stdin line::
     {"workload": "sequential", "budget": 0.3}  ->  {"rate": calls_per_second}
                                                 or  {"error": "why it cannot run"}
 
+    {"workload": "tuples", ...}  ->  {"rate": ..., "note": "tuples arrived as lists"}
+
 A peer module defines ``DRIVER`` ("asyncio", "uvloop", "twisted" or "sync"), ``serve()``
-and ``Client`` whose ``connect(port)`` and workload methods (``sequential``,
-``pipelined``, ``dicts``, ``nested``, ``mib``, each taking a count and returning the
-seconds it took) are coroutines, Deferreds or plain functions as the driver
-says. The first command for a workload calibrates a count that fills the
+and ``Client`` whose methods are coroutines, Deferreds or plain functions as the
+driver says: ``connect(port)``; ``sequential(count)`` and ``pipelined(batches)``,
+each returning the seconds it took; and ``echoes(value, count)``, which echoes
+``value`` ``count`` times and returns the seconds and the last echo, for every
+workload of ``workloads.ECHOES`` (the harness checks that echo, types included).
+A peer whose wire has one array type sets ``CARRIES_TUPLES = False``: its tuples
+must come back as lists, and its answers for a workload with tuples say so.
+The first command for a workload calibrates a count that fills the
 budget; later ones time that same count, so rounds are comparable.
 """
 
@@ -26,7 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .workloads import WORKLOADS
+from .workloads import ECHOES, WORKLOADS, check_echo
 
 PEERS = (
     "raw_asyncio",
@@ -44,10 +50,24 @@ def announce(port: int) -> None:
     print(f"PORT {port}", flush=True)
 
 
+def timed(
+    run: Callable[..., Any], client: Any, workload: str, count: int, *, carries_tuples: bool = True
+) -> tuple[float, str | None]:
+    """Seconds ``count`` units of ``workload`` took, and the note on what its echo lost.
+
+    ``run(method, *args)`` drives one of the client's methods to its result.
+    """
+    if workload not in ECHOES:
+        return run(getattr(client, workload), count), None
+    seconds, echoed = run(client.echoes, ECHOES[workload], count)
+    return seconds, check_echo(workload, echoed, carries_tuples=carries_tuples)
+
+
 class _Measurer:
-    def __init__(self, client: Any, run: Callable[..., Any]):
+    def __init__(self, client: Any, run: Callable[..., Any], *, carries_tuples: bool):
         self._client = client
         self._run = run
+        self._carries_tuples = carries_tuples
         self._counts: dict[str, int] = {}
         self._refused: dict[str, str] = {}
 
@@ -57,19 +77,22 @@ class _Measurer:
             return {"error": self._refused[name]}
         try:
             count = self._counts.get(name) or self._calibrate(name, budget)
-            seconds = self._time(name, count)
+            seconds, note = self._time(name, count)
         except Exception as exc:
             self._refused[name] = f"{type(exc).__name__}: {str(exc)[:120]}"
             return {"error": self._refused[name]}
-        return {"rate": count * WORKLOADS[name][0] / seconds}
+        answer: dict[str, Any] = {"rate": count * WORKLOADS[name][0] / seconds}
+        if note:
+            answer["note"] = note
+        return answer
 
-    def _time(self, name: str, count: int) -> float:
-        return self._run(getattr(self._client, name), count)
+    def _time(self, name: str, count: int) -> tuple[float, str | None]:
+        return timed(self._run, self._client, name, count, carries_tuples=self._carries_tuples)
 
     def _calibrate(self, name: str, budget: float) -> int:
         count = 1
         while True:
-            seconds = self._time(name, count)
+            seconds, _ = self._time(name, count)
             if seconds >= budget / 5 or count >= 1 << 20:
                 break
             count *= 4
@@ -86,6 +109,7 @@ def _serve_commands(measurer: _Measurer) -> None:
 
 def run_client(peer: Any, port: int) -> None:
     client = peer.Client()
+    carries_tuples = getattr(peer, "CARRIES_TUPLES", True)
     if peer.DRIVER in ("asyncio", "uvloop"):
         import asyncio
 
@@ -96,7 +120,7 @@ def run_client(peer: Any, port: int) -> None:
         )
         run = lambda work, *args: loop.run_until_complete(work(*args))  # noqa: E731
         run(client.connect, port)
-        _serve_commands(_Measurer(client, run))
+        _serve_commands(_Measurer(client, run, carries_tuples=carries_tuples))
     elif peer.DRIVER == "twisted":
         from twisted.internet import reactor, threads
 
@@ -104,7 +128,7 @@ def run_client(peer: Any, port: int) -> None:
             run = lambda work, *args: threads.blockingCallFromThread(reactor, work, *args)  # noqa: E731
             try:
                 run(client.connect, port)
-                _serve_commands(_Measurer(client, run))
+                _serve_commands(_Measurer(client, run, carries_tuples=carries_tuples))
             finally:
                 reactor.callFromThread(reactor.stop)
 
@@ -112,7 +136,7 @@ def run_client(peer: Any, port: int) -> None:
         reactor.run(installSignalHandlers=False)
     else:
         client.connect(port)
-        _serve_commands(_Measurer(client, lambda work, *args: work(*args)))
+        _serve_commands(_Measurer(client, lambda work, *args: work(*args), carries_tuples=carries_tuples))
 
 
 def _serve_maybe_profiled(peer: Any) -> None:

@@ -30,7 +30,7 @@ import msgpack
 import pbnb
 
 from . import bench_streams, pbnb_peer, pbnb_ws_peer, raw_asyncio, serialization
-from .workloads import WINDOW
+from .workloads import MIB, WINDOW
 
 _CODEC = "serialization: "
 _WS = "ws:// vs TCP: "
@@ -63,7 +63,7 @@ async def _served(peer: str, workload: str, calls: int) -> None:
     elif workload == "sequential":
         await client.sequential(calls)
     elif workload == "mib":
-        await client.mib(calls)
+        await client.echoes(MIB, calls)
     else:
         await client.pipelined(calls // WINDOW)
     if isinstance(server, pbnb.Server):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pbnb
 
 from .harness import announce
-from .workloads import DICTS, MIB, NESTED, SMALL, WINDOW, check_dicts, check_mib, check_nested
+from .workloads import SMALL, WINDOW
 
 DRIVER = "asyncio"
 
@@ -49,20 +48,9 @@ class Client:
             await asyncio.gather(*[call("echo", SMALL) for _ in range(WINDOW)])
         return time.perf_counter() - start
 
-    async def dicts(self, count: int) -> float:
-        return await self._echoes(DICTS, count, check_dicts)
-
-    async def nested(self, count: int) -> float:
-        return await self._echoes(NESTED, count, check_nested)
-
-    async def mib(self, count: int) -> float:
-        return await self._echoes(MIB, count, check_mib)
-
-    async def _echoes(self, value: object, count: int, check: Callable[[object], None]) -> float:
+    async def echoes(self, value: object, count: int) -> tuple[float, object]:
         call = self._root.callRemote
         start = time.perf_counter()
         for _ in range(count):
             result = await call("echo", value)
-        elapsed = time.perf_counter() - start
-        check(result)
-        return elapsed
+        return time.perf_counter() - start, result

@@ -17,6 +17,7 @@ import pstats
 import tempfile
 from pathlib import Path
 
+from .harness import timed
 from .run import PeerProcesses
 from .workloads import WORKLOADS
 
@@ -46,10 +47,11 @@ def _profile_client(peer_name: str, port: int, workload: str, count: int) -> pst
     client = peer.Client()
     loop = asyncio.new_event_loop()
     loop.run_until_complete(client.connect(port))
-    work = getattr(client, workload)
-    loop.run_until_complete(work(max(1, count // 10)))  # warm up
+    run = lambda work, *args: loop.run_until_complete(work(*args))  # noqa: E731
+    carries_tuples = getattr(peer, "CARRIES_TUPLES", True)
+    timed(run, client, workload, max(1, count // 10), carries_tuples=carries_tuples)  # warm up
     profiler = cProfile.Profile()
-    seconds = profiler.runcall(loop.run_until_complete, work(count))
+    seconds, _ = profiler.runcall(timed, run, client, workload, count, carries_tuples=carries_tuples)
     print(f"{count * WORKLOADS[workload][0] / seconds:,.0f} calls/s under the profiler")
     return pstats.Stats(profiler)
 

@@ -44,7 +44,18 @@ LABELS = {
 #: The peers of benchmarks.bench_streams that stand for these (the others have no streams).
 STREAM_PEERS = {"raw_asyncio": "raw_asyncio", "pbnb_peer": "pbnb", "pyro_peer": "pyro5", "rpyc_peer": "rpyc"}
 #: pbnb's targets, as ratios to the floor (serialization: to plain msgpack).
-TARGETS = {"sequential": 0.9, "pipelined": 0.5, "dicts": 0.5, "nested": 0.8, "mib": 0.7}
+#: Tuples too: the floor sends them as msgpack arrays and gets lists back (it has no
+#: tuples), the same floor as the serialization table's, and the issue's 0.8x stands.
+TARGETS = {
+    "sequential": 0.9,
+    "pipelined": 0.5,
+    "dicts": 0.5,
+    "nested": 0.8,
+    "lists": 0.8,
+    "tree": 0.8,
+    "tuples": 0.8,
+    "mib": 0.7,
+}
 START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 120.0
 
@@ -97,9 +108,11 @@ class PeerProcesses:
 
 def measure_peers(
     names: list[str], rounds: int, budget: float, workloads: list[str], *, pin: bool = True
-) -> dict[str, dict[str, list]]:
-    """Return peer -> workload -> per-round rates (a float, or an error string)."""
+) -> tuple[dict[str, dict[str, list]], dict[tuple[str, str], str]]:
+    """Return peer -> workload -> per-round rates (a float, or an error string), and the
+    notes peers gave, by (peer, workload): what their echo could not carry."""
     peers: list[PeerProcesses] = []
+    notes: dict[tuple[str, str], str] = {}
     try:
         for name in names:
             try:
@@ -118,7 +131,9 @@ def measure_peers(
                 for peer in order:
                     answer = peer.measure(workload, budget)
                     rates[peer.name][workload].append(answer.get("rate", answer.get("error")))
-        return rates
+                    if "note" in answer:
+                        notes[peer.name, workload] = answer["note"]
+        return rates, notes
     finally:
         for peer in peers:
             peer.close()
@@ -140,8 +155,9 @@ def _cell(result: tuple[float, float, float] | str) -> str:
     return f"{median:.2f}x ({low:.2f}-{high:.2f})"
 
 
-def print_peer_table(rates: dict[str, dict[str, list]]) -> list[str]:
-    """Print the ratio table; return the notes for cells that failed."""
+def print_peer_table(rates: dict[str, dict[str, list]], noted: dict[tuple[str, str], str]) -> list[str]:
+    """Print the ratio table, a ``*`` on the cells of ``noted``; return the notes for
+    those cells and for cells that failed."""
     names = [name for name in LABELS if name in rates and name != FLOOR]
     header = ["workload", "raw asyncio (calls/s)", *(LABELS[n] for n in names), "pbnb target"]
     rows = [header]
@@ -154,6 +170,10 @@ def print_peer_table(rates: dict[str, dict[str, list]]) -> list[str]:
             row.append(_cell(result))
             if isinstance(result, str):
                 notes.append(f"{LABELS[name]} {workload}: {result}")
+        for index, name in enumerate([FLOOR, *names], start=1):
+            if (name, workload) in noted:
+                row[index] += " *"
+                notes.append(f"{LABELS[name]} {workload} (*): {noted[name, workload]}")
         row.append(f">= {TARGETS[workload]}x")
         rows.append(row)
     _print_rows(rows)
@@ -207,11 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     names = [FLOOR, *(name for name in args.peers or PEERS if name != FLOOR)]
 
     workloads = [w for w in args.workloads if w in WORKLOADS]
-    rates = measure_peers(names, rounds, budget, workloads, pin=not args.no_pin) if workloads else None
+    rates: dict[str, dict[str, list]] = {}
+    noted: dict[tuple[str, str], str] = {}
+    if workloads:
+        rates, noted = measure_peers(names, rounds, budget, workloads, pin=not args.no_pin)
     codec = serialization.measure(rounds, budget) if "serialization" in args.workloads else None
     print(f"\nMedian over {rounds} rounds of each round's ratio to raw asyncio (min-max in brackets);")
     print(f"higher is better; {budget}s per measurement; {os.cpu_count()} CPUs.\n")
-    notes = print_peer_table(rates) if rates else []
+    notes = print_peer_table(rates, noted) if rates else []
     if codec:
         print()
         print_serialization_table(codec)

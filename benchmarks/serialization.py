@@ -21,7 +21,17 @@ import msgpack
 from pbnb.core.broker import Broker
 from pbnb.core.flavors import Copyable, CopyRegistry, RemoteCopy
 
-from .workloads import DICTS, MIB, SMALL, make_dicts, make_lists, make_nested_dicts, make_tree, make_tuples
+from .workloads import (
+    DICTS,
+    MIB,
+    SMALL,
+    make_dicts,
+    make_lists,
+    make_nested_dicts,
+    make_tree,
+    make_tuples,
+    same,
+)
 
 
 class Point(Copyable, RemoteCopy):
@@ -116,18 +126,8 @@ def check(case: Case) -> None:
     """Raise unless pbnb's round trip gives back exactly what was sent (types included)."""
     pbnb_round_trip, _ = round_trips(case)
     (args, kwargs) = pbnb_round_trip()
-    if kwargs != {} or len(args) != 1 or not _same(args[0], case.value):
+    if kwargs != {} or len(args) != 1 or not same(args[0], case.value):
         raise AssertionError(f"pbnb's round trip changed the value: {args!r:.80}")
-
-
-def _same(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if type(a) in (list, tuple):
-        return len(a) == len(b) and all(map(_same, a, b))
-    if type(a) is dict:
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return bool(a == b)
 
 
 def _time(round_trip: Callable[[], Any], count: int) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 #: Calls kept in flight by the pipelined workload.
 WINDOW = 1000
 
@@ -41,9 +43,22 @@ def make_tuples() -> list[tuple]:
 
 
 NESTED = make_nested_dicts()
+LISTS = make_lists()
+TREE = make_tree()
+TUPLES = make_tuples()
 
 #: One MiB of bytes.
 MIB = bytes(range(256)) * 4096
+
+#: echo workload -> the value echoed (sent as the single argument, expected back).
+ECHOES: dict[str, object] = {
+    "dicts": DICTS,
+    "nested": NESTED,
+    "lists": LISTS,
+    "tree": TREE,
+    "tuples": TUPLES,
+    "mib": MIB,
+}
 
 #: workload name -> (calls per unit of work, what one unit is)
 WORKLOADS = {
@@ -51,23 +66,45 @@ WORKLOADS = {
     "pipelined": (WINDOW, f"{WINDOW} small calls in flight, then all awaited"),
     "dicts": (1, "echo of a list of 200 small dicts"),
     "nested": (1, "echo of a list of 200 dicts that each hold a 3-item list"),
+    "lists": (1, "echo of a list of 500 small lists of ints"),
+    "tree": (1, "echo of a dict tree three levels deep (10 x 10 x 4 fields)"),
+    "tuples": (1, "echo of a list of 500 small tuples"),
     "mib": (1, "echo of 1 MiB of bytes"),
 }
 
 
-def check_dicts(value: object) -> None:
-    """Raise if an echoed list of dicts is not equal to what was sent (catches fake echoes)."""
-    if value != DICTS:
-        raise AssertionError(f"echo of the dict list came back different: {value!r:.80}")
+def same(a: Any, b: Any) -> bool:
+    """Whether ``a`` equals ``b`` with the same exact types all the way down.
+
+    Stricter than ``==``: a tuple is not a list, and a proxy that compares equal
+    (an RPyC netref) is not the value.
+    """
+    if type(a) is not type(b):
+        return False
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(map(same, a, b))
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
-def check_nested(value: object) -> None:
-    """Raise if an echoed list of nested dicts is not equal to what was sent."""
-    if value != NESTED:
-        raise AssertionError(f"echo of the nested dicts came back different: {value!r:.80}")
+def tuples_as_lists(value: Any) -> Any:
+    """``value`` with every tuple made a list: what a transport with one array type gives back."""
+    if type(value) in (list, tuple):
+        return [tuples_as_lists(item) for item in value]
+    if type(value) is dict:
+        return {key: tuples_as_lists(item) for key, item in value.items()}
+    return value
 
 
-def check_mib(value: object) -> None:
-    """Raise if an echoed MiB is not what was sent."""
-    if value != MIB:
-        raise AssertionError(f"echo of 1 MiB came back different ({type(value).__name__})")
+def check_echo(workload: str, echoed: object, *, carries_tuples: bool = True) -> str | None:
+    """Raise unless ``echoed`` is exactly what ``workload`` sent; say what a peer could not carry.
+
+    A peer that cannot carry tuples (``carries_tuples=False``) must give back the
+    same items with its lists in their place, and the answer is the note saying so.
+    """
+    sent = ECHOES[workload]
+    expected = sent if carries_tuples else tuples_as_lists(sent)
+    if not same(echoed, expected):
+        raise AssertionError(f"echo of {workload} came back different: {echoed!r:.80}")
+    return None if same(expected, sent) else "tuples arrived as lists"
