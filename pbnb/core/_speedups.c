@@ -579,6 +579,217 @@ static PyTypeObject PlainHooksType = {
     .tp_methods = plain_hooks_methods,
 };
 
+/* ---- the hash-flooding guard ------------------------------------------------
+ *
+ * The C twin of serialize._HashGuard: counts the distinct values per hash in
+ * one message, and refuses more than ``limit`` distinct values sharing one.
+ * Hashes go in a table of our own, not a dict of int objects: a message of
+ * small tuples makes one entry per tuple.
+ */
+
+typedef struct {
+    Py_hash_t hash;
+    PyObject *first;  /* the first value with this hash (NULL: a free slot) */
+    PyObject *same;   /* list of the distinct values with it, once there are two */
+} GuardSlot;
+
+typedef struct {
+    PyObject_HEAD
+    GuardSlot *slots;
+    size_t mask;
+    size_t size;
+    Py_ssize_t limit;
+    PyObject *error;  /* the exception class a flood raises */
+} HashGuard;
+
+static GuardSlot *
+guard_slot(GuardSlot *slots, size_t mask, Py_hash_t hash)
+{
+    size_t i = address_hash((uintptr_t)hash << 4) & mask;
+    while (slots[i].first != NULL && slots[i].hash != hash) {
+        i = (i + 1) & mask;
+    }
+    return &slots[i];
+}
+
+static int
+guard_grow(HashGuard *self)
+{
+    size_t capacity = self->slots ? (self->mask + 1) * 2 : 64;
+    GuardSlot *slots = PyMem_Calloc(capacity, sizeof(GuardSlot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; self->slots != NULL && i <= self->mask; i++) {
+        if (self->slots[i].first != NULL) {
+            *guard_slot(slots, capacity - 1, self->slots[i].hash) = self->slots[i];
+        }
+    }
+    PyMem_Free(self->slots);
+    self->slots = slots;
+    self->mask = capacity - 1;
+    return 0;
+}
+
+/* 1 when ``list`` holds an item equal to ``value``, 0 if not, -1 on error. */
+static int
+guard_holds(PyObject *list, PyObject *value)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        int equal = PyObject_RichCompareBool(PyList_GET_ITEM(list, i), value, Py_EQ);
+        if (equal) {
+            return equal;
+        }
+    }
+    return 0;
+}
+
+static int
+guard_add(HashGuard *self, PyObject *value)
+{
+    Py_hash_t hash = PyObject_Hash(value);
+    if (hash == -1) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+            return -1;
+        }
+        PyErr_Clear();  /* unhashable: it cannot be a key or a set member */
+        return 0;
+    }
+    if (self->slots == NULL || (self->size + 1) * 2 > self->mask + 1) {
+        if (guard_grow(self) < 0) {
+            return -1;
+        }
+    }
+    GuardSlot *slot = guard_slot(self->slots, self->mask, hash);
+    if (slot->first == NULL) {
+        slot->hash = hash;
+        slot->first = Py_NewRef(value);
+        self->size++;
+        return 0;
+    }
+    if (slot->same != NULL) {
+        int held = guard_holds(slot->same, value);
+        if (held) {  /* equal values are one key, however often they occur */
+            return held < 0 ? -1 : 0;
+        }
+        if (PyList_GET_SIZE(slot->same) >= self->limit) {
+            PyErr_Format(self->error,
+                         "more than %zd distinct keys with one hash in a message (hash flooding)",
+                         self->limit);
+            return -1;
+        }
+        return PyList_Append(slot->same, value);
+    }
+    int equal = PyObject_RichCompareBool(slot->first, value, Py_EQ);
+    if (equal) {
+        return equal < 0 ? -1 : 0;
+    }
+    slot->same = PyList_New(2);
+    if (slot->same == NULL) {
+        return -1;
+    }
+    PyList_SET_ITEM(slot->same, 0, Py_NewRef(slot->first));
+    PyList_SET_ITEM(slot->same, 1, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+hash_guard_add(HashGuard *self, PyObject *value)
+{
+    if (guard_add(self, value) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+hash_guard_add_all(HashGuard *self, PyObject *values)
+{
+    PyObject *items = PySequence_Fast(values, "add_all takes a sequence");
+    if (items == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++) {
+        if (guard_add(self, PySequence_Fast_GET_ITEM(items, i)) < 0) {
+            Py_DECREF(items);
+            return NULL;
+        }
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+hash_guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Py_ssize_t limit;
+    PyObject *error;
+    if (!PyArg_ParseTuple(args, "nO:HashGuard", &limit, &error)) {
+        return NULL;
+    }
+    HashGuard *self = (HashGuard *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->limit = limit;
+        self->error = Py_NewRef(error);
+    }
+    return (PyObject *)self;
+}
+
+static int
+hash_guard_traverse(HashGuard *self, visitproc visit, void *arg)
+{
+    for (size_t i = 0; self->slots != NULL && i <= self->mask; i++) {
+        Py_VISIT(self->slots[i].first);
+        Py_VISIT(self->slots[i].same);
+    }
+    Py_VISIT(self->error);
+    return 0;
+}
+
+static int
+hash_guard_clear(HashGuard *self)
+{
+    GuardSlot *slots = self->slots;
+    size_t mask = self->mask;
+    self->slots = NULL;
+    self->size = 0;
+    for (size_t i = 0; slots != NULL && i <= mask; i++) {
+        Py_XDECREF(slots[i].first);
+        Py_XDECREF(slots[i].same);
+    }
+    PyMem_Free(slots);
+    Py_CLEAR(self->error);
+    return 0;
+}
+
+static void
+hash_guard_dealloc(HashGuard *self)
+{
+    PyObject_GC_UnTrack(self);
+    hash_guard_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef hash_guard_methods[] = {
+    {"add", (PyCFunction)hash_guard_add, METH_O, "Count one value; raise on a flood."},
+    {"add_all", (PyCFunction)hash_guard_add_all, METH_O, "add() each value of a sequence."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HashGuardType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pbnb.core._speedups.HashGuard",
+    .tp_doc = "HashGuard(limit, error): the C twin of serialize._HashGuard.",
+    .tp_basicsize = sizeof(HashGuard),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = hash_guard_new,
+    .tp_traverse = (traverseproc)hash_guard_traverse,
+    .tp_clear = (inquiry)hash_guard_clear,
+    .tp_dealloc = (destructor)hash_guard_dealloc,
+    .tp_methods = hash_guard_methods,
+};
+
 static PyMethodDef methods[] = {
     {"needs_graph", (PyCFunction)(void (*)(void))needs_graph, METH_FASTCALL,
      "needs_graph(leaves, is_leaf_flavor, root): the C twin of serialize.needs_graph_walk."},
@@ -590,7 +801,7 @@ static PyMethodDef methods[] = {
 static int
 add_types(PyObject *module)
 {
-    if (PyModule_AddType(module, &TupleDefaultType) < 0) {
+    if (PyModule_AddType(module, &TupleDefaultType) < 0 || PyModule_AddType(module, &HashGuardType) < 0) {
         return -1;
     }
     return PyModule_AddType(module, &PlainHooksType);

@@ -668,7 +668,10 @@ class Decoder:
         self._candidates: list[Any] = []
         hooks: Any = self  # whose ext_hook and list_hook a PLAIN payload is read with
         self._depth_exceeds: Callable[[Any, int], bool] = tree_depth_walk
+        #: A fresh hash-flooding guard, for one message.
+        self.new_guard: Callable[[], Any] = _HashGuard
         if speedups and _speedups is not None:
+            self.new_guard = partial(_speedups.HashGuard, MAX_SAME_HASH, LimitExceeded)
             # Tags and tuples in C, the rest handed to the methods below.
             hooks = _speedups.PlainHooks(
                 _TAGS,
@@ -737,7 +740,7 @@ class Decoder:
     def _guard_candidates(self) -> None:
         # Past a few, every key a PLAIN message builds goes through the guard.
         if self._guard is _IDLE_GUARD:
-            self._guard = _HashGuard()
+            self._guard = self.new_guard()
         self._guard.add_all(self._candidates)
         self._candidates.clear()
 
@@ -819,7 +822,7 @@ class _GraphReader:
         self._tables = tables
         self._objects: list[Any] = []
         self._max_depth = decoder._max_depth
-        self._guard = _HashGuard()
+        self._guard = decoder.new_guard()
 
     def read(self, raw: Any, depth: int) -> Any:
         kind = type(raw)
