@@ -643,7 +643,7 @@ def test_the_quick_observer_update_decodes_what_the_generic_call_path_decodes(pa
 )
 def test_a_broadcast_update_takes_the_quick_path(args, depth_limit, monkeypatch):
     pair, copy, cache_id = observed_copy(pb.Limits(max_depth=depth_limit))
-    monkeypatch.setattr(pair.client, "_on_call", lambda header, payload: pytest.fail("took the generic path"))
+    monkeypatch.setattr(Broker, "_on_call", lambda *_: pytest.fail("took the generic path"))
     frame = PackedCall(Kind.OBSERVE, "set", msgpack.packb([args, {}]), serialize.PLAIN).frame(cache_id)
     pair.client.receive_data(frame)
     (event,) = pair.client.next_events()

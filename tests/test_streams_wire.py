@@ -247,7 +247,6 @@ def test_items_without_credit_fail_that_stream_only():
     pair, root = open_pair()
     outcome = root.callRemote("count", 0)
     pair.client.stream_window(outcome.request_id, Window(items=2, bytes=1000))
-    pair.server.defer_calls = True
     pair.defer_calls = True
     pair.pump()  # the call waits on the server; we answer it by hand
     (server, event), *_ = pair.deferred

@@ -570,6 +570,52 @@ class _RefusalLog:
 class Connection(asyncio.BufferedProtocol):
     """One PB connection over an asyncio transport (client or server side)."""
 
+    # Slots, as the Broker's (see there): with a __dict__ of this many keys every
+    # attribute lookup on the read and write paths would miss CPython's fast paths.
+    # A subclass's own attributes may live in its __dict__.
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_buffered_at_pause",
+        "_buffered_at_tick",
+        "_collect_scheduled",
+        "_credit_waiters",
+        "_dead_peer_timeout",
+        "_dispatching",
+        "_flush_scheduled",
+        "_handshake_timeout",
+        "_handshake_timer",
+        "_keepalive",
+        "_keepalive_timer",
+        "_last_heard",
+        "_limits",
+        "_loop",
+        "_max_running",
+        "_max_send_buffer",
+        "_on_close",
+        "_peer_done",
+        "_ping_token",
+        "_probe_timer",
+        "_quiet_tasks",
+        "_reading_backlog",
+        "_refusals",
+        "_registry",
+        "_release_hooks",
+        "_root_source",
+        "_send_tracebacks",
+        "_survivors",
+        "_tasks",
+        "_unsent",
+        "_unsent_size",
+        "_writing_paused",
+        "broker",
+        "close_reason",
+        "closed",
+        "peer",
+        "ready",
+        "transport",
+    )
+
     def __init__(
         self,
         root: Any = None,

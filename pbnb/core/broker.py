@@ -125,6 +125,49 @@ _COPY_LEAVING = object()
 class Broker:
     """The protocol state machine of one PB connection (either end: it is symmetric)."""
 
+    # Slots, not a __dict__: an instance dict of more than 30 keys stops sharing its
+    # keys, and then every attribute and method lookup on it (dozens per message)
+    # misses CPython's specialized paths. A new attribute needs its name here.
+    __slots__ = (
+        "__weakref__",
+        "_bare_limit",
+        "_batch_limit",
+        "_batched",
+        "_calls",
+        "_cancelled",
+        "_decoder",
+        "_describing",
+        "_descriptions",
+        "_encoder",
+        "_events",
+        "_forgotten_below",
+        "_handlers_in",
+        "_held_answers",
+        "_held_events",
+        "_inbound",
+        "_max_depth",
+        "_max_inbound_calls",
+        "_next_request_id",
+        "_out",
+        "_pack_tree",
+        "_peer_max_frame",
+        "_perspective",
+        "_promises",
+        "_reader",
+        "_running",
+        "_split",
+        "_state",
+        "_streams",
+        "_tables",
+        "disconnected",
+        "invoker",
+        "limits",
+        "peer_name",
+        "registry",
+        "root",
+        "send_tracebacks",
+    )
+
     def __init__(
         self,
         root: Any = None,
