@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgpack
 import pytest
 from core_net import connected, within
 from pair import ConnectionPair
@@ -212,6 +213,41 @@ def test_receiving_large_frame_and_queued_frames():
     assert receiver.queued_frames == 3  # preamble, HELLO, the PONG
     receiver.data_to_send()
     assert receiver.queued_frames == 0 and not receiver.has_data_to_send()
+
+
+class Gauge(pb.ObservedCacheable):
+    observed_fields = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
+class GaugeCopy(pb.ObservedRemoteCache):
+    observed_fields = ("value",)
+
+
+pb.setUnjellyableForClass(Gauge, GaugeCopy)
+
+
+def test_packed_call_now_returns_the_frame_only_when_nothing_waits_before_it():
+    gauge = Gauge()
+    pair = ConnectionPair(server_root=type("R", (pb.Root,), {"remote_get": lambda self: gauge})()).handshake()
+    copy = pair.call(pair.root(), "get").result()
+    (observer,) = gauge.observers
+    owner = pair.server
+    sets = [msgpack.packb([["value", value], {}]) for value in range(3)]
+    owner.call_packed(observer, "set", sets[0])
+    queued = owner.data_to_send()
+    assert owner.packed_call_now(observer, "set", sets[0]) == queued  # nothing waits: written at once
+    assert not owner.has_data_to_send()
+    owner.ping(1)  # a frame waits: the update goes behind it
+    assert owner.packed_call_now(observer, "set", sets[1]) is None
+    behind_ping = owner.data_to_send()
+    assert behind_ping.startswith(encode_frame([Kind.PING, 1]))
+    owner._events.append(ev.HandshakeCompleted(0))  # an event waits to be acted on first
+    assert owner.packed_call_now(observer, "set", sets[2]) is None
+    pair.feed(pair.client, queued + behind_ping + owner.data_to_send())
+    assert copy.value == 2
 
 
 # ------------------------------------------------------------ the public hooks

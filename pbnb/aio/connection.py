@@ -1306,14 +1306,16 @@ class Connection(asyncio.BufferedProtocol):
         # the others are still being served, and nothing is left behind for the
         # loop (per-peer callbacks would cost a broadcast more than its writes).
         elif (
-            not broker.queued_frames
-            and not broker.has_events()
-            and not (self._dispatching or self._unsent or self._writing_paused)
+            not (self._dispatching or self._unsent or self._writing_paused)
             and (transport := self.transport) is not None
             and not transport.is_closing()
         ):
             # The common case of a broadcast: _flush's work, without its checks and queue.
-            transport.write(broker.packed_call_frame(ref, name, payload))
+            frame = broker.packed_call_now(ref, name, payload)
+            if frame is not None:
+                transport.write(frame)
+            else:  # queued behind other frames or events
+                self._flush()
         else:
             broker.call_packed(ref, name, payload)
             self._flush()

@@ -615,11 +615,20 @@ class Broker:
         of it also holds the header's bytes around the id, so each peer's frame
         is a join. Raises like ``call``.
         """
-        self._out.append(self.packed_call_frame(ref, method, payload))
+        self._out.append(self._packed_call_frame(ref, method, payload))
 
-    def packed_call_frame(self, ref: RemoteReference, method: str, payload: bytes | PackedCall) -> bytes:
-        """The frame ``call_packed`` queues, returned instead: a driver with nothing queued
-        (``queued_frames == 0``) may write it at once, as a broadcast does. Raises like ``call``."""
+    def packed_call_now(self, ref: RemoteReference, method: str, payload: bytes | PackedCall) -> bytes | None:
+        """The frame ``call_packed`` queues, returned instead for the driver to write at once
+        when nothing waits to go before it (no frame queued, no event to act on first), as a
+        broadcast does to each observer; otherwise it is queued and None returned (flush as
+        usual). Raises like ``call``; nothing is queued then."""
+        frame = self._packed_call_frame(ref, method, payload)
+        if self._out or self._events or self._tables.leaving or self._tables.leaving_dispatched:
+            self._out.append(frame)  # behind what waits (has_events() is the rest of the test)
+            return None
+        return frame
+
+    def _packed_call_frame(self, ref: RemoteReference, method: str, payload: bytes | PackedCall) -> bytes:
         cache = self._tables.cache_exports.get(ref._id)
         if (  # (our cache's observer is ours: this broker made it)
             self.disconnected
