@@ -11,7 +11,7 @@ import contextlib
 import copy
 import gc
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -387,9 +387,31 @@ def reencoded(result: tuple[str, Any]) -> tuple[str, Any]:
     return kind, Encoder(None, 1000, speedups=False).encode(value, None)
 
 
+class NoOffset(tzinfo):
+    """A zone that gives no UTC offset: such a datetime is refused, not sent naive."""
+
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
+#: Naive and aware datetimes: fixed offsets (to the microsecond), folds, a zone without one.
+zones = (
+    st.none()
+    | st.timezones()
+    | st.just(NoOffset())
+    | st.integers(-86399999999, 86399999999).map(lambda micros: timezone(timedelta(microseconds=micros)))
+)
+datetimes = st.datetimes(timezones=zones, allow_imaginary=True).map(
+    lambda when: when.replace(fold=1) if when.second % 2 else when
+)
+
+
 @settings(SETTINGS, max_examples=300)
-@given(st.lists(trees | st.lists(st.tuples(atoms, atoms)), max_size=4), odd_leaves | st.none())
-def test_the_c_tuple_default_packs_as_the_python_one(value, extra):
+@given(
+    st.lists(trees | st.lists(st.tuples(atoms, atoms)) | st.lists(datetimes, max_size=5), max_size=4),
+    odd_leaves | st.none(),
+)
+def test_the_c_default_packs_as_the_python_one(value, extra):
     """Same mode and bytes, or the same refusal, with the C default and without it."""
     if extra is not None:
         value.append(extra)
@@ -397,9 +419,14 @@ def test_the_c_tuple_default_packs_as_the_python_one(value, extra):
     assert fast == outcome(lambda: Encoder(None, 1000, speedups=False).encode(value, None))
 
 
+def has_offset(when: datetime) -> bool:
+    return when.tzinfo is None or when.utcoffset() is not None
+
+
 def payloads() -> st.SearchStrategy[bytes]:
     """PLAIN payloads of trees (tuples, sets, big ints, guarded keys), some cut or corrupted."""
-    encoded = st.lists(trees | guarded, max_size=3).map(lambda value: Encoder(None, 1000).encode(value, None))
+    values = st.lists(trees | guarded | st.lists(datetimes.filter(has_offset), max_size=3), max_size=3)
+    encoded = values.map(lambda value: Encoder(None, 1000).encode(value, None))
     plain = encoded.filter(lambda encoding: encoding[0] == PLAIN).map(lambda encoding: encoding[1])
 
     def damage(payload: bytes, where: int, byte: int, cut: bool) -> bytes:

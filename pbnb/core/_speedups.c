@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <datetime.h>
 
 /* A growable array of borrowed references, with the depth each was found at. */
 typedef struct {
@@ -326,113 +327,221 @@ tree_depth_exceeds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(scan.exceeded);
 }
 
-/* ---- tuples: the packer's default and the unpacker's hooks ------------------
+/* ---- tuples and datetimes: the packer's default and the unpacker's hooks ------
  *
  * A PLAIN payload carries a tuple as an array whose first item is an empty
- * "tuple" ext. msgpack calls a hook per tuple on each side; these are those
- * hooks' common cases in C, each handing anything else to the Python method it
- * stands in front of (Encoder._default, Decoder.ext_hook, Decoder.list_hook).
+ * "tuple" ext, and a datetime as one ext of fixed layout (docs/protocol.md).
+ * msgpack calls a hook per tuple or datetime on each side; these are those
+ * hooks' common cases in C, each handing anything else (and anything it would
+ * refuse) to the Python method it stands in front of (Encoder._default,
+ * Decoder.ext_hook, Decoder.list_hook), which then says what is wrong.
  */
+
+/* The datetime layout: year (2 bytes), month, day, hour, minute, second (1 each),
+ * microsecond (4), fold (1), big-endian; then, when aware, the UTC offset in
+ * microseconds (8, signed). */
+#define DATETIME_SIZE 12
+#define OFFSET_SIZE 8
+
+static void
+put_be(unsigned char *out, unsigned long long value, int size)
+{
+    for (int i = size - 1; i >= 0; i--) {
+        out[i] = (unsigned char)(value & 0xff);
+        value >>= 8;
+    }
+}
+
+static unsigned long long
+get_be(const unsigned char *in, int size)
+{
+    unsigned long long value = 0;
+    for (int i = 0; i < size; i++) {
+        value = (value << 8) | in[i];
+    }
+    return value;
+}
 
 typedef struct {
     PyObject_HEAD
     PyObject *tag;       /* the ext written first in a tuple's array */
-    PyObject *fallback;  /* callable(obj) for everything but tuples */
+    PyObject *ext_type;  /* msgpack.ExtType */
+    PyObject *datetime_code;
+    PyObject *fallback;  /* callable(obj) for everything else */
     vectorcallfunc vectorcall;
-} TupleDefault;
+} PlainDefault;
 
-static PyObject *tuple_default_vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
+static PyObject *plain_default_vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
 
 static PyObject *
-tuple_default_call(TupleDefault *self, PyObject *obj)
+tuple_array(PlainDefault *self, PyObject *obj)
 {
-    if (!PyTuple_CheckExact(obj)) {
-        return PyObject_CallOneArg(self->fallback, obj);
-    }
     Py_ssize_t size = PyTuple_GET_SIZE(obj);
     PyObject *array = PyList_New(size + 1);
     if (array == NULL) {
         return NULL;
     }
-    Py_INCREF(self->tag);
-    PyList_SET_ITEM(array, 0, self->tag);
+    PyList_SET_ITEM(array, 0, Py_NewRef(self->tag));
     for (Py_ssize_t i = 0; i < size; i++) {
-        PyObject *item = PyTuple_GET_ITEM(obj, i);
-        Py_INCREF(item);
-        PyList_SET_ITEM(array, i + 1, item);
+        PyList_SET_ITEM(array, i + 1, Py_NewRef(PyTuple_GET_ITEM(obj, i)));
     }
     return array;
 }
 
-static PyObject *
-tuple_default_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+/* The UTC offset of an aware datetime in microseconds into *micros: 1 when
+ * found, 0 when its tzinfo gives none (the Python twin says why), -1 on error. */
+static int
+utc_offset(PyObject *obj, long long *micros)
 {
-    PyObject *tag, *fallback;
-    if (!PyArg_ParseTuple(args, "OO:TupleDefault", &tag, &fallback)) {
+    PyObject *offset = PyObject_CallMethod(obj, "utcoffset", NULL);
+    if (offset == NULL) {
+        return -1;
+    }
+    int found = PyDelta_Check(offset);
+    if (found) {
+        *micros = ((long long)PyDateTime_DELTA_GET_DAYS(offset) * 86400
+                   + PyDateTime_DELTA_GET_SECONDS(offset)) * 1000000LL
+            + PyDateTime_DELTA_GET_MICROSECONDS(offset);
+    }
+    Py_DECREF(offset);
+    return found;
+}
+
+static PyObject *
+datetime_ext(PlainDefault *self, PyObject *obj)
+{
+    unsigned char fields[DATETIME_SIZE + OFFSET_SIZE];
+    Py_ssize_t size = DATETIME_SIZE;
+    put_be(fields, PyDateTime_GET_YEAR(obj), 2);
+    fields[2] = (unsigned char)PyDateTime_GET_MONTH(obj);
+    fields[3] = (unsigned char)PyDateTime_GET_DAY(obj);
+    fields[4] = (unsigned char)PyDateTime_DATE_GET_HOUR(obj);
+    fields[5] = (unsigned char)PyDateTime_DATE_GET_MINUTE(obj);
+    fields[6] = (unsigned char)PyDateTime_DATE_GET_SECOND(obj);
+    put_be(fields + 7, PyDateTime_DATE_GET_MICROSECOND(obj), 4);
+    fields[11] = (unsigned char)PyDateTime_DATE_GET_FOLD(obj);
+    if (PyDateTime_DATE_GET_TZINFO(obj) != Py_None) {
+        long long micros;
+        int found = utc_offset(obj, &micros);
+        if (found <= 0) {
+            return found < 0 ? NULL : PyObject_CallOneArg(self->fallback, obj);
+        }
+        put_be(fields + DATETIME_SIZE, (unsigned long long)micros, OFFSET_SIZE);
+        size += OFFSET_SIZE;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)fields, size);
+    if (data == NULL) {
         return NULL;
     }
-    TupleDefault *self = (TupleDefault *)type->tp_alloc(type, 0);
+    PyObject *pair = PyTuple_Pack(2, self->datetime_code, data);
+    Py_DECREF(data);
+    if (pair == NULL) {
+        return NULL;
+    }
+    /* tuple.__new__(ExtType, pair), as serialize._ext makes them. */
+    PyObject *args = PyTuple_Pack(1, pair);
+    Py_DECREF(pair);
+    if (args == NULL) {
+        return NULL;
+    }
+    PyObject *ext = PyTuple_Type.tp_new((PyTypeObject *)self->ext_type, args, NULL);
+    Py_DECREF(args);
+    return ext;
+}
+
+static PyObject *
+plain_default_call(PlainDefault *self, PyObject *obj)
+{
+    if (PyTuple_CheckExact(obj)) {
+        return tuple_array(self, obj);
+    }
+    if (PyDateTime_CheckExact(obj)) {
+        return datetime_ext(self, obj);
+    }
+    return PyObject_CallOneArg(self->fallback, obj);
+}
+
+static PyObject *
+plain_default_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *tag, *ext_type, *datetime_code, *fallback;
+    if (!PyArg_ParseTuple(args, "OO!O!O:PlainDefault", &tag, &PyType_Type, &ext_type, &PyLong_Type,
+                          &datetime_code, &fallback)) {
+        return NULL;
+    }
+    if (!PyType_IsSubtype((PyTypeObject *)ext_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "ext_type must be a subclass of tuple (msgpack.ExtType)");
+        return NULL;
+    }
+    PlainDefault *self = (PlainDefault *)type->tp_alloc(type, 0);
     if (self != NULL) {
         self->tag = Py_NewRef(tag);
+        self->ext_type = Py_NewRef(ext_type);
+        self->datetime_code = Py_NewRef(datetime_code);
         self->fallback = Py_NewRef(fallback);
-        self->vectorcall = tuple_default_vectorcall;
+        self->vectorcall = plain_default_vectorcall;
     }
     return (PyObject *)self;
 }
 
 static int
-tuple_default_traverse(TupleDefault *self, visitproc visit, void *arg)
+plain_default_traverse(PlainDefault *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->tag);
+    Py_VISIT(self->ext_type);
+    Py_VISIT(self->datetime_code);
     Py_VISIT(self->fallback);
     return 0;
 }
 
 static int
-tuple_default_clear(TupleDefault *self)
+plain_default_clear(PlainDefault *self)
 {
     Py_CLEAR(self->tag);
+    Py_CLEAR(self->ext_type);
+    Py_CLEAR(self->datetime_code);
     Py_CLEAR(self->fallback);
     return 0;
 }
 
 static void
-tuple_default_dealloc(TupleDefault *self)
+plain_default_dealloc(PlainDefault *self)
 {
     PyObject_GC_UnTrack(self);
-    tuple_default_clear(self);
+    plain_default_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
-tuple_default_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+plain_default_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "TupleDefault takes one object");
+        PyErr_SetString(PyExc_TypeError, "PlainDefault takes one object");
         return NULL;
     }
-    return tuple_default_call((TupleDefault *)self, args[0]);
+    return plain_default_call((PlainDefault *)self, args[0]);
 }
 
 static PyObject *
-tuple_default_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
+plain_default_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     return PyVectorcall_Call(self, args, kwargs);
 }
 
-static PyTypeObject TupleDefaultType = {
+static PyTypeObject PlainDefaultType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pbnb.core._speedups.TupleDefault",
-    .tp_doc = "TupleDefault(tag, fallback): a packer's default that writes tuples as "
-              "[tag, *items] and hands anything else to fallback.",
-    .tp_basicsize = sizeof(TupleDefault),
+    .tp_name = "pbnb.core._speedups.PlainDefault",
+    .tp_doc = "PlainDefault(tuple_tag, ext_type, datetime_code, fallback): a packer's default "
+              "that writes tuples as [tuple_tag, *items] and datetimes as their ext, and hands "
+              "anything else to fallback.",
+    .tp_basicsize = sizeof(PlainDefault),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_vectorcall_offset = offsetof(TupleDefault, vectorcall),
-    .tp_call = tuple_default_tp_call,
-    .tp_new = tuple_default_new,
-    .tp_traverse = (traverseproc)tuple_default_traverse,
-    .tp_clear = (inquiry)tuple_default_clear,
-    .tp_dealloc = (destructor)tuple_default_dealloc,
+    .tp_vectorcall_offset = offsetof(PlainDefault, vectorcall),
+    .tp_call = plain_default_tp_call,
+    .tp_new = plain_default_new,
+    .tp_traverse = (traverseproc)plain_default_traverse,
+    .tp_clear = (inquiry)plain_default_clear,
+    .tp_dealloc = (destructor)plain_default_dealloc,
 };
 
 typedef struct {
@@ -444,7 +553,46 @@ typedef struct {
     PyObject *guard;          /* callable(): guards the candidates and clears the list */
     PyObject *ext_fallback;   /* callable(code, data): every ext that is not a tag */
     PyObject *list_fallback;  /* callable(items): every other tagged array */
+    long datetime_code;
+    PyObject *zone_for;       /* callable(micros): the fixed-offset zone, shared */
+    long long zone_micros;    /* the offset of the last zone met, which most values share */
+    PyObject *zone;           /* ... and that zone (NULL before the first) */
 } PlainHooks;
+
+/* The datetime of a datetime ext, or NULL with no error set when the Python twin
+ * must read it (a bad length, a field out of range, an offset beyond a day). */
+static PyObject *
+read_datetime(PlainHooks *self, PyObject *data)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (size != DATETIME_SIZE && size != DATETIME_SIZE + OFFSET_SIZE) {
+        return NULL;
+    }
+    const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(data);
+    PyObject *zone = Py_None;
+    if (size > DATETIME_SIZE) {
+        long long micros = (long long)get_be(in + DATETIME_SIZE, OFFSET_SIZE);
+        if (self->zone == NULL || micros != self->zone_micros) {
+            PyObject *number = PyLong_FromLongLong(micros);
+            PyObject *found = number ? PyObject_CallOneArg(self->zone_for, number) : NULL;
+            Py_XDECREF(number);
+            if (found == NULL) {
+                PyErr_Clear();
+                return NULL;
+            }
+            Py_XSETREF(self->zone, found);
+            self->zone_micros = micros;
+        }
+        zone = self->zone;
+    }
+    PyObject *value = PyDateTimeAPI->DateTime_FromDateAndTimeAndFold(
+        (int)get_be(in, 2), in[2], in[3], in[4], in[5], in[6], (int)get_be(in + 7, 4), zone, in[11],
+        PyDateTimeAPI->DateTimeType);
+    if (value == NULL) {
+        PyErr_Clear();
+    }
+    return value;
+}
 
 static PyObject *
 plain_hooks_ext(PlainHooks *self, PyObject *const *args, Py_ssize_t nargs)
@@ -459,6 +607,13 @@ plain_hooks_ext(PlainHooks *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (PyErr_Occurred()) {
         return NULL;
+    }
+    if (PyLong_CheckExact(args[0]) && PyLong_AsLong(args[0]) == self->datetime_code
+        && PyBytes_CheckExact(args[1])) {
+        PyObject *value = read_datetime(self, args[1]);
+        if (value != NULL) {
+            return value;
+        }
     }
     return PyObject_Vectorcall(self->ext_fallback, args, 2, NULL);
 }
@@ -505,11 +660,12 @@ plain_hooks_list(PlainHooks *self, PyObject *items)
 static PyObject *
 plain_hooks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *tags, *tuple_tag, *candidates, *guard, *ext_fallback, *list_fallback;
+    PyObject *tags, *tuple_tag, *candidates, *guard, *ext_fallback, *list_fallback, *zone_for;
     Py_ssize_t free_candidates;
-    if (!PyArg_ParseTuple(args, "O!OO!nOOO:PlainHooks", &PyDict_Type, &tags, &tuple_tag,
+    long datetime_code;
+    if (!PyArg_ParseTuple(args, "O!OO!nOOOlO:PlainHooks", &PyDict_Type, &tags, &tuple_tag,
                           &PyList_Type, &candidates, &free_candidates, &guard, &ext_fallback,
-                          &list_fallback)) {
+                          &list_fallback, &datetime_code, &zone_for)) {
         return NULL;
     }
     PlainHooks *self = (PlainHooks *)type->tp_alloc(type, 0);
@@ -521,6 +677,8 @@ plain_hooks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->guard = Py_NewRef(guard);
         self->ext_fallback = Py_NewRef(ext_fallback);
         self->list_fallback = Py_NewRef(list_fallback);
+        self->datetime_code = datetime_code;
+        self->zone_for = Py_NewRef(zone_for);
     }
     return (PyObject *)self;
 }
@@ -534,6 +692,8 @@ plain_hooks_traverse(PlainHooks *self, visitproc visit, void *arg)
     Py_VISIT(self->guard);
     Py_VISIT(self->ext_fallback);
     Py_VISIT(self->list_fallback);
+    Py_VISIT(self->zone_for);
+    Py_VISIT(self->zone);
     return 0;
 }
 
@@ -546,6 +706,8 @@ plain_hooks_clear(PlainHooks *self)
     Py_CLEAR(self->guard);
     Py_CLEAR(self->ext_fallback);
     Py_CLEAR(self->list_fallback);
+    Py_CLEAR(self->zone_for);
+    Py_CLEAR(self->zone);
     return 0;
 }
 
@@ -569,7 +731,8 @@ static PyTypeObject PlainHooksType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pbnb.core._speedups.PlainHooks",
     .tp_doc = "PlainHooks(tags, tuple_tag, candidates, free_candidates, guard, ext_fallback, "
-              "list_fallback): a PLAIN payload's unpacker hooks, tuples in C.",
+              "list_fallback, datetime_code, zone_for): a PLAIN payload's unpacker hooks, "
+              "tuples and datetimes in C.",
     .tp_basicsize = sizeof(PlainHooks),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = plain_hooks_new,
@@ -801,7 +964,7 @@ static PyMethodDef methods[] = {
 static int
 add_types(PyObject *module)
 {
-    if (PyModule_AddType(module, &TupleDefaultType) < 0 || PyModule_AddType(module, &HashGuardType) < 0) {
+    if (PyModule_AddType(module, &PlainDefaultType) < 0 || PyModule_AddType(module, &HashGuardType) < 0) {
         return -1;
     }
     return PyModule_AddType(module, &PlainHooksType);
@@ -830,5 +993,9 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) {
+        return NULL;
+    }
     return PyModuleDef_Init(&module);
 }

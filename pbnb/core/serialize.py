@@ -178,12 +178,17 @@ def _split_offset(data: bytes, layout: struct.Struct) -> tuple[tuple, timezone |
         aware = layout.size + _OFFSET.size
         raise ValueError(f"expected {layout.size} bytes, or {aware} when aware, got {len(data)}")
     (micros,) = _OFFSET.unpack_from(data, layout.size)
+    return layout.unpack_from(data), _zone(micros)
+
+
+def _zone(micros: int) -> timezone:
+    """The fixed-offset zone ``micros`` east of UTC; ValueError beyond a day."""
     zone = _ZONES.get(micros)
     if zone is None:
         zone = timezone(timedelta(microseconds=micros))
         if len(_ZONES) < _MAX_ZONES:
             _ZONES[micros] = zone
-    return layout.unpack_from(data), zone
+    return zone
 
 
 # Fixed-offset zones are immutable and few: a list of aware values shares them.
@@ -433,7 +438,7 @@ class Encoder:
         default: Callable[[Any], Any] = self._default
         self._needs_graph: Callable[[Any], bool] = needs_graph_walk
         if speedups and _speedups is not None:
-            default = _speedups.TupleDefault(_TUPLE, self._default)
+            default = _speedups.PlainDefault(_TUPLE, ExtType, EXT_DATETIME, self._default)
             self._needs_graph = needs_graph
         self._packer = msgpack.Packer(default=default, strict_types=True, use_bin_type=True)
         self._raw_packer = msgpack.Packer(strict_types=False, use_bin_type=True)
@@ -681,6 +686,8 @@ class Decoder:
                 self._guard_candidates,
                 self.ext_hook,
                 self.list_hook,
+                EXT_DATETIME,
+                _zone,
             )
             self._depth_exceeds = tree_depth_exceeds
         self._plain_options = {**common, "ext_hook": hooks.ext_hook, "list_hook": hooks.list_hook}
