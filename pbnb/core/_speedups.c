@@ -170,10 +170,13 @@ graph_visit(PyObject *child, void *arg)
         return 0;
     }
     /* A leaf type, or one to ask about once this container is done (asking runs
-     * Python code, which must not run while the container is traversed). */
-    int leaf = PySet_Contains(scan->leaves, (PyObject *)kind);
-    if (leaf) {
-        return leaf < 0 ? 1 : 0;
+     * Python code, which must not run while the container is traversed: nor may
+     * hashing a type whose metaclass is not ``type``, and no leaf's is). */
+    if (Py_IS_TYPE((PyObject *)kind, &PyType_Type)) {
+        int leaf = PySet_Contains(scan->leaves, (PyObject *)kind);
+        if (leaf) {
+            return leaf < 0 ? 1 : 0;
+        }
     }
     return PyList_Append(scan->others, (PyObject *)kind) < 0 ? 1 : 0;
 }
