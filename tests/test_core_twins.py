@@ -7,6 +7,8 @@ input and requires the same outcome, so the copies cannot drift apart.
 
 from __future__ import annotations
 
+from functools import partial
+
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -246,9 +248,12 @@ def test_a_packed_calls_frame_is_what_encode_frame_makes(kind, ref_id, method, p
         except (pb.LimitExceeded, OverflowError) as exc:
             return type(exc), str(exc)
 
-    header = [kind, 0, ref_id, method, plain]
-    fast = outcome(lambda: PackedCall(kind, method, payload, plain).frame(ref_id, max_frame))
-    assert fast == outcome(lambda: encode_frame(header, payload, max_frame))
+    packed = PackedCall(kind, method, payload, plain)
+    # Each id twice (the pieces around an id of its length are kept), with an id of
+    # another length between, and the next peer's limit.
+    for other_id, limit in ((ref_id, max_frame), (ref_id // 300, max_frame), (ref_id, 300), (ref_id + 1, 60)):
+        fast = outcome(partial(packed.frame, other_id, limit))
+        assert fast == outcome(partial(encode_frame, [kind, 0, other_id, method, plain], payload, limit))
 
 
 @pytest.mark.parametrize(

@@ -183,26 +183,35 @@ class PackedCall:
     (``encode_frame`` stays the reference, and decides every refusal).
     """
 
-    __slots__ = ("_back", "_fixed_body", "_fixed_len", "_front", "kind", "method", "payload", "plain")
+    __slots__ = ("_back", "_front", "_pieces", "kind", "method", "payload", "plain")
 
     def __init__(self, kind: int, method: str, payload: bytes, plain: int):
         self.kind, self.method, self.payload, self.plain = kind, method, payload, plain
         pack = _HEADER_PACKER.pack
         self._front = b"\x95" + pack(kind) + pack(NO_ANSWER)  # a msgpack array of 5
         self._back = pack(method) + pack(plain)
-        self._fixed_len = len(self._front) + len(self._back)  # the header's length but the id's
-        self._fixed_body = 2 + self._fixed_len + len(payload)  # the frame body's, likewise
+        # By the packed id's length (1 to 9 bytes): the frame's body length (None if
+        # the header cannot fit), the bytes before the id and those after it.
+        self._pieces: dict[int, tuple[int | None, bytes, bytes]] = {}
 
     def frame(self, ref_id: int, max_frame: int = MAX_FRAME) -> bytes:
         """What ``encode_frame([kind, NO_ANSWER, ref_id, method, plain], payload, max_frame)`` returns."""
         ident = _HEADER_PACKER.pack(ref_id)
-        size = len(ident)
-        head_len = self._fixed_len + size
-        body = self._fixed_body + size
-        if body > max_frame or head_len > MAX_HEADER:
+        pieces = self._pieces.get(len(ident))
+        if pieces is None:
+            pieces = self._pieces[len(ident)] = self._around(len(ident))
+        body, before, after = pieces
+        if body is None or body > max_frame:
             header = [self.kind, NO_ANSWER, ref_id, self.method, self.plain]
             return encode_frame(header, self.payload, max_frame)  # raises, saying what is wrong
-        return b"".join((FRAME_PREFIX.pack(body, head_len), self._front, ident, self._back, self.payload))
+        return before + ident + after
+
+    def _around(self, id_size: int) -> tuple[int | None, bytes, bytes]:
+        head_len = len(self._front) + id_size + len(self._back)
+        body = 2 + head_len + len(self.payload)
+        if head_len > MAX_HEADER or body >> 32:  # beyond the prefix's u16 and u32
+            return None, b"", b""
+        return body, FRAME_PREFIX.pack(body, head_len) + self._front, self._back + self.payload
 
 
 class BinFrame(NamedTuple):
