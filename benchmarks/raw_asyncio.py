@@ -26,15 +26,19 @@ _HIGH_WATER = 256 * 1024
 
 
 def frame(value: object) -> bytes:
-    """``value`` as the floor sends it: msgpack behind a 4-byte big-endian length."""
-    body = msgpack.packb(value)
+    """``value`` as the floor sends it: msgpack behind a 4-byte big-endian length.
+
+    Aware datetimes go as msgpack's own timestamp ext (and come back as aware UTC
+    datetimes), the cheapest way msgpack has to carry them.
+    """
+    body = msgpack.packb(value, datetime=True)
     return _PREFIX.pack(len(body)) + body
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
     """The next value ``frame`` made, read from ``reader``."""
     (size,) = _PREFIX.unpack(await reader.readexactly(4))
-    return msgpack.unpackb(await reader.readexactly(size))
+    return msgpack.unpackb(await reader.readexactly(size), timestamp=3)
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

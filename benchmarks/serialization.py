@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgpack
@@ -25,6 +24,7 @@ from .workloads import (
     DICTS,
     MIB,
     SMALL,
+    make_datetimes,
     make_dicts,
     make_lists,
     make_nested_dicts,
@@ -48,11 +48,6 @@ def _points() -> list[Point]:
     return [Point(i, -i, f"p{i}") for i in range(200)]
 
 
-def _datetimes() -> list[datetime]:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    return [start + timedelta(minutes=7 * i, microseconds=i) for i in range(200)]
-
-
 def _shared_dicts() -> list[dict]:
     rows = make_dicts()
     rows[-1] = rows[0]  # one dict twice: pbnb must keep identity (GRAPH mode)
@@ -74,7 +69,7 @@ class Case:
 
 
 _POINTS = _points()
-_DATETIMES = _datetimes()
+_DATETIMES = make_datetimes()
 
 #: case name -> Case. Each value is one call's single argument.
 CASES: dict[str, Case] = {

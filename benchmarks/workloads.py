@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 #: Calls kept in flight by the pipelined workload.
@@ -42,10 +43,17 @@ def make_tuples() -> list[tuple]:
     return [(i, f"n{i}") for i in range(500)]
 
 
+def make_datetimes() -> list[datetime]:
+    """200 aware datetimes (UTC), minutes apart, with microseconds: a time series' stamps."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return [start + timedelta(minutes=7 * i, microseconds=i) for i in range(200)]
+
+
 NESTED = make_nested_dicts()
 LISTS = make_lists()
 TREE = make_tree()
 TUPLES = make_tuples()
+DATETIMES = make_datetimes()
 
 #: One MiB of bytes.
 MIB = bytes(range(256)) * 4096
@@ -57,6 +65,7 @@ ECHOES: dict[str, object] = {
     "lists": LISTS,
     "tree": TREE,
     "tuples": TUPLES,
+    "datetimes": DATETIMES,
     "mib": MIB,
 }
 
@@ -69,6 +78,7 @@ WORKLOADS = {
     "lists": (1, "echo of a list of 500 small lists of ints"),
     "tree": (1, "echo of a dict tree three levels deep (10 x 10 x 4 fields)"),
     "tuples": (1, "echo of a list of 500 small tuples"),
+    "datetimes": (1, "echo of a list of 200 aware datetimes"),
     "mib": (1, "echo of 1 MiB of bytes"),
 }
 

@@ -12,7 +12,11 @@ from benchmarks.run import TARGETS, PeerProcesses
 from benchmarks.workloads import ECHOES, LISTS, TREE, TUPLES, WORKLOADS, check_echo, tuples_as_lists
 
 #: What a peer cannot do at all, as the benchmark reports it (a refusal, not a wrong echo).
-REFUSED = {("twisted_peer", "mib"): "BananaError"}
+REFUSED = {
+    ("twisted_peer", "mib"): "BananaError",
+    ("twisted_peer", "datetimes"): "can't jelly datetime objects with tzinfo",
+    ("pyro_peer", "datetimes"): "cannot serialize datetime with timezone info",
+}
 
 
 class _NotAList(list):
