@@ -34,6 +34,9 @@ class Client:
         self._client = await pbnb.connect("127.0.0.1", port)
         self._root = await self._client.getRootObject()
 
+    async def close(self) -> None:
+        await self._client.close()
+
     async def sequential(self, count: int) -> float:
         call = self._root.callRemote
         start = time.perf_counter()

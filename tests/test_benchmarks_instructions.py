@@ -1,4 +1,4 @@
-"""The callgrind runner's inner runs (benchmarks.instructions) end cleanly, each in its own process."""
+"""The benchmarks' helper runs (benchmarks.instructions inner runs, benchmarks.profiling) end cleanly."""
 
 from __future__ import annotations
 
@@ -27,3 +27,18 @@ def test_an_inner_run_exits_without_output(peer, workload):
         timeout=120,
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+@pytest.mark.slow
+def test_the_profiler_leaves_no_task_pending():
+    """benchmarks.profiling hangs up before its loop goes; the server then closes in order."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profiling", "tuples", "--count", "100", "--top", "1"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0 and "===== server" in done.stdout
+    assert done.stderr == ""
