@@ -1,9 +1,11 @@
-/* C twins of the two walks pbnb's codec runs on every nested value.
+/* C twins of the codec's hot loops: the two walks it runs on every nested value
+ * (needs_graph, tree_depth_exceeds), the packer's and unpacker's hooks for
+ * tuples and datetimes (PlainDefault, PlainHooks), and the hash-flooding guard
+ * (HashGuard).
  *
- * pbnb/core/serialize.py holds the Python walks (needs_graph_walk and
- * tree_depth_walk) and uses these when this module was built; Pyodide and
- * machines without a compiler use the Python ones. tests/test_fuzz_codec.py
- * holds both to the same answers.
+ * pbnb/core/serialize.py holds their Python twins and uses these when this
+ * module was built; Pyodide and machines without a compiler use the Python ones.
+ * tests/test_fuzz_codec.py holds both to the same answers.
  *
  * Both walks visit a container's children with its type's tp_traverse, as
  * gc.get_referents does for the Python twins, so both see the same children

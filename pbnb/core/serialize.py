@@ -677,7 +677,7 @@ class Decoder:
         self.new_guard: Callable[[], Any] = _HashGuard
         if speedups and _speedups is not None:
             self.new_guard = partial(_speedups.HashGuard, MAX_SAME_HASH, LimitExceeded)
-            # Tags and tuples in C, the rest handed to the methods below.
+            # Tags, tuples and datetimes in C, the rest handed to the methods below.
             hooks = _speedups.PlainHooks(
                 _TAGS,
                 _TAGS[TAG_TUPLE],
