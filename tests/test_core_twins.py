@@ -18,7 +18,7 @@ from pair import ConnectionPair
 import pbnb as pb
 from pbnb.aio.connection import _serving
 from pbnb.core import events as ev
-from pbnb.core import serialize
+from pbnb.core import serialize, wire
 from pbnb.core.broker import Broker
 from pbnb.core.carried import carried_references, decoded_references, walked_references
 from pbnb.core.progress import Throttle, checked_message, checked_number
@@ -248,12 +248,80 @@ def test_a_packed_calls_frame_is_what_encode_frame_makes(kind, ref_id, method, p
         except (pb.LimitExceeded, OverflowError) as exc:
             return type(exc), str(exc)
 
-    packed = PackedCall(kind, method, payload, plain)
-    # Each id twice (the pieces around an id of its length are kept), with an id of
-    # another length between, and the next peer's limit.
-    for other_id, limit in ((ref_id, max_frame), (ref_id // 300, max_frame), (ref_id, 300), (ref_id + 1, 60)):
-        fast = outcome(partial(packed.frame, other_id, limit))
-        assert fast == outcome(partial(encode_frame, [kind, 0, other_id, method, plain], payload, limit))
+    for body in (payload, payload * 20):  # kept by id (a small payload) or not
+        packed = PackedCall(kind, method, body, plain)
+        # Each id twice (the pieces around an id of its length, and a small call's
+        # frames by id, are kept), with an id of another length between, the next
+        # peer's limit, and bools (which pack otherwise than the ints equal to them).
+        ids = ((ref_id, max_frame), (ref_id // 300, max_frame), (ref_id, 300), (ref_id + 1, 60))
+        for other_id, limit in (*ids, (True, max_frame), (1, max_frame), (False, 300), (0, 300)):
+            fast = outcome(partial(packed.frame, other_id, limit))
+            assert fast == outcome(partial(encode_frame, [kind, 0, other_id, method, plain], body, limit))
+
+
+def test_a_packed_call_keeps_a_bounded_number_of_frames_and_makes_the_rest():
+    packed = PackedCall(Kind.OBSERVE, "set", msgpack.packb([[1], {}]), serialize.PLAIN)
+    for ref_id in (*range(600), *range(600)):
+        header = [Kind.OBSERVE, 0, ref_id, "set", serialize.PLAIN]
+        assert packed.frame(ref_id) == encode_frame(header, packed.payload)
+    assert len(packed._made or ()) == wire._KEPT_FRAMES
+
+
+class Other(pb.ObservedCacheable):
+    pass
+
+
+@pytest.mark.parametrize("ref_kind", ["observer", "dropped", "other broker", "disconnected", "plain ref"])
+@pytest.mark.parametrize(
+    "packing",
+    ["same", "equal name", "other name", "CALL kind", "GRAPH mode", "bad name", "bytes", "big"],
+)
+def test_a_frame_written_at_once_is_the_frame_call_packed_queues(ref_kind, packing):
+    """Broker.packed_call_now's inline guard against _packed_call_frame (what call_packed queues)."""
+    pair = ConnectionPair(client_root=Echo(), server_root=Echo()).handshake()
+    board = Panel()
+    pair.server.root = type("R", (pb.Root,), {"remote_get": lambda self: board})()
+    pair.call(pair.root(), "get").result()
+    (ref,) = board.observers
+    if ref_kind == "dropped":
+        (cache_id,) = pair.server._tables.cache_exports
+        del pair.server._tables.cache_exports[cache_id]
+    elif ref_kind == "other broker":
+        other = ConnectionPair(server_root=Echo()).handshake()
+        other.server.root = pair.server.root
+        other.call(other.root(), "get").result()
+        ref = next(observer for observer in board.observers if observer is not ref)
+    elif ref_kind == "disconnected":
+        pair.disconnect()
+    elif ref_kind == "plain ref":
+        ref = pair.root(pair.server)
+    pair.server.data_to_send(), pair.server.next_events()
+    method = "set"
+    payload = msgpack.packb([[1, "x"], {}])
+    packed: bytes | PackedCall = {
+        "same": PackedCall(Kind.OBSERVE, method, payload, serialize.PLAIN),
+        "equal name": PackedCall(Kind.OBSERVE, "".join(["s", "et"]), payload, serialize.PLAIN),
+        "other name": PackedCall(Kind.OBSERVE, "update", payload, serialize.PLAIN),
+        "CALL kind": PackedCall(Kind.CALL, method, payload, serialize.PLAIN),
+        "GRAPH mode": PackedCall(Kind.OBSERVE, method, payload, serialize.GRAPH),
+        "bad name": PackedCall(Kind.OBSERVE, "not a name", payload, serialize.PLAIN),
+        "bytes": payload,
+        "big": PackedCall(Kind.OBSERVE, method, b"\x92\x91\xc4" + bytes(300), serialize.PLAIN),
+    }[packing]
+    if packing == "bad name":
+        method = "not a name"
+    if packing == "big":
+        pair.server._peer_max_frame = 200
+
+    def outcome(make):
+        try:
+            return make()
+        except Exception as exc:
+            return type(exc), str(exc)
+
+    slow = outcome(lambda: pair.server._packed_call_frame(ref, method, packed))
+    assert outcome(lambda: pair.server.packed_call_now(ref, method, packed)) == slow
+    assert not pair.server.has_data_to_send()  # written at once, or refused: never queued as well
 
 
 @pytest.mark.parametrize(

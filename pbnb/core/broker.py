@@ -622,7 +622,23 @@ class Broker:
         when nothing waits to go before it (no frame queued, no event to act on first), as a
         broadcast does to each observer; otherwise it is queued and None returned (flush as
         usual). Raises like ``call``; nothing is queued then."""
-        frame = self._packed_call_frame(ref, method, payload)
+        # The common case written out (a helper call per observer costs a broadcast of
+        # a thousand a tenth of its time): _packed_call_frame's test that ``ref`` is
+        # our live observer and ``payload`` was packed for this call, then its frame.
+        cache = self._tables.cache_exports.get(ref._id)
+        if (
+            cache is not None
+            and cache.observer is ref
+            and type(payload) is PackedCall
+            and payload.method is method
+            and payload.named
+            and payload.kind == ref._kind
+            and payload.plain == _PLAIN
+            and not self.disconnected
+        ):
+            frame = payload.frame(ref._id, self._peer_max_frame)
+        else:
+            frame = self._packed_call_frame(ref, method, payload)
         if self._out or self._events or self._tables.leaving or self._tables.leaving_dispatched:
             self._out.append(frame)  # behind what waits (has_events() is the rest of the test)
             return None

@@ -44,6 +44,9 @@ MAX_HEADER = 0xFFFF
 # releasing the GIL, and it resets itself if it raises.
 _HEADER_PACKER = msgpack.Packer(use_bin_type=True)
 _BIN32 = b"\xc6"  # msgpack's header of a bin of 64 KiB or more
+# A PackedCall with a payload this small keeps up to _KEPT_FRAMES of the frames it made, by id.
+_KEPT_PAYLOAD = 4096
+_KEPT_FRAMES = 256
 
 
 class Kind(IntEnum):
@@ -180,31 +183,48 @@ class PackedCall:
     A broadcast sends ``[kind, NO_ANSWER, id, method, PLAIN]`` and the same
     payload to every observer; the header's bytes around the id are the same
     for all, so ``frame(ref_id)`` packs the id alone and joins the pieces
-    (``encode_frame`` stays the reference, and decides every refusal).
+    (``encode_frame`` stays the reference, and decides every refusal). A
+    small call keeps the frames it made by id: the same object's cache id is
+    often the same on many connections (each numbers its caches in the order
+    it sent them), and then those observers share one frame.
     """
 
-    __slots__ = ("_back", "_front", "_pieces", "kind", "method", "payload", "plain")
+    __slots__ = ("_back", "_front", "_made", "_pieces", "kind", "method", "named", "payload", "plain")
 
     def __init__(self, kind: int, method: str, payload: bytes, plain: int):
         self.kind, self.method, self.payload, self.plain = kind, method, payload, plain
+        #: Whether ``method`` is a name a call may carry (a sender checks it once, here).
+        self.named = type(method) is str and method.isidentifier()
         pack = _HEADER_PACKER.pack
         self._front = b"\x95" + pack(kind) + pack(NO_ANSWER)  # a msgpack array of 5
         self._back = pack(method) + pack(plain)
         # By the packed id's length (1 to 9 bytes): the frame's body length (None if
         # the header cannot fit), the bytes before the id and those after it.
         self._pieces: dict[int, tuple[int | None, bytes, bytes]] = {}
+        # By id (an int, never a bool): the body length (or None) and the frame made.
+        self._made: dict[int, tuple[int | None, bytes]] | None = {} if len(payload) <= _KEPT_PAYLOAD else None
 
     def frame(self, ref_id: int, max_frame: int = MAX_FRAME) -> bytes:
         """What ``encode_frame([kind, NO_ANSWER, ref_id, method, plain], payload, max_frame)`` returns."""
+        made = self._made
+        if made is None or type(ref_id) is not int or (kept := made.get(ref_id)) is None:
+            kept = self._make(ref_id)
+        body, frame = kept
+        if body is None or body > max_frame:
+            header = [self.kind, NO_ANSWER, ref_id, self.method, self.plain]
+            return encode_frame(header, self.payload, max_frame)  # raises, saying what is wrong
+        return frame
+
+    def _make(self, ref_id: int) -> tuple[int | None, bytes]:
         ident = _HEADER_PACKER.pack(ref_id)
         pieces = self._pieces.get(len(ident))
         if pieces is None:
             pieces = self._pieces[len(ident)] = self._around(len(ident))
         body, before, after = pieces
-        if body is None or body > max_frame:
-            header = [self.kind, NO_ANSWER, ref_id, self.method, self.plain]
-            return encode_frame(header, self.payload, max_frame)  # raises, saying what is wrong
-        return before + ident + after
+        made = (body, b"" if body is None else before + ident + after)
+        if self._made is not None and type(ref_id) is int and len(self._made) < _KEPT_FRAMES:
+            self._made[ref_id] = made
+        return made
 
     def _around(self, id_size: int) -> tuple[int | None, bytes, bytes]:
         head_len = len(self._front) + id_size + len(self._back)
