@@ -87,7 +87,7 @@ _ATOMS = serialize.ATOMS
 _unpackb = msgpack.unpackb
 _no_ext = serialize.refuse_ext
 _tree_depth_exceeds = serialize.tree_depth_exceeds
-_NO_KEYWORDS: list[dict] = [{}]  # what a call's [args, kwargs] holds after its args when it has no kwargs
+_CallReceived = ev.CallReceived
 #: Cancelled calls whose answer we still expect (the peer sends one, saying it stopped).
 #: Beyond this many the oldest are forgotten, so a peer that never answers cannot grow it.
 MAX_CANCELLED = 10_000
@@ -1051,10 +1051,11 @@ class Broker:
             if type(cache_id) is int and type(request_id) is int and not request_id
             else None
         )
+        size = len(payload)
         if (
             cache is not None
             and mode == _PLAIN
-            and len(payload) <= self._bare_limit
+            and size <= self._bare_limit
             and self._running < self._max_inbound_calls
             and self._held_events is None
             and not cache.awaiting_state
@@ -1064,19 +1065,19 @@ class Broker:
         ):
             target = cache.weak()
             method = None if target is None else target._pb_method(name, None)
-            try:
-                value = _unpackb(payload, strict_map_key=False, ext_hook=_no_ext)
+            try:  # a call's [args, kwargs] (anything but two items raises)
+                args, kwargs = _unpackb(payload, strict_map_key=False, ext_hook=_no_ext)
             except Exception:
-                value = None
+                args = kwargs = None
             # [args, {}], within the depth limit (decode_payload's bare path, with the call's shape).
             if (
                 method is not None
-                and type(value) is list
-                and value[1:] == _NO_KEYWORDS
-                and type(value[0]) is list
-                and (len(payload) <= self._max_depth or not _tree_depth_exceeds(value, self._max_depth))
+                and type(args) is list
+                and type(kwargs) is dict
+                and not kwargs
+                and (size <= self._max_depth or not _tree_depth_exceeds([args, kwargs], self._max_depth))
             ):
-                self._events.append(ev.CallReceived(0, method, value[0], value[1], None, target, name, self))
+                self._events.append(_CallReceived(0, method, args, kwargs, None, target, name, self))
                 return
         self._on_call(header, payload)
 

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -334,6 +334,8 @@ class FrameReader:
         "_assembly",
         "_backlog",
         "_backlog_at",
+        "_last_header",
+        "_last_raw",
         "_needed",
         "_on_illegal",
         "_on_preamble",
@@ -367,6 +369,9 @@ class FrameReader:
         # What a feed with max_frames left undispatched: data[at:], starting at a frame.
         self._backlog: bytes | bytearray | None = None
         self._backlog_at = 0
+        # The last header decoded (see _parse), and its bytes.
+        self._last_raw: bytes | bytearray = b""
+        self._last_header: list = []
 
     @property
     def receiving_large_frame(self) -> bool:
@@ -458,6 +463,9 @@ class FrameReader:
         # bytes: copying a few bytes is cheaper than a memoryview, and msgpack
         # reads bytes faster.
         view: memoryview | None = None
+        # The last header decoded, and its bytes: a peer repeats a header for each
+        # update of one copy or item of one stream, which then is not decoded again.
+        last_raw, last_header = self._last_raw, self._last_header
         budget = max_frames or -1  # frames still to dispatch in this call; -1: no bound
         while pos < end and not self.closed:
             if not budget:
@@ -475,12 +483,19 @@ class FrameReader:
                 self._keep(data[pos:], 4 + body)
                 return
             head_end = pos + FRAME_PREFIX_SIZE + head_len
-            try:
-                header = _unpackb(data[pos + FRAME_PREFIX_SIZE : head_end])
-            except Exception:
-                header = None
-            if type(header) is not list or not header or type(header[0]) is not int:
-                header = decode_header(data[pos + FRAME_PREFIX_SIZE : head_end])
+            header: Any  # a list once checked
+            if head_len == len(last_raw) and data.startswith(last_raw, pos + FRAME_PREFIX_SIZE):
+                header = last_header.copy()  # the handler's own: it may change it
+            else:
+                raw = data[pos + FRAME_PREFIX_SIZE : head_end]
+                try:
+                    header = _unpackb(raw)
+                except Exception:
+                    header = None
+                if type(header) is not list or not header or type(header[0]) is not int:
+                    header = decode_header(raw)
+                last_raw = self._last_raw = raw
+                last_header = self._last_header = header.copy()
             payload: Payload
             if stop - head_end <= _COPIED_PAYLOAD:
                 payload = data[head_end:stop]
