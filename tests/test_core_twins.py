@@ -18,7 +18,7 @@ from pair import ConnectionPair
 import pbnb as pb
 from pbnb.aio.connection import _serving
 from pbnb.core import events as ev
-from pbnb.core import serialize, wire
+from pbnb.core import flavors, serialize, wire
 from pbnb.core.broker import Broker
 from pbnb.core.carried import carried_references, decoded_references, walked_references
 from pbnb.core.progress import Throttle, checked_message, checked_number
@@ -751,3 +751,23 @@ def test_observe_set_applies_one_field_as_apply_does(cls, name, value):
 
     quick = outcome(lambda copy: copy.observe_set(name, value))
     assert quick == outcome(lambda copy: copy._apply({name: value}))
+
+
+@FAST
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(["level", "echo", "set", "update", "_pb_method"]), st.text()), max_size=8
+    )
+)
+def test_an_updates_method_is_the_observe_attribute_however_many_names_came(names):
+    """RemoteCache._pb_method's interned names against the plain ``getattr(copy, "observe_" + name)``."""
+    copy = DialCopy.__new__(DialCopy)
+    kept, limit = flavors._OBSERVE_NAMES, flavors._KEPT_NAMES
+    flavors._OBSERVE_NAMES, flavors._KEPT_NAMES = {}, 3  # full after a few names: the rest are made each time
+    try:
+        for name in names * 2:
+            plain = getattr(copy, "observe_" + name, None)
+            assert copy._pb_method(name, None) == (plain if callable(plain) else None)
+        assert len(flavors._OBSERVE_NAMES) == min(3, len(set(names)))
+    finally:
+        flavors._OBSERVE_NAMES, flavors._KEPT_NAMES = kept, limit

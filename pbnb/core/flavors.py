@@ -19,6 +19,7 @@ through a few ``_pb_`` hooks the broker calls.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -210,8 +211,22 @@ class RemoteCache(RemoteCopy):
         """
 
     def _pb_method(self, name: str, perspective: Any) -> Callable[..., Any] | None:
-        method = getattr(self, "observe_" + name, None)  # written out: runs for every update
+        # Written out: this runs for every update.
+        method = getattr(self, _OBSERVE_NAMES.get(name) or _observe_name(name), None)
         return method if callable(method) else None
+
+
+# "observe_" + name, interned, for the names updates have used: a string made anew
+# for each update would have its hash computed and miss the type's attribute cache.
+_OBSERVE_NAMES: dict[str, str] = {}
+_KEPT_NAMES = 1024  # enough for any class; a peer sending made-up names cannot grow it beyond
+
+
+def _observe_name(name: str) -> str:
+    attribute = "observe_" + name
+    if len(_OBSERVE_NAMES) < _KEPT_NAMES:
+        attribute = _OBSERVE_NAMES[name] = sys.intern(attribute)
+    return attribute
 
 
 class CopyRegistry:
