@@ -387,13 +387,9 @@ def reader_parse(
     """
     frames: list = []
 
-    def handle(header: list, payload) -> None:
-        frames.append((list(header), bytes(payload)))
-        header.append("changed by its handler")  # the handler's own list: the next frame's is not
-
     class EveryKind(dict):
         def get(self, kind, default=None):
-            return handle
+            return lambda header, payload: frames.append((header, bytes(payload)))
 
     reader = FrameReader(max_frame, EveryKind(), lambda kind: None)
 
@@ -726,6 +722,57 @@ def test_a_broadcast_update_takes_the_quick_path(args, depth_limit, monkeypatch)
     pair.client.receive_data(frame)
     (event,) = pair.client.next_events()
     assert (event.request_id, event.args, event.kwargs, event.target) == (0, args, {}, copy)
+
+
+def test_a_header_checked_once_is_checked_again_for_all_that_can_change():
+    """One header list fed again and again (the reader hands a repeated header over as itself),
+    with the copy's and the connection's state changing in between: both twins agree each time."""
+
+    def run(handler: str) -> list:
+        pair, copy, cache_id = observed_copy()
+        held = [copy]
+        del copy
+        broker = pair.client
+        entry = broker._tables.cache_imports[cache_id]
+        header = [Kind.OBSERVE, 0, cache_id, "set", serialize.PLAIN]
+        outcomes = []
+        changes = [
+            lambda: None,
+            lambda: setattr(broker, "_running", broker._max_inbound_calls),
+            lambda: setattr(broker, "_running", 0),
+            lambda: setattr(entry, "awaiting_state", True),
+            lambda: setattr(entry, "awaiting_state", False),
+            lambda: held.clear(),  # the copy is collected
+            lambda: broker._hold_events(),
+        ]
+        for change in changes:
+            change()
+            for payload in (SAMPLE_CALLS[0], SAMPLE_CALLS[2], SAMPLE_CALLS[0]):
+                try:
+                    getattr(broker, handler)(header, payload)
+                    error = None
+                except Exception as exc:
+                    error = (type(exc), str(exc))
+                events = [described(event) for event in broker.next_events()]
+                outcomes.append((error, events, [described(e) for e in broker._held_events or []]))
+        return outcomes
+
+    assert run("_on_observe") == run("_on_call")
+
+
+def test_a_repeated_update_header_is_handed_over_as_itself_and_taken_quickly(monkeypatch):
+    pair, _copy, cache_id = observed_copy()  # (held: the copy must live)
+    headers = []
+    on_observe = pair.client._reader.handlers[Kind.OBSERVE]
+    pair.client._reader.handlers[Kind.OBSERVE] = lambda header, payload: (
+        headers.append(header),
+        on_observe(header, payload),
+    )
+    monkeypatch.setattr(Broker, "_on_call", lambda *_: pytest.fail("took the generic path"))
+    packed = PackedCall(Kind.OBSERVE, "set", msgpack.packb([["level", 1], {}]), serialize.PLAIN)
+    pair.client.receive_data(packed.frame(cache_id) * 3)
+    assert len(pair.client.next_events()) == 3
+    assert headers[0] is headers[1] is headers[2]
 
 
 class Meter(pb.ObservedRemoteCache):

@@ -155,6 +155,7 @@ class Broker:
         "_promises",
         "_reader",
         "_running",
+        "_sound_update",
         "_split",
         "_state",
         "_streams",
@@ -245,6 +246,8 @@ class Broker:
         # decoded together are not running yet (quick ones are answered before the
         # next batch), so only earlier ones count towards max_inbound_calls
         self._running = 0
+        # The last OBSERVE header _on_observe found sound for its quick path (see there).
+        self._sound_update: list | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -1046,22 +1049,26 @@ class Broker:
         back) goes to ``_on_call`` from the start, which says what is wrong.
         """
         _, request_id, cache_id, name, mode = header
-        cache = (
-            self._tables.cache_imports.get(cache_id)
-            if type(cache_id) is int and type(request_id) is int and not request_id
-            else None
-        )
+        if header is not self._sound_update:  # (the frame reader hands a repeated header over as itself)
+            if not (
+                type(cache_id) is int
+                and type(request_id) is int
+                and not request_id
+                and mode == _PLAIN
+                and type(name) is str
+                and name.isidentifier()
+            ):
+                return self._on_call(header, payload)
+            self._sound_update = header  # a no-answer PLAIN update naming a method: checked once
+        cache = self._tables.cache_imports.get(cache_id)
         size = len(payload)
         if (
             cache is not None
-            and mode == _PLAIN
             and size <= self._bare_limit
             and self._running < self._max_inbound_calls
             and self._held_events is None
             and not cache.awaiting_state
             and cache.weak is not None
-            and type(name) is str
-            and name.isidentifier()
         ):
             target = cache.weak()
             method = None if target is None else target._pb_method(name, None)

@@ -322,7 +322,9 @@ class FrameReader:
     ProtocolError (or LimitExceeded) for a stream that breaks the framing;
     a handler's ValueError, TypeError or IndexError becomes a ProtocolError
     naming the message. ``payload`` may be a view of ``data``: a handler that
-    keeps it must copy it.
+    keeps it must copy it. ``header`` is not the handler's to change: a frame
+    whose header repeats the last one decoded gets the same list (so a handler
+    may remember a header it has checked, and know it again by identity).
 
     ``feed(data, max_frames)`` dispatches at most ``max_frames`` frames and
     keeps the rest of what arrived (``backlog`` bytes); ``feed(b"", max_frames)``
@@ -464,7 +466,8 @@ class FrameReader:
         # reads bytes faster.
         view: memoryview | None = None
         # The last header decoded, and its bytes: a peer repeats a header for each
-        # update of one copy or item of one stream, which then is not decoded again.
+        # update of one copy or item of one stream, which then is not decoded again
+        # (and is handed over as the same list).
         last_raw, last_header = self._last_raw, self._last_header
         budget = max_frames or -1  # frames still to dispatch in this call; -1: no bound
         while pos < end and not self.closed:
@@ -485,7 +488,7 @@ class FrameReader:
             head_end = pos + FRAME_PREFIX_SIZE + head_len
             header: Any  # a list once checked
             if head_len == len(last_raw) and data.startswith(last_raw, pos + FRAME_PREFIX_SIZE):
-                header = last_header.copy()  # the handler's own: it may change it
+                header = last_header
             else:
                 raw = data[pos + FRAME_PREFIX_SIZE : head_end]
                 try:
@@ -494,8 +497,7 @@ class FrameReader:
                     header = None
                 if type(header) is not list or not header or type(header[0]) is not int:
                     header = decode_header(raw)
-                last_raw = self._last_raw = raw
-                last_header = self._last_header = header.copy()
+                last_raw, last_header = self._last_raw, self._last_header = raw, header
             payload: Payload
             if stop - head_end <= _COPIED_PAYLOAD:
                 payload = data[head_end:stop]
