@@ -11,7 +11,7 @@ import contextlib
 import copy
 import gc
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -232,7 +232,8 @@ def test_one_referenceable_three_times_in_a_plain_message_arrives_as_one_referen
     """The scan leaves references to the tables (PLAIN), which still give them identity."""
     mine = pb.Referenceable()
     sent = [mine, mine, {"k": mine}]
-    assert not serialize.needs_graph(sent) and not serialize.needs_graph_walk(sent, by_refcount=False)
+    assert serialize.scan_value(sent) == serialize.SCAN_TREE
+    assert serialize.scan_value_walk(sent, by_refcount=False) == serialize.SCAN_TREE
     pair = ConnectionPair(server_root=Same()).handshake()
     same, back = pair.call(pair.root(), "same", sent).result()
     assert same and back[0] is mine and back[1] is mine and back[2]["k"] is mine
@@ -253,13 +254,13 @@ def held_graphs(draw: st.DrawFn) -> tuple[Any, list]:
 
 @settings(SETTINGS, max_examples=150)
 @given(held_graphs())
-def test_the_refcount_shortcut_of_needs_graph_agrees_with_exact_ids(value_and_holders):
+def test_the_refcount_shortcut_of_the_scan_agrees_with_exact_ids(value_and_holders):
     value, _outside = value_and_holders
     fresh = copy.deepcopy(value)  # the same shape, all fresh
     with settled_tracking():
-        fast = serialize.needs_graph_walk(value)
-        assert fast == serialize.needs_graph_walk(value, by_refcount=False)
-        assert fast == serialize.needs_graph_walk(fresh)
+        fast = serialize.scan_value_walk(value)
+        assert fast == serialize.scan_value_walk(value, by_refcount=False)
+        assert fast == serialize.scan_value_walk(fresh)
 
 
 @contextlib.contextmanager
@@ -298,9 +299,81 @@ def test_the_c_scan_agrees_with_the_python_walk(value_and_holders, extras, top):
         containers[len(containers) // 2].append(extra)
     root = extras[0] if top and extras else value
     with settled_tracking():
-        expected = serialize.needs_graph_walk(root, by_refcount=False)
-        assert _speedups.needs_graph(serialize._LEAVES, serialize._is_leaf_flavor, root) == expected
-        assert serialize.needs_graph(root) == expected
+        expected = serialize.scan_value_walk(root, by_refcount=False)
+        assert _speedups.scan_value(serialize._LEAVES, serialize._is_leaf_flavor, root) == expected
+        assert serialize.scan_value(root) == expected
+        assert serialize.needs_graph(root) == (expected == serialize.SCAN_GRAPH)
+
+
+def test_the_scan_counts_lists_and_tuples_and_keeps_references_lists_first():
+    cases = [
+        ((1, 2), serialize.SCAN_TUPLE_TREE),  # the root counts
+        ([(1, 2)], serialize.SCAN_TREE),  # one each: lists-first, the usual layout
+        ([(1, 2), (3, [4])], serialize.SCAN_TREE),
+        ([(1, 2), (3, 4), {"k": (5,)}], serialize.SCAN_TUPLE_TREE),
+        ({(1, 2): 1, (3, 4): frozenset({(5, 6)})}, serialize.SCAN_TUPLE_TREE),  # keys, not set members
+        ([(1, 2), (3, 4), pb.Referenceable()], serialize.SCAN_TREE),
+        ([(1, 2), (3, 4), datetime(2026, 1, 2)], serialize.SCAN_TUPLE_TREE),
+        (nested_tuples(serialize.MAX_TUPLES_FIRST_DEPTH), serialize.SCAN_TUPLE_TREE),
+        (nested_tuples(serialize.MAX_TUPLES_FIRST_DEPTH + 1), serialize.SCAN_TREE),  # tag_lists recurses
+        ([nested_tuples(serialize.MAX_TUPLES_FIRST_DEPTH - 1), ()], serialize.SCAN_TUPLE_TREE),
+        ([nested_tuples(serialize.MAX_TUPLES_FIRST_DEPTH), ()], serialize.SCAN_TREE),
+    ]
+    for value, expected in cases:
+        with settled_tracking():
+            assert serialize.scan_value_walk(value) == expected, value
+            assert _speedups.scan_value(serialize._LEAVES, serialize._is_leaf_flavor, value) == expected
+
+
+def nested_tuples(depth: int) -> tuple:
+    value: tuple = (1, "a")
+    for _ in range(depth - 1):
+        value = (value, 2)
+    return value
+
+
+@settings(SETTINGS, max_examples=300)
+@given(trees, st.integers(0, 6))
+def test_the_c_tag_lists_copies_as_the_python_one(value, max_depth):
+    """The same tagged copy (types, values, lists made tagged tuples), or the same refusal."""
+    with settled_tracking():
+        slow = outcome(lambda: serialize.tag_lists_walk(value, serialize._LIST, max_depth))
+        fast = outcome(lambda: _speedups.tag_lists(value, serialize._LIST, max_depth))
+    assert fast[0] == slow[0] and (fast[0] != "value" or same_tree(fast[1], slow[1])), (fast, slow)
+    if slow[0] == "value":
+        assert_same_graph(value, untagged(slow[1]))
+        assert not any(type(obj) is list for obj in walk(slow[1]))
+
+
+def same_tree(a: Any, b: Any) -> bool:
+    try:
+        assert_same_graph(a, b)
+    except AssertionError:
+        return False
+    return True
+
+
+def untagged(value: Any) -> Any:
+    """A tagged copy back to the value it was made from."""
+    kind = type(value)
+    if kind is tuple and value and value[0] is serialize._LIST:
+        return [untagged(item) for item in value[1:]]
+    if kind is tuple:
+        return tuple(map(untagged, value))
+    if kind is dict:
+        return {key: untagged(item) for key, item in value.items()}
+    return value
+
+
+def test_tag_lists_shares_what_holds_no_list_and_copies_the_path_to_each_list():
+    inner, atoms_only = {"a": [1]}, (1, "x")
+    value = (atoms_only, {"k": (2, 3)}, inner)
+    for tag_lists in (serialize.tag_lists_walk, _speedups.tag_lists):
+        copied = tag_lists(value, serialize._LIST, 10)
+        assert copied[0] is atoms_only and copied[1] is value[1]
+        assert copied[2] == {"a": (serialize._LIST, 1)} and inner == {"a": [1]}  # the original untouched
+        with pytest.raises(ValueError, match="too deep"):
+            tag_lists([[[1]]], serialize._LIST, 2)
 
 
 @settings(SETTINGS, max_examples=150)
@@ -448,14 +521,68 @@ def test_the_c_hooks_decode_as_the_python_ones(payload, max_depth):
     assert fast._candidates == [] and fast._guard is serialize._IDLE_GUARD  # nothing kept after
 
 
-@pytest.mark.parametrize("speedups", [True, False], ids=["C hooks", "Python hooks"])
-def test_a_flood_of_colliding_tuple_keys_is_refused_by_both_twins(speedups):
-    # Eight ints within msgpack's range share each hash, so triples of them give 512 keys
-    # that all collide, packed as plain tuples (no big int ext to set the guard off sooner).
-    same_hash = [5 + j * (2**61 - 1) for j in range(8)]
-    keys = [(a, b, c) for a in same_hash for b in same_hash for c in same_hash]
-    mode, payload = Encoder(None, 1000, speedups=False).encode({key: 1 for key in keys}, None)
+SPEEDUPS = pytest.mark.parametrize("speedups", [True, False], ids=["C", "Python"])
+# Eight ints within msgpack's range share each hash.
+SAME_HASH = [5 + j * (2**61 - 1) for j in range(8)]
+
+
+@SPEEDUPS
+@pytest.mark.parametrize("tuples_first", [True, False], ids=["tuples-first", "lists-first"])
+def test_a_flood_of_colliding_tuple_keys_is_refused_by_both_twins(speedups, tuples_first):
+    # Triples of them give 512 keys that all collide, packed as plain tuples (no big
+    # int ext to set the guard off sooner). A list per key keeps the layout lists-first.
+    keys = [(a, b, c) for a in SAME_HASH for b in SAME_HASH for c in SAME_HASH]
+    value = {key: 1 if tuples_first else [] for key in keys}
+    mode, payload = Encoder(None, 1000, speedups=False).encode(value, None)
+    assert (payload[:4] == serialize.TUPLES_FIRST_PREFIX) is tuples_first
     decoder = Decoder(None, CopyRegistry(), 1000, 10**6, speedups=speedups)
     with pytest.raises(pb.LimitExceeded, match="hash flooding"):
         decoder.decode(mode, payload)
     assert decoder._candidates == []
+
+
+@SPEEDUPS
+def test_tuples_with_one_chosen_item_among_strings_are_not_counted_and_cannot_flood(speedups):
+    """Strings hash with a secret salt: only the one int's few equals collide."""
+    decoder = Decoder(None, CopyRegistry(), 1000, 10**6, speedups=speedups)
+    few = {(a, "x", b"y"): 1 for a in SAME_HASH}  # all eight share a hash
+    mode, payload = Encoder(None, 1000).encode(few, None)
+    assert decoder.decode(mode, payload) == few
+    # Two chosen items are counted, even beside a string: 64 keys collide on each string.
+    many = {(a, b, text): 1 for a in SAME_HASH for b in SAME_HASH for text in ("x", "y")}
+    mode, payload = Encoder(None, 1000).encode(many, None)
+    with pytest.raises(pb.LimitExceeded, match="hash flooding"):
+        decoder.decode(mode, payload)
+
+
+@pytest.mark.parametrize("encode_speedups", [True, False], ids=["C encoder", "Python encoder"])
+@SPEEDUPS
+def test_a_value_holding_more_tuples_than_lists_goes_tuples_first(encode_speedups, speedups):
+    value = {
+        "rows": [(1, "a", [2, (3,)]), (4, "b", []), ((), (5.5, None))],
+        (6, 7): {(8, "c"), frozenset({(9,)})},
+        "when": (datetime(2026, 1, 2, tzinfo=UTC), 2**70, Decimal("1.5")),
+    }
+    mode, payload = Encoder(None, 1000, speedups=encode_speedups).encode(value, None)
+    assert mode == PLAIN and payload[:4] == serialize.TUPLES_FIRST_PREFIX
+    got = Decoder(None, CopyRegistry(), 1000, 10**6, speedups=speedups).decode(mode, payload)
+    assert_same_graph(value, got)
+    assert got == value
+
+
+@SPEEDUPS
+def test_a_tuples_first_payload_refuses_tags_it_cannot_hold(speedups):
+    decoder = Decoder(None, CopyRegistry(), 1000, 10**6, speedups=speedups)
+    tag = serialize._TAG_EXT
+    lists_first_list = msgpack.packb([tag[serialize.TAG_LIST], 1])
+    with pytest.raises(pb.ProtocolError, match="tag 8 is not valid"):
+        decoder.decode(PLAIN, lists_first_list)
+    nested_prefix = serialize.TUPLES_FIRST_PREFIX + msgpack.packb([tag[serialize.TAG_TUPLES_FIRST], 1])
+    with pytest.raises(pb.ProtocolError, match="tag 9 is not valid"):
+        decoder.decode(PLAIN, nested_prefix)
+    tagged_tuple = serialize.TUPLES_FIRST_PREFIX + msgpack.packb([tag[serialize.TAG_TUPLE], 1])
+    assert decoder.decode(PLAIN, tagged_tuple) == (1,)  # a tuple tagged needlessly is still one
+
+
+def test_the_tuples_first_prefix_is_what_msgpack_packs():
+    assert msgpack.packb((serialize._TUPLES_FIRST, None))[:-1] == serialize.TUPLES_FIRST_PREFIX

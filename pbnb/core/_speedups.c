@@ -1,5 +1,6 @@
 /* C twins of the codec's hot loops: the two walks it runs on every nested value
- * (needs_graph, tree_depth_exceeds), the packer's and unpacker's hooks for
+ * (scan_value, tree_depth_exceeds), the copy that tags a value's lists for the
+ * tuples-first layout (tag_lists), the packer's and unpacker's hooks for
  * tuples and datetimes (PlainDefault, PlainHooks), and the hash-flooding guard
  * (HashGuard).
  *
@@ -20,7 +21,8 @@
 #include <stddef.h>
 #include <datetime.h>
 
-/* A growable array of borrowed references, with the depth each was found at. */
+/* A growable array of borrowed references, each with a number: the depth it was
+ * found at (tree_depth_exceeds), or how to visit it (scan_value). */
 typedef struct {
     PyObject **items;
     Py_ssize_t *depths;
@@ -29,23 +31,30 @@ typedef struct {
 } Stack;
 
 static int
+stack_grow(Stack *stack)
+{
+    Py_ssize_t capacity = stack->capacity ? stack->capacity * 2 : 64;
+    PyObject **items = PyMem_Realloc(stack->items, capacity * sizeof(PyObject *));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    stack->items = items;
+    Py_ssize_t *depths = PyMem_Realloc(stack->depths, capacity * sizeof(Py_ssize_t));
+    if (depths == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    stack->depths = depths;
+    stack->capacity = capacity;
+    return 0;
+}
+
+static inline int
 stack_push(Stack *stack, PyObject *obj, Py_ssize_t depth)
 {
-    if (stack->size == stack->capacity) {
-        Py_ssize_t capacity = stack->capacity ? stack->capacity * 2 : 64;
-        PyObject **items = PyMem_Realloc(stack->items, capacity * sizeof(PyObject *));
-        if (items == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        stack->items = items;
-        Py_ssize_t *depths = PyMem_Realloc(stack->depths, capacity * sizeof(Py_ssize_t));
-        if (depths == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        stack->depths = depths;
-        stack->capacity = capacity;
+    if (stack->size == stack->capacity && stack_grow(stack) < 0) {
+        return -1;
     }
     stack->items[stack->size] = obj;
     stack->depths[stack->size] = depth;
@@ -140,7 +149,10 @@ is_atom(PyTypeObject *kind)
 #define ONLY_ITS_PARENT_HOLDS(obj) (Py_REFCNT(obj) == 1)
 #endif
 
-/* ---- needs_graph ---------------------------------------------------------- */
+/* ---- scan_value ----------------------------------------------------------- */
+
+/* What scan_value finds a value to be: serialize.SCAN_TREE, SCAN_GRAPH, SCAN_TUPLE_TREE. */
+enum { SCAN_TREE = 0, SCAN_GRAPH = 1, SCAN_TUPLE_TREE = 2 };
 
 typedef struct {
     PyObject *leaves;   /* frozenset of the types that are leaves (atoms, datetimes, ...) */
@@ -148,7 +160,57 @@ typedef struct {
     Stack pending;      /* tracked containers whose children are still to visit */
     PyObject *others;   /* list of the types outside both sets met in one container */
     int found;          /* 1 once a repeat is met */
+    int flavors;        /* 1 once a leaf flavor (a reference) is met */
+    int counting;       /* 1 inside an untracked container: counting tuples only */
+    Py_ssize_t depth;   /* of the container being traversed (the root's is 1) */
+    Py_ssize_t deepest; /* the deepest container met */
+    Py_ssize_t lists;   /* lists and tuples met, the root included */
+    Py_ssize_t tuples;
 } GraphScan;
+
+/* How a container on the pending stack is visited: its slot holds its depth
+ * times two, plus one of these. */
+enum { VISIT_ALL = 0, COUNT_TUPLES = 1 };
+
+/* The value's containers nest at most this deep to go tuples-first (as in
+ * serialize.MAX_TUPLES_FIRST_DEPTH): tag_lists recurses. */
+#define MAX_TUPLES_FIRST_DEPTH 100
+
+/* Push ``child``, a container found at ``depth``. */
+static inline int
+push_child(GraphScan *scan, PyObject *child, Py_ssize_t depth, int how)
+{
+    if (depth > scan->deepest) {
+        scan->deepest = depth;
+    }
+    return stack_push(&scan->pending, child, depth * 2 + how) < 0 ? 1 : 0;
+}
+
+/* An untracked tuple or dict holds only atoms and untracked tuples and dicts:
+ * nothing to remember, but its tuples count, whatever the collector untracked. */
+static int
+untracked_container(PyTypeObject *kind)
+{
+    return kind == &PyTuple_Type || kind == &PyDict_Type;
+}
+
+/* What visiting an untracked tuple with COUNT_TUPLES would do, without the
+ * stack and the traverse: most are small tuples of atoms. */
+static int
+count_in_tuple(GraphScan *scan, PyObject *tuple)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        PyTypeObject *kind = Py_TYPE(PyTuple_GET_ITEM(tuple, i));
+        if (untracked_container(kind)) {
+            scan->tuples += kind == &PyTuple_Type;
+            /* The tuple is a child of the container being traversed: its items are two deeper. */
+            if (push_child(scan, PyTuple_GET_ITEM(tuple, i), scan->depth + 2, COUNT_TUPLES)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
 
 static int
 graph_visit(PyObject *child, void *arg)
@@ -158,7 +220,13 @@ graph_visit(PyObject *child, void *arg)
     if (is_atom(kind)) {
         return 0;
     }
+    if (scan->counting) {
+        scan->tuples += kind == &PyTuple_Type;
+        return untracked_container(kind) ? push_child(scan, child, scan->depth + 1, COUNT_TUPLES) : 0;
+    }
     if (is_plain_container(kind)) {
+        scan->lists += kind == &PyList_Type;
+        scan->tuples += kind == &PyTuple_Type;
         if (!ONLY_ITS_PARENT_HOLDS(child)) {
             int repeated = address_set_add(&scan->seen, (uintptr_t)child);
             if (repeated) {
@@ -167,9 +235,15 @@ graph_visit(PyObject *child, void *arg)
             }
         }
         if (PyObject_GC_IsTracked(child)) {
-            return stack_push(&scan->pending, child, 0) < 0 ? 1 : 0;
+            return push_child(scan, child, scan->depth + 1, VISIT_ALL);
         }
-        return 0;
+        if (kind == &PyDict_Type) {
+            return push_child(scan, child, scan->depth + 1, COUNT_TUPLES);
+        }
+        if (scan->depth + 1 > scan->deepest) {
+            scan->deepest = scan->depth + 1;
+        }
+        return kind == &PyTuple_Type ? count_in_tuple(scan, child) : 0;
     }
     /* A leaf type, or one to ask about once this container is done (asking runs
      * Python code, which must not run while the container is traversed: nor may
@@ -201,11 +275,22 @@ all_leaf_flavors(PyObject *others, PyObject *is_leaf_flavor)
     return 1;
 }
 
+/* SCAN_TUPLE_TREE for a tree holding more tuples than lists, no reference
+ * (msgpack packs a reference's subclass of a builtin as that builtin when
+ * tuples pack as they are) and no deep nesting, else SCAN_TREE. */
 static PyObject *
-needs_graph(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+tree_layout(GraphScan *scan)
+{
+    int tuples_first = scan->tuples > scan->lists && !scan->flavors
+        && scan->deepest <= MAX_TUPLES_FIRST_DEPTH;
+    return PyLong_FromLong(tuples_first ? SCAN_TUPLE_TREE : SCAN_TREE);
+}
+
+static PyObject *
+scan_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "needs_graph(leaves, is_leaf_flavor, root)");
+        PyErr_SetString(PyExc_TypeError, "scan_value(leaves, is_leaf_flavor, root)");
         return NULL;
     }
     PyObject *leaves = args[0], *is_leaf_flavor = args[1], *root = args[2];
@@ -215,7 +300,7 @@ needs_graph(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyTypeObject *kind = Py_TYPE(root);
     if (is_atom(kind)) {
-        Py_RETURN_FALSE;
+        return PyLong_FromLong(SCAN_TREE);
     }
     if (!is_plain_container(kind)) {
         int leaf = PySet_Contains(leaves, (PyObject *)kind);
@@ -223,7 +308,7 @@ needs_graph(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         if (leaf) {
-            Py_RETURN_FALSE;
+            return PyLong_FromLong(SCAN_TREE);
         }
         PyObject *flavor = PyObject_CallOneArg(is_leaf_flavor, (PyObject *)kind);
         if (flavor == NULL) {
@@ -234,19 +319,25 @@ needs_graph(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (truth < 0) {
             return NULL;
         }
-        return PyBool_FromLong(!truth);
+        return PyLong_FromLong(truth ? SCAN_TREE : SCAN_GRAPH);
     }
-    if (!PyObject_GC_IsTracked(root)) {
-        Py_RETURN_FALSE;
+    GraphScan scan = {
+        .leaves = leaves, .deepest = 1, .lists = kind == &PyList_Type, .tuples = kind == &PyTuple_Type};
+    int tracked = PyObject_GC_IsTracked(root);
+    if (!tracked && !untracked_container(kind)) {
+        return tree_layout(&scan);
     }
-    GraphScan scan = {.leaves = leaves, .others = PyList_New(0)};
+    scan.others = PyList_New(0);
     if (scan.others == NULL) {
         return NULL;
     }
     int failed = address_set_add(&scan.seen, (uintptr_t)root) < 0
-        || stack_push(&scan.pending, root, 0) < 0;
+        || stack_push(&scan.pending, root, 1 * 2 + (tracked ? VISIT_ALL : COUNT_TUPLES)) < 0;
     while (!failed && !scan.found && scan.pending.size) {
-        PyObject *container = scan.pending.items[--scan.pending.size];
+        scan.pending.size--;
+        PyObject *container = scan.pending.items[scan.pending.size];
+        scan.counting = scan.pending.depths[scan.pending.size] % 2 == COUNT_TUPLES;
+        scan.depth = scan.pending.depths[scan.pending.size] / 2;
         if (Py_TYPE(container)->tp_traverse(container, graph_visit, &scan)) {
             failed = !scan.found;
             break;
@@ -255,6 +346,7 @@ needs_graph(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             int leaves_only = all_leaf_flavors(scan.others, is_leaf_flavor);
             failed = leaves_only < 0;
             scan.found = leaves_only == 0;
+            scan.flavors = 1;
             failed = failed || PyList_SetSlice(scan.others, 0, PY_SSIZE_T_MAX, NULL) < 0;
         }
     }
@@ -264,7 +356,152 @@ needs_graph(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (failed) {
         return NULL;
     }
-    return PyBool_FromLong(scan.found);
+    return scan.found ? PyLong_FromLong(SCAN_GRAPH) : tree_layout(&scan);
+}
+
+/* ---- tag_lists ------------------------------------------------------------ */
+
+static PyObject *tagged_list(PyObject *, PyObject *, int);
+static PyObject *tagged_tuple(PyObject *, PyObject *, int);
+static PyObject *tagged_dict(PyObject *, PyObject *, int);
+
+/* A copy of the tree ``obj`` with each list made a tuple ``(list_tag, *items)``,
+ * sharing every part that holds no list; NULL with ValueError past ``depth_left``. */
+static PyObject *
+tagged(PyObject *obj, PyObject *list_tag, int depth_left)
+{
+    PyTypeObject *kind = Py_TYPE(obj);
+    if (kind != &PyList_Type && kind != &PyTuple_Type && kind != &PyDict_Type) {
+        return Py_NewRef(obj);  /* an atom or leaf, or a set (whose members hold no list) */
+    }
+    if (!PyObject_GC_IsTracked(obj)) {
+        return Py_NewRef(obj);  /* atoms only */
+    }
+    if (depth_left == 0) {
+        PyErr_SetString(PyExc_ValueError, "too deep for the tuples-first layout");
+        return NULL;
+    }
+    if (kind == &PyList_Type) {
+        return tagged_list(obj, list_tag, depth_left - 1);
+    }
+    if (kind == &PyTuple_Type) {
+        return tagged_tuple(obj, list_tag, depth_left - 1);
+    }
+    return tagged_dict(obj, list_tag, depth_left - 1);
+}
+
+/* tagged() of an item, of which most are atoms. */
+static inline PyObject *
+tagged_item(PyObject *item, PyObject *list_tag, int depth_left)
+{
+    return is_atom(Py_TYPE(item)) ? Py_NewRef(item) : tagged(item, list_tag, depth_left);
+}
+
+static PyObject *
+tagged_list(PyObject *obj, PyObject *list_tag, int depth_left)
+{
+    Py_ssize_t size = PyList_GET_SIZE(obj);
+    PyObject *copy = PyTuple_New(size + 1);
+    if (copy == NULL) {
+        return NULL;
+    }
+    PyTuple_SET_ITEM(copy, 0, Py_NewRef(list_tag));
+    for (Py_ssize_t i = 0; i < size; i++) {
+        /* Held while copied: an allocation may collect garbage, whose finalizers may
+         * change the list (then the copy is refused, as msgpack refuses it). */
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(obj, i));
+        PyObject *copied = tagged_item(item, list_tag, depth_left);
+        Py_DECREF(item);
+        if (copied == NULL || PyList_GET_SIZE(obj) != size) {
+            if (copied != NULL) {
+                Py_DECREF(copied);
+                PyErr_SetString(PyExc_RuntimeError, "list changed size while being sent");
+            }
+            Py_DECREF(copy);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(copy, i + 1, copied);
+    }
+    return copy;
+}
+
+/* tagged() of a tuple: a copy once an item changes, else the tuple itself. */
+static PyObject *
+tagged_tuple(PyObject *obj, PyObject *list_tag, int depth_left)
+{
+    Py_ssize_t size = PyTuple_GET_SIZE(obj);
+    PyObject *copy = NULL;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *item = PyTuple_GET_ITEM(obj, i);  /* the tuple holds it: immutable */
+        PyObject *copied = tagged_item(item, list_tag, depth_left);
+        if (copied == NULL) {
+            Py_XDECREF(copy);
+            return NULL;
+        }
+        if (copy == NULL && copied != item) {
+            copy = PyTuple_New(size);  /* at the first item that changes */
+            if (copy == NULL) {
+                Py_DECREF(copied);
+                return NULL;
+            }
+            for (Py_ssize_t j = 0; j < i; j++) {
+                PyTuple_SET_ITEM(copy, j, Py_NewRef(PyTuple_GET_ITEM(obj, j)));
+            }
+        }
+        if (copy == NULL) {
+            Py_DECREF(copied);
+        }
+        else {
+            PyTuple_SET_ITEM(copy, i, copied);
+        }
+    }
+    return copy ? copy : Py_NewRef(obj);
+}
+
+/* tagged() of a dict: a copy once a value changes, else the dict itself. */
+static PyObject *
+tagged_dict(PyObject *obj, PyObject *list_tag, int depth_left)
+{
+    PyObject *copy = NULL, *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(obj, &pos, &key, &value)) {
+        Py_INCREF(key);
+        Py_INCREF(value);
+        PyObject *item = tagged_item(value, list_tag, depth_left);
+        int failed = item == NULL;
+        if (!failed && item != value) {
+            if (copy == NULL) {
+                copy = PyDict_Copy(obj);  /* at the first value that changes */
+            }
+            failed = copy == NULL || PyDict_SetItem(copy, key, item) < 0;
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        Py_XDECREF(item);
+        if (failed) {
+            Py_XDECREF(copy);
+            return NULL;
+        }
+    }
+    return copy ? copy : Py_NewRef(obj);
+}
+
+static PyObject *
+tag_lists(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "tag_lists(root, list_tag, max_depth)");
+        return NULL;
+    }
+    long max_depth = PyLong_AsLong(args[2]);
+    if (max_depth == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (max_depth < 0 || max_depth > 1000) {
+        PyErr_SetString(PyExc_ValueError, "max_depth must be within 0..1000 (the C stack's share)");
+        return NULL;
+    }
+    return tagged(args[0], args[1], (int)max_depth);
 }
 
 /* ---- tree_depth_exceeds --------------------------------------------------- */
@@ -334,9 +571,10 @@ tree_depth_exceeds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---- tuples and datetimes: the packer's default and the unpacker's hooks ------
  *
- * A PLAIN payload carries a tuple as an array whose first item is an empty
- * "tuple" ext, and a datetime as one ext of fixed layout (docs/protocol.md).
- * msgpack calls a hook per tuple or datetime on each side; these are those
+ * A lists-first PLAIN payload carries a tuple as an array whose first item is
+ * an empty "tuple" ext; a tuples-first one carries tuples as arrays and tags
+ * its lists instead. A datetime is one ext of fixed layout (docs/protocol.md).
+ * msgpack calls a hook per array or ext on each side; these are those
  * hooks' common cases in C, each handing anything else (and anything it would
  * refuse) to the Python method it stands in front of (Encoder._default,
  * Decoder.ext_hook, Decoder.list_hook), which then says what is wrong.
@@ -553,6 +791,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *tags;           /* dict: ext code -> the tag object it decodes to */
     PyObject *tuple_tag;      /* tags' value for tuples */
+    PyObject *list_tag;       /* ... and for lists (in a tuples-first payload) */
     PyObject *candidates;     /* the decoder's list of values that may become keys */
     Py_ssize_t free_candidates;
     PyObject *guard;          /* callable(): guards the candidates and clears the list */
@@ -623,6 +862,46 @@ plain_hooks_ext(PlainHooks *self, PyObject *const *args, Py_ssize_t nargs)
     return PyObject_Vectorcall(self->ext_fallback, args, 2, NULL);
 }
 
+/* ``tuple``, just decoded, made the caller's: counted for the guard if it may
+ * collide, and untracked if it holds atoms only.
+ *
+ * It may collide when more than one item is not a str or bytes: strings hash
+ * with a secret per-process salt, so with at most one item of another type, two
+ * tuples of one shape share a hash only when that item's hashes are equal,
+ * which a single value (an atom, or a guarded value) allows a few dozen times
+ * at most. A tuple of atoms can be in no reference cycle: the collector would
+ * untrack it at its first pass, and the depth check need not look into it. */
+static PyObject *
+counted_tuple(PlainHooks *self, PyObject *tuple)
+{
+    int chosen = 0, atoms_only = 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        PyTypeObject *kind = Py_TYPE(PyTuple_GET_ITEM(tuple, i));
+        chosen += kind != &PyUnicode_Type && kind != &PyBytes_Type;
+        atoms_only &= is_atom(kind);
+    }
+    if (atoms_only) {
+        PyObject_GC_UnTrack(tuple);
+    }
+    if (chosen <= 1) {
+        return tuple;
+    }
+    /* It may become a dict key or a set member: the guard counts it. */
+    if (PyList_Append(self->candidates, tuple) < 0) {
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    if (PyList_GET_SIZE(self->candidates) > self->free_candidates) {
+        PyObject *guarded = PyObject_CallNoArgs(self->guard);
+        if (guarded == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        Py_DECREF(guarded);
+    }
+    return tuple;
+}
+
 static PyObject *
 plain_hooks_list(PlainHooks *self, PyObject *items)
 {
@@ -646,37 +925,50 @@ plain_hooks_list(PlainHooks *self, PyObject *items)
         Py_INCREF(item);
         PyTuple_SET_ITEM(built, i, item);
     }
-    /* It may become a dict key or a set member: the guard counts it. */
-    if (PyList_Append(self->candidates, built) < 0) {
-        Py_DECREF(built);
-        return NULL;
+    return counted_tuple(self, built);
+}
+
+static PyObject *
+plain_hooks_tuple(PlainHooks *self, PyObject *items)
+{
+    if (!PyTuple_CheckExact(items) || PyTuple_GET_SIZE(items) == 0) {
+        return Py_NewRef(items);
     }
-    if (PyList_GET_SIZE(self->candidates) > self->free_candidates) {
-        PyObject *guarded = PyObject_CallNoArgs(self->guard);
-        if (guarded == NULL) {
-            Py_DECREF(built);
-            return NULL;
+    PyObject *first = PyTuple_GET_ITEM(items, 0);
+    if (first == self->list_tag) {
+        Py_ssize_t size = PyTuple_GET_SIZE(items) - 1;
+        PyObject *list = PyList_New(size);
+        for (Py_ssize_t i = 0; list != NULL && i < size; i++) {
+            PyList_SET_ITEM(list, i, Py_NewRef(PyTuple_GET_ITEM(items, i + 1)));
         }
-        Py_DECREF(guarded);
+        return list;
     }
-    return built;
+    if (Py_TYPE(first) == Py_TYPE(self->list_tag)) {  /* another tag: as in a lists-first payload */
+        PyObject *array = PySequence_List(items);
+        PyObject *built = array ? PyObject_CallOneArg(self->list_fallback, array) : NULL;
+        Py_XDECREF(array);
+        return built;
+    }
+    return counted_tuple(self, Py_NewRef(items));
 }
 
 static PyObject *
 plain_hooks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *tags, *tuple_tag, *candidates, *guard, *ext_fallback, *list_fallback, *zone_for;
+    PyObject *tags, *tuple_tag, *list_tag, *candidates, *guard, *ext_fallback, *list_fallback,
+        *zone_for;
     Py_ssize_t free_candidates;
     long datetime_code;
-    if (!PyArg_ParseTuple(args, "O!OO!nOOOlO:PlainHooks", &PyDict_Type, &tags, &tuple_tag,
-                          &PyList_Type, &candidates, &free_candidates, &guard, &ext_fallback,
-                          &list_fallback, &datetime_code, &zone_for)) {
+    if (!PyArg_ParseTuple(args, "O!OOO!nOOOlO:PlainHooks", &PyDict_Type, &tags, &tuple_tag,
+                          &list_tag, &PyList_Type, &candidates, &free_candidates, &guard,
+                          &ext_fallback, &list_fallback, &datetime_code, &zone_for)) {
         return NULL;
     }
     PlainHooks *self = (PlainHooks *)type->tp_alloc(type, 0);
     if (self != NULL) {
         self->tags = Py_NewRef(tags);
         self->tuple_tag = Py_NewRef(tuple_tag);
+        self->list_tag = Py_NewRef(list_tag);
         self->candidates = Py_NewRef(candidates);
         self->free_candidates = free_candidates;
         self->guard = Py_NewRef(guard);
@@ -693,6 +985,7 @@ plain_hooks_traverse(PlainHooks *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->tags);
     Py_VISIT(self->tuple_tag);
+    Py_VISIT(self->list_tag);
     Py_VISIT(self->candidates);
     Py_VISIT(self->guard);
     Py_VISIT(self->ext_fallback);
@@ -707,6 +1000,7 @@ plain_hooks_clear(PlainHooks *self)
 {
     Py_CLEAR(self->tags);
     Py_CLEAR(self->tuple_tag);
+    Py_CLEAR(self->list_tag);
     Py_CLEAR(self->candidates);
     Py_CLEAR(self->guard);
     Py_CLEAR(self->ext_fallback);
@@ -728,16 +1022,20 @@ static PyMethodDef plain_hooks_methods[] = {
     {"ext_hook", (PyCFunction)(void (*)(void))plain_hooks_ext, METH_FASTCALL,
      "The unpacker's ext_hook: a tag's object, or ext_fallback(code, data)."},
     {"list_hook", (PyCFunction)plain_hooks_list, METH_O,
-     "The unpacker's list_hook: a tagged tuple built and counted, other tags to list_fallback."},
+     "A lists-first payload's list_hook: a tagged tuple built and counted, other tags to "
+     "list_fallback."},
+    {"tuple_hook", (PyCFunction)plain_hooks_tuple, METH_O,
+     "A tuples-first payload's list_hook: a tagged list built, a tuple counted, other tags to "
+     "list_fallback."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject PlainHooksType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pbnb.core._speedups.PlainHooks",
-    .tp_doc = "PlainHooks(tags, tuple_tag, candidates, free_candidates, guard, ext_fallback, "
+    .tp_doc = "PlainHooks(tags, tuple_tag, list_tag, candidates, free_candidates, guard, ext_fallback, "
               "list_fallback, datetime_code, zone_for): a PLAIN payload's unpacker hooks, "
-              "tuples and datetimes in C.",
+              "tags, tuples and datetimes in C.",
     .tp_basicsize = sizeof(PlainHooks),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = plain_hooks_new,
@@ -959,8 +1257,10 @@ static PyTypeObject HashGuardType = {
 };
 
 static PyMethodDef methods[] = {
-    {"needs_graph", (PyCFunction)(void (*)(void))needs_graph, METH_FASTCALL,
-     "needs_graph(leaves, is_leaf_flavor, root): the C twin of serialize.needs_graph_walk."},
+    {"scan_value", (PyCFunction)(void (*)(void))scan_value, METH_FASTCALL,
+     "scan_value(leaves, is_leaf_flavor, root): the C twin of serialize.scan_value_walk."},
+    {"tag_lists", (PyCFunction)(void (*)(void))tag_lists, METH_FASTCALL,
+     "tag_lists(root, list_tag, max_depth): the C twin of serialize.tag_lists_walk."},
     {"tree_depth_exceeds", (PyCFunction)(void (*)(void))tree_depth_exceeds, METH_FASTCALL,
      "tree_depth_exceeds(root, max_depth): the C twin of serialize.tree_depth_walk."},
     {NULL, NULL, 0, NULL},

@@ -7,7 +7,10 @@ Two modes, chosen per message by the sender and named in the frame header:
     copies or caches). msgpack packs it in C; tuples, sets, frozensets and big
     ints go through ``default`` as tagged arrays or ext types, and the receiver
     rebuilds them in ``list_hook``/``ext_hook``. References may appear: the
-    broker's tables already give them identity.
+    broker's tables already give them identity. msgpack has one array type, so
+    one of lists and tuples must be tagged: a value holding more tuples than
+    lists goes *tuples-first* (``[TUPLES_FIRST, value]``, its arrays read as
+    tuples and its lists tagged), any other *lists-first* (tuples tagged).
 ``GRAPH``
     Anything else. A Python walk numbers every container in the order a reader
     will meet it (mutable ones when they start, immutable ones when they end,
@@ -18,11 +21,12 @@ The standard library's immutable values (``datetime``, ``date``, ``time``,
 ``timedelta``, ``Decimal``, exact types only) have no identity to keep: in
 both modes each is one ext type with a fixed layout, a leaf like an atom.
 
-Deciding costs a scan of the value's containers (``needs_graph``), and the
+Deciding costs a scan of the value's containers (``scan_value``), and the
 receiver of a PLAIN value checks how deep it nests (``tree_depth_exceeds``).
-Both walks have a C twin in ``_speedups.c``, used when it was built; the Python
-twins here (``needs_graph_walk``, ``tree_depth_walk``) are what Pyodide and
-machines without a compiler run. Either way, containers the garbage collector
+Both walks, and the copy a tuples-first value is packed from (``tag_lists``),
+have a C twin in ``_speedups.c``, used when it was built; the Python twins here
+(``scan_value_walk``, ``tree_depth_walk``, ``tag_lists_walk``) are what Pyodide
+and machines without a compiler run. Either way, containers the garbage collector
 does not track hold only atoms and are not looked into.
 """
 
@@ -35,8 +39,8 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from functools import partial
-from itertools import compress, repeat
-from operator import lt
+from itertools import compress, filterfalse, repeat
+from operator import is_not, lt
 from sys import getrefcount
 from typing import Any, Protocol, TypeVar
 
@@ -55,6 +59,11 @@ except ImportError:  # built without it (Pyodide, PBNB_PURE_PYTHON=1, no compile
 PLAIN = 0
 GRAPH = 1
 
+# What the identity scan (scan_value) finds a value to be.
+SCAN_TREE = 0  # a tree: PLAIN, lists-first
+SCAN_GRAPH = 1  # shared or cyclic parts, copies, caches, or unknown objects: GRAPH
+SCAN_TUPLE_TREE = 2  # a tree with more tuples than lists and no reference: PLAIN, tuples-first
+
 # Tag codes: an empty ext as the first item of an array says what the array is.
 TAG_TUPLE = 1
 TAG_SET = 2
@@ -63,6 +72,8 @@ TAG_COPY = 4  # [COPY, type_name, state]
 TAG_CACHE = 5  # [CACHE, cache_id, type_name, state]: first send on a connection
 TAG_TUPLE_SEEN = 6  # [TUPLE_SEEN, index, *items]: tuple defined inside its own items
 TAG_FROZENSET_SEEN = 7
+TAG_LIST = 8  # [LIST, *items]: a list, in a tuples-first payload
+TAG_TUPLES_FIRST = 9  # [TUPLES_FIRST, value]: a PLAIN payload whose untagged arrays are tuples
 # Ext codes with a payload.
 EXT_BIGINT = 16  # signed big-endian bytes, for ints outside msgpack's 64-bit range
 EXT_REMOTE = 17  # an object the sender exports: the receiver makes a RemoteReference
@@ -109,9 +120,15 @@ class _Tag:
         return f"<tag {self.code}>"
 
 
-_TAGS = {code: _Tag(code) for code in range(1, 8)}
+_TAGS = {code: _Tag(code) for code in range(1, 10)}
 _TAG_EXT = {code: ExtType(code, b"") for code in _TAGS}
 _TUPLE, _SET, _FROZENSET = _TAG_EXT[TAG_TUPLE], _TAG_EXT[TAG_SET], _TAG_EXT[TAG_FROZENSET]
+_LIST, _TUPLES_FIRST = _TAG_EXT[TAG_LIST], _TAG_EXT[TAG_TUPLES_FIRST]
+#: How every tuples-first payload starts: an array of two, then TUPLES_FIRST (an
+#: empty ext 9). The value follows.
+TUPLES_FIRST_PREFIX = b"\x92\xc7\x00\x09"
+#: Containers deeper than this send lists-first (the tuples-first copy recurses).
+MAX_TUPLES_FIRST_DEPTH = 100
 _PLAIN_BUILDERS = {TAG_TUPLE: tuple, TAG_SET: set, TAG_FROZENSET: frozenset}
 #: ``ExtType`` without its Python-level argument checks, for the exts we make
 #: (always an int code and bytes): ``_ext((code, data))``.
@@ -245,7 +262,7 @@ _VALUE_READERS = {
     EXT_TIMEDELTA: ("timedelta", _read_timedelta),
     EXT_DECIMAL: ("Decimal", _read_decimal),
 }
-#: What ``needs_graph`` never looks into: atoms, and values without identity.
+#: What ``scan_value`` never looks into: atoms, and values without identity.
 _LEAVES = ATOMS | frozenset(_VALUE_PACKERS)
 # Containers the collector tracks only while they hold something it tracks.
 _SOMETIMES_TRACKED = frozenset({dict, tuple})
@@ -255,52 +272,99 @@ def _is_leaf_flavor(kind: type) -> bool:
     return issubclass(kind, (Referenceable, RemoteReference)) and not issubclass(kind, CacheObserver)
 
 
-def needs_graph_walk(root: Any, *, by_refcount: bool = True) -> bool:
-    """True when ``root`` shares an object, has a cycle, or holds copies/caches/unknowns.
+def scan_value_walk(root: Any, *, by_refcount: bool = True) -> int:
+    """What ``root`` is for the encoder: ``SCAN_GRAPH``, ``SCAN_TUPLE_TREE`` or ``SCAN_TREE``.
 
-    The Python twin of ``needs_graph``, a breadth-first walk with C-level
+    SCAN_GRAPH when it shares an object, has a cycle, or holds
+    copies/caches/unknowns; else SCAN_TUPLE_TREE when it holds more tuples than
+    lists (the root included) and no reference; else SCAN_TREE.
+
+    The Python twin of ``scan_value``, a breadth-first walk with C-level
     helpers (``gc.get_referents``, ``map``). ``by_refcount=False`` is the exact
     twin of the shortcut described at ``_referenced_elsewhere``: both always
     give the same answer.
     """
     kind = type(root)
     if kind in _LEAVES:
-        return False
+        return SCAN_TREE
     # The root level by hand (one object cannot repeat itself).
     if kind not in _PLAIN_CONTAINERS:
-        return not _is_leaf_flavor(kind)
+        return SCAN_TREE if _is_leaf_flavor(kind) else SCAN_GRAPH
+    shape = _TreeShape(kind)
     if not gc.is_tracked(root):
-        return False
+        shape.count_untracked([root], 1)
+        return shape.layout()
     sole_parent = _SOLE_PARENT if by_refcount else None
     seen = {id(root)}
     referents = gc.get_referents(root)
+    depth = 1  # of the containers whose referents these are
     while True:
         # One pass over the level's types says most: all leaves (the last level of most
         # values), all containers, or a mix that a second pass sorts out.
-        kinds = set(map(type, referents))
+        types = list(map(type, referents))
+        shape.count(types)
+        kinds = set(types)
         if kinds <= _LEAVES:
-            return False
+            return shape.layout()
+        depth += 1  # of the containers among them
         if kinds <= _PLAIN_CONTAINERS:
             level = referents
         else:
             others = kinds - _LEAVES - _PLAIN_CONTAINERS
             if others and not all(map(_is_leaf_flavor, others)):
-                return True
+                return SCAN_GRAPH
+            shape.flavors = shape.flavors or bool(others)
             if others or not kinds.isdisjoint(_SOMETIMES_TRACKED):
-                level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
+                level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, types)))
             else:  # the containers are lists and sets, which the collector always tracks
                 level = list(filter(gc.is_tracked, referents))
+        if level:
+            shape.deepest = max(shape.deepest, depth)
         remembered = level if sole_parent is None else _referenced_elsewhere(level, sole_parent)
         if remembered:
             before = len(seen)
             seen.update(map(id, remembered))
             if len(seen) - before != len(remembered):
-                return True
-        # Untracked dicts and tuples hold only atoms: nothing further down to look at.
+                return SCAN_GRAPH
+        # Untracked dicts and tuples hold only atoms: nothing further down to
+        # remember, but their tuples count, whatever the collector untracked.
         tracked = level if kinds.isdisjoint(_SOMETIMES_TRACKED) else list(filter(gc.is_tracked, level))
+        if len(tracked) != len(level):
+            shape.count_untracked(list(filterfalse(gc.is_tracked, level)), depth)
         if not tracked:
-            return False
+            return shape.layout()
         referents = gc.get_referents(*tracked)
+
+
+class _TreeShape:
+    """What ``scan_value_walk`` counts on its way: lists, tuples, references, depth."""
+
+    __slots__ = ("deepest", "flavors", "lists", "tuples")
+
+    def __init__(self, root_kind: type):
+        self.lists = int(root_kind is list)
+        self.tuples = int(root_kind is tuple)
+        self.flavors = False
+        self.deepest = 1  # the deepest container met (the root's depth is 1)
+
+    def count(self, types: list[type]) -> None:
+        self.lists += types.count(list)
+        self.tuples += types.count(tuple)
+
+    def count_untracked(self, level: list, depth: int) -> None:
+        """Count the tuples inside untracked tuples and dicts (which hold nothing else) at ``depth``."""
+        while level:
+            self.deepest = max(self.deepest, depth)
+            referents = gc.get_referents(*level)
+            self.tuples += list(map(type, referents)).count(tuple)
+            level = [obj for obj in referents if type(obj) in _SOMETIMES_TRACKED]
+            depth += 1
+
+    def layout(self) -> int:
+        # msgpack packs a reference's subclass of a builtin as that builtin once tuples
+        # pack as they are: a value holding references stays lists-first.
+        tuples_first = self.tuples > self.lists and not self.flavors
+        return SCAN_TUPLE_TREE if tuples_first and self.deepest <= MAX_TUPLES_FIRST_DEPTH else SCAN_TREE
 
 
 def _referenced_elsewhere(level: list, sole_parent: int) -> list:
@@ -387,15 +451,45 @@ def _tree_depth_exceeds_exactly(root: Any, max_depth: int) -> bool:
     return False
 
 
-#: needs_graph(root): the scan ``Encoder.encode`` runs, in C when it was built.
-needs_graph: Callable[[Any], bool]
+def tag_lists_walk(root: Any, list_tag: Any, max_depth: int) -> Any:
+    """A copy of the tree ``root`` with each list made a tuple ``(list_tag, *items)``.
+
+    The Python twin of ``tag_lists``: what a tuples-first payload packs, whose
+    arrays are tuples unless tagged. Parts holding no list are shared, not
+    copied. ValueError when containers nest deeper than ``max_depth``.
+    """
+    kind = type(root)
+    if (kind is not list and kind is not tuple and kind is not dict) or not gc.is_tracked(root):
+        return root  # an atom or leaf, a set (whose members hold no list), or atoms only
+    if max_depth == 0:
+        raise ValueError("too deep for the tuples-first layout")
+    depth = max_depth - 1
+    if kind is dict:
+        copies = {key: tag_lists_walk(value, list_tag, depth) for key, value in root.items()}
+        changed = {key: copied for key, copied in copies.items() if copied is not root[key]}
+        return {**root, **changed} if changed else root
+    items = [tag_lists_walk(item, list_tag, depth) for item in root]
+    if kind is list:
+        return (list_tag, *items)
+    return tuple(items) if any(map(is_not, items, root)) else root
+
+
+#: scan_value(root): the scan ``Encoder.encode`` runs, in C when it was built.
+scan_value: Callable[[Any], int]
+#: tag_lists(root, list_tag, max_depth): the tuples-first copy, in C when it was built.
+tag_lists: Callable[[Any, Any, int], Any]
 #: tree_depth_exceeds(root, max_depth): the receiver's depth check, in C when it was built.
 tree_depth_exceeds: Callable[[Any, int], bool]
 if _speedups is None:
-    needs_graph, tree_depth_exceeds = needs_graph_walk, tree_depth_walk
+    scan_value, tag_lists, tree_depth_exceeds = scan_value_walk, tag_lists_walk, tree_depth_walk
 else:
-    needs_graph = partial(_speedups.needs_graph, _LEAVES, _is_leaf_flavor)
-    tree_depth_exceeds = _speedups.tree_depth_exceeds
+    scan_value = partial(_speedups.scan_value, _LEAVES, _is_leaf_flavor)
+    tag_lists, tree_depth_exceeds = _speedups.tag_lists, _speedups.tree_depth_exceeds
+
+
+def needs_graph(root: Any) -> bool:
+    """True when ``root`` shares an object, has a cycle, or holds copies/caches/unknowns."""
+    return scan_value(root) == SCAN_GRAPH
 
 
 _Copied = TypeVar("_Copied")
@@ -436,11 +530,15 @@ class Encoder:
         self._max_depth = max_depth
         self._perspective: Any = None
         default: Callable[[Any], Any] = self._default
-        self._needs_graph: Callable[[Any], bool] = needs_graph_walk
+        self._scan: Callable[[Any], int] = scan_value_walk
+        self._tag_lists: Callable[[Any, Any, int], Any] = tag_lists_walk
         if speedups and _speedups is not None:
             default = _speedups.PlainDefault(_TUPLE, ExtType, EXT_DATETIME, self._default)
-            self._needs_graph = needs_graph
+            self._scan, self._tag_lists = scan_value, tag_lists
         self._packer = msgpack.Packer(default=default, strict_types=True, use_bin_type=True)
+        # Tuples-first: msgpack packs tuples (and lists, which tag_lists has made
+        # tagged tuples) as they are; sets, big ints and the rest still go to default.
+        self._tuples_packer = msgpack.Packer(default=default, strict_types=False, use_bin_type=True)
         self._raw_packer = msgpack.Packer(strict_types=False, use_bin_type=True)
         #: Pack a value known to be a PLAIN tree of builtins and atoms, touching
         #: no table (the broker's shortcut for atoms and atoms-only calls).
@@ -451,15 +549,22 @@ class Encoder:
         """Return (mode, payload) for ``value`` as seen by ``perspective``."""
         self._perspective = perspective
         try:
-            if not self._needs_graph(value):
+            scanned = self._scan(value)
+            if scanned == SCAN_GRAPH:
+                tree = _GraphWriter(self._tables, perspective, self._max_depth).write(value, 0)
+                return GRAPH, self._raw_packer.pack(tree)
+            if scanned == SCAN_TUPLE_TREE:
                 try:
-                    return PLAIN, self._packer.pack(value)
-                except UnicodeEncodeError as exc:
-                    raise SerializationError(f"cannot send a str that is not valid Unicode: {exc}") from None
-                except ValueError as exc:
-                    raise SerializationError(f"value nests too deeply to send: {exc}") from None
-            tree = _GraphWriter(self._tables, perspective, self._max_depth).write(value, 0)
-            return GRAPH, self._raw_packer.pack(tree)
+                    tagged = self._tag_lists(value, _LIST, MAX_TUPLES_FIRST_DEPTH)
+                    return PLAIN, self._tuples_packer.pack((_TUPLES_FIRST, tagged))
+                except ValueError:
+                    pass  # too deep, or a bad str: the lists-first layout says which
+            try:
+                return PLAIN, self._packer.pack(value)
+            except UnicodeEncodeError as exc:
+                raise SerializationError(f"cannot send a str that is not valid Unicode: {exc}") from None
+            except ValueError as exc:
+                raise SerializationError(f"value nests too deeply to send: {exc}") from None
         finally:
             self._perspective = None
 
@@ -636,6 +741,26 @@ class _Same(list):
 
 
 _UNSEEN = object()
+_SALTED = frozenset({str, bytes})  # types whose hash takes a secret per-process salt
+
+
+def _may_collide(built: tuple) -> bool:
+    """Whether a peer could make many distinct tuples like this one share a hash.
+
+    Only when more than one item is not a str or bytes: strings hash with a
+    secret salt, so with at most one item of another type, two tuples of one
+    shape share a hash only when that item's hashes are equal, which a single
+    value (an atom, or a value the guard counts) allows a few dozen times at most.
+    """
+    chosen = 0
+    for item in built:
+        if type(item) not in _SALTED:
+            chosen += 1
+            if chosen > 1:
+                return True
+    return False
+
+
 _IDLE_GUARD = _HashGuard()  # what a Decoder holds between decodes; no hook runs then
 # Keys a PLAIN message may build before they are guarded: so many colliding keys
 # cost a dict at most a few thousand comparisons.
@@ -681,6 +806,7 @@ class Decoder:
             hooks = _speedups.PlainHooks(
                 _TAGS,
                 _TAGS[TAG_TUPLE],
+                _TAGS[TAG_LIST],
                 self._candidates,
                 _FREE_CANDIDATES,
                 self._guard_candidates,
@@ -691,6 +817,12 @@ class Decoder:
             )
             self._depth_exceeds = tree_depth_exceeds
         self._plain_options = {**common, "ext_hook": hooks.ext_hook, "list_hook": hooks.list_hook}
+        self._tuples_first_options = {
+            **common,
+            "use_list": False,
+            "ext_hook": hooks.ext_hook,
+            "list_hook": hooks.tuple_hook,
+        }
         # Maps arrive as lists of pairs: msgpack must not build dicts of raw keys (tuples of
         # colliding ints would flood them); the reader builds each from guarded values.
         self._graph_options = {**common, "use_list": False, "object_pairs_hook": _RawMap}
@@ -706,7 +838,10 @@ class Decoder:
             # The hooks collect the keys they build, and guard them once there are more
             # than a few: up to that many, even keys that all collide cost little.
             try:
-                value = self._unpack(payload, self._plain_options)
+                if payload[:4] == TUPLES_FIRST_PREFIX:
+                    value = self._unpack(memoryview(payload)[4:], self._tuples_first_options)
+                else:
+                    value = self._unpack(payload, self._plain_options)
             finally:
                 self._guard = _IDLE_GUARD  # both hold the message's values: let them go with it
                 self._candidates.clear()
@@ -739,9 +874,7 @@ class Decoder:
             return tag
         value = self.resolve_ext(code, data)
         if code == EXT_BIGINT or code == EXT_DECIMAL:
-            self._candidates.append(value)
-            if len(self._candidates) > _FREE_CANDIDATES:
-                self._guard_candidates()
+            self._count_candidate(value)
         return value
 
     def _guard_candidates(self) -> None:
@@ -773,22 +906,36 @@ class Decoder:
         raise ProtocolError(f"unexpected ext type {code} in this payload")
 
     def list_hook(self, items: list) -> Any:
-        """A PLAIN payload's array: the list itself, or what its tag says to build."""
+        """A lists-first PLAIN payload's array: the list itself, or what its tag says to build."""
         if items and type(items[0]) is _Tag:
             builder = _PLAIN_BUILDERS.get(items[0].code)
             if builder is None:
-                raise ProtocolError(f"tag {items[0].code} is only valid in GRAPH payloads")
+                raise ProtocolError(f"tag {items[0].code} is not valid in this PLAIN payload")
             try:
                 built = builder(items[1:])
             except TypeError as exc:
                 raise ProtocolError(f"bad set member: {exc}") from None
-            if builder is not set:  # a tuple or frozenset may become a key or a member
-                candidates = self._candidates
-                candidates.append(built)
-                if len(candidates) > _FREE_CANDIDATES:
-                    self._guard_candidates()
+            # A tuple or frozenset may become a key or a member.
+            if builder is frozenset or (builder is tuple and _may_collide(built)):
+                self._count_candidate(built)
             return built
         return items
+
+    def tuple_hook(self, items: tuple) -> Any:
+        """A tuples-first PLAIN payload's array: the tuple itself, a tagged list, or as list_hook."""
+        if items and type(items[0]) is _Tag:
+            if items[0] is _TAGS[TAG_LIST]:
+                return list(items[1:])
+            return self.list_hook(list(items))
+        if _may_collide(items):
+            self._count_candidate(items)
+        return items
+
+    def _count_candidate(self, built: Any) -> None:
+        candidates = self._candidates
+        candidates.append(built)
+        if len(candidates) > _FREE_CANDIDATES:
+            self._guard_candidates()
 
     def copy_class(self, type_name: Any, base: type[_Copied]) -> type[_Copied]:
         if not isinstance(type_name, str):
