@@ -22,6 +22,27 @@ async def observe(port: int) -> tuple[pb.Client, pb.RemoteReference, int, Counte
     return client, root, await root.callRemote("pid"), await root.callRemote("counter")
 
 
+async def exited(pid: int) -> None:
+    """Wait until process ``pid`` has exited: then its sockets are closed.
+
+    Before that, a connection may still be queued on a killed worker's listening
+    socket, which the kernel resets when it closes it. A pidfd becomes readable
+    when its process exits.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    loop.add_reader(pidfd, done.set)
+    try:
+        await asyncio.wait_for(done.wait(), TIMEOUT)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
 async def test_workers_share_one_port_and_one_state():
     async with redis_server() as redis:
         broker = await Broker.start(TARGET, "--port", "0", "--backplane", redis.url, "--workers", "2")
