@@ -12,7 +12,7 @@ import pytest
 
 import pbnb as pb
 from pbnb.core import events as ev
-from pbnb.core.streaming import Window
+from pbnb.core.streaming import Batch, Window, is_tuples_first
 from pbnb.core.wire import PREAMBLE, FrameReader, Kind, encode_frame
 from tests.pair import ConnectionPair, Outcome, Stream
 
@@ -382,6 +382,34 @@ def test_a_batch_and_single_items_deliver_the_same_and_cost_the_same(items):
         costs.append((accounting.items, accounting.bytes, sum(size for _, size in stream.arrived)))
     assert costs[0] == costs[1]
     assert costs[0][2] == sum(len(msgpack.packb(item)) for item in items)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [(i, i * i) for i in range(20)],  # rows: one tuples-first batch
+        [(1, 2), (3, "x"), [4], [5, (6,)], (7, (8,)), {"k": (9, 10)}, "eleven", [12, 13], (14,)],
+    ],
+    ids=["rows", "mixed layouts"],
+)
+def test_items_batch_by_layout_and_both_sides_count_the_same_bytes(items):
+    pair, root = open_pair()
+    outcome, server, request_id = deferred_stream(pair, root, Window(items=100, bytes=10_000))
+    for item in items:
+        server.send_item(request_id, item)
+    batches = [entry for entry in server._out if type(entry) is Batch]
+    # A batch holds items of one layout, and a new one starts where the layout changes.
+    for batch in batches:
+        assert {is_tuples_first(payload) for payload in batch.payloads} == {batch.tuples_first}
+    if len(items) == 20:
+        assert len(batches) == 1 and batches[0].tuples_first and len(batches[0].payloads) == 20
+    pair.pump()
+    stream = outcome.result()
+    arrived = [value for value, _ in stream.arrived]
+    assert arrived == items and list(map(type, arrived)) == list(map(type, items))
+    sent, received = server._streams.credit[request_id], pair.client._streams.receiving[request_id]
+    assert (sent.items, sent.bytes) == (received.items, received.bytes) == (100 - len(items), received.bytes)
+    assert sum(size for _, size in stream.arrived) == 10_000 - received.bytes
 
 
 def test_a_batch_beyond_the_item_credit_or_with_a_wrong_count_fails_its_stream():

@@ -63,7 +63,7 @@ from .pipelining import BROKEN_PROMISE, Forward, HeldAnswers, Promises, WaitingC
 from .progress import Progress, received
 from .reference import CacheObserver, Invoker, RemoteReference, Undriven
 from .serialize import Decoder, Encoder
-from .streaming import ARRAY_HEADER_LENGTH, BATCH_BYTES, STREAMED, Batch, Receiving, Streams, Window
+from .streaming import BATCH_BYTES, STREAMED, Batch, Receiving, Streams, Window, batch_size, item_size
 from .tables import ReferenceTables
 from .wire import (
     MIN_FRAME,
@@ -821,13 +821,8 @@ class Broker:
         out = self._out
         last = out[-1] if out else None
         batch_limit = self._batch_limit
-        size = len(payload)
-        if (
-            type(last) is Batch
-            and last.request_id == request_id
-            and mode == _PLAIN
-            and last.size + size <= batch_limit
-        ):
+        size = item_size(payload)
+        if type(last) is Batch and last.request_id == request_id and mode == _PLAIN and last.takes(payload, batch_limit):
             last.add(payload)
         elif mode == _PLAIN and size <= batch_limit:
             out.append(Batch(request_id, payload))
@@ -1332,17 +1327,18 @@ class Broker:
                 ),
             )
         # A batch costs its items' payloads: the array header around them is free.
-        size = len(payload) - ARRAY_HEADER_LENGTH.get(payload[0], 0) if batch else len(payload)
+        size = batch_size(payload) if batch else item_size(payload)
         stream.items -= count
         stream.bytes -= size
         try:
             value = self.decode_payload(mode, payload)
-            if batch and (type(value) is not list or len(value) != count):
+            # A tuples-first batch's array is a tuple.
+            if batch and (type(value) not in (list, tuple) or len(value) != count):
                 raise ProtocolError(f"an ITEM of {count} items must carry an array of {count} items")
         except (ProtocolError, InsecureJelly) as exc:
             exc.args = (f"{exc} [refused here, by the caller, receiving a stream item]",)
             return self._break_stream(request_id, exc)
-        self._emit(ev.StreamItems(stream.token, value if batch else [value], size))
+        self._emit(ev.StreamItems(stream.token, list(value) if batch else [value], size))
 
     def _break_stream(self, request_id: int, error: BaseException) -> None:
         """Fail our stream ``request_id`` here with ``error`` and stop it at the peer."""

@@ -36,7 +36,7 @@ from typing import Any
 import msgpack
 
 from ..errors import LimitExceeded
-from .serialize import PLAIN
+from .serialize import PLAIN, TUPLES_FIRST_PREFIX
 from .wire import Kind, Limits, encode_frame
 
 #: The window a stream gets unless the caller chooses one: items, and payload bytes.
@@ -86,31 +86,57 @@ class Batch:
 
     Each item is encoded (PLAIN) when it is yielded, so later changes to a
     yielded object do not show; the frame is made when the queue is sent.
+    A PLAIN payload's layout covers all of it, so a batch holds items of one
+    layout: tuples-first items share one prefix before their array.
     """
 
-    __slots__ = ("payloads", "request_id", "size")
+    __slots__ = ("payloads", "request_id", "size", "tuples_first")
 
     def __init__(self, request_id: int, payload: bytes):
         self.request_id = request_id
         self.payloads = [payload]
-        self.size = len(payload)
+        self.size = item_size(payload)
+        self.tuples_first = is_tuples_first(payload)
+
+    def takes(self, payload: bytes, limit: int) -> bool:
+        """Whether ``payload`` (an item of this batch's stream) may join it, within ``limit`` bytes."""
+        return self.size + item_size(payload) <= limit and is_tuples_first(payload) == self.tuples_first
 
     def add(self, payload: bytes) -> None:
         self.payloads.append(payload)
-        self.size += len(payload)
+        self.size += item_size(payload)
 
     def frame(self) -> bytes:
         """``[ITEM, request_id, PLAIN]`` + the item, or ``[ITEM, request_id, PLAIN, n]`` + an array of n."""
         payloads = self.payloads
         if len(payloads) == 1:
             return encode_frame([_ITEM, self.request_id, PLAIN], payloads[0])
-        return encode_frame(
-            [_ITEM, self.request_id, PLAIN, len(payloads)], _array_header(len(payloads)) + b"".join(payloads)
-        )
+        head = [_ITEM, self.request_id, PLAIN, len(payloads)]
+        if self.tuples_first:
+            skip = len(TUPLES_FIRST_PREFIX)
+            values = b"".join(memoryview(payload)[skip:] for payload in payloads)
+            return encode_frame(head, TUPLES_FIRST_PREFIX + _array_header(len(payloads)) + values)
+        return encode_frame(head, _array_header(len(payloads)) + b"".join(payloads))
 
 
 #: The length of a msgpack array header, by its first byte (what a batch's payload cost leaves out).
 ARRAY_HEADER_LENGTH = {**{0x90 | n: 1 for n in range(16)}, 0xDC: 3, 0xDD: 5}
+
+
+def is_tuples_first(payload: bytes | memoryview) -> bool:
+    return payload[: len(TUPLES_FIRST_PREFIX)] == TUPLES_FIRST_PREFIX
+
+
+def item_size(payload: bytes | memoryview) -> int:
+    """What one item costs of the byte credit: its payload, less a tuples-first prefix."""
+    return len(payload) - len(TUPLES_FIRST_PREFIX) if is_tuples_first(payload) else len(payload)
+
+
+def batch_size(payload: bytes | memoryview) -> int:
+    """What a batch costs: its payload less the array header (and a tuples-first prefix): its items' sizes."""
+    start = len(TUPLES_FIRST_PREFIX) if is_tuples_first(payload) else 0
+    header = ARRAY_HEADER_LENGTH.get(payload[start], 0) if len(payload) > start else 0
+    return len(payload) - start - header
 
 
 class Streamed:
