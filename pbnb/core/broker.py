@@ -822,7 +822,12 @@ class Broker:
         last = out[-1] if out else None
         batch_limit = self._batch_limit
         size = item_size(payload)
-        if type(last) is Batch and last.request_id == request_id and mode == _PLAIN and last.takes(payload, batch_limit):
+        if (
+            type(last) is Batch
+            and last.request_id == request_id
+            and mode == _PLAIN
+            and last.takes(payload, batch_limit)
+        ):
             last.add(payload)
         elif mode == _PLAIN and size <= batch_limit:
             out.append(Batch(request_id, payload))
