@@ -37,7 +37,7 @@ import msgpack
 
 from ..errors import LimitExceeded
 from .serialize import PLAIN, TUPLES_FIRST_PREFIX
-from .wire import Kind, Limits, encode_frame
+from .wire import Kind, Limits, Payload, encode_frame
 
 #: The window a stream gets unless the caller chooses one: items, and payload bytes.
 DEFAULT_WINDOW_ITEMS = 512
@@ -123,16 +123,16 @@ class Batch:
 ARRAY_HEADER_LENGTH = {**{0x90 | n: 1 for n in range(16)}, 0xDC: 3, 0xDD: 5}
 
 
-def is_tuples_first(payload: bytes | memoryview) -> bool:
+def is_tuples_first(payload: Payload) -> bool:
     return payload[: len(TUPLES_FIRST_PREFIX)] == TUPLES_FIRST_PREFIX
 
 
-def item_size(payload: bytes | memoryview) -> int:
+def item_size(payload: Payload) -> int:
     """What one item costs of the byte credit: its payload, less a tuples-first prefix."""
     return len(payload) - len(TUPLES_FIRST_PREFIX) if is_tuples_first(payload) else len(payload)
 
 
-def batch_size(payload: bytes | memoryview) -> int:
+def batch_size(payload: Payload) -> int:
     """What a batch costs: its payload less the array header (and a tuples-first prefix): its items' sizes."""
     start = len(TUPLES_FIRST_PREFIX) if is_tuples_first(payload) else 0
     header = ARRAY_HEADER_LENGTH.get(payload[start], 0) if len(payload) > start else 0
