@@ -330,7 +330,8 @@ def scan_value_walk(root: Any, *, by_refcount: bool = True) -> int:
         # remember, but their tuples count, whatever the collector untracked.
         tracked = level if kinds.isdisjoint(_SOMETIMES_TRACKED) else list(filter(gc.is_tracked, level))
         if len(tracked) != len(level):
-            shape.count_untracked(list(filterfalse(gc.is_tracked, level)), depth)
+            untracked = [obj for obj in filterfalse(gc.is_tracked, level) if type(obj) in _SOMETIMES_TRACKED]
+            shape.count_untracked(untracked, depth)
         if not tracked:
             return shape.layout()
         referents = gc.get_referents(*tracked)
