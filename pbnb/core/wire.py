@@ -486,11 +486,11 @@ class FrameReader:
                 self._keep(data[pos:], 4 + body)
                 return
             head_end = pos + FRAME_PREFIX_SIZE + head_len
+            raw = data[pos + FRAME_PREFIX_SIZE : head_end]
             header: Any  # a list once checked
-            if head_len == len(last_raw) and data.startswith(last_raw, pos + FRAME_PREFIX_SIZE):
+            if raw == last_raw:
                 header = last_header
             else:
-                raw = data[pos + FRAME_PREFIX_SIZE : head_end]
                 try:
                     header = _unpackb(raw)
                 except Exception:
