@@ -465,10 +465,6 @@ class FrameReader:
         # bytes: copying a few bytes is cheaper than a memoryview, and msgpack
         # reads bytes faster.
         view: memoryview | None = None
-        # The last header decoded, and its bytes: a peer repeats a header for each
-        # update of one copy or item of one stream, which then is not decoded again
-        # (and is handed over as the same list).
-        last_raw, last_header = self._last_raw, self._last_header
         budget = max_frames or -1  # frames still to dispatch in this call; -1: no bound
         while pos < end and not self.closed:
             if not budget:
@@ -487,9 +483,12 @@ class FrameReader:
                 return
             head_end = pos + FRAME_PREFIX_SIZE + head_len
             raw = data[pos + FRAME_PREFIX_SIZE : head_end]
+            # A peer repeats a header for each update of one copy or item of one stream:
+            # the same bytes as the last header decoded are not decoded again (and are
+            # handed over as the same list).
             header: Any  # a list once checked
-            if raw == last_raw:
-                header = last_header
+            if raw == self._last_raw:
+                header = self._last_header
             else:
                 try:
                     header = _unpackb(raw)
@@ -497,7 +496,8 @@ class FrameReader:
                     header = None
                 if type(header) is not list or not header or type(header[0]) is not int:
                     header = decode_header(raw)
-                last_raw, last_header = self._last_raw, self._last_header = raw, header
+                self._last_raw = raw
+                self._last_header = header
             payload: Payload
             if stop - head_end <= _COPIED_PAYLOAD:
                 payload = data[head_end:stop]
