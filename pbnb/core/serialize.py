@@ -301,9 +301,8 @@ def scan_value_walk(root: Any, *, by_refcount: bool = True) -> int:
     while True:
         # One pass over the level's types says most: all leaves (the last level of most
         # values), all containers, or a mix that a second pass sorts out.
-        types = list(map(type, referents))
-        shape.count(types)
-        kinds = set(types)
+        kinds = set(map(type, referents))
+        shape.count(referents, kinds)
         if kinds <= _LEAVES:
             return shape.layout()
         depth += 1  # of the containers among them
@@ -315,7 +314,7 @@ def scan_value_walk(root: Any, *, by_refcount: bool = True) -> int:
                 return SCAN_GRAPH
             shape.flavors = shape.flavors or bool(others)
             if others or not kinds.isdisjoint(_SOMETIMES_TRACKED):
-                level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, types)))
+                level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
             else:  # the containers are lists and sets, which the collector always tracks
                 level = list(filter(gc.is_tracked, referents))
         if level:
@@ -340,17 +339,23 @@ def scan_value_walk(root: Any, *, by_refcount: bool = True) -> int:
 class _TreeShape:
     """What ``scan_value_walk`` counts on its way: lists, tuples, references, depth."""
 
-    __slots__ = ("deepest", "flavors", "lists", "tuples")
+    __slots__ = ("deepest", "flavors", "list_levels", "lists", "tuples")
 
     def __init__(self, root_kind: type):
         self.lists = int(root_kind is list)
         self.tuples = int(root_kind is tuple)
         self.flavors = False
         self.deepest = 1  # the deepest container met (the root's depth is 1)
+        # The levels that hold lists: counted only if tuples turn up (most values
+        # hold none), as counting looks at every item again.
+        self.list_levels: list[list] = []
 
-    def count(self, types: list[type]) -> None:
-        self.lists += types.count(list)
-        self.tuples += types.count(tuple)
+    def count(self, level: list, kinds: set[type]) -> None:
+        """Count the tuples among ``level``'s objects (of types ``kinds``), and note its lists."""
+        if tuple in kinds:
+            self.tuples += list(map(type, level)).count(tuple)
+        if list in kinds:
+            self.list_levels.append(level)
 
     def count_untracked(self, level: list, depth: int) -> None:
         """Count the tuples inside untracked tuples and dicts (which hold nothing else) at ``depth``."""
@@ -364,8 +369,10 @@ class _TreeShape:
     def layout(self) -> int:
         # msgpack packs a reference's subclass of a builtin as that builtin once tuples
         # pack as they are: a value holding references stays lists-first.
-        tuples_first = self.tuples > self.lists and not self.flavors
-        return SCAN_TUPLE_TREE if tuples_first and self.deepest <= MAX_TUPLES_FIRST_DEPTH else SCAN_TREE
+        if not self.tuples or self.flavors or self.deepest > MAX_TUPLES_FIRST_DEPTH:
+            return SCAN_TREE
+        lists = self.lists + sum(list(map(type, level)).count(list) for level in self.list_levels)
+        return SCAN_TUPLE_TREE if self.tuples > lists else SCAN_TREE
 
 
 def _referenced_elsewhere(level: list, sole_parent: int) -> list:
