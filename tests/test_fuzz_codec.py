@@ -376,6 +376,9 @@ def test_tag_lists_shares_what_holds_no_list_and_copies_the_path_to_each_list():
             tag_lists([[[1]]], serialize._LIST, 2)
 
 
+SPEEDUPS_PARAM = pytest.mark.parametrize("speedups", [True, False], ids=["C", "Python"])
+
+
 @settings(SETTINGS, max_examples=150)
 @given(trees, st.integers(1, 7))
 def test_the_depth_check_agrees_with_its_exact_twin(value, max_depth):
@@ -387,6 +390,17 @@ def test_the_depth_check_agrees_with_its_exact_twin(value, max_depth):
     assert _speedups.tree_depth_exceeds(decoded, max_depth) == expected
     assert serialize.tree_depth_exceeds(decoded, max_depth) == expected
     assert expected == (depth(decoded) > max_depth)
+
+
+@SPEEDUPS_PARAM
+def test_a_tuple_of_atoms_in_a_dict_counts_for_the_depth(speedups):
+    """Neither the dict nor the decoded tuple is tracked by the collector: it still counts."""
+    decoder = Decoder(None, CopyRegistry(), 2, 10**6, speedups=speedups)
+    for value in ([{"k": (1, 2)}], [{"k": ()}], ({"k": ((1,),)},)):
+        mode, payload = Encoder(None, 1000).encode(value, None)
+        with pytest.raises(pb.LimitExceeded, match="deeper than 2"):
+            decoder.decode(mode, payload)
+    assert decoder.decode(*Encoder(None, 1000).encode([{"k": 1}], None)) == [{"k": 1}]
 
 
 def depth(value: Any) -> int:
@@ -521,7 +535,7 @@ def test_the_c_hooks_decode_as_the_python_ones(payload, max_depth):
     assert fast._candidates == [] and fast._guard is serialize._IDLE_GUARD  # nothing kept after
 
 
-SPEEDUPS = pytest.mark.parametrize("speedups", [True, False], ids=["C", "Python"])
+SPEEDUPS = SPEEDUPS_PARAM
 # Eight ints within msgpack's range share each hash.
 SAME_HASH = [5 + j * (2**61 - 1) for j in range(8)]
 

@@ -514,20 +514,34 @@ typedef struct {
 } DepthScan;
 
 static int
+holds_container(PyObject *tuple)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        if (is_plain_container(Py_TYPE(PyTuple_GET_ITEM(tuple, i)))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
 depth_visit(PyObject *child, void *arg)
 {
     DepthScan *scan = (DepthScan *)arg;
-    if (!is_plain_container(Py_TYPE(child))) {
+    PyTypeObject *kind = Py_TYPE(child);
+    if (!is_plain_container(kind)) {
         return 0;
     }
     if (scan->depth >= scan->max_depth) {
         scan->exceeded = 1;
         return 1;
     }
-    if (PyObject_GC_IsTracked(child)) {
-        return stack_push(&scan->pending, child, scan->depth + 1) < 0 ? 1 : 0;
+    /* Tracked or not: a dict the collector does not track may still hold tuples,
+     * and a tuple it untracked, tuples. A tuple of atoms adds nothing below itself. */
+    if (kind == &PyTuple_Type && !holds_container(child)) {
+        return 0;
     }
-    return 0;
+    return stack_push(&scan->pending, child, scan->depth + 1) < 0 ? 1 : 0;
 }
 
 static PyObject *
@@ -547,9 +561,6 @@ tree_depth_exceeds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (max_depth < 1) {
         Py_RETURN_TRUE;
-    }
-    if (!PyObject_GC_IsTracked(root)) {
-        Py_RETURN_FALSE;
     }
     DepthScan scan = {.max_depth = max_depth};
     int failed = stack_push(&scan.pending, root, 1) < 0;

@@ -420,11 +420,10 @@ def tree_depth_walk(root: Any, max_depth: int, *, exact: bool = False) -> bool:
 
     The Python twin of ``tree_depth_exceeds``.
 
-    Untracked containers hold only atoms or untracked tuples (tuples are rebuilt
-    by list_hook and so always tracked when they hold containers), so the walk
-    goes down through tracked ones only. Within the limit it looks at the type
-    of tracked referents only, which skips every atom; ``exact=True`` is its
-    slow twin, which looks at every referent's type on every level.
+    Within the limit it looks at the types of the containers' referents and goes
+    down through the containers among them, tracked by the collector or not (a
+    dict it does not track may still hold tuples); ``exact=True`` is its slow
+    twin, which keeps every level whole.
     """
     if exact:
         return _tree_depth_exceeds_exactly(root, max_depth)
@@ -432,17 +431,15 @@ def tree_depth_walk(root: Any, max_depth: int, *, exact: bool = False) -> bool:
         return False
     if max_depth < 1:
         return True
-    tracked = [root] if gc.is_tracked(root) else []
-    depth = 1  # of the containers in ``tracked``
-    while tracked:
-        referents = gc.get_referents(*tracked)
+    level = [root]
+    depth = 1  # of the containers in ``level``
+    while level:
+        referents = gc.get_referents(*level)
         if depth >= max_depth:  # any container one level down is one too many
             return not _PLAIN_CONTAINERS.isdisjoint(map(type, referents))
-        # An untracked container one level down is still within the limit. Only
-        # containers nest: a RemoteReference's referents lead into the broker and
-        # the rest of the heap, which must never be walked.
-        referents = list(filter(gc.is_tracked, referents))
-        tracked = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
+        # Only containers nest: a RemoteReference's referents lead into the broker
+        # and the rest of the heap, which must never be walked.
+        level = list(compress(referents, map(_PLAIN_CONTAINERS.__contains__, map(type, referents))))
         depth += 1
     return False
 
