@@ -19,6 +19,7 @@ import pbnb as pb
 from pbnb.aio.connection import _serving
 from pbnb.core import events as ev
 from pbnb.core import flavors, serialize, wire
+from pbnb.core._framing import FrameLoop  # built by `pip install -e .` (setup.py)
 from pbnb.core.broker import Broker
 from pbnb.core.carried import carried_references, decoded_references, walked_references
 from pbnb.core.progress import Throttle, checked_message, checked_number
@@ -377,14 +378,36 @@ def reference_parse(stream: bytes, max_frame: int) -> tuple[list, type | None]:
     return frames, None
 
 
+# The frame loop's two twins: the reader's Python method and the C FrameLoop wire uses when built.
+PYTHON_LOOP = FrameReader._read_frames
+C_LOOP = wire._read_frames
+LOOPS = pytest.mark.parametrize("loop", [PYTHON_LOOP, C_LOOP], ids=["python", "c"])
+
+
+def test_the_reader_runs_the_c_frame_loop():
+    """The extension is built (setup.py) and wire uses it: the twins below test what runs."""
+    assert isinstance(C_LOOP, FrameLoop)
+
+
 def reader_parse(
-    stream: bytes, max_frame: int, cuts: list[int], max_frames: int = 0, drain: bool = True
+    stream: bytes, max_frame: int, cuts: list[int], max_frames: int = 0, drain: bool = True, loop=C_LOOP
 ) -> tuple[list, type | None]:
     """FrameReader fed ``stream`` cut at ``cuts``; with ``max_frames``, in batches of that many.
 
     ``drain``: empty the backlog before the next cut arrives, as a driver that
     stops reading does; else the next bytes arrive while a backlog waits.
+    ``loop``: the frame loop's twin that runs.
     """
+    wire._read_frames = loop
+    try:
+        return _reader_parse(stream, max_frame, cuts, max_frames, drain)
+    finally:
+        wire._read_frames = C_LOOP
+
+
+def _reader_parse(
+    stream: bytes, max_frame: int, cuts: list[int], max_frames: int, drain: bool
+) -> tuple[list, type | None]:
     frames: list = []
 
     class EveryKind(dict):
@@ -431,13 +454,14 @@ def reader_parse(
     ),
     st.lists(st.integers(0, 2000), max_size=6),
 )
-def test_the_frame_reader_agrees_with_check_prefix_and_decode_header(frames, cuts):
+@LOOPS
+def test_the_frame_reader_agrees_with_check_prefix_and_decode_header(loop, frames, cuts):
     # Each frame twice: a header like the last one decoded is taken from it.
     stream = PREAMBLE + b"".join(raw_frame(h, p, delta) for h, p, delta in frames for _ in (0, 1))
     max_frame = 200
     expected = reference_parse(stream, max_frame)
-    assert reader_parse(stream, max_frame, []) == expected
-    assert reader_parse(stream, max_frame, cuts) == expected
+    assert reader_parse(stream, max_frame, [], loop=loop) == expected
+    assert reader_parse(stream, max_frame, cuts, loop=loop) == expected
 
 
 @settings(max_examples=200, deadline=None)
@@ -447,12 +471,128 @@ def test_the_frame_reader_agrees_with_check_prefix_and_decode_header(frames, cut
     st.integers(1, 4),
     st.booleans(),
 )
-def test_the_frame_reader_in_batches_dispatches_what_it_does_in_one_go(frames, cuts, max_frames, drain):
+@LOOPS
+def test_the_frame_reader_in_batches_dispatches_what_it_does_in_one_go(loop, frames, cuts, max_frames, drain):
     """A driver that takes a few frames per turn sees the same frames, in order, as one that takes all."""
     stream = PREAMBLE + b"".join(raw_frame(h, p) for h, p in frames)
-    whole = reader_parse(stream, 1 << 20, cuts)
+    whole = reader_parse(stream, 1 << 20, cuts, loop=loop)
     assert whole == (reference_parse(stream, 1 << 20)[0], None)
-    assert reader_parse(stream, 1 << 20, cuts, max_frames, drain) == whole
+    assert reader_parse(stream, 1 << 20, cuts, max_frames, drain, loop=loop) == whole
+
+
+# What a twin-test frame's handler does, by the frame's kind (the header's first item).
+_OK, _RAISES_VALUE, _RAISES_KEY, _CLOSES, _LOWERS_LIMIT, _SWAPS_TABLE, _ILLEGAL = range(7)
+frame_headers = st.one_of(
+    st.tuples(st.integers(0, 6), headers).map(lambda t: msgpack.packb([t[0], *t[1]])),
+    st.just(msgpack.packb([_OK, 1])),  # repeated often: the header kept
+    st.binary(min_size=0, max_size=5),  # garbage, or no header at all
+    st.dictionaries(st.integers(0, 3), st.integers(-9, 9), max_size=2).map(lambda d: msgpack.packb([_OK, d])),
+)
+
+
+class _Table(dict):
+    """A handlers table that is not exactly a dict: the C loop asks its get(), as Python does."""
+
+    def get(self, kind, default=None):
+        return dict.get(self, kind, default)
+
+
+def run_loop(loop, stream, start, budget, max_frame, handler_table, illegal_raises):
+    """One call of ``loop`` on a fresh reader: what it dispatched, how it ended, and the reader's state."""
+    seen: list = []
+    reader: FrameReader
+
+    def handle(header, payload):
+        kind = header[0]
+        seen.append((header, header is previous[0], type(payload).__name__, bytes(payload)))
+        previous[0] = header
+        if kind == _RAISES_VALUE:
+            raise ValueError("a bad field")
+        if kind == _RAISES_KEY:
+            raise KeyError("not made malformed")
+        if kind == _CLOSES:
+            reader.closed = True
+        elif kind == _LOWERS_LIMIT:
+            reader.max_frame = 20  # read once per call: later frames of this data keep the old limit
+        elif kind == _SWAPS_TABLE:
+            reader.handlers = {_OK: handle}
+
+    def on_illegal(kind):
+        seen.append(("illegal", kind))
+        if illegal_raises:
+            raise pb.ProtocolError(f"no {kind} here")
+
+    previous: list = [None]
+    table = {kind: handle for kind in range(_ILLEGAL)}
+    if handler_table == "mapping":  # not a dict: looked up through its get()
+        table = _Table(table)
+    reader = FrameReader(max_frame, table, on_illegal)
+    reader._preamble_seen = True
+    try:
+        loop(reader, stream, start, budget)
+        ended = None
+    except Exception as exc:
+        ended = (type(exc), str(exc), exc.__cause__, exc.__suppress_context__)
+    backlog = reader._backlog
+    state = (
+        bytes(reader._last_raw),
+        type(reader._last_raw),
+        reader._last_header,
+        reader._needed,
+        None if backlog is None else (backlog is stream, reader._backlog_at),
+        reader._pending,
+        reader._pending_size,
+        reader._assembly,
+        reader.closed,
+        reader.max_frame,
+    )
+    return seen, ended, state
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frames=st.lists(
+        st.tuples(
+            frame_headers,
+            st.one_of(st.binary(max_size=40), st.integers(2040, 2060).map(bytes)),  # around _COPIED_PAYLOAD
+            st.sampled_from([0, 0, 0, -1, 2]),
+        ),
+        max_size=7,
+    ),
+    cut=st.integers(0, 30),
+    start=st.integers(0, 3),
+    budget=st.sampled_from([-1, -1, 0, 1, 2, 5]),
+    max_frame=st.sampled_from([1 << 20, 200, 3000]),
+    as_bytearray=st.booleans(),
+    handler_table=st.sampled_from(["dict", "mapping"]),
+    illegal_raises=st.booleans(),
+)
+def test_the_c_frame_loop_does_what_the_python_loop_does(
+    frames, cut, start, budget, max_frame, as_bytearray, handler_table, illegal_raises
+):
+    """Same dispatches (headers kept, payload copies or views), same error, same reader state after."""
+    stream = b"\0" * start + b"".join(raw_frame(h, p, delta) for h, p, delta in frames)
+    stream = stream[: len(stream) - cut] if cut < len(stream) else stream  # the last frame cut short
+    data = bytearray(stream) if as_bytearray else stream
+    slow = run_loop(PYTHON_LOOP, data, start, budget, max_frame, handler_table, illegal_raises)
+    fast = run_loop(C_LOOP, data, start, budget, max_frame, handler_table, illegal_raises)
+    assert fast == slow
+
+
+def test_the_c_frame_loop_hands_other_readers_and_data_to_the_python_loop():
+    """A FrameReader subclass, or data that is neither bytes nor a bytearray: the Python twin runs."""
+    seen = []
+
+    class Reader(FrameReader):
+        __slots__ = ()
+
+    frame = raw_frame(msgpack.packb([_OK]), b"\xc0")
+    for reader, data in (
+        (Reader(1 << 20, {_OK: lambda h, p: seen.append(type(p))}, print), frame),
+        (FrameReader(1 << 20, {_OK: lambda h, p: seen.append(type(p))}, print), memoryview(frame)),
+    ):
+        C_LOOP(reader, data, 0, -1)
+    assert seen == [bytes, memoryview]
 
 
 # ------------------------------------------------------------- progress

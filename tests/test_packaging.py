@@ -82,17 +82,22 @@ def test_twine_accepts_the_sdist_and_the_wheel(dist: Path) -> None:
 
 def test_the_wheel_carries_the_compiled_speedups_and_the_pure_wheel_none(dist: Path, tmp_path: Path) -> None:
     [wheel] = dist.glob("*.whl")
+    stubs = {"pbnb/core/_speedups.pyi", "pbnb/core/_framing.pyi"}
     with zipfile.ZipFile(wheel) as archive:
-        speedups = {name for name in archive.namelist() if name.startswith("pbnb/core/_speedups")}
-    compiled = speedups - {"pbnb/core/_speedups.pyi"}
-    assert len(compiled) == 1 and compiled.pop().endswith(".so")  # no C source beside it
+        speedups = {
+            name
+            for name in archive.namelist()
+            if name.startswith(("pbnb/core/_speedups", "pbnb/core/_framing"))
+        }
+    compiled = speedups - stubs
+    assert len(compiled) == 2 and all(name.endswith(".so") for name in compiled)  # no C source beside them
     [sdist] = dist.glob("*.tar.gz")
     env = {**os.environ, "PBNB_PURE_PYTHON": "1"}
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path, sdist, env=env)
     [pure] = tmp_path.glob("pbnb-*.whl")
     assert pure.name == f"pbnb-{pbnb.__version__}-py3-none-any.whl"
     with zipfile.ZipFile(pure) as archive:
-        assert {name for name in archive.namelist() if "_speedups" in name} == {"pbnb/core/_speedups.pyi"}
+        assert {name for name in archive.namelist() if "_speedups" in name or "_framing" in name} == stubs
 
 
 def test_the_wheel_carries_the_metadata_license_and_type_marker(dist: Path) -> None:
@@ -118,19 +123,20 @@ def test_the_sdist_carries_what_the_wheel_is_built_from(dist: Path) -> None:
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"LICENSE", "README.md", "pyproject.toml", "pbnb/__init__.py", "pbnb/py.typed"} <= names
-    assert {"setup.py", "pbnb/core/_speedups.c", "pbnb/core/_speedups.pyi"} <= names
+    assert {"setup.py", "pbnb/core/_speedups.c", "pbnb/core/_speedups.pyi", "pbnb/core/_framing.c"} <= names
 
 
 def test_the_readme_example_runs_against_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
     assert README_EXAMPLE is not None
     script = tmp_path / "example.py"
     script.write_text(
-        "import pbnb\nfrom pbnb.core import serialize\n"
-        "print('FROM', pbnb.__file__, serialize._speedups is not None)\n" + README_EXAMPLE[1]
+        "import pbnb\nfrom pbnb.core import serialize, wire\n"
+        "print('FROM', pbnb.__file__, serialize._speedups is not None, type(wire._read_frames).__name__)\n"
+        + README_EXAMPLE[1]
     )
     output = run(venv / "bin" / "python", script, cwd=tmp_path, env=clean_env(tmp_path))
     assert f"FROM {venv}" in output  # the installed copy, not this checkout
-    assert "True" in output.split("FROM", 1)[1].splitlines()[0]  # on its C speedups
+    assert "True FrameLoop" in output.split("FROM", 1)[1].splitlines()[0]  # on its C speedups
     assert "hello ada" in output and "42" in output
 
 

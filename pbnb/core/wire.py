@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import msgpack
 
@@ -371,7 +371,7 @@ class FrameReader:
         # What a feed with max_frames left undispatched: data[at:], starting at a frame.
         self._backlog: bytes | bytearray | None = None
         self._backlog_at = 0
-        # The last header decoded (see _parse), and its bytes.
+        # The last header decoded (see _read_frames), and its bytes.
         self._last_raw: bytes | bytearray = b""
         self._last_header: list = []
 
@@ -413,7 +413,7 @@ class FrameReader:
             if data:  # the driver did not stop reading: these bytes queue behind the backlog
                 backlog = backlog[self._backlog_at :] + bytes(data)
                 self._backlog_at = 0
-            self._parse(backlog, max_frames, self._backlog_at)
+            _read_frames(self, backlog, self._backlog_at, max_frames or -1)
             return self._backlog is not None
         if not data:
             return False
@@ -437,27 +437,39 @@ class FrameReader:
                 data = b"".join(self._pending)
                 self._pending.clear()
                 self._pending_size = 0
-        self._parse(data, max_frames)
+        if self._preamble_seen:
+            _read_frames(self, data, 0, max_frames or -1)
+        else:
+            self._read_preamble(data, max_frames)
         if rest:  # what followed a large frame in the same read
             return self.feed(rest, max_frames)
         return self._backlog is not None
 
-    def _parse(self, data: bytes | bytearray, max_frames: int = 0, pos: int = 0) -> None:
-        if not self._preamble_seen:
-            if len(data) < PREAMBLE_SIZE:
-                if not PREAMBLE.startswith(data[:4]):
-                    check_preamble(data)  # garbage: say so now rather than wait for 8 bytes
-                self._keep(data, PREAMBLE_SIZE)
-                return
-            check_preamble(data[:PREAMBLE_SIZE])
-            self._preamble_seen = True
-            if self._on_preamble is not None:
-                self._on_preamble()
-            pos = PREAMBLE_SIZE
+    def _read_preamble(self, data: bytes | bytearray, max_frames: int) -> None:
+        """Check the preamble at the start of ``data``, then dispatch the frames after it."""
+        if len(data) < PREAMBLE_SIZE:
+            if not PREAMBLE.startswith(data[:4]):
+                check_preamble(data)  # garbage: say so now rather than wait for 8 bytes
+            self._keep(data, PREAMBLE_SIZE)
+            return
+        check_preamble(data[:PREAMBLE_SIZE])
+        self._preamble_seen = True
+        if self._on_preamble is not None:
+            self._on_preamble()
+        _read_frames(self, data, PREAMBLE_SIZE, max_frames or -1)
+
+    def _read_frames(self, data: bytes | bytearray, pos: int, budget: int) -> None:
+        """Dispatch the frames of ``data[pos:]``, at most ``budget`` of them (-1: no bound).
+
+        The frame loop; ``_framing.FrameLoop`` is its C twin, used when it was
+        built (tests/test_core_twins.py holds both to the same dispatches, state
+        and errors). A frame cut short is kept for the next feed; frames beyond
+        the budget wait as the backlog.
+        """
         max_frame = self.max_frame
         end = len(data)
-        # The frame loop is written out in full (prefix, header, dispatch): it
-        # runs for every message, and each helper call would cost more than its
+        # The loop is written out in full (prefix, header, dispatch): it runs
+        # for every message, and each helper call would cost more than its
         # work. The checks inline are the quick forms of check_prefix and
         # decode_header, which run only to say what is wrong (or to accept a
         # header the quick decode refused); tests/test_core_twins.py checks
@@ -465,7 +477,6 @@ class FrameReader:
         # bytes: copying a few bytes is cheaper than a memoryview, and msgpack
         # reads bytes faster.
         view: memoryview | None = None
-        budget = max_frames or -1  # frames still to dispatch in this call; -1: no bound
         while pos < end and not self.closed:
             if not budget:
                 self._backlog, self._backlog_at = data, pos
@@ -509,12 +520,11 @@ class FrameReader:
             kind = header[0]
             handler = self.handlers.get(kind)
             if handler is None:
-                self._on_illegal(kind)
-                raise ProtocolError(f"message kind {kind} is not allowed now")  # on_illegal must raise
+                _refuse_kind(self, kind)
             try:
                 handler(header, payload)
             except (ValueError, TypeError, IndexError) as exc:
-                raise ProtocolError(f"malformed {Kind(kind).name} message: {exc}") from None
+                raise _malformed(kind, exc) from None
         self._needed = FRAME_PREFIX_SIZE
 
     def _keep(self, rest: bytes | bytearray, needed: int) -> None:
@@ -525,3 +535,34 @@ class FrameReader:
         chunk = bytes(rest)
         self._pending.append(chunk)
         self._pending_size = len(chunk)
+
+
+def _refuse_kind(reader: FrameReader, kind: int) -> NoReturn:
+    """A frame of a kind the reader's handlers do not take now: ``on_illegal``, then a ProtocolError."""
+    reader._on_illegal(kind)
+    raise ProtocolError(f"message kind {kind} is not allowed now")  # on_illegal must raise
+
+
+def _malformed(kind: int, error: Exception) -> ProtocolError:
+    """What a handler's ValueError, TypeError or IndexError becomes: a ProtocolError naming the message."""
+    refusal = ProtocolError(f"malformed {Kind(kind).name} message: {error}")
+    refusal.__cause__ = None  # as if raised "from None": the handler's error is in the message
+    return refusal
+
+
+_FrameLoopFunction = Callable[[FrameReader, bytes | bytearray, int, int], None]
+try:
+    from ._framing import FrameLoop
+except ImportError:  # not built (a pure-Python wheel, as Pyodide's): the Python twin
+    _read_frames: _FrameLoopFunction = FrameReader._read_frames
+else:
+    _read_frames = FrameLoop(
+        FrameReader,
+        _unpackb,
+        check_prefix,
+        decode_header,
+        _refuse_kind,
+        _malformed,
+        FrameReader._read_frames,
+        _COPIED_PAYLOAD,
+    )

@@ -1,0 +1,17 @@
+from collections.abc import Callable
+from typing import Any
+
+class FrameLoop:
+    def __init__(
+        self,
+        reader_type: type,
+        unpackb: Callable[[bytes], Any],
+        check_prefix: Callable[[int, int, int], None],
+        decode_header: Callable[[bytes | bytearray], list[Any]],
+        refuse_kind: Callable[[Any, int], Any],
+        malformed: Callable[[int, Exception], Exception],
+        slow: Callable[[Any, bytes | bytearray, int, int], None],
+        copied_payload: int,
+        /,
+    ) -> None: ...
+    def __call__(self, reader: Any, data: bytes | bytearray, pos: int, budget: int, /) -> None: ...
