@@ -378,35 +378,38 @@ def reference_parse(stream: bytes, max_frame: int) -> tuple[list, type | None]:
     return frames, None
 
 
-# The frame loop's two twins: the reader's Python method and the C FrameLoop wire uses when built.
+# The frame loop's two twins: the reader's Python methods (the loop, feed) and the C
+# FrameLoop (the loop, its feed method) that wire uses when built.
 PYTHON_LOOP = FrameReader._read_frames
 C_LOOP = wire._read_frames
-LOOPS = pytest.mark.parametrize("loop", [PYTHON_LOOP, C_LOOP], ids=["python", "c"])
+TWINS = {"python": (PYTHON_LOOP, FrameReader.feed), "c": (C_LOOP, C_LOOP.feed)}
+LOOPS = pytest.mark.parametrize("loop", list(TWINS))
 
 
 def test_the_reader_runs_the_c_frame_loop():
     """The extension is built (setup.py) and wire uses it: the twins below test what runs."""
     assert isinstance(C_LOOP, FrameLoop)
+    assert wire.feed_frames == C_LOOP.feed
 
 
 def reader_parse(
-    stream: bytes, max_frame: int, cuts: list[int], max_frames: int = 0, drain: bool = True, loop=C_LOOP
+    stream: bytes, max_frame: int, cuts: list[int], max_frames: int = 0, drain: bool = True, loop: str = "c"
 ) -> tuple[list, type | None]:
     """FrameReader fed ``stream`` cut at ``cuts``; with ``max_frames``, in batches of that many.
 
     ``drain``: empty the backlog before the next cut arrives, as a driver that
     stops reading does; else the next bytes arrive while a backlog waits.
-    ``loop``: the frame loop's twin that runs.
+    ``loop``: which twins of the frame loop and of feed run ("python" or "c").
     """
-    wire._read_frames = loop
+    wire._read_frames, feed = TWINS[loop]
     try:
-        return _reader_parse(stream, max_frame, cuts, max_frames, drain)
+        return _reader_parse(stream, max_frame, cuts, max_frames, drain, feed)
     finally:
         wire._read_frames = C_LOOP
 
 
 def _reader_parse(
-    stream: bytes, max_frame: int, cuts: list[int], max_frames: int, drain: bool
+    stream: bytes, max_frame: int, cuts: list[int], max_frames: int, drain: bool, feed_twin
 ) -> tuple[list, type | None]:
     frames: list = []
 
@@ -418,7 +421,8 @@ def _reader_parse(
 
     def feed(data: bytes) -> None:
         before = len(frames)
-        reader.feed(data, max_frames)
+        waiting = feed_twin(reader, data, max_frames)
+        assert waiting == (reader.backlog > 0)
         assert not max_frames or len(frames) - before <= max_frames
         assert reader.backlog == 0 or len(frames) - before == max_frames  # stops only at the bound
 
@@ -478,6 +482,23 @@ def test_the_frame_reader_in_batches_dispatches_what_it_does_in_one_go(loop, fra
     whole = reader_parse(stream, 1 << 20, cuts, loop=loop)
     assert whole == (reference_parse(stream, 1 << 20)[0], None)
     assert reader_parse(stream, 1 << 20, cuts, max_frames, drain, loop=loop) == whole
+    # The preamble alone first: then every feed of whole frames takes feed's common case.
+    assert reader_parse(stream, 1 << 20, [len(PREAMBLE), *cuts], max_frames, drain, loop=loop) == whole
+
+
+@LOOPS
+def test_feed_says_whether_frames_wait(loop):
+    seen = []
+    reader = FrameReader(1 << 20, {Kind.PING: lambda header, payload: seen.append(header[1])}, print)
+    wire._read_frames, feed = TWINS[loop]
+    try:
+        assert feed(reader, PREAMBLE, 0) is False
+        assert feed(reader, b"".join(encode_frame([Kind.PING, n]) for n in range(3)), 2) is True
+        assert seen == [0, 1] and reader.backlog
+        assert feed(reader, b"", 2) is False
+        assert seen == [0, 1, 2] and not reader.backlog
+    finally:
+        wire._read_frames = C_LOOP
 
 
 # What a twin-test frame's handler does, by the frame's kind (the header's first item).

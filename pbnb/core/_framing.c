@@ -1,5 +1,6 @@
 /* The C twin of FrameReader._read_frames (pbnb/core/wire.py): the frame loop
- * that every message of every connection goes through.
+ * that every message of every connection goes through, and of the common case
+ * of FrameReader.feed that leads to it.
  *
  * FrameLoop(...)(reader, data, pos, budget) does what the Python loop does,
  * step for step: it cuts ``data[pos:]`` into frames (u32 body length, u16
@@ -26,9 +27,13 @@
 #define LENGTH_SIZE 4
 
 /* The reader's slots the loop uses. */
-enum { MAX_FRAME, CLOSED, HANDLERS, LAST_RAW, LAST_HEADER, BACKLOG, BACKLOG_AT, NEEDED, SLOT_COUNT };
+enum {
+    MAX_FRAME, CLOSED, HANDLERS, LAST_RAW, LAST_HEADER, BACKLOG, BACKLOG_AT, NEEDED,
+    ASSEMBLY, PENDING_SIZE, PREAMBLE_SEEN, SLOT_COUNT
+};
 static const char *const slot_names[SLOT_COUNT] = {
     "max_frame", "closed", "handlers", "_last_raw", "_last_header", "_backlog", "_backlog_at", "_needed",
+    "_assembly", "_pending_size", "_preamble_seen",
 };
 
 typedef struct {
@@ -40,6 +45,7 @@ typedef struct {
     PyObject *refuse_kind;     /* wire._refuse_kind(reader, kind): raises */
     PyObject *malformed;       /* wire._malformed(kind, error): the ProtocolError to raise */
     PyObject *slow;            /* FrameReader._read_frames: the Python twin */
+    PyObject *slow_feed;       /* FrameReader.feed: the twin of feed() */
     PyObject *handler_errors;  /* (ValueError, TypeError, IndexError): a handler's, made malformed */
     Py_ssize_t copied_payload; /* wire._COPIED_PAYLOAD: larger payloads are views */
     Py_ssize_t offsets[SLOT_COUNT];
@@ -326,6 +332,29 @@ read_frames(FrameLoop *self, PyObject *reader, PyObject *data, Py_ssize_t pos, P
     return outcome;
 }
 
+/* The loop over data[pos:] with the reader's limit; _needed reset once every frame is dispatched. */
+static int
+run(FrameLoop *self, PyObject *reader, PyObject *data, Py_ssize_t pos, Py_ssize_t budget)
+{
+    PyObject *max_frame_object = slot_get(self, reader, MAX_FRAME);
+    if (max_frame_object == NULL) {
+        return -1;
+    }
+    int overflow;
+    long long max_frame = PyLong_AsLongLongAndOverflow(max_frame_object, &overflow);
+    if (overflow) {
+        max_frame = overflow > 0 ? LLONG_MAX : -1;
+    }
+    int outcome = max_frame == -1 && PyErr_Occurred()
+        ? -1
+        : read_frames(self, reader, data, pos, budget, max_frame, max_frame_object);
+    Py_DECREF(max_frame_object);
+    if (outcome == 0) { /* every frame dispatched (or the reader closed): the next starts with a prefix */
+        slot_take(self, reader, NEEDED, PyLong_FromLong(PREFIX_SIZE));
+    }
+    return outcome < 0 ? -1 : 0;
+}
+
 static PyObject *
 frame_loop_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -346,26 +375,41 @@ frame_loop_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, 
     if (budget == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    PyObject *max_frame_object = slot_get(self, reader, MAX_FRAME);
-    if (max_frame_object == NULL) {
+    if (run(self, reader, data, pos, budget) < 0) {
         return NULL;
-    }
-    int overflow;
-    long long max_frame = PyLong_AsLongLongAndOverflow(max_frame_object, &overflow);
-    if (overflow) {
-        max_frame = overflow > 0 ? LLONG_MAX : -1;
-    }
-    int outcome = max_frame == -1 && PyErr_Occurred()
-        ? -1
-        : read_frames(self, reader, data, pos, budget, max_frame, max_frame_object);
-    Py_DECREF(max_frame_object);
-    if (outcome < 0) {
-        return NULL;
-    }
-    if (outcome == 0) { /* every frame dispatched (or the reader closed): the next starts with a prefix */
-        slot_take(self, reader, NEEDED, PyLong_FromLong(PREFIX_SIZE));
     }
     Py_RETURN_NONE;
+}
+
+/* feed(reader, data, max_frames): FrameReader.feed. Its common case is done here (a
+ * FrameReader past its preamble, holding nothing, fed bytes): the loop over them, then
+ * whether frames wait. Anything else goes to FrameReader.feed. */
+static PyObject *
+frame_loop_feed(FrameLoop *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "feed takes (reader, data, max_frames)");
+        return NULL;
+    }
+    PyObject *reader = args[0], *data = args[1];
+    if (Py_TYPE(reader) != self->reader_type || !PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) == 0
+        || *slot(self, reader, CLOSED) != Py_False || *slot(self, reader, PREAMBLE_SEEN) != Py_True
+        || *slot(self, reader, BACKLOG) != Py_None || *slot(self, reader, ASSEMBLY) != Py_None) {
+        return PyObject_Vectorcall(self->slow_feed, args, 3, NULL);
+    }
+    PyObject *pending = *slot(self, reader, PENDING_SIZE);
+    Py_ssize_t max_frames = PyLong_AsSsize_t(args[2]);
+    if (max_frames == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (pending == NULL || !PyLong_CheckExact(pending) || PyLong_AsSsize_t(pending) != 0) {
+        PyErr_Clear();
+        return PyObject_Vectorcall(self->slow_feed, args, 3, NULL);
+    }
+    if (run(self, reader, data, 0, max_frames ? max_frames : -1) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(*slot(self, reader, BACKLOG) != Py_None);
 }
 
 static int
@@ -392,10 +436,10 @@ static PyObject *
 frame_loop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyTypeObject *reader_type;
-    PyObject *unpackb, *check_prefix, *decode_header, *refuse_kind, *malformed, *slow;
+    PyObject *unpackb, *check_prefix, *decode_header, *refuse_kind, *malformed, *slow, *slow_feed;
     Py_ssize_t copied_payload;
-    if (!PyArg_ParseTuple(args, "O!OOOOOOn:FrameLoop", &PyType_Type, &reader_type, &unpackb, &check_prefix,
-                          &decode_header, &refuse_kind, &malformed, &slow, &copied_payload)) {
+    if (!PyArg_ParseTuple(args, "O!OOOOOOOn:FrameLoop", &PyType_Type, &reader_type, &unpackb, &check_prefix,
+                          &decode_header, &refuse_kind, &malformed, &slow, &slow_feed, &copied_payload)) {
         return NULL;
     }
     Py_ssize_t offsets[SLOT_COUNT];
@@ -420,6 +464,7 @@ frame_loop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->refuse_kind = Py_NewRef(refuse_kind);
     self->malformed = Py_NewRef(malformed);
     self->slow = Py_NewRef(slow);
+    self->slow_feed = Py_NewRef(slow_feed);
     self->handler_errors = handler_errors;
     self->copied_payload = copied_payload;
     memcpy(self->offsets, offsets, sizeof(offsets));
@@ -437,6 +482,7 @@ frame_loop_traverse(FrameLoop *self, visitproc visit, void *arg)
     Py_VISIT(self->refuse_kind);
     Py_VISIT(self->malformed);
     Py_VISIT(self->slow);
+    Py_VISIT(self->slow_feed);
     Py_VISIT(self->handler_errors);
     return 0;
 }
@@ -451,6 +497,7 @@ frame_loop_clear(FrameLoop *self)
     Py_CLEAR(self->refuse_kind);
     Py_CLEAR(self->malformed);
     Py_CLEAR(self->slow);
+    Py_CLEAR(self->slow_feed);
     Py_CLEAR(self->handler_errors);
     return 0;
 }
@@ -463,12 +510,18 @@ frame_loop_dealloc(FrameLoop *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyMethodDef frame_loop_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))frame_loop_feed, METH_FASTCALL,
+     "feed(reader, data, max_frames): FrameReader.feed, its common case in C."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject FrameLoopType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pbnb.core._framing.FrameLoop",
     .tp_doc = "FrameLoop(reader_type, unpackb, check_prefix, decode_header, refuse_kind, malformed, slow, "
-              "copied_payload): the C twin of FrameReader._read_frames, called as "
-              "loop(reader, data, pos, budget).",
+              "slow_feed, copied_payload): the C twin of FrameReader._read_frames, called as "
+              "loop(reader, data, pos, budget), and of FrameReader.feed (its feed method).",
     .tp_basicsize = sizeof(FrameLoop),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(FrameLoop, vectorcall),
@@ -477,6 +530,7 @@ static PyTypeObject FrameLoopType = {
     .tp_traverse = (traverseproc)frame_loop_traverse,
     .tp_clear = (inquiry)frame_loop_clear,
     .tp_dealloc = (destructor)frame_loop_dealloc,
+    .tp_methods = frame_loop_methods,
 };
 
 static int

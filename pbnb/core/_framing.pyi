@@ -11,7 +11,9 @@ class FrameLoop:
         refuse_kind: Callable[[Any, int], Any],
         malformed: Callable[[int, Exception], Exception],
         slow: Callable[[Any, bytes | bytearray, int, int], None],
+        slow_feed: Callable[[Any, bytes | bytearray | memoryview, int], bool],
         copied_payload: int,
         /,
     ) -> None: ...
     def __call__(self, reader: Any, data: bytes | bytearray, pos: int, budget: int, /) -> None: ...
+    def feed(self, reader: Any, data: bytes | bytearray | memoryview, max_frames: int, /) -> bool: ...

@@ -79,6 +79,7 @@ from .wire import (
     Payload,
     encode_bin_frame,
     encode_frame,
+    feed_frames,
 )
 
 _NIL = msgpack.packb(None)
@@ -993,7 +994,7 @@ class Broker:
             return False
         self._running = len(self._inbound)
         try:
-            waiting = self._reader.feed(data, max_frames)
+            waiting = feed_frames(self._reader, data, max_frames)
         except ProtocolError as exc:
             self._fail_connection(exc)
             waiting = False

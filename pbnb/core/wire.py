@@ -551,10 +551,14 @@ def _malformed(kind: int, error: Exception) -> ProtocolError:
 
 
 _FrameLoopFunction = Callable[[FrameReader, bytes | bytearray, int, int], None]
+#: ``feed_frames(reader, data, max_frames)`` is ``reader.feed(data, max_frames)``, in C when
+#: built (its common case; the rest goes to ``FrameReader.feed``): what a broker calls.
+feed_frames: Callable[[FrameReader, bytes | bytearray | memoryview, int], bool]
 try:
     from ._framing import FrameLoop
-except ImportError:  # not built (a pure-Python wheel, as Pyodide's): the Python twin
+except ImportError:  # not built (a pure-Python wheel, as Pyodide's): the Python twins
     _read_frames: _FrameLoopFunction = FrameReader._read_frames
+    feed_frames = FrameReader.feed
 else:
     _read_frames = FrameLoop(
         FrameReader,
@@ -564,5 +568,7 @@ else:
         _refuse_kind,
         _malformed,
         FrameReader._read_frames,
+        FrameReader.feed,
         _COPIED_PAYLOAD,
     )
+    feed_frames = _read_frames.feed
