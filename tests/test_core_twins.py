@@ -265,7 +265,7 @@ def test_a_packed_call_keeps_a_bounded_number_of_frames_and_makes_the_rest():
     for ref_id in (*range(600), *range(600)):
         header = [Kind.OBSERVE, 0, ref_id, "set", serialize.PLAIN]
         assert packed.frame(ref_id) == encode_frame(header, packed.payload)
-    assert len(packed._made or ()) == wire._KEPT_FRAMES
+    assert len(packed.frames) == wire._KEPT_FRAMES
 
 
 class Other(pb.ObservedCacheable):

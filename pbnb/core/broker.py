@@ -628,19 +628,18 @@ class Broker:
         usual). Raises like ``call``; nothing is queued then."""
         # The common case written out (a helper call per observer costs a broadcast of
         # a thousand a tenth of its time): _packed_call_frame's test that ``ref`` is
-        # our live observer and ``payload`` was packed for this call, then its frame.
+        # our live observer (so the call is an OBSERVE) and ``payload`` was packed for
+        # this call, then the frame it keeps for this id if it made one already.
         cache = self._tables.cache_exports.get(ref._id)
         if (
             cache is not None
             and cache.observer is ref
             and type(payload) is PackedCall
             and payload.method is method
-            and payload.named
-            and payload.kind == ref._kind
-            and payload.plain == _PLAIN
+            and payload.observer_body <= self._peer_max_frame  # the rest of the test, and the limit
             and not self.disconnected
         ):
-            frame = payload.frame(ref._id, self._peer_max_frame)
+            frame = payload.frames.get(ref._id) or payload.frame(ref._id, self._peer_max_frame)
         else:
             frame = self._packed_call_frame(ref, method, payload)
         if self._out or self._events or self._tables.leaving or self._tables.leaving_dispatched:

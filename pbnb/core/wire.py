@@ -189,42 +189,53 @@ class PackedCall:
     it sent them), and then those observers share one frame.
     """
 
-    __slots__ = ("_back", "_front", "_made", "_pieces", "kind", "method", "named", "payload", "plain")
+    __slots__ = ("_back", "_front", "_pieces", "frames", "kind", "method", "observer_body", "payload", "plain")
 
     def __init__(self, kind: int, method: str, payload: bytes, plain: int):
         self.kind, self.method, self.payload, self.plain = kind, method, payload, plain
-        #: Whether ``method`` is a name a call may carry (a sender checks it once, here).
-        self.named = type(method) is str and method.isidentifier()
         pack = _HEADER_PACKER.pack
         self._front = b"\x95" + pack(kind) + pack(NO_ANSWER)  # a msgpack array of 5
         self._back = pack(method) + pack(plain)
         # By the packed id's length (1 to 9 bytes): the frame's body length (None if
         # the header cannot fit), the bytes before the id and those after it.
         self._pieces: dict[int, tuple[int | None, bytes, bytes]] = {}
-        # By id (an int, never a bool): the body length (or None) and the frame made.
-        self._made: dict[int, tuple[int | None, bytes]] | None = {} if len(payload) <= _KEPT_PAYLOAD else None
+        #: The frames ``frame`` made, by id (an int, never a bool), if the payload is
+        #: 4 KiB or less (and at most 256 of them); each is what ``frame`` returns
+        #: for its id under any limit of ``observer_body`` or more.
+        self.frames: dict[int, bytes] = {}
+        head_len = len(self._front) + 9 + len(self._back)  # 9: the longest packed int
+        #: The largest body of this call's frames (the longest id's) if it is one an
+        #: observer takes as made: OBSERVE, PLAIN (mode 0), an identifier for a name
+        #: and a header that fits; otherwise more than any peer's limit. Checked once
+        #: here, so a sender tests ``observer_body <= max_frame`` per observer instead.
+        self.observer_body = MAX_FRAME + 1
+        if kind == Kind.OBSERVE and plain == 0 and type(method) is str and method.isidentifier():
+            if head_len <= MAX_HEADER and 2 + head_len + len(payload) <= MAX_FRAME:
+                self.observer_body = 2 + head_len + len(payload)
 
     def frame(self, ref_id: int, max_frame: int = MAX_FRAME) -> bytes:
         """What ``encode_frame([kind, NO_ANSWER, ref_id, method, plain], payload, max_frame)`` returns."""
-        made = self._made
-        if made is None or type(ref_id) is not int or (kept := made.get(ref_id)) is None:
-            kept = self._make(ref_id)
-        body, frame = kept
-        if body is None or body > max_frame:
+        frame = self.frames.get(ref_id) if type(ref_id) is int else None
+        if frame is None:
+            frame = self._make(ref_id)
+        if frame is None or len(frame) - 4 > max_frame:  # the body: all but its u32 length
             header = [self.kind, NO_ANSWER, ref_id, self.method, self.plain]
             return encode_frame(header, self.payload, max_frame)  # raises, saying what is wrong
         return frame
 
-    def _make(self, ref_id: int) -> tuple[int | None, bytes]:
+    def _make(self, ref_id: int) -> bytes | None:
+        """The frame for ``ref_id`` whatever its size, kept if small; None if its header cannot fit."""
         ident = _HEADER_PACKER.pack(ref_id)
         pieces = self._pieces.get(len(ident))
         if pieces is None:
             pieces = self._pieces[len(ident)] = self._around(len(ident))
         body, before, after = pieces
-        made = (body, b"" if body is None else before + ident + after)
-        if self._made is not None and type(ref_id) is int and len(self._made) < _KEPT_FRAMES:
-            self._made[ref_id] = made
-        return made
+        if body is None:
+            return None
+        frame = before + ident + after
+        if type(ref_id) is int and len(self.frames) < _KEPT_FRAMES and len(self.payload) <= _KEPT_PAYLOAD:
+            self.frames[ref_id] = frame
+        return frame
 
     def _around(self, id_size: int) -> tuple[int | None, bytes, bytes]:
         head_len = len(self._front) + id_size + len(self._back)
