@@ -630,7 +630,8 @@ class Broker:
         # a thousand a tenth of its time): _packed_call_frame's test that ``ref`` is
         # our live observer (so the call is an OBSERVE) and ``payload`` was packed for
         # this call, then the frame it keeps for this id if it made one already.
-        cache = self._tables.cache_exports.get(ref._id)
+        tables = self._tables
+        cache = tables.cache_exports.get(ref._id)
         if (
             cache is not None
             and cache.observer is ref
@@ -642,7 +643,7 @@ class Broker:
             frame = payload.frames.get(ref._id) or payload.frame(ref._id, self._peer_max_frame)
         else:
             frame = self._packed_call_frame(ref, method, payload)
-        if self._out or self._events or self._tables.leaving or self._tables.leaving_dispatched:
+        if self._out or self._events or tables.leaving or tables.leaving_dispatched:
             self._out.append(frame)  # behind what waits (has_events() is the rest of the test)
             return None
         return frame

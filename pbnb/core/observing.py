@@ -145,16 +145,16 @@ class ObservedCacheable(Cacheable):
         afterwards.
         """
         watchers = self._watchers()
-        observers = list(watchers.items())
-        if skip is not None:
-            observers = [item for item in observers if item[0] is not skip]
+        # A snapshot (sends may drop observers), each with its perspective: a dict, so
+        # the packed case walks its keys and builds no pair per observer.
+        observers = dict(watchers) if skip is None else {o: p for o, p in watchers.items() if o is not skip}
         untold = 0  # counted instead of those told: the loop's common case does no sum
         failure: Exception | None = None
         # The header's bytes around each observer's id, packed once with the payload.
         packed = None if payload is None else PackedCall(Kind.OBSERVE, name, payload, PLAIN)
         # One loop with the packed case written inline: with a thousand
         # observers, a helper call per observer is a noticeable share of a broadcast.
-        for observer, perspective in observers:
+        for observer in observers:
             if observer._broker.disconnected:
                 del watchers[observer]
                 untold += 1
@@ -163,7 +163,7 @@ class ObservedCacheable(Cacheable):
                 if packed is not None:
                     observer._broker.invoker.call_packed(observer, name, packed)
                 else:
-                    call = arguments_for(perspective)  # type: ignore[misc]
+                    call = arguments_for(observers[observer])  # type: ignore[misc]
                     if call is None:
                         untold += 1
                         continue
