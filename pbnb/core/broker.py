@@ -626,12 +626,16 @@ class Broker:
         when nothing waits to go before it (no frame queued, no event to act on first), as a
         broadcast does to each observer; otherwise it is queued and None returned (flush as
         usual). Raises like ``call``; nothing is queued then."""
+        tables = self._tables
+        if self._out or self._events or tables.leaving or tables.leaving_dispatched:
+            self._out.append(self._packed_call_frame(ref, method, payload))  # behind what waits
+            return None  # (has_events() is the rest of the test)
         # The common case written out (a helper call per observer costs a broadcast of
         # a thousand a tenth of its time): _packed_call_frame's test that ``ref`` is
         # our live observer (so the call is an OBSERVE) and ``payload`` was packed for
         # this call, then the frame it keeps for this id if it made one already.
-        tables = self._tables
-        cache = tables.cache_exports.get(ref._id)
+        ref_id = ref._id
+        cache = tables.cache_exports.get(ref_id)
         if (
             cache is not None
             and cache.observer is ref
@@ -640,13 +644,8 @@ class Broker:
             and payload.observer_body <= self._peer_max_frame  # the rest of the test, and the limit
             and not self.disconnected
         ):
-            frame = payload.frames.get(ref._id) or payload.frame(ref._id, self._peer_max_frame)
-        else:
-            frame = self._packed_call_frame(ref, method, payload)
-        if self._out or self._events or tables.leaving or tables.leaving_dispatched:
-            self._out.append(frame)  # behind what waits (has_events() is the rest of the test)
-            return None
-        return frame
+            return payload.frames.get(ref_id) or payload.frame(ref_id, self._peer_max_frame)
+        return self._packed_call_frame(ref, method, payload)
 
     def _packed_call_frame(self, ref: RemoteReference, method: str, payload: bytes | PackedCall) -> bytes:
         cache = self._tables.cache_exports.get(ref._id)
