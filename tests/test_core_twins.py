@@ -258,6 +258,19 @@ def test_a_packed_calls_frame_is_what_encode_frame_makes(kind, ref_id, method, p
         for other_id, limit in (*ids, (True, max_frame), (1, max_frame), (False, 300), (0, 300)):
             fast = outcome(partial(packed.frame, other_id, limit))
             assert fast == outcome(partial(encode_frame, [kind, 0, other_id, method, plain], body, limit))
+        # What a sender takes unchecked (Broker.packed_call_now): a kept frame, under any
+        # limit of observer_body or more, and only for a call an observer takes as made.
+        sound = kind == Kind.OBSERVE and plain == serialize.PLAIN and method.isidentifier()
+        assert packed.observer_body > wire.MAX_FRAME or sound
+        for kept_id, kept in packed.frames.items():
+            assert type(kept_id) is int
+            for limit in {packed.observer_body, max_frame} - {wire.MAX_FRAME + 1}:
+                if limit >= packed.observer_body:
+                    assert kept == encode_frame([kind, 0, kept_id, method, plain], body, limit)
+        if sound and len(method) < 100:  # a header that fits: every id's frame fits its observer_body
+            assert packed.observer_body <= wire.MAX_FRAME
+            for any_id in (0, -1, 2**64 - 1, -(2**63), ref_id % 2**64):
+                assert len(packed.frame(any_id)) - 4 <= packed.observer_body
 
 
 def test_a_packed_call_keeps_a_bounded_number_of_frames_and_makes_the_rest():
@@ -272,10 +285,23 @@ class Other(pb.ObservedCacheable):
     pass
 
 
-@pytest.mark.parametrize("ref_kind", ["observer", "dropped", "other broker", "disconnected", "plain ref"])
+@pytest.mark.parametrize(
+    "ref_kind", ["observer", "dropped", "leaving", "other broker", "disconnected", "plain ref", "frames wait"]
+)
 @pytest.mark.parametrize(
     "packing",
-    ["same", "equal name", "other name", "CALL kind", "GRAPH mode", "bad name", "bytes", "big"],
+    [
+        "same",
+        "equal name",
+        "other name",
+        "int kind",
+        "CALL kind",
+        "GRAPH mode",
+        "bad name",
+        "bytes",
+        "big",
+        "kept under a larger limit",
+    ],
 )
 def test_a_frame_written_at_once_is_the_frame_call_packed_queues(ref_kind, packing):
     """Broker.packed_call_now's inline guard against _packed_call_frame (what call_packed queues)."""
@@ -287,6 +313,8 @@ def test_a_frame_written_at_once_is_the_frame_call_packed_queues(ref_kind, packi
     if ref_kind == "dropped":
         (cache_id,) = pair.server._tables.cache_exports
         del pair.server._tables.cache_exports[cache_id]
+    elif ref_kind == "leaving":  # the peer let go of the copy; stoppedObserving has not run yet
+        pair.server._tables.drop_cache_export(next(iter(pair.server._tables.cache_exports.values())))
     elif ref_kind == "other broker":
         other = ConnectionPair(server_root=Echo()).handshake()
         other.server.root = pair.server.root
@@ -296,22 +324,32 @@ def test_a_frame_written_at_once_is_the_frame_call_packed_queues(ref_kind, packi
         pair.disconnect()
     elif ref_kind == "plain ref":
         ref = pair.root(pair.server)
-    pair.server.data_to_send(), pair.server.next_events()
+    pair.server.data_to_send()
+    if ref_kind != "leaving":
+        pair.server.next_events()
     method = "set"
     payload = msgpack.packb([[1, "x"], {}])
     packed: bytes | PackedCall = {
         "same": PackedCall(Kind.OBSERVE, method, payload, serialize.PLAIN),
         "equal name": PackedCall(Kind.OBSERVE, "".join(["s", "et"]), payload, serialize.PLAIN),
         "other name": PackedCall(Kind.OBSERVE, "update", payload, serialize.PLAIN),
+        "int kind": PackedCall(int(Kind.OBSERVE), method, payload, serialize.PLAIN),
         "CALL kind": PackedCall(Kind.CALL, method, payload, serialize.PLAIN),
         "GRAPH mode": PackedCall(Kind.OBSERVE, method, payload, serialize.GRAPH),
         "bad name": PackedCall(Kind.OBSERVE, "not a name", payload, serialize.PLAIN),
         "bytes": payload,
         "big": PackedCall(Kind.OBSERVE, method, b"\x92\x91\xc4" + bytes(300), serialize.PLAIN),
+        "kept under a larger limit": PackedCall(
+            Kind.OBSERVE, method, b"\x92\x91\xc4" + bytes(300), serialize.PLAIN
+        ),
     }[packing]
     if packing == "bad name":
         method = "not a name"
-    if packing == "big":
+    if packing in ("big", "kept under a larger limit"):
+        if packing == "kept under a larger limit":  # another peer's broadcast frame, kept for this id
+            assert isinstance(packed, PackedCall)
+            packed.frame(ref._id)
+            assert ref._id in packed.frames
         pair.server._peer_max_frame = 200
 
     def outcome(make):
@@ -320,9 +358,51 @@ def test_a_frame_written_at_once_is_the_frame_call_packed_queues(ref_kind, packi
         except Exception as exc:
             return type(exc), str(exc)
 
+    waiting = b""
+    if ref_kind == "frames wait":
+        pair.server.ping(1)
+        waiting = pair.server.data_to_send()
+        pair.server.ping(1)  # the same frame, waiting again
     slow = outcome(lambda: pair.server._packed_call_frame(ref, method, packed))
-    assert outcome(lambda: pair.server.packed_call_now(ref, method, packed)) == slow
-    assert not pair.server.has_data_to_send()  # written at once, or refused: never queued as well
+    now = outcome(lambda: pair.server.packed_call_now(ref, method, packed))
+    if waiting and isinstance(slow, bytes):  # queued behind what waits, not returned
+        assert now is None
+        queued = slow
+    else:
+        assert now == slow
+        queued = b""
+    assert pair.server.data_to_send() == waiting + queued  # written at once, or refused: never both
+
+
+def test_a_broadcast_to_many_peers_takes_the_quick_path_and_makes_each_ids_frame_once(monkeypatch):
+    """What a driver does per observer: packed_call_now never needs its slow twin, and the
+    peers whose copies share a cache id share one frame, made once."""
+    board = Panel()
+    root = type("R", (pb.Root,), {"remote_get": lambda self: board})()
+    pairs = [ConnectionPair(server_root=root).handshake() for _ in range(4)]
+    other = Panel()  # on the last connection, ``board``'s copy comes second: another id
+    pairs[-1].server.root = type("R", (pb.Root,), {"remote_get": lambda self: [other, board]})()
+    for pair in pairs:
+        pair.call(pair.root(), "get").result()
+        pair.server.data_to_send(), pair.server.next_events()
+    made: list[int] = []
+    make = PackedCall._make
+    monkeypatch.setattr(
+        PackedCall, "_make", lambda packed, ref_id: made.append(ref_id) or make(packed, ref_id)
+    )
+    monkeypatch.setattr(Broker, "_packed_call_frame", lambda *_: pytest.fail("took the slow path"))
+    packed = PackedCall(Kind.OBSERVE, "set", msgpack.packb([["x", 1], {}]), serialize.PLAIN)
+    for _ in range(2):  # the second broadcast's observers all find their frame kept
+        frames = {
+            observer: observer.broker.packed_call_now(observer, "set", packed) for observer in board.observers
+        }
+    ids = sorted(observer.export_id for observer in board.observers)
+    assert len(ids) == 4 and len(set(ids)) == 2 and sorted(made) == sorted(set(ids))
+    for observer, frame in frames.items():
+        assert frame is packed.frames[observer.export_id]
+        assert frame == encode_frame(
+            [Kind.OBSERVE, 0, observer.export_id, "set", serialize.PLAIN], packed.payload
+        )
 
 
 @pytest.mark.parametrize(

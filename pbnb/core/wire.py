@@ -189,16 +189,26 @@ class PackedCall:
     it sent them), and then those observers share one frame.
     """
 
-    __slots__ = ("_back", "_front", "_pieces", "frames", "kind", "method", "observer_body", "payload", "plain")
+    __slots__ = (
+        "_back",
+        "_front",
+        "_pieces",
+        "frames",
+        "kind",
+        "method",
+        "observer_body",
+        "payload",
+        "plain",
+    )
 
     def __init__(self, kind: int, method: str, payload: bytes, plain: int):
         self.kind, self.method, self.payload, self.plain = kind, method, payload, plain
         pack = _HEADER_PACKER.pack
         self._front = b"\x95" + pack(kind) + pack(NO_ANSWER)  # a msgpack array of 5
         self._back = pack(method) + pack(plain)
-        # By the packed id's length (1 to 9 bytes): the frame's body length (None if
-        # the header cannot fit), the bytes before the id and those after it.
-        self._pieces: dict[int, tuple[int | None, bytes, bytes]] = {}
+        # By the packed id's length (1 to 9 bytes): the frame's bytes before the id and
+        # those after it, or None if the header cannot fit.
+        self._pieces: dict[int, tuple[bytes, bytes] | None] = {}
         #: The frames ``frame`` made, by id (an int, never a bool), if the payload is
         #: 4 KiB or less (and at most 256 of them); each is what ``frame`` returns
         #: for its id under any limit of ``observer_body`` or more.
@@ -226,23 +236,22 @@ class PackedCall:
     def _make(self, ref_id: int) -> bytes | None:
         """The frame for ``ref_id`` whatever its size, kept if small; None if its header cannot fit."""
         ident = _HEADER_PACKER.pack(ref_id)
-        pieces = self._pieces.get(len(ident))
+        if len(ident) not in self._pieces:
+            self._pieces[len(ident)] = self._around(len(ident))
+        pieces = self._pieces[len(ident)]
         if pieces is None:
-            pieces = self._pieces[len(ident)] = self._around(len(ident))
-        body, before, after = pieces
-        if body is None:
             return None
-        frame = before + ident + after
+        frame = pieces[0] + ident + pieces[1]
         if type(ref_id) is int and len(self.frames) < _KEPT_FRAMES and len(self.payload) <= _KEPT_PAYLOAD:
             self.frames[ref_id] = frame
         return frame
 
-    def _around(self, id_size: int) -> tuple[int | None, bytes, bytes]:
+    def _around(self, id_size: int) -> tuple[bytes, bytes] | None:
         head_len = len(self._front) + id_size + len(self._back)
         body = 2 + head_len + len(self.payload)
         if head_len > MAX_HEADER or body >> 32:  # beyond the prefix's u16 and u32
-            return None, b"", b""
-        return body, FRAME_PREFIX.pack(body, head_len) + self._front, self._back + self.payload
+            return None
+        return FRAME_PREFIX.pack(body, head_len) + self._front, self._back + self.payload
 
 
 class BinFrame(NamedTuple):
