@@ -36,7 +36,7 @@ stamp=.venv/.pbnb-installed
 # Installed editable, which also compiles pbnb's C speedups in place (setup.py): again
 # when the C source changes.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-    || [ pbnb/core/_speedups.c -nt "$stamp" ] || [ pbnb/core/_framing.c -nt "$stamp" ]; then
+    || [ pbnb/core/_speedups.c -nt "$stamp" ] || [ pbnb/core/_receiving.c -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[test,bench,fuzz,redis,docs,speed,lite]"
     touch "$stamp"

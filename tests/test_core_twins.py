@@ -19,7 +19,7 @@ import pbnb as pb
 from pbnb.aio.connection import _serving
 from pbnb.core import events as ev
 from pbnb.core import flavors, serialize, wire
-from pbnb.core._framing import FrameLoop  # built by `pip install -e .` (setup.py)
+from pbnb.core._receiving import FrameLoop, QuickObserve  # built by `pip install -e .` (setup.py)
 from pbnb.core.broker import Broker
 from pbnb.core.carried import carried_references, decoded_references, walked_references
 from pbnb.core.progress import Throttle, checked_message, checked_number
@@ -874,7 +874,8 @@ def described(event) -> tuple:
 
 
 def observe_outcome(handler: str, header: list, payload: bytes, state: str) -> tuple:
-    """What ``handler`` (_on_observe or _on_call) makes of one OBSERVE on a fresh copy in ``state``."""
+    """What ``handler`` (_on_observe, its C twin _quick_observe, or _on_call) makes of one
+    OBSERVE on a fresh copy in ``state``."""
     pair, copy, cache_id = observed_copy(pb.Limits(max_depth=4) if state == "shallow" else None)
     broker = pair.client
     header = [cache_id if item == "ID" else cache_id + 0.0 if item == "FLOAT_ID" else item for item in header]
@@ -896,8 +897,20 @@ def observe_outcome(handler: str, header: list, payload: bytes, state: str) -> t
 
 
 def assert_observe_twins_agree(header: list, payload: bytes, state: str) -> None:
-    fast = observe_outcome("_on_observe", header, payload, state)
-    assert fast == observe_outcome("_on_call", header, payload, state), (header, payload, state)
+    slow = observe_outcome("_on_call", header, payload, state)
+    assert observe_outcome("_on_observe", header, payload, state) == slow, (header, payload, state)
+    assert observe_outcome("_quick_observe", header, payload, state) == slow, (header, payload, state)
+
+
+def test_a_broker_takes_updates_through_the_c_twin_of_on_observe():
+    pair, _copy, _cache_id = observed_copy()
+    assert isinstance(pair.client._quick_observe, QuickObserve)
+    assert pair.client._reader.handlers[Kind.OBSERVE] is pair.client._quick_observe
+
+    class Observing(Broker):
+        __slots__ = ()
+
+    assert Observing()._quick_observe.__func__ is Broker._on_observe  # a subclass may override it
 
 
 UPDATE = [Kind.OBSERVE, 0, "ID", "set", serialize.PLAIN]
@@ -998,7 +1011,7 @@ def test_a_header_checked_once_is_checked_again_for_all_that_can_change():
                 outcomes.append((error, events, [described(e) for e in broker._held_events or []]))
         return outcomes
 
-    assert run("_on_observe") == run("_on_call")
+    assert run("_on_observe") == run("_on_call") == run("_quick_observe")
 
 
 def test_a_repeated_update_header_is_handed_over_as_itself_and_taken_quickly(monkeypatch):

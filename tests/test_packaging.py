@@ -82,12 +82,12 @@ def test_twine_accepts_the_sdist_and_the_wheel(dist: Path) -> None:
 
 def test_the_wheel_carries_the_compiled_speedups_and_the_pure_wheel_none(dist: Path, tmp_path: Path) -> None:
     [wheel] = dist.glob("*.whl")
-    stubs = {"pbnb/core/_speedups.pyi", "pbnb/core/_framing.pyi"}
+    stubs = {"pbnb/core/_speedups.pyi", "pbnb/core/_receiving.pyi"}
     with zipfile.ZipFile(wheel) as archive:
         speedups = {
             name
             for name in archive.namelist()
-            if name.startswith(("pbnb/core/_speedups", "pbnb/core/_framing"))
+            if name.startswith(("pbnb/core/_speedups", "pbnb/core/_receiving"))
         }
     compiled = speedups - stubs
     assert len(compiled) == 2 and all(name.endswith(".so") for name in compiled)  # no C source beside them
@@ -97,7 +97,7 @@ def test_the_wheel_carries_the_compiled_speedups_and_the_pure_wheel_none(dist: P
     [pure] = tmp_path.glob("pbnb-*.whl")
     assert pure.name == f"pbnb-{pbnb.__version__}-py3-none-any.whl"
     with zipfile.ZipFile(pure) as archive:
-        assert {name for name in archive.namelist() if "_speedups" in name or "_framing" in name} == stubs
+        assert {name for name in archive.namelist() if "_speedups" in name or "_receiving" in name} == stubs
 
 
 def test_the_wheel_carries_the_metadata_license_and_type_marker(dist: Path) -> None:
@@ -123,7 +123,7 @@ def test_the_sdist_carries_what_the_wheel_is_built_from(dist: Path) -> None:
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"LICENSE", "README.md", "pyproject.toml", "pbnb/__init__.py", "pbnb/py.typed"} <= names
-    assert {"setup.py", "pbnb/core/_speedups.c", "pbnb/core/_speedups.pyi", "pbnb/core/_framing.c"} <= names
+    assert {"setup.py", "pbnb/core/_speedups.c", "pbnb/core/_speedups.pyi", "pbnb/core/_receiving.c"} <= names
 
 
 def test_the_readme_example_runs_against_the_installed_wheel(venv: Path, tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ from .wire import (
     RECEIVABLE,
     BinFrame,
     ConnectionState,
+    FrameHandler,
     FrameReader,
     Kind,
     Limits,
@@ -154,6 +155,7 @@ class Broker:
         "_peer_max_frame",
         "_perspective",
         "_promises",
+        "_quick_observe",
         "_reader",
         "_running",
         "_sound_update",
@@ -223,6 +225,8 @@ class Broker:
         self._events: list[ev.Event] = []
         self._peer_max_frame = Limits().max_frame
         self._batch_limit = min(BATCH_BYTES, self._peer_max_frame - _ITEM_OVERHEAD)  # per peer_max_frame
+        # OBSERVE's handler: _on_observe, or its C twin (every observer of a broadcast runs it).
+        self._quick_observe = _observe_handler(self)
         # For each state, the handlers of the kinds RECEIVABLE then (bound once).
         self._handlers_in = {
             state: {int(kind): getattr(self, _HANDLERS[kind]) for kind in kinds}
@@ -1541,12 +1545,12 @@ class Broker:
         return None
 
 
-#: The handler of each message kind the peer may send (a Broker method name).
+#: The handler of each message kind the peer may send (a Broker attribute, a method but one).
 #: A new kind needs a row here, its handler, and its Kind in wire.py.
 _HANDLERS: dict[Kind, str] = {
     Kind.HELLO: "_on_hello",
     Kind.CALL: "_on_call",
-    Kind.OBSERVE: "_on_observe",
+    Kind.OBSERVE: "_quick_observe",
     Kind.ANSWER: "_on_answer",
     Kind.ERROR: "_on_error",
     Kind.DECREF: "_on_decref",
@@ -1567,6 +1571,18 @@ _HANDLERS: dict[Kind, str] = {
     Kind.GOODBYE: "_on_goodbye",
 }
 _KNOWN_KINDS = frozenset(int(kind) for kind in Kind)
+
+try:
+    from ._receiving import QuickObserve
+except ImportError:  # not built (a pure-Python wheel, as Pyodide's): the Python twin
+    QuickObserve = None  # type: ignore[assignment,misc]
+
+
+def _observe_handler(broker: Broker) -> FrameHandler:
+    """``broker._on_observe``, or its C twin for a Broker (a subclass may override the method)."""
+    if QuickObserve is None or type(broker) is not Broker:
+        return broker._on_observe
+    return QuickObserve(broker, _CallReceived, _unpackb, _no_ext, _tree_depth_exceeds, _PLAIN)
 
 
 def refusal_handshake(error: PBError) -> bytes:

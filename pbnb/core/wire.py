@@ -481,7 +481,7 @@ class FrameReader:
     def _read_frames(self, data: bytes | bytearray, pos: int, budget: int) -> None:
         """Dispatch the frames of ``data[pos:]``, at most ``budget`` of them (-1: no bound).
 
-        The frame loop; ``_framing.FrameLoop`` is its C twin, used when it was
+        The frame loop; ``_receiving.FrameLoop`` is its C twin, used when it was
         built (tests/test_core_twins.py holds both to the same dispatches, state
         and errors). A frame cut short is kept for the next feed; frames beyond
         the budget wait as the backlog.
@@ -575,7 +575,7 @@ _FrameLoopFunction = Callable[[FrameReader, bytes | bytearray, int, int], None]
 #: built (its common case; the rest goes to ``FrameReader.feed``): what a broker calls.
 feed_frames: Callable[[FrameReader, bytes | bytearray | memoryview, int], bool]
 try:
-    from ._framing import FrameLoop
+    from ._receiving import FrameLoop
 except ImportError:  # not built (a pure-Python wheel, as Pyodide's): the Python twins
     _read_frames: _FrameLoopFunction = FrameReader._read_frames
     feed_frames = FrameReader.feed

@@ -17,3 +17,16 @@ class FrameLoop:
     ) -> None: ...
     def __call__(self, reader: Any, data: bytes | bytearray, pos: int, budget: int, /) -> None: ...
     def feed(self, reader: Any, data: bytes | bytearray | memoryview, max_frames: int, /) -> bool: ...
+
+class QuickObserve:
+    def __init__(
+        self,
+        broker: Any,
+        call_received: type,
+        unpackb: Callable[..., Any],
+        no_ext: Callable[[int, bytes], Any],
+        tree_depth_exceeds: Callable[[Any, int], bool],
+        plain: int,
+        /,
+    ) -> None: ...
+    def __call__(self, header: list[Any], payload: bytes | bytearray | memoryview, /) -> None: ...

@@ -1,6 +1,8 @@
-/* The C twin of FrameReader._read_frames (pbnb/core/wire.py): the frame loop
- * that every message of every connection goes through, and of the common case
- * of FrameReader.feed that leads to it.
+/* C twins of the receive path's hot steps: FrameReader._read_frames and the
+ * common case of FrameReader.feed (pbnb/core/wire.py), the frame loop that
+ * every message of every connection goes through; and Broker._on_observe
+ * (pbnb/core/broker.py), the quick path of the update every observer of a
+ * cache gets (QuickObserve, at the end of this file).
  *
  * FrameLoop(...)(reader, data, pos, budget) does what the Python loop does,
  * step for step: it cuts ``data[pos:]`` into frames (u32 body length, u16
@@ -53,9 +55,15 @@ typedef struct {
 } FrameLoop;
 
 static inline PyObject **
+slot_at(PyObject *obj, Py_ssize_t offset)
+{
+    return (PyObject **)((char *)obj + offset);
+}
+
+static inline PyObject **
 slot(FrameLoop *self, PyObject *reader, int which)
 {
-    return (PyObject **)((char *)reader + self->offsets[which]);
+    return slot_at(reader, self->offsets[which]);
 }
 
 /* A new reference to a slot's value; NULL with AttributeError if it is unset. */
@@ -518,7 +526,7 @@ static PyMethodDef frame_loop_methods[] = {
 
 static PyTypeObject FrameLoopType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pbnb.core._framing.FrameLoop",
+    .tp_name = "pbnb.core._receiving.FrameLoop",
     .tp_doc = "FrameLoop(reader_type, unpackb, check_prefix, decode_header, refuse_kind, malformed, slow, "
               "slow_feed, copied_payload): the C twin of FrameReader._read_frames, called as "
               "loop(reader, data, pos, budget), and of FrameReader.feed (its feed method).",
@@ -533,10 +541,300 @@ static PyTypeObject FrameLoopType = {
     .tp_methods = frame_loop_methods,
 };
 
+/* ---- the quick path of a cache update --------------------------------------
+ *
+ * QuickObserve(broker, call_received, unpackb, no_ext, tree_depth_exceeds, plain)
+ * is a Broker's OBSERVE handler: Broker._on_observe in C. A no-answer PLAIN
+ * update naming a method, of a live copy, whose payload is [[args...], {}]
+ * without ext and within the depth limit, is queued as CallReceived; anything
+ * else goes to Broker._on_call, as in the Python twin (and a header of the
+ * wrong shape to _on_observe itself, which says what is wrong). It reads the
+ * broker's slots at their offsets; the broker must be exactly a Broker (a
+ * subclass may override _on_observe, and then gets its own).
+ */
+
+enum {
+    SOUND_UPDATE, TABLES, BARE_LIMIT, RUNNING, MAX_INBOUND_CALLS, HELD_EVENTS, MAX_DEPTH, EVENTS,
+    BROKER_SLOTS
+};
+static const char *const broker_slot_names[BROKER_SLOTS] = {
+    "_sound_update", "_tables", "_bare_limit", "_running", "_max_inbound_calls", "_held_events",
+    "_max_depth", "_events",
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *broker;
+    PyObject *call_received;      /* events.CallReceived */
+    PyObject *unpackb;            /* msgpack.unpackb */
+    PyObject *unpack_options;     /* (False, no_ext): strict_map_key, ext_hook */
+    PyObject *unpack_names;       /* ("strict_map_key", "ext_hook") */
+    PyObject *tree_depth_exceeds; /* serialize.tree_depth_exceeds */
+    PyObject *plain;              /* serialize.PLAIN */
+    PyObject *cache_imports_name, *weak_name, *awaiting_state_name, *pb_method_name, *on_call_name,
+        *on_observe_name;
+    Py_ssize_t offsets[BROKER_SLOTS];
+    vectorcallfunc vectorcall;
+} QuickObserve;
+
+static Py_ssize_t
+broker_int(QuickObserve *self, int which)
+{
+    PyObject *value = *slot_at(self->broker, self->offsets[which]);
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "Broker has no attribute '%s'", broker_slot_names[which]);
+        return -1;
+    }
+    return PyLong_AsSsize_t(value);
+}
+
+static PyObject *
+call_broker(QuickObserve *self, PyObject *name, PyObject *header, PyObject *payload)
+{
+    PyObject *args[3] = {self->broker, header, payload};
+    return PyObject_VectorcallMethod(name, args, 3, NULL);
+}
+
+/* The header's checks, done once per header list (it is remembered in _sound_update): 1 if a
+ * no-answer PLAIN update naming a method, 0 if not, -1 on error. */
+static int
+sound_update(QuickObserve *self, PyObject *header)
+{
+    PyObject *request_id = PyList_GET_ITEM(header, 1), *cache_id = PyList_GET_ITEM(header, 2);
+    PyObject *name = PyList_GET_ITEM(header, 3), *mode = PyList_GET_ITEM(header, 4);
+    if (!PyLong_CheckExact(cache_id) || !PyLong_CheckExact(request_id) || PyObject_IsTrue(request_id)) {
+        return 0;
+    }
+    int plain = PyObject_RichCompareBool(mode, self->plain, Py_EQ);
+    if (plain <= 0) {
+        return plain;
+    }
+    return PyUnicode_CheckExact(name) && PyUnicode_IsIdentifier(name);
+}
+
+/* What the copy ``weak`` refers to (if alive) makes of a payload of [[args...], {}]: the event queued (1), or
+ * 0 for anything else (no copy, no such method, an ext, another shape, too deep); -1 on error. */
+static int
+queue_update(QuickObserve *self, PyObject *weak, PyObject *name, PyObject *payload, Py_ssize_t size)
+{
+    PyObject *target = PyObject_CallNoArgs(weak);
+    if (target == NULL) {
+        return -1;
+    }
+    PyObject *method = Py_NewRef(Py_None);
+    if (target != Py_None) {
+        PyObject *method_args[3] = {target, name, Py_None};
+        Py_SETREF(method, PyObject_VectorcallMethod(self->pb_method_name, method_args, 3, NULL));
+        if (method == NULL) {
+            Py_DECREF(target);
+            return -1;
+        }
+    }
+    PyObject *unpack_args[3] = {payload, PyTuple_GET_ITEM(self->unpack_options, 0),
+                                PyTuple_GET_ITEM(self->unpack_options, 1)};
+    PyObject *call = PyObject_Vectorcall(self->unpackb, unpack_args, 1, self->unpack_names);
+    int queued = 0;
+    if (call == NULL) {
+        queued = PyErr_ExceptionMatches(PyExc_Exception) ? 0 : -1;
+        if (queued == 0) {
+            PyErr_Clear();
+        }
+    }
+    else if (method != Py_None && PyList_CheckExact(call) && PyList_GET_SIZE(call) == 2
+             && PyList_CheckExact(PyList_GET_ITEM(call, 0)) && PyDict_CheckExact(PyList_GET_ITEM(call, 1))
+             && PyDict_GET_SIZE(PyList_GET_ITEM(call, 1)) == 0) {
+        PyObject *args = PyList_GET_ITEM(call, 0), *kwargs = PyList_GET_ITEM(call, 1);
+        Py_ssize_t max_depth = broker_int(self, MAX_DEPTH);
+        int too_deep = max_depth == -1 && PyErr_Occurred() ? -1 : 0;
+        if (too_deep == 0 && size > max_depth) { /* a payload this short cannot nest deeper */
+            /* ``call`` is [args, kwargs], what the Python twin measures */
+            PyObject *depth_args[2] = {call, *slot_at(self->broker, self->offsets[MAX_DEPTH])};
+            PyObject *exceeds = PyObject_Vectorcall(self->tree_depth_exceeds, depth_args, 2, NULL);
+            too_deep = exceeds == NULL ? -1 : PyObject_IsTrue(exceeds);
+            Py_XDECREF(exceeds);
+        }
+        if (too_deep < 0) {
+            queued = -1;
+        }
+        else if (!too_deep) {
+            PyObject *zero = PyLong_FromLong(0);
+            PyObject *event_args[8] = {zero, method, args, kwargs, Py_None, target, name, self->broker};
+            PyObject *event = zero == NULL ? NULL : PyObject_Vectorcall(self->call_received, event_args, 8, NULL);
+            Py_XDECREF(zero);
+            PyObject *events = event == NULL ? NULL : *slot_at(self->broker, self->offsets[EVENTS]);
+            queued = events == NULL || PyList_Append(events, event) < 0 ? -1 : 1;
+            Py_XDECREF(event);
+        }
+    }
+    Py_XDECREF(call);
+    Py_DECREF(method);
+    Py_DECREF(target);
+    return queued;
+}
+
+static PyObject *
+quick_observe_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    QuickObserve *self = (QuickObserve *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "QuickObserve takes (header, payload)");
+        return NULL;
+    }
+    PyObject *header = args[0], *payload = args[1];
+    if (!PyList_CheckExact(header) || PyList_GET_SIZE(header) != 5) {
+        return call_broker(self, self->on_observe_name, header, payload);
+    }
+    PyObject **sound = slot_at(self->broker, self->offsets[SOUND_UPDATE]);
+    if (header != *sound) {
+        int checked = sound_update(self, header);
+        if (checked <= 0) {
+            return checked < 0 ? NULL : call_broker(self, self->on_call_name, header, payload);
+        }
+        PyObject *old = *sound;
+        *sound = Py_NewRef(header);
+        Py_XDECREF(old);
+    }
+    PyObject *tables = *slot_at(self->broker, self->offsets[TABLES]);
+    PyObject *imports = tables == NULL ? NULL : PyObject_GetAttr(tables, self->cache_imports_name);
+    if (imports == NULL) {
+        return NULL;
+    }
+    PyObject *cache = PyDict_CheckExact(imports)
+        ? Py_XNewRef(PyDict_GetItemWithError(imports, PyList_GET_ITEM(header, 2)))
+        : PyObject_CallMethod(imports, "get", "O", PyList_GET_ITEM(header, 2));
+    Py_DECREF(imports);
+    if (cache == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t size = PyObject_Size(payload);
+    int queued = size < 0 ? -1 : 0;
+    if (cache != NULL && cache != Py_None && queued == 0) {
+        Py_ssize_t bare_limit = broker_int(self, BARE_LIMIT), running = broker_int(self, RUNNING);
+        Py_ssize_t max_running = broker_int(self, MAX_INBOUND_CALLS);
+        PyObject *awaiting = PyErr_Occurred() ? NULL : PyObject_GetAttr(cache, self->awaiting_state_name);
+        PyObject *weak = awaiting == NULL ? NULL : PyObject_GetAttr(cache, self->weak_name);
+        int awaits = weak == NULL ? -1 : PyObject_IsTrue(awaiting);
+        if (awaits < 0) {
+            queued = -1;
+        }
+        else if (size <= bare_limit && running < max_running
+                 && *slot_at(self->broker, self->offsets[HELD_EVENTS]) == Py_None && !awaits
+                 && weak != Py_None) {
+            queued = queue_update(self, weak, PyList_GET_ITEM(header, 3), payload, size);
+        }
+        Py_XDECREF(awaiting);
+        Py_XDECREF(weak);
+    }
+    Py_XDECREF(cache);
+    if (queued != 0) {
+        return queued < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    return call_broker(self, self->on_call_name, header, payload);
+}
+
+static PyObject *
+quick_observe_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *broker, *call_received, *unpackb, *no_ext, *tree_depth_exceeds, *plain;
+    if (!PyArg_ParseTuple(args, "OOOOOO:QuickObserve", &broker, &call_received, &unpackb, &no_ext,
+                          &tree_depth_exceeds, &plain)) {
+        return NULL;
+    }
+    Py_ssize_t offsets[BROKER_SLOTS];
+    for (int i = 0; i < BROKER_SLOTS; i++) {
+        if (slot_offset(Py_TYPE(broker), broker_slot_names[i], &offsets[i]) < 0) {
+            return NULL;
+        }
+    }
+    QuickObserve *self = (QuickObserve *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->broker = Py_NewRef(broker);
+    self->call_received = Py_NewRef(call_received);
+    self->unpackb = Py_NewRef(unpackb);
+    self->unpack_options = PyTuple_Pack(2, Py_False, no_ext);
+    self->unpack_names = Py_BuildValue("(ss)", "strict_map_key", "ext_hook");
+    self->tree_depth_exceeds = Py_NewRef(tree_depth_exceeds);
+    self->plain = Py_NewRef(plain);
+    self->cache_imports_name = PyUnicode_InternFromString("cache_imports");
+    self->weak_name = PyUnicode_InternFromString("weak");
+    self->awaiting_state_name = PyUnicode_InternFromString("awaiting_state");
+    self->pb_method_name = PyUnicode_InternFromString("_pb_method");
+    self->on_call_name = PyUnicode_InternFromString("_on_call");
+    self->on_observe_name = PyUnicode_InternFromString("_on_observe");
+    memcpy(self->offsets, offsets, sizeof(offsets));
+    self->vectorcall = quick_observe_vectorcall;
+    if (!self->unpack_options || !self->unpack_names || !self->cache_imports_name || !self->weak_name
+        || !self->awaiting_state_name || !self->pb_method_name || !self->on_call_name
+        || !self->on_observe_name) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+quick_observe_traverse(QuickObserve *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->broker);
+    Py_VISIT(self->call_received);
+    Py_VISIT(self->unpackb);
+    Py_VISIT(self->unpack_options);
+    Py_VISIT(self->tree_depth_exceeds);
+    Py_VISIT(self->plain);
+    return 0;
+}
+
+static int
+quick_observe_clear(QuickObserve *self)
+{
+    Py_CLEAR(self->broker);
+    Py_CLEAR(self->call_received);
+    Py_CLEAR(self->unpackb);
+    Py_CLEAR(self->unpack_options);
+    Py_CLEAR(self->unpack_names);
+    Py_CLEAR(self->tree_depth_exceeds);
+    Py_CLEAR(self->plain);
+    Py_CLEAR(self->cache_imports_name);
+    Py_CLEAR(self->weak_name);
+    Py_CLEAR(self->awaiting_state_name);
+    Py_CLEAR(self->pb_method_name);
+    Py_CLEAR(self->on_call_name);
+    Py_CLEAR(self->on_observe_name);
+    return 0;
+}
+
+static void
+quick_observe_dealloc(QuickObserve *self)
+{
+    PyObject_GC_UnTrack(self);
+    quick_observe_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject QuickObserveType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pbnb.core._receiving.QuickObserve",
+    .tp_doc = "QuickObserve(broker, call_received, unpackb, no_ext, tree_depth_exceeds, plain): the C "
+              "twin of broker._on_observe, called as handler(header, payload).",
+    .tp_basicsize = sizeof(QuickObserve),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(QuickObserve, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = quick_observe_new,
+    .tp_traverse = (traverseproc)quick_observe_traverse,
+    .tp_clear = (inquiry)quick_observe_clear,
+    .tp_dealloc = (destructor)quick_observe_dealloc,
+};
+
 static int
 add_types(PyObject *module)
 {
-    return PyModule_AddType(module, &FrameLoopType);
+    if (PyModule_AddType(module, &FrameLoopType) < 0) {
+        return -1;
+    }
+    return PyModule_AddType(module, &QuickObserveType);
 }
 
 static PyModuleDef_Slot slots[] = {
@@ -552,14 +850,15 @@ static PyModuleDef_Slot slots[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "pbnb.core._framing",
-    .m_doc = "The C twin of the frame reader's loop (see pbnb/core/wire.py).",
+    .m_name = "pbnb.core._receiving",
+    .m_doc = "C twins of the receive path: the frame reader's loop (see pbnb/core/wire.py) and a "
+             "cache update's quick path (Broker._on_observe).",
     .m_size = 0,
     .m_slots = slots,
 };
 
 PyMODINIT_FUNC
-PyInit__framing(void)
+PyInit__receiving(void)
 {
     return PyModuleDef_Init(&module);
 }
