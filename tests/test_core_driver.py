@@ -250,6 +250,31 @@ def test_packed_call_now_returns_the_frame_only_when_nothing_waits_before_it():
     assert copy.value == 2
 
 
+def test_a_broadcast_counts_those_told_skips_one_drops_the_dead_and_raises_after_the_rest():
+    gauge = Gauge()
+    root = type("R", (pb.Root,), {"remote_get": lambda self: gauge})()
+    pairs = [ConnectionPair(server_root=root).handshake() for _ in range(5)]
+    copies = [pair.call(pair.root(), "get").result() for pair in pairs]
+    observer_of = {observer.broker: observer for observer in gauge.observers}
+    dead, skipped, small = (observer_of[pair.server] for pair in pairs[:3])
+    pairs[0].server.connection_lost()  # its stoppedObserving has not run: the broadcast drops it
+    small.broker._peer_max_frame = MIN_FRAME  # refuses the long value below, and only that
+    assert gauge.send_change("set", ("value", 1), {}, skip=skipped) == 3  # packed once for all
+    assert dead not in gauge.observers and skipped in gauge.observers
+    with pytest.raises(pb.LimitExceeded, match=f"frame limit of {MIN_FRAME} bytes"):
+        gauge.send_change("set", ("value", "x" * 200), {})  # the others are told all the same
+    for pair in pairs[1:]:
+        pair.pump()
+    assert [copy.value for copy in copies[1:]] == ["x" * 200, 1, "x" * 200, "x" * 200]
+    assert gauge.observers.keys() == {skipped, small, *(observer_of[pair.server] for pair in pairs[3:])}
+    # Arguments per perspective: those left out are not counted.
+    assert gauge.notify_each("set", lambda perspective: (("value", 3), {})) == 4
+    assert gauge.notify_each("set", lambda perspective: None) == 0
+    for pair in pairs[1:]:
+        pair.pump()
+    assert [copy.value for copy in copies[1:]] == [3, 3, 3, 3]
+
+
 # ------------------------------------------------------------ the public hooks
 
 
