@@ -837,13 +837,11 @@ add_types(PyObject *module)
     return PyModule_AddType(module, &QuickObserveType);
 }
 
-/* Not marked Py_MOD_GIL_NOT_USED: the twins swap a reader's or broker's slots as Python
+/* Its types are static: shared by every interpreter, so not one with a GIL of its own. And
+ * not marked Py_MOD_GIL_NOT_USED: the twins swap a reader's or broker's slots as Python
  * code does, relying on the GIL as it does. */
 static PyModuleDef_Slot slots[] = {
     {Py_mod_exec, add_types},
-#ifdef Py_mod_multiple_interpreters
-    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
-#endif
     {0, NULL},
 };
 

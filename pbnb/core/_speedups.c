@@ -1286,11 +1286,9 @@ add_types(PyObject *module)
     return PyModule_AddType(module, &PlainHooksType);
 }
 
+/* Its types are static: shared by every interpreter, so not one with a GIL of its own. */
 static PyModuleDef_Slot slots[] = {
     {Py_mod_exec, add_types},
-#ifdef Py_mod_multiple_interpreters
-    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
-#endif
 #ifdef Py_GIL_DISABLED
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
