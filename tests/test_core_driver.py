@@ -273,6 +273,10 @@ def test_a_broadcast_counts_those_told_skips_one_drops_the_dead_and_raises_after
     for pair in pairs[1:]:
         pair.pump()
     assert [copy.value for copy in copies[1:]] == [3, 3, 3, 3]
+    for pair in pairs:  # the owner's quick test of a live observer agrees with its table
+        tables = pair.server._tables
+        assert tables.observers == {entry.observer for entry in tables.cache_exports.values()}
+    assert not pairs[0].server._tables.observers
 
 
 # ------------------------------------------------------------ the public hooks

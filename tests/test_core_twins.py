@@ -310,11 +310,11 @@ def test_a_frame_written_at_once_is_the_frame_call_packed_queues(ref_kind, packi
     pair.server.root = type("R", (pb.Root,), {"remote_get": lambda self: board})()
     pair.call(pair.root(), "get").result()
     (ref,) = board.observers
-    if ref_kind == "dropped":
-        (cache_id,) = pair.server._tables.cache_exports
-        del pair.server._tables.cache_exports[cache_id]
-    elif ref_kind == "leaving":  # the peer let go of the copy; stoppedObserving has not run yet
-        pair.server._tables.drop_cache_export(next(iter(pair.server._tables.cache_exports.values())))
+    tables = pair.server._tables
+    if ref_kind in ("dropped", "leaving"):  # the peer let go of the copy
+        tables.drop_cache_export(next(iter(tables.cache_exports.values())))
+        if ref_kind == "dropped":  # and the owner's stoppedObserving ran
+            pair.server.next_events()
     elif ref_kind == "other broker":
         other = ConnectionPair(server_root=Echo()).handshake()
         other.server.root = pair.server.root
@@ -372,6 +372,7 @@ def test_a_frame_written_at_once_is_the_frame_call_packed_queues(ref_kind, packi
         assert now == slow
         queued = b""
     assert pair.server.data_to_send() == waiting + queued  # written at once, or refused: never both
+    assert tables.observers == {entry.observer for entry in tables.cache_exports.values()}
 
 
 def test_a_broadcast_to_many_peers_takes_the_quick_path_and_makes_each_ids_frame_once(monkeypatch):

@@ -636,19 +636,16 @@ class Broker:
             return None  # (has_events() is the rest of the test)
         # The common case written out (a helper call per observer costs a broadcast of
         # a thousand a tenth of its time): _packed_call_frame's test that ``ref`` is
-        # our live observer (so the call is an OBSERVE) and ``payload`` was packed for
-        # this call, then the frame it keeps for this id if it made one already.
-        ref_id = ref._id
-        cache = tables.cache_exports.get(ref_id)
+        # our live observer (one set lookup; so the call is an OBSERVE) and ``payload``
+        # was packed for this call, then the frame it keeps for this id if it made one.
         if (
-            cache is not None
-            and cache.observer is ref
+            ref in tables.observers
             and type(payload) is PackedCall
             and payload.method is method
             and payload.observer_body <= self._peer_max_frame  # the rest of the test, and the limit
             and not self.disconnected
         ):
-            return payload.frames.get(ref_id) or payload.frame(ref_id, self._peer_max_frame)
+            return payload.frames.get(ref._id) or payload.frame(ref._id, self._peer_max_frame)
         return self._packed_call_frame(ref, method, payload)
 
     def _packed_call_frame(self, ref: RemoteReference, method: str, payload: bytes | PackedCall) -> bytes:

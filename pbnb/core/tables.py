@@ -138,6 +138,8 @@ class ReferenceTables:
         self.collected: list[_Import] = []
         # cache id -> Cacheable we sent, with the perspective and observer it was sent for
         self.cache_exports: dict[int, _CacheExport] = {}
+        # their observers (kept with them), to tell a live one by itself: a broadcast asks per observer
+        self.observers: set[CacheObserver] = set()
         # id(cacheable) -> cache id
         self._cache_export_ids: dict[int, int] = {}
         self._next_cache_id = 1
@@ -279,6 +281,7 @@ class ReferenceTables:
         self._next_cache_id += 1
         entry = _CacheExport(cacheable, perspective, CacheObserver(self.owner, cache_id))
         self.cache_exports[cache_id] = entry
+        self.observers.add(entry.observer)
         self._cache_export_ids[id(cacheable)] = cache_id
         entry.count = 1
         self._journal.append(entry)
@@ -302,6 +305,7 @@ class ReferenceTables:
         cache_id = self._cache_export_ids.pop(id(entry.cacheable), None)
         if cache_id is not None:
             del self.cache_exports[cache_id]
+        self.observers.discard(entry.observer)
         self.release_observer(entry)
 
     def release_observer(self, entry: _CacheExport) -> None:
