@@ -7,6 +7,7 @@ input and requires the same outcome, so the copies cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import msgpack
@@ -977,6 +978,22 @@ def test_a_broadcast_update_takes_the_quick_path(args, depth_limit, monkeypatch)
     pair.client.receive_data(frame)
     (event,) = pair.client.next_events()
     assert (event.request_id, event.args, event.kwargs, event.target) == (0, args, {}, copy)
+
+
+def test_the_c_twin_makes_the_event_the_python_twin_makes():
+    """QuickObserve sets CallReceived's slots itself: every field as the class call sets it."""
+    pair, copy, cache_id = observed_copy()
+    broker = pair.client
+    header = [Kind.OBSERVE, 0, cache_id, "set", serialize.PLAIN]
+    payload = msgpack.packb([["level", 5], {}])
+    broker._quick_observe(header, payload)
+    broker._on_observe(header, payload)
+    fast, slow = broker.next_events()
+    assert type(fast) is type(slow) is ev.CallReceived
+    for field in dataclasses.fields(ev.CallReceived):
+        assert getattr(fast, field.name) == getattr(slow, field.name), field.name
+    assert (fast.target, fast.broker, fast.throttle) == (copy, broker, None)
+    assert fast == slow and repr(fast) == repr(slow)
 
 
 def test_a_header_checked_once_is_checked_again_for_all_that_can_change():

@@ -543,15 +543,20 @@ static PyTypeObject FrameLoopType = {
 
 /* ---- the quick path of a cache update --------------------------------------
  *
- * QuickObserve(broker, call_received, unpackb, no_ext, tree_depth_exceeds, plain)
+ * QuickObserve(broker, call_received, call_fields, unpackb, no_ext, tree_depth_exceeds, plain)
  * is a Broker's OBSERVE handler: Broker._on_observe in C. A no-answer PLAIN
  * update naming a method, of a live copy, whose payload is [[args...], {}]
  * without ext and within the depth limit, is queued as CallReceived; anything
  * else goes to Broker._on_call, as in the Python twin (and a header of the
  * wrong shape to _on_observe itself, which says what is wrong). It reads the
  * broker's slots at their offsets; the broker must be exactly a Broker (a
- * subclass may override _on_observe, and then gets its own).
+ * subclass may override _on_observe, and then gets its own). The event is made as
+ * call_received(0, method, args, kwargs, None, target, name, broker) would make it, its
+ * slots (call_fields, in that order; the rest keep their default, None) set directly:
+ * calling the class would run its Python __init__.
  */
+#define EVENT_VALUES 8
+#define EVENT_FIELDS 9
 
 enum {
     SOUND_UPDATE, TABLES, BARE_LIMIT, RUNNING, MAX_INBOUND_CALLS, HELD_EVENTS, MAX_DEPTH, EVENTS,
@@ -565,7 +570,8 @@ static const char *const broker_slot_names[BROKER_SLOTS] = {
 typedef struct {
     PyObject_HEAD
     PyObject *broker;
-    PyObject *call_received;      /* events.CallReceived */
+    PyTypeObject *call_received;  /* events.CallReceived */
+    Py_ssize_t event_offsets[EVENT_FIELDS];
     PyObject *unpackb;            /* msgpack.unpackb */
     PyObject *unpack_options;     /* (False, no_ext): strict_map_key, ext_hook */
     PyObject *unpack_names;       /* ("strict_map_key", "ext_hook") */
@@ -610,6 +616,19 @@ sound_update(QuickObserve *self, PyObject *header)
         return plain;
     }
     return PyUnicode_CheckExact(name) && PyUnicode_IsIdentifier(name);
+}
+
+/* A CallReceived holding ``values`` (see above). */
+static PyObject *
+new_event(QuickObserve *self, PyObject *const *values)
+{
+    PyObject *event = self->call_received->tp_alloc(self->call_received, 0);
+    if (event != NULL) {
+        for (int i = 0; i < EVENT_FIELDS; i++) {
+            *slot_at(event, self->event_offsets[i]) = Py_NewRef(i < EVENT_VALUES ? values[i] : Py_None);
+        }
+    }
+    return event;
 }
 
 /* What the copy ``weak`` refers to (if alive) makes of a payload of [[args...], {}]: the event queued (1), or
@@ -658,8 +677,8 @@ queue_update(QuickObserve *self, PyObject *weak, PyObject *name, PyObject *paylo
         }
         else if (!too_deep) {
             PyObject *zero = PyLong_FromLong(0);
-            PyObject *event_args[8] = {zero, method, args, kwargs, Py_None, target, name, self->broker};
-            PyObject *event = zero == NULL ? NULL : PyObject_Vectorcall(self->call_received, event_args, 8, NULL);
+            PyObject *values[EVENT_VALUES] = {zero, method, args, kwargs, Py_None, target, name, self->broker};
+            PyObject *event = zero == NULL ? NULL : new_event(self, values);
             Py_XDECREF(zero);
             PyObject *events = event == NULL ? NULL : *slot_at(self->broker, self->offsets[EVENTS]);
             queued = events == NULL || PyList_Append(events, event) < 0 ? -1 : 1;
@@ -735,14 +754,26 @@ quick_observe_vectorcall(PyObject *callable, PyObject *const *args, size_t nargs
 static PyObject *
 quick_observe_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *broker, *call_received, *unpackb, *no_ext, *tree_depth_exceeds, *plain;
-    if (!PyArg_ParseTuple(args, "OOOOOO:QuickObserve", &broker, &call_received, &unpackb, &no_ext,
-                          &tree_depth_exceeds, &plain)) {
+    PyObject *broker, *call_fields, *unpackb, *no_ext, *tree_depth_exceeds, *plain;
+    PyTypeObject *call_received;
+    if (!PyArg_ParseTuple(args, "OO!O!OOOO:QuickObserve", &broker, &PyType_Type, &call_received,
+                          &PyTuple_Type, &call_fields, &unpackb, &no_ext, &tree_depth_exceeds, &plain)) {
         return NULL;
     }
-    Py_ssize_t offsets[BROKER_SLOTS];
+    Py_ssize_t offsets[BROKER_SLOTS], event_offsets[EVENT_FIELDS];
     for (int i = 0; i < BROKER_SLOTS; i++) {
         if (slot_offset(Py_TYPE(broker), broker_slot_names[i], &offsets[i]) < 0) {
+            return NULL;
+        }
+    }
+    if (PyTuple_GET_SIZE(call_fields) != EVENT_FIELDS) {
+        PyErr_Format(PyExc_TypeError, "%.100s has %zd fields, not %d", call_received->tp_name,
+                     PyTuple_GET_SIZE(call_fields), EVENT_FIELDS);
+        return NULL;
+    }
+    for (int i = 0; i < EVENT_FIELDS; i++) {
+        const char *field = PyUnicode_AsUTF8(PyTuple_GET_ITEM(call_fields, i));
+        if (field == NULL || slot_offset(call_received, field, &event_offsets[i]) < 0) {
             return NULL;
         }
     }
@@ -751,7 +782,8 @@ quick_observe_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     self->broker = Py_NewRef(broker);
-    self->call_received = Py_NewRef(call_received);
+    self->call_received = (PyTypeObject *)Py_NewRef(call_received);
+    memcpy(self->event_offsets, event_offsets, sizeof(event_offsets));
     self->unpackb = Py_NewRef(unpackb);
     self->unpack_options = PyTuple_Pack(2, Py_False, no_ext);
     self->unpack_names = Py_BuildValue("(ss)", "strict_map_key", "ext_hook");
@@ -816,8 +848,8 @@ quick_observe_dealloc(QuickObserve *self)
 static PyTypeObject QuickObserveType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pbnb.core._receiving.QuickObserve",
-    .tp_doc = "QuickObserve(broker, call_received, unpackb, no_ext, tree_depth_exceeds, plain): the C "
-              "twin of broker._on_observe, called as handler(header, payload).",
+    .tp_doc = "QuickObserve(broker, call_received, call_fields, unpackb, no_ext, tree_depth_exceeds, "
+              "plain): the C twin of broker._on_observe, called as handler(header, payload).",
     .tp_basicsize = sizeof(QuickObserve),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(QuickObserve, vectorcall),

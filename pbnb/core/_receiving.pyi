@@ -23,6 +23,7 @@ class QuickObserve:
         self,
         broker: Any,
         call_received: type,
+        call_fields: tuple[str, ...],
         unpackb: Callable[..., Any],
         no_ext: Callable[[int, bytes], Any],
         tree_depth_exceeds: Callable[[Any, int], bool],

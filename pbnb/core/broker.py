@@ -31,6 +31,7 @@ State rules, all of them:
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,7 @@ _unpackb = msgpack.unpackb
 _no_ext = serialize.refuse_ext
 _tree_depth_exceeds = serialize.tree_depth_exceeds
 _CallReceived = ev.CallReceived
+_CALL_FIELDS = tuple(field.name for field in dataclasses.fields(ev.CallReceived))
 #: Cancelled calls whose answer we still expect (the peer sends one, saying it stopped).
 #: Beyond this many the oldest are forgotten, so a peer that never answers cannot grow it.
 MAX_CANCELLED = 10_000
@@ -1579,7 +1581,7 @@ def _observe_handler(broker: Broker) -> FrameHandler:
     """``broker._on_observe``, or its C twin for a Broker (a subclass may override the method)."""
     if QuickObserve is None or type(broker) is not Broker:
         return broker._on_observe
-    return QuickObserve(broker, _CallReceived, _unpackb, _no_ext, _tree_depth_exceeds, _PLAIN)
+    return QuickObserve(broker, _CallReceived, _CALL_FIELDS, _unpackb, _no_ext, _tree_depth_exceeds, _PLAIN)
 
 
 def refusal_handshake(error: PBError) -> bytes:
