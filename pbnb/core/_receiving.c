@@ -127,11 +127,12 @@ is_kind_list(PyObject *header)
         && PyLong_CheckExact(PyList_GET_ITEM(header, 0));
 }
 
-/* reader._keep(data[pos:], needed): a frame cut short waits for more bytes. */
+/* reader._keep(data[pos:], needed): a frame cut short waits for more bytes. (Sliced as
+ * Python slices: bytes from 0 are the bytes themselves, not a copy of a large frame's start.) */
 static int
-keep(PyObject *reader, int is_bytes, const char *base, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t needed)
+keep(PyObject *reader, PyObject *data, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t needed)
 {
-    PyObject *rest = cut(is_bytes, base, pos, end);
+    PyObject *rest = PySequence_GetSlice(data, pos, end);
     if (rest == NULL) {
         return -1;
     }
@@ -302,7 +303,7 @@ read_frames(FrameLoop *self, PyObject *reader, PyObject *data, Py_ssize_t pos, P
         budget -= 1;
         const char *base = is_bytes ? PyBytes_AS_STRING(data) : PyByteArray_AS_STRING(data);
         if (end - pos < PREFIX_SIZE) {
-            outcome = keep(reader, is_bytes, base, pos, end, PREFIX_SIZE) < 0 ? -1 : 1;
+            outcome = keep(reader, data, pos, end, PREFIX_SIZE) < 0 ? -1 : 1;
             break;
         }
         Py_ssize_t body = read_be((const unsigned char *)base + pos, 4);
@@ -317,7 +318,7 @@ read_frames(FrameLoop *self, PyObject *reader, PyObject *data, Py_ssize_t pos, P
         }
         Py_ssize_t stop = pos + LENGTH_SIZE + body;
         if (stop > end) {
-            outcome = keep(reader, is_bytes, base, pos, end, LENGTH_SIZE + body) < 0 ? -1 : 1;
+            outcome = keep(reader, data, pos, end, LENGTH_SIZE + body) < 0 ? -1 : 1;
             break;
         }
         Py_ssize_t head_end = pos + PREFIX_SIZE + head_len;
