@@ -19,6 +19,11 @@ within 2x of raw at 1000 observers.
   connection, and read and applied by a bare ``asyncio.BufferedProtocol``.
 
 ``--profile`` runs the pbnb owner under cProfile and prints where its time went.
+``--cpu`` also prints the CPU time each side spent per update over the timed
+rounds: the client processes' user and system time (from ``/proc``, Linux
+only, counted in clock ticks: time enough rounds) and the owner's thread time
+around each change until written. On a machine with few cores the latency
+follows the clients' CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import statistics
 import struct
@@ -280,11 +286,21 @@ async def sent() -> float:
     return await done
 
 
-async def measure(observers: int, procs: int, rounds: int, profile: bool) -> dict[str, tuple[float, float]]:
+def process_cpu(pid: int) -> tuple[float, float]:
+    """A process's user and system CPU seconds so far (Linux's /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+async def measure(
+    observers: int, procs: int, rounds: int, profile: bool, cpu: dict[str, list[float]] | None = None
+) -> dict[str, tuple[float, float]]:
     """Median (seconds until written, seconds until applied everywhere) per mode.
 
     Both owners run at once and take turns, one change each, so a busy
-    machine slows both alike.
+    machine slows both alike. ``cpu``, if given, gets per mode the CPU seconds
+    per update over the timed rounds: [clients' user, clients' system, owner].
     """
     owners = {"pbnb": PbnbOwner(), "raw": RawOwner()}
     fleets = {}
@@ -294,19 +310,37 @@ async def measure(observers: int, procs: int, rounds: int, profile: bool) -> dic
         assert owner.watching() == observers, (mode, owner.watching(), observers)
     profiler = cProfile.Profile() if profile else None
     timings: dict[str, list[tuple[float, float]]] = {mode: [] for mode in owners}
+    owner_cpu = dict.fromkeys(owners, 0.0)
+    clients_cpu: dict[str, list[tuple[float, float]]] = {}
     try:
         for value in range(rounds + WARMUP):
+            if value == WARMUP and cpu is not None:
+                clients_cpu = {
+                    mode: [process_cpu(p.pid) for p in fleet.procs] for mode, fleet in fleets.items()
+                }
             for mode, owner in owners.items():
                 if profiler is not None and mode == "pbnb":
                     profiler.enable()
-                start = time.perf_counter()
+                start, started_cpu = time.perf_counter(), time.thread_time()
                 owner.change(value)
                 written = await sent()
+                owner_cpu[mode] += time.thread_time() - started_cpu if value >= WARMUP else 0.0
                 end = await fleets[mode].finished(value)
                 if profiler is not None:
                     profiler.disable()
                 if value >= WARMUP:
                     timings[mode].append((written - start, end - start))
+        if cpu is not None:
+            updates = rounds * observers
+            for mode, fleet in fleets.items():
+                spent = [process_cpu(p.pid) for p in fleet.procs]
+                user = sum(
+                    after[0] - before[0] for after, before in zip(spent, clients_cpu[mode], strict=True)
+                )
+                system = sum(
+                    after[1] - before[1] for after, before in zip(spent, clients_cpu[mode], strict=True)
+                )
+                cpu[mode] = [user / updates, system / updates, owner_cpu[mode] / updates]
     finally:
         for mode, owner in owners.items():
             await fleets[mode].stop()
@@ -325,8 +359,12 @@ async def main(args: argparse.Namespace) -> None:
         f"{'observers':>9} {'pbnb ms':>8} {'(sent)':>7} {'raw ms':>7} {'(sent)':>7} "
         f"{'pbnb upd/s':>11} {'raw upd/s':>10} {'pbnb/raw':>9}"
     )
+    spent: dict[int, dict[str, list[float]]] = {}
     for observers in args.observers:
-        figures = await measure(observers, args.procs, args.rounds, args.profile)
+        spent[observers] = {}
+        figures = await measure(
+            observers, args.procs, args.rounds, args.profile, spent[observers] if args.cpu else None
+        )
         (pbnb_sent, pbnb_s), (raw_sent, raw_s) = figures["pbnb"], figures["raw"]
         print(
             f"{observers:>9} {pbnb_s * 1000:>8.2f} {pbnb_sent * 1000:>7.2f} {raw_s * 1000:>7.2f} "
@@ -334,6 +372,13 @@ async def main(args: argparse.Namespace) -> None:
             f"{pbnb_s / raw_s:>8.2f}x",
             flush=True,
         )
+    if args.cpu:
+        print("\nCPU us per update: clients' user + system; owner (until written); all, pbnb/raw")
+        for observers, modes in spent.items():
+            (pu, ps, po), (ru, rs, ro) = ([value * 1e6 for value in modes[mode]] for mode in ("pbnb", "raw"))
+            ratio = (pu + ps + po) / (ru + rs + ro)
+            pbnb, raw = f"{pu:5.2f} + {ps:5.2f}; {po:5.2f}", f"{ru:5.2f} + {rs:5.2f}; {ro:5.2f}"
+            print(f"{observers:>9}  pbnb {pbnb}  raw {raw}  {ratio:.2f}x")
 
 
 def cli() -> None:
@@ -346,6 +391,7 @@ def cli() -> None:
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--rounds", type=int, default=30, help="changes timed per figure")
     parser.add_argument("--profile", action="store_true", help="cProfile the pbnb owner")
+    parser.add_argument("--cpu", action="store_true", help="also each side's CPU per update (Linux)")
     asyncio.run(main(parser.parse_args()))
 
 
