@@ -632,8 +632,9 @@ new_event(QuickObserve *self, PyObject *const *values)
     return event;
 }
 
-/* What the copy ``weak`` refers to (if alive) makes of a payload of [[args...], {}]: the event queued (1), or
- * 0 for anything else (no copy, no such method, an ext, another shape, too deep); -1 on error. */
+/* What the copy ``weak`` refers to (if alive) makes of a payload of [[args...], {}]: the event
+ * queued (1), or 0 for anything else (no copy, no such method, an ext, another shape, too
+ * deep); -1 on error. */
 static int
 queue_update(QuickObserve *self, PyObject *weak, PyObject *name, PyObject *payload, Py_ssize_t size)
 {
@@ -740,7 +741,9 @@ quick_observe_vectorcall(PyObject *callable, PyObject *const *args, size_t nargs
         else if (size <= bare_limit && running < max_running
                  && *slot_at(self->broker, self->offsets[HELD_EVENTS]) == Py_None && !awaits
                  && weak != Py_None) {
-            queued = queue_update(self, weak, PyList_GET_ITEM(header, 3), payload, size);
+            PyObject *name = Py_NewRef(PyList_GET_ITEM(header, 3)); /* held: Python code runs */
+            queued = queue_update(self, weak, name, payload, size);
+            Py_DECREF(name);
         }
         Py_XDECREF(awaiting);
         Py_XDECREF(weak);
