@@ -267,6 +267,21 @@ dispatch(FrameLoop *self, PyObject *reader, PyObject *header, PyObject *payload)
     return -1;
 }
 
+/* Whether the reader is closed: 1 or 0, -1 with an error (AttributeError if unset). */
+static int
+reader_closed(FrameLoop *self, PyObject *reader)
+{
+    PyObject *closed = *slot(self, reader, CLOSED);
+    if (closed == Py_False) {
+        return 0;
+    }
+    if (closed == NULL) {
+        Py_XDECREF(slot_get(self, reader, CLOSED)); /* unset: it raises AttributeError */
+        return -1;
+    }
+    return PyObject_IsTrue(closed);
+}
+
 /* The loop over data[pos:]: 0 when it ran out of bytes or the reader closed (_needed reset),
  * 1 when it stopped early (a frame cut short, the budget spent), -1 on error. */
 static int
@@ -278,16 +293,10 @@ read_frames(FrameLoop *self, PyObject *reader, PyObject *data, Py_ssize_t pos, P
     PyObject *view = NULL;
     int outcome = 0;
     while (pos < end) {
-        PyObject *closed = *slot(self, reader, CLOSED);
-        if (closed != Py_False) { /* a handler closed the reader: the rest is ignored */
-            int truth = closed == NULL ? -1 : PyObject_IsTrue(closed);
-            if (closed == NULL) {
-                slot_get(self, reader, CLOSED); /* unset: raises AttributeError */
-            }
-            if (truth != 0) {
-                outcome = truth < 0 ? -1 : 0;
-                break;
-            }
+        int closed = reader_closed(self, reader);
+        if (closed != 0) { /* a handler closed the reader: the rest is ignored */
+            outcome = closed < 0 ? -1 : 0;
+            break;
         }
         if (budget == 0) {
             PyObject *at = PyLong_FromSsize_t(pos);
